@@ -1,0 +1,103 @@
+/*
+ * What bpf/sockets.bpf.c shares with user space (src/sockets.ts through src/bpf-layout.ts): map keys, map values,
+ * ring-buffer records and constants. Fixed-width types only; test/layout.test.js checks sizes and offsets against
+ * the object's BTF.
+ */
+#ifndef OTEL_NODE_EBPF_SOCKETS_H
+#define OTEL_NODE_EBPF_SOCKETS_H
+
+#include "histogram.h"
+
+/* Our own codes, not AF_*: a v4-mapped IPv6 socket (::ffff:a.b.c.d) is reported as IPv4, as it is on the wire. */
+#define NET_IPV4 4
+#define NET_IPV6 6
+
+/* Which side of the connection this process is. SIDE_NONE marks the overflow series (the series map was full). */
+#define SIDE_NONE 0
+#define SIDE_CLIENT 1 /* the process connected */
+#define SIDE_SERVER 2 /* the process accepted */
+
+/*
+ * One series of every socket metric: the server side of the connection. For a connection the process opened, that
+ * is the peer's address and port; for one it accepted, only the process's own listening port (addr is all zero), so
+ * that client addresses never multiply series. err is the errno of a failed connect (0 otherwise): failures get
+ * series of their own.
+ */
+struct series_key {
+	__u8 addr[16]; /* IPv4 in the first 4 bytes, network order */
+	__u16 port;    /* host order */
+	__u8 family;   /* NET_IPV4 | NET_IPV6 */
+	__u8 side;     /* SIDE_* */
+	__u32 err;
+};
+
+struct series_stats {
+	__u64 tx_bytes;
+	__u64 rx_bytes;
+	__u64 opened;      /* reached ESTABLISHED */
+	__u64 failed;      /* connect never reached ESTABLISHED (key.err says why) */
+	__u64 closed;
+	__u64 retransmits; /* segments, from tcp_sock.total_retrans */
+	__u64 resets_sent;
+	__u64 resets_received;
+	struct hist connect;  /* handshake: SYN_SENT -> ESTABLISHED (client); SYN-ACK RTT (server) */
+	struct hist lifetime; /* ESTABLISHED -> CLOSE */
+	struct hist rtt;      /* smoothed RTT: at most one sample per connection per rtt_sample_interval_ns, and one at close */
+};
+
+/*
+ * Per-connection state, keyed by the kernel's struct sock address. It lives until the socket is destroyed, not just
+ * until TCP_CLOSE: a connection closed by the peer (TIME_WAIT, CLOSE after FIN) may still hold data the application
+ * has not read yet, and those bytes belong to it.
+ */
+struct conn_state {
+	struct series_key key;
+	__u64 start_ns;        /* connect() for clients, ESTABLISHED for accepted connections */
+	__u64 established_ns;  /* 0 while connecting, or if the connection predates the probes */
+	__u64 closed_ns;       /* when it reached TCP_CLOSE; 0 before */
+	__u64 last_rtt_ns;     /* when the last RTT sample was taken */
+	__u64 tx_bytes;
+	__u64 rx_bytes;
+	__u32 retrans_seen;    /* tcp_sock.total_retrans already added to the series */
+	__u32 resets;
+	__u16 local_port;
+	__u8 pad[6];
+};
+
+/* Listening sockets of the process: accepted connections are recognised by their local port and network namespace. */
+struct listener_key {
+	__u32 netns; /* net namespace inode */
+	__u16 port;  /* host order */
+	__u16 pad;
+};
+
+/* Counters of everything the kernel side could not record, so that nothing is lost silently. */
+struct sockets_health {
+	__u64 series_overflow;  /* updates that went to the overflow series because the series map was full */
+	__u64 conns_tracked;    /* conn_state entries created */
+	__u64 conns_untracked;  /* conn_state entries that could not be created */
+	__u64 conns_adopted;    /* connections first seen after they were established (predating the probes, or evicted) */
+	__u64 events_dropped;   /* ring-buffer records lost because the buffer was full */
+};
+
+/* Ring-buffer record: a connection ended, or a connect failed. Rare by nature; everything else stays in the maps. */
+#define CONN_EVENT_CLOSED 1
+#define CONN_EVENT_FAILED 2
+
+struct conn_event {
+	struct series_key key;
+	__u64 ts_ns;          /* CLOCK_MONOTONIC */
+	__u64 duration_ns;    /* lifetime (closed) or connect attempt (failed) */
+	__u64 tx_bytes;
+	__u64 rx_bytes;
+	__u32 srtt_us;
+	__u32 retransmits;
+	__u16 local_port;
+	__u8 kind;            /* CONN_EVENT_* */
+	__u8 pad[5];
+};
+
+#define SOCKETS_DEFAULT_MAX_CONNS 16384
+#define SOCKETS_DEFAULT_MAX_SERIES 1024
+
+#endif

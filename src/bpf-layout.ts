@@ -1,0 +1,244 @@
+/**
+ * The structs of bpf/histogram.h and bpf/sockets.h as they cross into user space. One table per struct (field,
+ * offset, type); test/layout.test.js checks every size and offset against the BTF of the compiled object.
+ */
+
+export type FieldType = 'u8' | 'u16' | 'u32' | 'u64' | 'bytes16' | 'hist' | 'series_key';
+
+export interface StructLayout {
+  name: string;
+  size: number;
+  fields: Record<string, { offset: number; type: FieldType }>;
+}
+
+/** Mirrors bpf/histogram.h. */
+export const HIST_MAX_SLOTS = 48;
+/** Slot k >= 1 holds (2^(k + HIST_MIN_EXP - 1), 2^(k + HIST_MIN_EXP)] seconds; slot 0 holds everything up to 2^HIST_MIN_EXP. */
+export const HIST_MIN_EXP = -20;
+
+export const NET_IPV4 = 4;
+export const NET_IPV6 = 6;
+export const SIDE_NONE = 0;
+export const SIDE_CLIENT = 1;
+export const SIDE_SERVER = 2;
+export const CONN_EVENT_CLOSED = 1;
+export const CONN_EVENT_FAILED = 2;
+
+const HIST_SIZE = 8 + 8 * HIST_MAX_SLOTS;
+
+export const LAYOUTS = {
+  hist: { name: 'hist', size: HIST_SIZE, fields: { sum_ns: { offset: 0, type: 'u64' }, slots: { offset: 8, type: 'u64' } } },
+  series_key: {
+    name: 'series_key',
+    size: 24,
+    fields: {
+      addr: { offset: 0, type: 'bytes16' },
+      port: { offset: 16, type: 'u16' },
+      family: { offset: 18, type: 'u8' },
+      side: { offset: 19, type: 'u8' },
+      err: { offset: 20, type: 'u32' },
+    },
+  },
+  series_stats: {
+    name: 'series_stats',
+    size: 64 + 3 * HIST_SIZE,
+    fields: {
+      tx_bytes: { offset: 0, type: 'u64' },
+      rx_bytes: { offset: 8, type: 'u64' },
+      opened: { offset: 16, type: 'u64' },
+      failed: { offset: 24, type: 'u64' },
+      closed: { offset: 32, type: 'u64' },
+      retransmits: { offset: 40, type: 'u64' },
+      resets_sent: { offset: 48, type: 'u64' },
+      resets_received: { offset: 56, type: 'u64' },
+      connect: { offset: 64, type: 'hist' },
+      lifetime: { offset: 64 + HIST_SIZE, type: 'hist' },
+      rtt: { offset: 64 + 2 * HIST_SIZE, type: 'hist' },
+    },
+  },
+  conn_state: {
+    name: 'conn_state',
+    size: 88,
+    fields: {
+      key: { offset: 0, type: 'series_key' },
+      start_ns: { offset: 24, type: 'u64' },
+      established_ns: { offset: 32, type: 'u64' },
+      closed_ns: { offset: 40, type: 'u64' },
+      last_rtt_ns: { offset: 48, type: 'u64' },
+      tx_bytes: { offset: 56, type: 'u64' },
+      rx_bytes: { offset: 64, type: 'u64' },
+      retrans_seen: { offset: 72, type: 'u32' },
+      resets: { offset: 76, type: 'u32' },
+      local_port: { offset: 80, type: 'u16' },
+      pad: { offset: 82, type: 'u8' },
+    },
+  },
+  listener_key: {
+    name: 'listener_key',
+    size: 8,
+    fields: { netns: { offset: 0, type: 'u32' }, port: { offset: 4, type: 'u16' }, pad: { offset: 6, type: 'u16' } },
+  },
+  sockets_health: {
+    name: 'sockets_health',
+    size: 40,
+    fields: {
+      series_overflow: { offset: 0, type: 'u64' },
+      conns_tracked: { offset: 8, type: 'u64' },
+      conns_untracked: { offset: 16, type: 'u64' },
+      conns_adopted: { offset: 24, type: 'u64' },
+      events_dropped: { offset: 32, type: 'u64' },
+    },
+  },
+  conn_event: {
+    name: 'conn_event',
+    size: 72,
+    fields: {
+      key: { offset: 0, type: 'series_key' },
+      ts_ns: { offset: 24, type: 'u64' },
+      duration_ns: { offset: 32, type: 'u64' },
+      tx_bytes: { offset: 40, type: 'u64' },
+      rx_bytes: { offset: 48, type: 'u64' },
+      srtt_us: { offset: 56, type: 'u32' },
+      retransmits: { offset: 60, type: 'u32' },
+      local_port: { offset: 64, type: 'u16' },
+      kind: { offset: 66, type: 'u8' },
+      pad: { offset: 67, type: 'u8' },
+    },
+  },
+} as const satisfies Record<string, StructLayout>;
+
+/** A log2 histogram as the kernel keeps it; sumNs is exact, counts per slot. */
+export interface Log2Histogram {
+  sumNs: bigint;
+  slots: number[];
+}
+
+export interface SeriesKey {
+  address?: string;
+  port: number;
+  family: number;
+  side: number;
+  err: number;
+}
+
+export interface SeriesStats {
+  txBytes: number;
+  rxBytes: number;
+  opened: number;
+  failed: number;
+  closed: number;
+  retransmits: number;
+  resetsSent: number;
+  resetsReceived: number;
+  connect: Log2Histogram;
+  lifetime: Log2Histogram;
+  rtt: Log2Histogram;
+}
+
+const u64 = (b: Buffer, off: number) => Number(b.readBigUInt64LE(off));
+
+export function decodeHist(b: Buffer, off: number): Log2Histogram {
+  const slots = new Array<number>(HIST_MAX_SLOTS);
+  for (let i = 0; i < HIST_MAX_SLOTS; i++) slots[i] = u64(b, off + 8 + 8 * i);
+  return { sumNs: b.readBigUInt64LE(off), slots };
+}
+
+function formatAddress(addr: Buffer, family: number): string | undefined {
+  if (addr.every(x => x === 0)) return undefined;
+  if (family === NET_IPV4) return `${addr[0]}.${addr[1]}.${addr[2]}.${addr[3]}`;
+  const groups: string[] = [];
+  for (let i = 0; i < 16; i += 2) groups.push(addr.readUInt16BE(i).toString(16));
+  // RFC 5952: compress the longest run of zero groups
+  let best = -1, bestLen = 0;
+  for (let i = 0; i < 8; ) {
+    if (groups[i] !== '0') { i++; continue; }
+    let j = i;
+    while (j < 8 && groups[j] === '0') j++;
+    if (j - i > bestLen && j - i > 1) { best = i; bestLen = j - i; }
+    i = j;
+  }
+  if (best < 0) return groups.join(':');
+  return `${groups.slice(0, best).join(':')}::${groups.slice(best + bestLen).join(':')}`;
+}
+
+export function decodeSeriesKey(b: Buffer, off = 0): SeriesKey {
+  const f = LAYOUTS.series_key.fields;
+  const family = b.readUInt8(off + f.family.offset);
+  return {
+    address: formatAddress(b.subarray(off, off + 16), family),
+    port: b.readUInt16LE(off + f.port.offset),
+    family,
+    side: b.readUInt8(off + f.side.offset),
+    err: b.readUInt32LE(off + f.err.offset),
+  };
+}
+
+export function decodeSeriesStats(b: Buffer): SeriesStats {
+  const f = LAYOUTS.series_stats.fields;
+  return {
+    txBytes: u64(b, f.tx_bytes.offset),
+    rxBytes: u64(b, f.rx_bytes.offset),
+    opened: u64(b, f.opened.offset),
+    failed: u64(b, f.failed.offset),
+    closed: u64(b, f.closed.offset),
+    retransmits: u64(b, f.retransmits.offset),
+    resetsSent: u64(b, f.resets_sent.offset),
+    resetsReceived: u64(b, f.resets_received.offset),
+    connect: decodeHist(b, f.connect.offset),
+    lifetime: decodeHist(b, f.lifetime.offset),
+    rtt: decodeHist(b, f.rtt.offset),
+  };
+}
+
+export function encodeListenerKey(netns: number, port: number): Buffer {
+  const b = Buffer.alloc(LAYOUTS.listener_key.size);
+  b.writeUInt32LE(netns, LAYOUTS.listener_key.fields.netns.offset);
+  b.writeUInt16LE(port, LAYOUTS.listener_key.fields.port.offset);
+  return b;
+}
+
+export interface SocketsHealth {
+  seriesOverflow: number;
+  connsTracked: number;
+  connsUntracked: number;
+  connsAdopted: number;
+  eventsDropped: number;
+}
+
+export function decodeHealth(b: Buffer, off: number): SocketsHealth {
+  const f = LAYOUTS.sockets_health.fields;
+  return {
+    seriesOverflow: u64(b, off + f.series_overflow.offset),
+    connsTracked: u64(b, off + f.conns_tracked.offset),
+    connsUntracked: u64(b, off + f.conns_untracked.offset),
+    connsAdopted: u64(b, off + f.conns_adopted.offset),
+    eventsDropped: u64(b, off + f.events_dropped.offset),
+  };
+}
+
+export interface ConnEvent {
+  key: SeriesKey;
+  tsNs: bigint;
+  durationNs: number;
+  txBytes: number;
+  rxBytes: number;
+  srttUs: number;
+  retransmits: number;
+  localPort: number;
+  kind: number;
+}
+
+export function decodeConnEvent(b: Buffer): ConnEvent {
+  const f = LAYOUTS.conn_event.fields;
+  return {
+    key: decodeSeriesKey(b, f.key.offset),
+    tsNs: b.readBigUInt64LE(f.ts_ns.offset),
+    durationNs: u64(b, f.duration_ns.offset),
+    txBytes: u64(b, f.tx_bytes.offset),
+    rxBytes: u64(b, f.rx_bytes.offset),
+    srttUs: b.readUInt32LE(f.srtt_us.offset),
+    retransmits: b.readUInt32LE(f.retransmits.offset),
+    localPort: b.readUInt16LE(f.local_port.offset),
+    kind: b.readUInt8(f.kind.offset),
+  };
+}

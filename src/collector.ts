@@ -1,0 +1,31 @@
+/**
+ * The small interface every collector (sockets, and later runtime probes) implements: start, collect into
+ * kernel-side cumulative values, stop. src/producer.ts turns what they collect into OpenTelemetry data.
+ */
+import type { Attributes } from '@opentelemetry/api';
+import type { Log2Histogram } from './bpf-layout';
+import type { ProbeRunStats, ProbeStatus } from './probes';
+
+export type KernelPoint =
+  | { attributes: Attributes; value: number }
+  | { attributes: Attributes; hist: Log2Histogram };
+
+/** Cumulative values since the collector started (counters, histograms) or current values (gauges). */
+export interface KernelMetric {
+  name: string;
+  unit: string;
+  description: string;
+  kind: 'counter' | 'gauge' | 'histogram';
+  points: KernelPoint[];
+}
+
+export interface Collector {
+  readonly name: string;
+  /** Loads and attaches; one measurement failing does not stop the others. Throws only if nothing can be loaded. */
+  start(): void;
+  collect(): KernelMetric[];
+  status(): ProbeStatus[];
+  runStats(): Map<string, ProbeRunStats>;
+  /** Detaches. Idempotent. */
+  stop(): void;
+}

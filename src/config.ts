@@ -1,0 +1,209 @@
+/**
+ * Public configuration: the options of {@link start} and the environment variables they default from.
+ * Every option has an environment variable; an explicit option wins over the environment. README.md's table lists
+ * them all with their defaults.
+ */
+
+/** How a measurement attaches to the kernel. `auto` tries kprobe, then fentry, then tracepoints. */
+export type AttachMode = 'auto' | 'kprobe' | 'fentry' | 'tracepoint';
+export const ATTACH_MODES: readonly AttachMode[] = ['auto', 'kprobe', 'fentry', 'tracepoint'];
+
+export type OtlpProtocol = 'grpc' | 'http/protobuf' | 'http/json';
+export const OTLP_PROTOCOLS: readonly OtlpProtocol[] = ['grpc', 'http/protobuf', 'http/json'];
+
+export type TemporalityPreference = 'cumulative' | 'delta' | 'lowmemory';
+export const TEMPORALITY_PREFERENCES: readonly TemporalityPreference[] = ['cumulative', 'delta', 'lowmemory'];
+
+export type HistogramAggregation = 'explicit_bucket_histogram' | 'base2_exponential_bucket_histogram';
+export const HISTOGRAM_AGGREGATIONS: readonly HistogramAggregation[] = [
+  'explicit_bucket_histogram',
+  'base2_exponential_bucket_histogram',
+];
+
+export interface StartOptions {
+  /** Do nothing at all. Env: `OTEL_SDK_DISABLED`. Default false. */
+  disabled?: boolean;
+  /** Env: `OTEL_SERVICE_NAME`; `OTEL_RESOURCE_ATTRIBUTES` adds more. Default: the resource detectors' `unknown_service:node`. */
+  serviceName?: string;
+  /** OTLP protocol. Env: `OTEL_EXPORTER_OTLP_METRICS_PROTOCOL`, then `OTEL_EXPORTER_OTLP_PROTOCOL`. Default `http/protobuf`. */
+  protocol?: OtlpProtocol;
+  /**
+   * Full metrics endpoint URL. Env: `OTEL_EXPORTER_OTLP_METRICS_ENDPOINT` (used as is), or `OTEL_EXPORTER_OTLP_ENDPOINT`
+   * (plus `/v1/metrics` for HTTP). Default `http://localhost:4318/v1/metrics` (HTTP) or `http://localhost:4317` (gRPC).
+   * Headers, timeout and compression come from the standard `OTEL_EXPORTER_OTLP_*` variables, read by the exporter.
+   */
+  endpoint?: string;
+  /** Env: `OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE`. Default `cumulative`. */
+  temporality?: TemporalityPreference;
+  /** How the kernel's histograms are exported. Env: `OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION`. Default `explicit_bucket_histogram`. */
+  histogramAggregation?: HistogramAggregation;
+  /** Milliseconds between exports. Env: `OTEL_METRIC_EXPORT_INTERVAL`. Default 60000. */
+  exportIntervalMillis?: number;
+  /** Milliseconds an export may take. Env: `OTEL_METRIC_EXPORT_TIMEOUT`. Default 30000. */
+  exportTimeoutMillis?: number;
+  /** Force one hook type for every measurement. Env: `OTEL_NODE_EBPF_ATTACH_MODE`. Default `auto`. */
+  attachMode?: AttachMode;
+  /** Measurements (or groups, such as `tcp`) to turn off. Env: `OTEL_NODE_EBPF_DISABLED_PROBES` (comma-separated). Default none. */
+  disabledProbes?: string[];
+  /** Connections tracked at once (kernel LRU map). Env: `OTEL_NODE_EBPF_MAX_CONNECTIONS`. Default 16384. */
+  maxConnections?: number;
+  /** Distinct series (peer address and port, or own listening port) kept by the kernel; more go to an overflow series. Env: `OTEL_NODE_EBPF_MAX_SERIES`. Default 1024. */
+  maxSeries?: number;
+  /** At most one RTT sample per connection per this many milliseconds (and one at close). Env: `OTEL_NODE_EBPF_RTT_SAMPLE_INTERVAL`. Default 1000. */
+  rttSampleIntervalMillis?: number;
+  /** Fail loudly: start() throws if any enabled measurement cannot attach. Env: `OTEL_NODE_EBPF_STRICT`. Default false. */
+  strict?: boolean;
+  /** Flush the last values on SIGTERM and SIGINT (the application's own reaction is kept). Default true. */
+  flushOnSignals?: boolean;
+}
+
+export interface ResolvedConfig {
+  disabled: boolean;
+  serviceName?: string;
+  protocol: OtlpProtocol;
+  endpoint?: string;
+  temporality: TemporalityPreference;
+  histogramAggregation: HistogramAggregation;
+  exportIntervalMillis: number;
+  exportTimeoutMillis: number;
+  attachMode: AttachMode;
+  disabledProbes: string[];
+  maxConnections: number;
+  maxSeries: number;
+  rttSampleIntervalMillis: number;
+  strict: boolean;
+  flushOnSignals: boolean;
+}
+
+export const DEFAULTS = {
+  protocol: 'http/protobuf',
+  temporality: 'cumulative',
+  histogramAggregation: 'explicit_bucket_histogram',
+  exportIntervalMillis: 60000,
+  exportTimeoutMillis: 30000,
+  attachMode: 'auto',
+  maxConnections: 16384,
+  maxSeries: 1024,
+  rttSampleIntervalMillis: 1000,
+} as const satisfies Partial<ResolvedConfig>;
+
+type Env = Record<string, string | undefined>;
+
+/** Reads one variable; a value that does not parse yields one warning naming the variable and the value used instead. */
+class EnvReader {
+  readonly warnings: string[] = [];
+  constructor(private readonly env: Env) {}
+
+  raw(name: string): string | undefined {
+    const v = this.env[name];
+    return v === undefined || v.trim() === '' ? undefined : v.trim();
+  }
+
+  bool(name: string, fallback: boolean): boolean {
+    const v = this.raw(name);
+    if (v === undefined) return fallback;
+    const l = v.toLowerCase();
+    if (l === 'true' || l === '1') return true;
+    if (l === 'false' || l === '0') return false;
+    this.warnings.push(`${name}="${v}" is not true or false; using ${fallback}`);
+    return fallback;
+  }
+
+  int(name: string, fallback: number, min: number, max = Number.MAX_SAFE_INTEGER): number {
+    const v = this.raw(name);
+    if (v === undefined) return fallback;
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < min || n > max) {
+      this.warnings.push(`${name}="${v}" is not an integer in [${min}, ${max}]; using ${fallback}`);
+      return fallback;
+    }
+    return n;
+  }
+
+  oneOf<T extends string>(names: string[], allowed: readonly T[], fallback: T): T {
+    for (const name of names) {
+      const v = this.raw(name);
+      if (v === undefined) continue;
+      const l = v.toLowerCase() as T;
+      if (allowed.includes(l)) return l;
+      this.warnings.push(`${name}="${v}" is not one of ${allowed.join(', ')}; using ${fallback}`);
+      return fallback;
+    }
+    return fallback;
+  }
+
+  list(name: string): string[] {
+    const v = this.raw(name);
+    return v === undefined ? [] : v.split(',').map(s => s.trim()).filter(Boolean);
+  }
+}
+
+/** Options, then environment, then defaults. Returns the warnings to log instead of logging them. */
+export function resolveConfig(options: StartOptions = {}, env: Env = process.env): {
+  config: ResolvedConfig;
+  warnings: string[];
+} {
+  const r = new EnvReader(env);
+  const checkedOption = <T>(name: keyof StartOptions, value: T | undefined, ok: (v: T) => boolean, fallback: T) => {
+    if (value === undefined) return undefined;
+    if (ok(value)) return value;
+    r.warnings.push(`option ${String(name)}=${JSON.stringify(value)} is invalid; using ${JSON.stringify(fallback)}`);
+    return fallback;
+  };
+  const positiveInt = (v: number) => Number.isInteger(v) && v > 0;
+
+  const config: ResolvedConfig = {
+    disabled: options.disabled ?? r.bool('OTEL_SDK_DISABLED', false),
+    serviceName: options.serviceName ?? r.raw('OTEL_SERVICE_NAME'),
+    protocol:
+      checkedOption('protocol', options.protocol, v => OTLP_PROTOCOLS.includes(v), DEFAULTS.protocol) ??
+      r.oneOf(['OTEL_EXPORTER_OTLP_METRICS_PROTOCOL', 'OTEL_EXPORTER_OTLP_PROTOCOL'], OTLP_PROTOCOLS, DEFAULTS.protocol),
+    endpoint: options.endpoint,
+    temporality:
+      checkedOption('temporality', options.temporality, v => TEMPORALITY_PREFERENCES.includes(v), DEFAULTS.temporality) ??
+      r.oneOf(['OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE'], TEMPORALITY_PREFERENCES, DEFAULTS.temporality),
+    histogramAggregation:
+      checkedOption(
+        'histogramAggregation',
+        options.histogramAggregation,
+        v => HISTOGRAM_AGGREGATIONS.includes(v),
+        DEFAULTS.histogramAggregation,
+      ) ??
+      r.oneOf(
+        ['OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION'],
+        HISTOGRAM_AGGREGATIONS,
+        DEFAULTS.histogramAggregation,
+      ),
+    exportIntervalMillis:
+      checkedOption('exportIntervalMillis', options.exportIntervalMillis, positiveInt, DEFAULTS.exportIntervalMillis) ??
+      r.int('OTEL_METRIC_EXPORT_INTERVAL', DEFAULTS.exportIntervalMillis, 1),
+    exportTimeoutMillis:
+      checkedOption('exportTimeoutMillis', options.exportTimeoutMillis, positiveInt, DEFAULTS.exportTimeoutMillis) ??
+      r.int('OTEL_METRIC_EXPORT_TIMEOUT', DEFAULTS.exportTimeoutMillis, 1),
+    attachMode:
+      checkedOption('attachMode', options.attachMode, v => ATTACH_MODES.includes(v), DEFAULTS.attachMode) ??
+      r.oneOf(['OTEL_NODE_EBPF_ATTACH_MODE'], ATTACH_MODES, DEFAULTS.attachMode),
+    disabledProbes: options.disabledProbes ?? r.list('OTEL_NODE_EBPF_DISABLED_PROBES'),
+    maxConnections:
+      checkedOption('maxConnections', options.maxConnections, positiveInt, DEFAULTS.maxConnections) ??
+      r.int('OTEL_NODE_EBPF_MAX_CONNECTIONS', DEFAULTS.maxConnections, 16, 1 << 24),
+    maxSeries:
+      checkedOption('maxSeries', options.maxSeries, positiveInt, DEFAULTS.maxSeries) ??
+      r.int('OTEL_NODE_EBPF_MAX_SERIES', DEFAULTS.maxSeries, 1, 1 << 20),
+    rttSampleIntervalMillis:
+      checkedOption('rttSampleIntervalMillis', options.rttSampleIntervalMillis, v => Number.isInteger(v) && v >= 0, 1000) ??
+      r.int('OTEL_NODE_EBPF_RTT_SAMPLE_INTERVAL', DEFAULTS.rttSampleIntervalMillis, 0),
+    strict: options.strict ?? r.bool('OTEL_NODE_EBPF_STRICT', false),
+    flushOnSignals: options.flushOnSignals ?? true,
+  };
+  if (config.exportTimeoutMillis > config.exportIntervalMillis) {
+    // The metric reader requires timeout <= interval; only a timeout that was asked for deserves a warning.
+    if (options.exportTimeoutMillis !== undefined || r.raw('OTEL_METRIC_EXPORT_TIMEOUT') !== undefined)
+      r.warnings.push(
+      `OTEL_METRIC_EXPORT_TIMEOUT (${config.exportTimeoutMillis}) exceeds OTEL_METRIC_EXPORT_INTERVAL ` +
+        `(${config.exportIntervalMillis}); using ${config.exportIntervalMillis}`,
+    );
+    config.exportTimeoutMillis = config.exportIntervalMillis;
+  }
+  return { config, warnings: r.warnings };
+}

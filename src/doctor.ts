@@ -1,0 +1,85 @@
+/**
+ * `otel-node-ebpf doctor`: what this kernel and this process allow, and for every measurement which hook would
+ * attach here and why the others would not. Every hook is tried for real (loaded, attached, released).
+ */
+import { Capabilities, detectCapabilities, privilegeAdvice } from './capabilities';
+import { resolveConfig } from './config';
+import { BpfError, loadAddon } from './native';
+import { Attempt, Hook, ProbeSet } from './probes';
+import { SOCKET_MEASUREMENTS, SocketsCollector, SOCKETS_OBJECT } from './sockets';
+
+export interface DoctorReport {
+  kernel: string;
+  node: string;
+  libbpf?: string;
+  capabilities: Capabilities;
+  advice?: string;
+  addon: { ok: boolean; error?: string };
+  measurements: Array<{ name: string; description: string; chosen?: Hook; attempts: Attempt[] }>;
+  /** Whether at least one measurement can attach. */
+  ok: boolean;
+}
+
+export function runDoctor(): DoctorReport {
+  const caps = detectCapabilities();
+  const addon = loadAddon();
+  const report: DoctorReport = {
+    kernel: caps.kernelRelease,
+    node: process.version,
+    capabilities: caps,
+    advice: privilegeAdvice(caps),
+    addon: addon instanceof BpfError ? { ok: false, error: addon.message } : { ok: true },
+    measurements: [],
+    ok: false,
+  };
+  if (addon instanceof BpfError) return report;
+  report.libbpf = addon.libbpfVersion();
+  const { config } = resolveConfig({}, {});
+  // The collector's own configuration, so that the doctor verifies exactly what start() would load.
+  const collector = new SocketsCollector(addon, config, caps);
+  let probes: ProbeSet;
+  try {
+    probes = collector.createProbeSet();
+  } catch (err) {
+    report.addon = { ok: false, error: `cannot load ${SOCKETS_OBJECT}: ${(err as Error).message}` };
+    return report;
+  }
+  try {
+    for (const m of SOCKET_MEASUREMENTS) {
+      const attempts = probes.probeAll(m);
+      report.measurements.push({ name: m.name, description: m.description, chosen: attempts.find(a => a.ok)?.hook, attempts });
+    }
+  } finally {
+    probes.close();
+  }
+  report.ok = report.measurements.some(m => m.chosen);
+  return report;
+}
+
+export function formatDoctor(r: DoctorReport): string {
+  const yes = (b: boolean | undefined) => (b ? 'yes' : 'no');
+  const c = r.capabilities;
+  const lines = [
+    `kernel        ${r.kernel}`,
+    `node          ${r.node}`,
+    `libbpf        ${r.libbpf ?? '-'}`,
+    `BTF           ${yes(c.btf)} (/sys/kernel/btf/vmlinux)`,
+    `privileges    CAP_BPF ${yes(c.capBpf)}, CAP_PERFMON ${yes(c.capPerfmon)}, CAP_SYS_ADMIN ${yes(c.capSysAdmin)}`,
+    `kprobes       ${c.kprobePmu ? 'built in (kprobe PMU present)' : 'not built into this kernel (CONFIG_KPROBES)'}`,
+    `uprobes       ${c.uprobePmu ? 'yes' : 'no (uprobe PMU missing)'}`,
+    `tracefs       ${c.tracefs ? 'mounted' : 'not mounted (raw tracepoints, kprobes and uprobes do not need it)'}`,
+    `pid namespace ${c.pidNamespace ? `own (ino ${c.pidNamespace.ino}): filtering by the namespace's pid` : 'initial'}`,
+    `BPF stats     ${c.bpfStatsEnabled === undefined ? 'unknown' : c.bpfStatsEnabled ? 'on' : 'off (turned on while the SDK runs, with CAP_SYS_ADMIN)'}`,
+    `addon         ${r.addon.ok ? 'loaded' : `not loaded: ${r.addon.error}`}`,
+  ];
+  if (r.advice) lines.push('', r.advice);
+  if (r.measurements.length) lines.push('', 'measurement       hook        result');
+  for (const m of r.measurements) {
+    for (const a of m.attempts) {
+      const mark = a.ok ? (a.hook === m.chosen ? 'attaches (chosen)' : 'attaches') : `no: ${a.reason}`;
+      lines.push(`${m.name.padEnd(17)} ${a.hook.padEnd(11)} ${mark}`);
+    }
+  }
+  lines.push('', r.ok ? 'OK: kernel telemetry works here.' : 'FAIL: no measurement can attach here.');
+  return lines.join('\n');
+}

@@ -1,0 +1,175 @@
+/**
+ * The native addon (`native/`), typed. The addon is a thin wrapper over libbpf: objects, programs, links, maps and
+ * ring buffers. It knows nothing about metrics. Every failure is a {@link BpfError} naming the step that failed.
+ */
+import * as path from 'path';
+
+/** The steps a libbpf operation can fail in; `BpfError.step` is one of them. */
+export type BpfStep =
+  | 'addon'
+  | 'open'
+  | 'config'
+  | 'load'
+  | 'attach'
+  | 'map'
+  | 'ringbuf'
+  | 'poll'
+  | 'stats'
+  | 'detach';
+
+/** The one error class the addon throws. `errno` is positive (EPERM = 1); `log` holds libbpf's and the verifier's output for a failed load. */
+export class BpfError extends Error {
+  override name = 'BpfError';
+  constructor(
+    message: string,
+    readonly step: BpfStep,
+    readonly errno: number,
+    readonly code: string,
+    readonly log?: string,
+  ) {
+    super(message);
+  }
+}
+
+export interface ProgramInfo {
+  /** Function name in the object, e.g. `handle_send_raw_tp`. */
+  name: string;
+  /** ELF section, e.g. `raw_tp/sock_send_length`, `kprobe/tcp_sendmsg`, `fexit/tcp_sendmsg`, `uprobe`. */
+  section: string;
+  /** `bpf_prog_type` as libbpf names it: `kprobe`, `tracing`, `raw_tracepoint`, `tracepoint`, ... */
+  type: string;
+}
+
+export interface MapInfo {
+  name: string;
+  /** `bpf_map_type` as libbpf names it: `hash`, `lru_hash`, `array`, `ringbuf`, ... */
+  type: string;
+  keySize: number;
+  valueSize: number;
+  maxEntries: number;
+}
+
+export interface ProgramStats {
+  /** Kernel program id. */
+  id: number;
+  /** Nanoseconds spent running, while BPF run-time statistics were enabled. */
+  runTimeNs: bigint;
+  /** Runs counted while statistics were enabled. */
+  runCount: bigint;
+  /** Times the program was not run because another BPF program was running on the CPU (kernel >= 5.12, else 0). */
+  recursionMisses: bigint;
+}
+
+export interface UprobeOptions {
+  /** Path of the ELF file (the node binary or a shared library). */
+  binary: string;
+  /** Symbol to attach to; libbpf resolves it from `.symtab`/`.dynsym`. */
+  symbol: string;
+  /** Attach at return (uretprobe). Default false. */
+  retprobe?: boolean;
+  /** Only fire for this pid (-1: any). Default -1. */
+  pid?: number;
+}
+
+export interface NativeLink {
+  /** Detaches. Idempotent. */
+  destroy(): void;
+}
+
+export interface NativeMap {
+  readonly name: string;
+  readonly fd: number;
+  readonly keySize: number;
+  readonly valueSize: number;
+  /** Returns the value (for per-CPU maps: all CPUs' values concatenated) or undefined if absent. */
+  lookup(key: Buffer): Buffer | undefined;
+  /** flags: 0 = BPF_ANY, 1 = BPF_NOEXIST, 2 = BPF_EXIST. */
+  update(key: Buffer, value: Buffer, flags?: number): void;
+  /** Returns false if the key was absent. */
+  delete(key: Buffer): boolean;
+  /** All keys, by bpf_map_get_next_key. */
+  keys(): Buffer[];
+  /** All entries as [key, value] pairs (keys, then a lookup each; entries removed meanwhile are skipped). */
+  entries(): Array<[Buffer, Buffer]>;
+}
+
+export interface NativeRingBuffer {
+  /** Consumes what is pending now, synchronously; returns the number of records. */
+  consume(): number;
+  /** Stops polling and frees the ring buffer. Idempotent. */
+  close(): void;
+}
+
+export interface NativeObject {
+  /** Path the object was opened from. */
+  readonly path: string;
+  programs(): ProgramInfo[];
+  maps(): MapInfo[];
+  /** Before load: writes a global variable of `.rodata`/`.data`/`.bss` (a `const volatile` in C). The size must match. */
+  setGlobal(name: string, value: Buffer): void;
+  /** Before load. */
+  setMaxEntries(map: string, entries: number): void;
+  /** Before load: whether this program is loaded at all. */
+  setAutoload(program: string, autoload: boolean): void;
+  /** Before load: every map of this object that `other` also has (same name) uses `other`'s map. `other` must be loaded. */
+  reuseMapsFrom(other: NativeObject): void;
+  /** Loads every autoloaded program and creates the maps. On failure, `BpfError.log` has the verifier log. */
+  load(): void;
+  /** Attaches by the program's section (kprobe/, kretprobe/, fentry/, fexit/, raw_tp/, tp/, ...). */
+  attach(program: string): NativeLink;
+  /** Attaches a program of type kprobe as a uprobe/uretprobe on a symbol of an ELF file. */
+  attachUprobe(program: string, options: UprobeOptions): NativeLink;
+  map(name: string): NativeMap;
+  /** Run-time statistics of a loaded program, from bpf_prog_get_info_by_fd. */
+  programStats(program: string): ProgramStats;
+  /**
+   * Polls the ring buffer map's epoll fd from the libuv loop (no thread, never blocks the loop). `onRecords` gets
+   * the records of one wake-up, each a copy. The poll handle does not keep the process alive.
+   */
+  ringBuffer(map: string, onRecords: (records: Buffer[]) => void): NativeRingBuffer;
+  /** Detaches every link, frees the ring buffers, closes the object. Idempotent. */
+  close(): void;
+}
+
+export interface NativeAddon {
+  /** Must be called once before anything else: the class the addon throws. */
+  setErrorClass(ctor: typeof BpfError): void;
+  open(path: string): NativeObject;
+  /**
+   * BPF_ENABLE_STATS(BPF_STATS_RUN_TIME): run-time statistics stay on while the returned handle is open.
+   * Needs CAP_SYS_ADMIN on most kernels; throws BpfError(step 'stats') otherwise.
+   */
+  enableStats(): { close(): void };
+  /** libbpf's version, e.g. "1.1". */
+  libbpfVersion(): string;
+  /** Whether the kernel supports this program type (libbpf_probe_bpf_prog_type), by libbpf name. */
+  probeProgramType(type: string): boolean;
+}
+
+let cached: NativeAddon | BpfError | undefined;
+
+/** Where the compiled addon and BPF objects live, relative to this file (dist/). */
+export const PACKAGE_ROOT = path.resolve(__dirname, '..');
+export const BPF_OBJECT_DIR = path.join(PACKAGE_ROOT, 'bpf', 'build');
+export const ADDON_PATH = path.join(PACKAGE_ROOT, 'native', 'build', 'Release', 'otel_node_ebpf.node');
+
+/** Loads the addon once. Returns a BpfError (never throws) if it cannot be loaded. */
+export function loadAddon(): NativeAddon | BpfError {
+  if (cached) return cached;
+  try {
+    // eslint-disable-next-line @typescript-eslint/no-var-requires
+    const addon = require(ADDON_PATH) as NativeAddon;
+    addon.setErrorClass(BpfError);
+    cached = addon;
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    cached = new BpfError(
+      `the native addon could not be loaded (${e.message}); rebuild it with "npm run build:native" ` +
+        '(needs libbpf: apt-get install libbpf-dev libelf-dev zlib1g-dev)',
+      'addon',
+      0,
+      e.code ?? 'EADDON',
+    );
+  }
+  return cached;
+}

@@ -1,0 +1,119 @@
+/**
+ * A MetricProducer over the kernel's aggregates. The kernel keeps cumulative counters and log2 histograms; this
+ * turns them into OpenTelemetry data with the temporality and histogram aggregation that were asked for. Delta points
+ * are differences of the same cumulative values, so they always add up to the cumulative ones.
+ *
+ * Use it inside an existing pipeline: `new PeriodicExportingMetricReader({ exporter, metricProducers: [producer] })`.
+ */
+import { Attributes, HrTime, ValueType } from '@opentelemetry/api';
+import { hrTime } from '@opentelemetry/core';
+import { emptyResource } from '@opentelemetry/resources';
+import {
+  AggregationTemporality,
+  CollectionResult,
+  DataPointType,
+  MetricData,
+  MetricProducer,
+} from '@opentelemetry/sdk-metrics';
+import type { Log2Histogram } from './bpf-layout';
+import type { KernelMetric } from './collector';
+import type { HistogramAggregation, TemporalityPreference } from './config';
+import { subtract, toExplicit, toExponential } from './histogram';
+import { SCOPE_NAME } from './semconv';
+import { VERSION } from './version';
+
+export interface ProducerOptions {
+  temporality: TemporalityPreference;
+  histogramAggregation: HistogramAggregation;
+}
+
+type Previous = { time: HrTime; value?: number; hist?: Log2Histogram };
+
+function attributesKey(name: string, attrs: Attributes): string {
+  return name + '\u0000' + JSON.stringify(Object.keys(attrs).sort().map(k => [k, attrs[k]]));
+}
+
+export class KernelMetricProducer implements MetricProducer {
+  private readonly startTime: HrTime = hrTime();
+  private readonly previous = new Map<string, Previous>();
+
+  constructor(
+    private readonly source: () => KernelMetric[],
+    private readonly options: ProducerOptions,
+  ) {}
+
+  /** Counters and histograms: delta for `delta` and `lowmemory` (they are synchronous-style measurements). */
+  private temporalityOf(kind: KernelMetric['kind']): AggregationTemporality {
+    if (kind === 'gauge' || this.options.temporality === 'cumulative') return AggregationTemporality.CUMULATIVE;
+    return AggregationTemporality.DELTA;
+  }
+
+  async collect(): Promise<CollectionResult> {
+    const errors: unknown[] = [];
+    let metrics: KernelMetric[] = [];
+    try {
+      metrics = this.source();
+    } catch (err) {
+      errors.push(err);
+    }
+    const now = hrTime();
+    return {
+      resourceMetrics: {
+        // The reader replaces this with its MeterProvider's resource.
+        resource: emptyResource(),
+        scopeMetrics: [{ scope: { name: SCOPE_NAME, version: VERSION }, metrics: metrics.map(m => this.convert(m, now)) }],
+      },
+      errors,
+    };
+  }
+
+  private convert(m: KernelMetric, now: HrTime): MetricData {
+    const temporality = this.temporalityOf(m.kind);
+    const delta = temporality === AggregationTemporality.DELTA;
+    const descriptor = { name: m.name, description: m.description, unit: m.unit, valueType: ValueType.DOUBLE };
+    type Point = { startTime: HrTime; endTime: HrTime; attributes: Attributes; value: number | Log2Histogram };
+    const points = m.points.flatMap((p): Point[] => {
+      const key = attributesKey(m.name, p.attributes);
+      const prev = this.previous.get(key);
+      const startTime = delta ? (prev?.time ?? this.startTime) : this.startTime;
+      if ('value' in p) {
+        if (delta) this.previous.set(key, { time: now, value: p.value });
+        const value = delta ? p.value - (prev?.value ?? 0) : p.value;
+        if (delta && value === 0 && m.kind === 'counter') return [];
+        return [{ startTime, endTime: now, attributes: p.attributes, value }];
+      }
+      if (delta) this.previous.set(key, { time: now, hist: p.hist });
+      const h = delta ? subtract(p.hist, prev?.hist) : p.hist;
+      if (delta && h.slots.every(c => c === 0)) return [];
+      return [{ startTime, endTime: now, attributes: p.attributes, value: h }];
+    });
+
+    if (m.kind === 'gauge') {
+      return { descriptor, aggregationTemporality: temporality, dataPointType: DataPointType.GAUGE, dataPoints: points as never };
+    }
+    if (m.kind === 'counter') {
+      return {
+        descriptor,
+        aggregationTemporality: temporality,
+        dataPointType: DataPointType.SUM,
+        isMonotonic: true,
+        dataPoints: points as { startTime: HrTime; endTime: HrTime; attributes: Attributes; value: number }[],
+      };
+    }
+    const hists = points as { startTime: HrTime; endTime: HrTime; attributes: Attributes; value: Log2Histogram }[];
+    if (this.options.histogramAggregation === 'base2_exponential_bucket_histogram') {
+      return {
+        descriptor,
+        aggregationTemporality: temporality,
+        dataPointType: DataPointType.EXPONENTIAL_HISTOGRAM,
+        dataPoints: hists.map(p => ({ ...p, value: toExponential(p.value) })),
+      };
+    }
+    return {
+      descriptor,
+      aggregationTemporality: temporality,
+      dataPointType: DataPointType.HISTOGRAM,
+      dataPoints: hists.map(p => ({ ...p, value: toExplicit(p.value) })),
+    };
+  }
+}

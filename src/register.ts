@@ -1,0 +1,11 @@
+/**
+ * `node --require otel-node-ebpf/register app.js` (or `--import otel-node-ebpf/register` for ESM): starts kernel
+ * telemetry from the OTEL_* environment before the application runs. Never throws, unless OTEL_NODE_EBPF_STRICT=true
+ * asks for a loud failure.
+ */
+import { ensureDiagLogger, start } from './sdk';
+
+ensureDiagLogger();
+const handle = start();
+// For the application (and tests) to inspect: globalThis[Symbol.for('otel-node-ebpf')].status()
+(globalThis as Record<symbol, unknown>)[Symbol.for('otel-node-ebpf')] = handle;

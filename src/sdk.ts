@@ -1,0 +1,190 @@
+/**
+ * start(): a complete pipeline (kernel telemetry → MetricProducer → periodic reader → OTLP exporter), configured
+ * by the standard OTEL_* environment; and createMetricProducer() for an application that has its own pipeline.
+ */
+import { DiagConsoleLogger, DiagLogLevel, diag } from '@opentelemetry/api';
+import { detectResources, envDetector, hostDetector, processDetector, resourceFromAttributes } from '@opentelemetry/resources';
+import {
+  AggregationTemporalityPreference,
+  OTLPMetricExporterOptions,
+} from '@opentelemetry/exporter-metrics-otlp-http';
+import { AggregationType, MeterProvider, PeriodicExportingMetricReader, PushMetricExporter } from '@opentelemetry/sdk-metrics';
+import { ResolvedConfig, resolveConfig, StartOptions } from './config';
+import { warnOnce } from './diag';
+import { EbpfStatus, KernelTelemetry } from './kernel';
+import { KernelMetricProducer } from './producer';
+
+export interface EbpfHandle {
+  /** What is attached, with which hook, and why anything is not. */
+  status(): EbpfStatus & { exporter?: { protocol: string; endpoint?: string } };
+  /** Exports what the kernel has counted so far. Never rejects. */
+  forceFlush(): Promise<void>;
+  /** Exports the last values, then detaches the probes. Idempotent; never rejects. */
+  shutdown(): Promise<void>;
+}
+
+const TEMPORALITY: Record<ResolvedConfig['temporality'], AggregationTemporalityPreference> = {
+  cumulative: AggregationTemporalityPreference.CUMULATIVE,
+  delta: AggregationTemporalityPreference.DELTA,
+  lowmemory: AggregationTemporalityPreference.LOWMEMORY,
+};
+
+function createExporter(config: ResolvedConfig): PushMetricExporter {
+  const options: OTLPMetricExporterOptions = {
+    temporalityPreference: TEMPORALITY[config.temporality],
+    aggregationPreference: () =>
+      config.histogramAggregation === 'base2_exponential_bucket_histogram'
+        ? { type: AggregationType.EXPONENTIAL_HISTOGRAM }
+        : { type: AggregationType.DEFAULT },
+    ...(config.endpoint ? { url: config.endpoint } : {}),
+  };
+  // Loaded on demand: only the chosen transport's dependencies are required.
+  switch (config.protocol) {
+    case 'grpc': {
+      const { OTLPMetricExporter } = require('@opentelemetry/exporter-metrics-otlp-grpc') as typeof import('@opentelemetry/exporter-metrics-otlp-grpc');
+      return new OTLPMetricExporter(options);
+    }
+    case 'http/json': {
+      const { OTLPMetricExporter } = require('@opentelemetry/exporter-metrics-otlp-http') as typeof import('@opentelemetry/exporter-metrics-otlp-http');
+      return new OTLPMetricExporter(options);
+    }
+    default: {
+      const { OTLPMetricExporter } = require('@opentelemetry/exporter-metrics-otlp-proto') as typeof import('@opentelemetry/exporter-metrics-otlp-proto');
+      return new OTLPMetricExporter(options);
+    }
+  }
+}
+
+function endpointOf(config: ResolvedConfig): string | undefined {
+  if (config.endpoint) return config.endpoint;
+  const metrics = process.env.OTEL_EXPORTER_OTLP_METRICS_ENDPOINT;
+  if (metrics) return metrics;
+  const base = process.env.OTEL_EXPORTER_OTLP_ENDPOINT;
+  if (config.protocol === 'grpc') return base ?? 'http://localhost:4317';
+  return base ? `${base.replace(/\/$/, '')}/v1/metrics` : 'http://localhost:4318/v1/metrics';
+}
+
+/** Installs a console diag logger at OTEL_LOG_LEVEL (default warn) unless the application has one. */
+export function ensureDiagLogger(): void {
+  const registry = (globalThis as Record<symbol, { diag?: unknown } | undefined>)[Symbol.for('opentelemetry.js.api.1')];
+  if (registry?.diag) return;
+  const level = (process.env.OTEL_LOG_LEVEL ?? 'warn').toUpperCase() as keyof typeof DiagLogLevel;
+  diag.setLogger(new DiagConsoleLogger(), { logLevel: DiagLogLevel[level] ?? DiagLogLevel.WARN, suppressOverrideMessage: true });
+}
+
+/**
+ * Flushes on SIGTERM/SIGINT and when the event loop empties, without changing what the application does. If the
+ * application has its own listener for the signal, that listener decides what happens and we only export what we
+ * have (it may go on working); if not, we shut down and raise the signal again, so the process ends as it would
+ * have without us (killed by the signal).
+ */
+function flushOnExit(
+  flush: () => Promise<void>,
+  shutdown: () => Promise<void>,
+  signals: boolean,
+): () => void {
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (process.listenerCount(signal) > 1) {
+      void flush();
+      return;
+    }
+    void shutdown().finally(() => {
+      process.removeListener(signal, onSignal);
+      process.kill(process.pid, signal);
+    });
+  };
+  const onBeforeExit = () => void shutdown();
+  process.once('beforeExit', onBeforeExit);
+  if (signals) {
+    process.on('SIGTERM', onSignal);
+    process.on('SIGINT', onSignal);
+  }
+  return () => {
+    process.removeListener('beforeExit', onBeforeExit);
+    if (signals) {
+      process.removeListener('SIGTERM', onSignal);
+      process.removeListener('SIGINT', onSignal);
+    }
+  };
+}
+
+const INERT: EbpfHandle = {
+  status: () => ({ active: false, reason: 'disabled (OTEL_SDK_DISABLED)', kernelRelease: '', probes: [], kernelTime: 'off' }),
+  forceFlush: async () => {},
+  shutdown: async () => {},
+};
+
+/**
+ * Starts kernel telemetry for this process and exports it over OTLP. Never throws into the application (except
+ * with `strict`): problems are logged once, with the fix, and status() says what is attached.
+ */
+export function start(options: StartOptions = {}): EbpfHandle {
+  const { config, warnings } = resolveConfig(options);
+  for (const w of warnings) warnOnce(w);
+  if (config.disabled) return INERT;
+
+  const telemetry = new KernelTelemetry(config);
+  telemetry.start(); // throws only in strict mode
+  const producer = new KernelMetricProducer(() => telemetry.collect(), config);
+  let provider: MeterProvider;
+  try {
+    const resource = detectResources({ detectors: [envDetector, processDetector, hostDetector] }).merge(
+      config.serviceName ? resourceFromAttributes({ 'service.name': config.serviceName }) : null,
+    );
+    const reader = new PeriodicExportingMetricReader({
+      exporter: createExporter(config),
+      exportIntervalMillis: config.exportIntervalMillis,
+      exportTimeoutMillis: config.exportTimeoutMillis,
+      metricProducers: [producer],
+    });
+    provider = new MeterProvider({ resource, readers: [reader] });
+  } catch (err) {
+    telemetry.shutdown();
+    if (config.strict) throw err;
+    warnOnce(`metrics export could not be set up: ${(err as Error).message}; kernel telemetry is off`);
+    return INERT;
+  }
+
+  const swallow = (what: string) => (err: unknown) => warnOnce(`${what} failed: ${(err as Error)?.message ?? err}`, what);
+  let shutdownPromise: Promise<void> | undefined;
+  const shutdown = () =>
+    (shutdownPromise ??= provider
+      // bounded: a SIGTERM's grace period (Kubernetes: 30 s) must not be spent waiting for a dead collector
+      .shutdown({ timeoutMillis: Math.min(config.exportTimeoutMillis, 5000) })
+      .catch(swallow('final export'))
+      .finally(() => {
+        removeExitHooks();
+        telemetry.shutdown();
+      }));
+  const forceFlush = () => provider.forceFlush().catch(swallow('export'));
+  const removeExitHooks = flushOnExit(forceFlush, shutdown, config.flushOnSignals);
+  return {
+    status: () => ({ ...telemetry.status(), exporter: { protocol: config.protocol, endpoint: endpointOf(config) } }),
+    forceFlush,
+    shutdown,
+  };
+}
+
+export interface ProducerHandle {
+  /** Give this to your reader: `new PeriodicExportingMetricReader({ exporter, metricProducers: [handle.producer] })`. */
+  producer: KernelMetricProducer;
+  status(): EbpfStatus;
+  /** Detaches the probes. Shut your MeterProvider down first, so that its last export still has the kernel values. */
+  shutdown(): void;
+}
+
+/**
+ * Kernel telemetry for an application that already has a MeterProvider (its own, or the NodeSDK's): no second
+ * exporter. Temporality and histogram aggregation come from the options or the same environment variables.
+ */
+export function createMetricProducer(options: StartOptions = {}): ProducerHandle {
+  const { config, warnings } = resolveConfig(options);
+  for (const w of warnings) warnOnce(w);
+  const telemetry = new KernelTelemetry(config);
+  if (!config.disabled) telemetry.start();
+  return {
+    producer: new KernelMetricProducer(() => telemetry.collect(), config),
+    status: () => telemetry.status(),
+    shutdown: () => telemetry.shutdown(),
+  };
+}

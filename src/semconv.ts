@@ -1,0 +1,76 @@
+/**
+ * Every metric and attribute name this SDK emits. Names marked "semconv" follow the OpenTelemetry semantic
+ * conventions (v1.38); names marked "ours" have no semantic-convention equivalent yet and are specific to this SDK.
+ * These names are part of the public contract: README.md's metric table lists them.
+ */
+
+export const METRICS = {
+  /** semconv: process.network.io, counter, By. */
+  PROCESS_NETWORK_IO: 'process.network.io',
+  /** ours: TCP connections that reached ESTABLISHED (opened or accepted by the process). */
+  TCP_CONNECTION_OPENED: 'tcp.connection.opened',
+  /** ours: connects that did not reach ESTABLISHED, with error.type. */
+  TCP_CONNECTION_FAILED: 'tcp.connection.failed',
+  /** ours: segments retransmitted (the kernel's tcp_sock.total_retrans). */
+  TCP_RETRANSMITS: 'tcp.retransmits',
+  /** ours: RST segments sent and received, with tcp.reset.direction. */
+  TCP_RESETS: 'tcp.resets',
+  /** ours: handshake time, histogram, s. */
+  TCP_CONNECT_DURATION: 'tcp.connect.duration',
+  /** ours: time from ESTABLISHED to CLOSE, histogram, s. */
+  TCP_CONNECTION_DURATION: 'tcp.connection.duration',
+  /** ours: smoothed RTT samples (tcp_sock.srtt_us), histogram, s. */
+  TCP_RTT: 'tcp.rtt',
+
+  /** ours, self-telemetry: 1 if the probe is attached, 0 if not; attributes otel_node_ebpf.probe and .hook. */
+  SELF_PROBE_ATTACHED: 'otel_node_ebpf.probe.attached',
+  /** ours, self-telemetry: kernel time spent in the probe's programs (BPF run-time statistics), counter, s. */
+  SELF_PROBE_KERNEL_TIME: 'otel_node_ebpf.probe.kernel.time',
+  /** ours, self-telemetry: program runs, counter. */
+  SELF_PROBE_RUNS: 'otel_node_ebpf.probe.runs',
+  /** ours, self-telemetry: events the kernel could not record (a full map), counter, with otel_node_ebpf.drop.reason. */
+  SELF_DROPPED: 'otel_node_ebpf.dropped',
+} as const;
+
+export const ATTRS = {
+  /** semconv: transmit | receive. */
+  NETWORK_IO_DIRECTION: 'network.io.direction',
+  /** semconv: tcp. */
+  NETWORK_TRANSPORT: 'network.transport',
+  /** semconv: ipv4 | ipv6. */
+  NETWORK_TYPE: 'network.type',
+  /** semconv: the server side of the connection: the peer for connections the process opened; absent for accepted ones. */
+  SERVER_ADDRESS: 'server.address',
+  /** semconv: the server's port: the peer's for opened connections, the process's own listening port for accepted ones. */
+  SERVER_PORT: 'server.port',
+  /** semconv: low-cardinality error class; here the errno name (ECONNREFUSED, ETIMEDOUT, ...), as Node reports it. */
+  ERROR_TYPE: 'error.type',
+  /** ours: which side of the connection the process is: client (it connected) | server (it accepted). */
+  TCP_CONNECTION_SIDE: 'tcp.connection.side',
+  /** ours: sent | received. */
+  TCP_RESET_DIRECTION: 'tcp.reset.direction',
+  /** semconv (metrics SDK): the series that absorbs values once the kernel's series map is full. */
+  OTEL_METRIC_OVERFLOW: 'otel.metric.overflow',
+
+  /** ours, self-telemetry: measurement name (tcp.bytes, tcp.state, ...). */
+  SELF_PROBE: 'otel_node_ebpf.probe',
+  /** ours, self-telemetry: kprobe | fentry | tracepoint | none. */
+  SELF_HOOK: 'otel_node_ebpf.hook',
+  /** ours, self-telemetry: why the kernel dropped something. */
+  SELF_DROP_REASON: 'otel_node_ebpf.drop.reason',
+} as const;
+
+export const VALUES = {
+  DIRECTION_TRANSMIT: 'transmit',
+  DIRECTION_RECEIVE: 'receive',
+  TRANSPORT_TCP: 'tcp',
+  TYPE_IPV4: 'ipv4',
+  TYPE_IPV6: 'ipv6',
+  SIDE_CLIENT: 'client',
+  SIDE_SERVER: 'server',
+  RESET_SENT: 'sent',
+  RESET_RECEIVED: 'received',
+} as const;
+
+/** Instrumentation scope of everything this SDK produces. */
+export const SCOPE_NAME = 'otel-node-ebpf';

@@ -1,0 +1,100 @@
+'use strict';
+// A process that does a known amount of TCP work, run by the tests with the SDK preloaded
+// (node --require dist/register.js workload.js '<json>'). It prints one JSON line per step on stdout and exits
+// normally when done, which makes the SDK flush.
+//
+// Steps (in order):
+//   { "listen": "127.0.0.1" }                         listen on an ephemeral port; prints {"listening": port}
+//   { "accept": N }                                   wait for one connection to the listener, read exactly N bytes, close
+//   { "connect": [host, port], "send": A, "recv": B } send A bytes, read until the peer closes, expect B bytes
+//   { "refused": [host, port] }                       a connect that must fail with ECONNREFUSED
+//   { "wait": "line" }                                wait for a line on stdin
+//   { "sleep": ms }
+const net = require('net');
+const readline = require('readline');
+
+const steps = JSON.parse(process.argv[2]);
+const out = obj => process.stdout.write(JSON.stringify(obj) + '\n');
+const stdinLines = readline.createInterface({ input: process.stdin });
+const lines = [];
+let lineWaiter;
+stdinLines.on('line', l => (lineWaiter ? (lineWaiter(l), (lineWaiter = undefined)) : lines.push(l)));
+
+let server;
+const pendingSockets = [];
+let socketWaiter;
+
+function nextLine() {
+  return lines.length ? Promise.resolve(lines.shift()) : new Promise(r => (lineWaiter = r));
+}
+
+function nextSocket() {
+  return pendingSockets.length ? Promise.resolve(pendingSockets.shift()) : new Promise(r => (socketWaiter = r));
+}
+
+function readAll(socket) {
+  return new Promise((resolve, reject) => {
+    let n = 0;
+    socket.on('data', d => (n += d.length));
+    socket.on('end', () => resolve(n));
+    socket.on('error', reject);
+  });
+}
+
+const handlers = {
+  async listen(step) {
+    server = net.createServer(s => (socketWaiter ? (socketWaiter(s), (socketWaiter = undefined)) : pendingSockets.push(s)));
+    await new Promise(r => server.listen(0, step.listen, r));
+    out({ listening: server.address().port });
+  },
+  async accept(step) {
+    const s = await nextSocket();
+    const n = await readAll(s);
+    s.end();
+    await new Promise(r => s.on('close', r));
+    if (n !== step.accept) throw new Error(`accepted connection: read ${n} bytes, expected ${step.accept}`);
+    out({ accepted: n });
+  },
+  async connect(step) {
+    const [host, port] = step.connect;
+    const s = net.connect(port, host);
+    await new Promise((r, j) => (s.once('connect', r), s.once('error', j)));
+    const received = readAll(s);
+    s.end(Buffer.alloc(step.send, 7));
+    const n = await received;
+    await new Promise(r => (s.destroyed ? r() : s.on('close', r)));
+    if (n !== step.recv) throw new Error(`connect: received ${n} bytes, expected ${step.recv}`);
+    out({ connected: { sent: step.send, received: n, localPort: s.localPort } });
+  },
+  async refused(step) {
+    const [host, port] = step.refused;
+    const err = await new Promise(r => net.connect(port, host).on('error', r).on('connect', () => r(new Error('connected'))));
+    if (err.code !== 'ECONNREFUSED') throw new Error(`expected ECONNREFUSED, got ${err.code || err.message}`);
+    out({ refused: port });
+  },
+  async wait() {
+    out({ waiting: true });
+    await nextLine();
+  },
+  async sleep(step) {
+    await new Promise(r => setTimeout(r, step.sleep));
+  },
+};
+
+(async () => {
+  for (const step of steps) {
+    const name = Object.keys(handlers).find(k => k in step);
+    await handlers[name](step);
+  }
+  if (server) server.close();
+  stdinLines.close();
+  process.stdin.destroy();
+  const handle = globalThis[Symbol.for('otel-node-ebpf')];
+  out({ done: true, status: handle ? handle.status() : null });
+})().catch(err => {
+  out({ error: err.message });
+  process.exitCode = 1;
+  if (server) server.close();
+  stdinLines.close();
+  process.stdin.destroy();
+});
