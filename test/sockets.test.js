@@ -1,0 +1,179 @@
+'use strict';
+// The socket probes end to end: a workload process with the SDK preloaded does known TCP work; its exporter sends
+// to a real OTLP receiver in this process; the decoded values must be exactly what crossed the sockets.
+const assert = require('assert');
+const { startReceiver, runWorkload, startPeer, sendTo, closedPort, pointsOf, total, describe: show } = require('./support/harness');
+
+const SENT = 1_234_567;
+const RECEIVED = 7_654_321;
+const ACCEPTED = 3_333_333;
+
+describe('socket probes', function () {
+  let receiver, address;
+  before(async () => ({ receiver, address } = await startReceiver()));
+  after(() => receiver.stop());
+
+  /** The points one workload process exported (the receiver hears several). */
+  const pointsOfPid = pid => receiver.points().filter(p => p.resource['process.pid'] === pid);
+
+  async function exactBytes(host, { protocol, env } = {}) {
+    const peer = await startPeer(host, RECEIVED);
+    let accepted;
+    const run = runWorkload(
+      [{ listen: host }, { connect: [host, peer.port], send: SENT, recv: RECEIVED }, { accept: ACCEPTED }, { sleep: 100 }],
+      { address, protocol, env, onLine: o => o.listening && (accepted = sendTo(host, o.listening, ACCEPTED)) },
+    );
+    // Another process talks to the same peer at the same time; none of it may be counted.
+    const other = runWorkload([{ connect: [host, peer.port], send: 999_999, recv: RECEIVED }], { address, preload: false });
+    const [r, o] = await Promise.all([run, other]);
+    await accepted;
+    await peer.close();
+    assert.strictEqual(r.code, 0, `workload failed: ${r.stderr}\n${JSON.stringify(r.lines)}`);
+    assert.strictEqual(o.code, 0, o.stderr);
+    assert.deepStrictEqual(peer.received.sort(), [999_999, SENT].sort());
+    const listening = r.lines.find(l => l.listening).listening;
+    const points = pointsOfPid(r.child.pid);
+    assert.ok(points.length > 0, 'the workload exported nothing');
+    return { points, peerPort: peer.port, listening, result: r };
+  }
+
+  for (const [type, host] of [
+    ['ipv4', '127.0.0.1'],
+    ['ipv6', '::1'],
+  ]) {
+    it(`counts exactly the bytes of the process's own ${type} connections, opened and accepted`, async () => {
+      const { points, peerPort, listening } = await exactBytes(host);
+      const client = { 'tcp.connection.side': 'client', 'server.address': host, 'server.port': peerPort, 'network.type': type, 'network.transport': 'tcp' };
+      const server = { 'tcp.connection.side': 'server', 'server.address': undefined, 'server.port': listening, 'network.type': type };
+      const io = 'process.network.io';
+      assert.strictEqual(total(points, io, { ...client, 'network.io.direction': 'transmit' }), SENT, show(points, io));
+      assert.strictEqual(total(points, io, { ...client, 'network.io.direction': 'receive' }), RECEIVED, show(points, io));
+      assert.strictEqual(total(points, io, { ...server, 'network.io.direction': 'receive' }), ACCEPTED, show(points, io));
+      assert.strictEqual(total(points, io, { ...server, 'network.io.direction': 'transmit' }), undefined);
+      for (const side of [client, server]) {
+        assert.strictEqual(total(points, 'tcp.connection.opened', side), 1);
+        assert.strictEqual(total(points, 'tcp.connect.duration', side), 1);
+        assert.strictEqual(total(points, 'tcp.connection.duration', side), 1);
+      }
+      const io0 = pointsOf(points, io)[0];
+      assert.strictEqual(io0.type, 'sum');
+      assert.strictEqual(io0.monotonic, true);
+      assert.strictEqual(io0.unit, 'By');
+      assert.strictEqual(io0.resource['service.name'], 'workload');
+      assert.strictEqual(io0.scope, 'otel-node-ebpf');
+    });
+  }
+
+  it('counts a refused connect with its error.type', async () => {
+    const port = await closedPort('127.0.0.1');
+    const r = await runWorkload([{ refused: ['127.0.0.1', port] }, { refused: ['127.0.0.1', port] }], { address });
+    assert.strictEqual(r.code, 0, r.stderr);
+    const points = pointsOfPid(r.child.pid);
+    const peer = { 'server.address': '127.0.0.1', 'server.port': port, 'tcp.connection.side': 'client' };
+    assert.strictEqual(total(points, 'tcp.connection.failed', { ...peer, 'error.type': 'ECONNREFUSED' }), 2, show(points, 'tcp.connection.failed'));
+    assert.strictEqual(total(points, 'tcp.connection.opened', peer), undefined);
+    // the refusal is an RST received in SYN_SENT
+    assert.strictEqual(total(points, 'tcp.resets', { ...peer, 'tcp.reset.direction': 'received' }), 2, show(points, 'tcp.resets'));
+  });
+
+  for (const protocol of ['grpc', 'http/protobuf', 'http/json']) {
+    it(`exports exact values over OTLP ${protocol}`, async () => {
+      const { points, peerPort, result } = await exactBytes('127.0.0.1', { protocol });
+      assert.ok(points.every(p => p.protocol === protocol));
+      const client = { 'server.port': peerPort, 'tcp.connection.side': 'client' };
+      assert.strictEqual(total(points, 'process.network.io', { ...client, 'network.io.direction': 'transmit' }), SENT);
+      assert.strictEqual(total(points, 'process.network.io', { ...client, 'network.io.direction': 'receive' }), RECEIVED);
+      const status = result.lines.find(l => l.done).status;
+      assert.strictEqual(status.exporter.protocol, protocol);
+    });
+  }
+
+  it('delta points add up to the cumulative values, histograms included', async () => {
+    const host = '127.0.0.1';
+    const peer = await startPeer(host, 1000);
+    const steps = [];
+    for (let i = 1; i <= 5; i++) steps.push({ connect: [host, peer.port], send: i * 100_003, recv: 1000 }, { sleep: 150 });
+    const env = { OTEL_METRIC_EXPORT_INTERVAL: '100', OTEL_METRIC_EXPORT_TIMEOUT: '100' };
+    const [delta, cumulative] = await Promise.all([
+      runWorkload(steps, { address, env: { ...env, OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE: 'delta' } }),
+      runWorkload(steps, { address, env }),
+    ]);
+    await peer.close();
+    assert.strictEqual(delta.code, 0, delta.stderr);
+    assert.strictEqual(cumulative.code, 0, cumulative.stderr);
+    const d = pointsOfPid(delta.child.pid);
+    const c = pointsOfPid(cumulative.child.pid);
+    const series = { 'server.port': peer.port, 'tcp.connection.side': 'client' };
+    const tx = { ...series, 'network.io.direction': 'transmit' };
+    assert.ok(pointsOf(d, 'process.network.io', tx).length >= 2, 'expected several delta exports');
+    assert.ok(pointsOf(d, 'process.network.io', tx).every(p => p.temporality === 'delta'));
+    assert.ok(pointsOf(c, 'process.network.io', tx).every(p => p.temporality === 'cumulative'));
+    const expected = 15 * 100_003;
+    assert.strictEqual(total(d, 'process.network.io', tx), expected);
+    assert.strictEqual(total(c, 'process.network.io', tx), expected);
+    assert.strictEqual(total(d, 'tcp.connection.opened', series), 5);
+    assert.strictEqual(total(c, 'tcp.connection.opened', series), 5);
+    // histogram deltas: counts and buckets add up to five connects
+    const hd = pointsOf(d, 'tcp.connect.duration', series);
+    assert.strictEqual(hd.reduce((a, p) => a + p.count, 0), 5);
+    const buckets = hd.reduce((a, p) => a.map((x, i) => x + p.bucketCounts[i]), new Array(hd[0].bucketCounts.length).fill(0));
+    assert.strictEqual(buckets.reduce((a, b) => a + b, 0), 5);
+    // consecutive delta points of one series do not overlap
+    const starts = pointsOf(d, 'process.network.io', tx).sort((a, b) => (a.startTimeUnixNano < b.startTimeUnixNano ? -1 : 1));
+    for (let i = 1; i < starts.length; i++) assert.ok(starts[i].startTimeUnixNano >= starts[i - 1].timeUnixNano);
+  });
+
+  it('exports histograms as explicit power-of-two buckets, or base-2 exponential at scale 0 on request', async () => {
+    const { points } = await exactBytes('127.0.0.1', {
+      env: { OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION: 'base2_exponential_bucket_histogram' },
+    });
+    const [exp] = pointsOf(points, 'tcp.connect.duration', { 'tcp.connection.side': 'client' });
+    assert.strictEqual(exp.type, 'exponentialHistogram');
+    assert.strictEqual(exp.scale, 0);
+    assert.strictEqual(exp.count, 1);
+    // the one sample's bucket (2^offset, 2^(offset+1)] holds its sum, which is the sample itself
+    assert.deepStrictEqual(exp.positive.bucketCounts, [1]);
+    assert.ok(exp.sum > 2 ** exp.positive.offset && exp.sum <= 2 ** (exp.positive.offset + 1), `sum ${exp.sum} offset ${exp.positive.offset}`);
+
+    const { points: explicitPoints } = await exactBytes('127.0.0.1');
+    const [h] = pointsOf(explicitPoints, 'tcp.connect.duration', { 'tcp.connection.side': 'client' });
+    assert.strictEqual(h.type, 'histogram');
+    assert.strictEqual(h.unit, 's');
+    assert.strictEqual(h.explicitBounds.length, 47);
+    assert.strictEqual(h.explicitBounds[0], 2 ** -20);
+    h.explicitBounds.forEach((b, i) => i > 0 && assert.strictEqual(b, 2 * h.explicitBounds[i - 1]));
+    const i = h.bucketCounts.findIndex(c => c === 1);
+    assert.ok(h.sum > (h.explicitBounds[i - 1] ?? 0) && h.sum <= h.explicitBounds[i], `sum ${h.sum} bucket ${i} counts ${h.bucketCounts}`);
+  });
+
+  it('reports each probe, its hook and its kernel time as self-telemetry', async () => {
+    const { points, result } = await exactBytes('127.0.0.1');
+    const status = result.lines.find(l => l.done).status;
+    assert.strictEqual(status.active, true);
+    for (const p of status.probes) {
+      assert.strictEqual(p.attached, true, `${p.name}: ${p.reason}`);
+      assert.strictEqual(total(points, 'otel_node_ebpf.probe.attached', { 'otel_node_ebpf.probe': p.name, 'otel_node_ebpf.hook': p.hook }), 1);
+    }
+    const runs = total(points, 'otel_node_ebpf.probe.runs', { 'otel_node_ebpf.probe': 'tcp.bytes' });
+    const time = total(points, 'otel_node_ebpf.probe.kernel.time', { 'otel_node_ebpf.probe': 'tcp.bytes' });
+    assert.ok(runs > 0 && time > 0, `runs ${runs}, time ${time}, kernelTime ${status.kernelTime}`);
+  });
+
+  it('counts in the kernel by the pid of the process inside its own pid namespace', async () => {
+    const { points, peerPort } = await exactBytes('127.0.0.1', {});
+    assert.strictEqual(total(points, 'process.network.io', { 'server.port': peerPort, 'network.io.direction': 'transmit' }), SENT);
+    const peer = await startPeer('127.0.0.1', RECEIVED);
+    const r = await runWorkload([{ connect: ['127.0.0.1', peer.port], send: SENT, recv: RECEIVED }], {
+      address,
+      wrap: ['unshare', '--pid', '--fork', '--mount-proc'],
+    });
+    await peer.close();
+    assert.strictEqual(r.code, 0, r.stderr);
+    const status = r.lines.find(l => l.done).status;
+    assert.ok(status.probes.every(p => p.attached));
+    // inside the namespace the process is pid 1 (unshare --fork makes it the namespace's init)
+    const ns = receiver.points().filter(p => p.resource['process.pid'] === 1 && p.attributes['server.port'] === peer.port);
+    assert.strictEqual(total(ns, 'process.network.io', { 'network.io.direction': 'transmit' }), SENT, show(ns, 'process.network.io'));
+    assert.strictEqual(total(ns, 'process.network.io', { 'network.io.direction': 'receive' }), RECEIVED);
+  });
+});

@@ -1,0 +1,118 @@
+'use strict';
+// What the SDK tests share: a real OTLP receiver, workload processes with the SDK preloaded, a TCP peer, and
+// look-ups into what the receiver decoded.
+const { spawn } = require('child_process');
+const net = require('net');
+const path = require('path');
+const readline = require('readline');
+const { OtlpReceiver } = require('../../dist/otlp/receiver');
+
+const ROOT = path.resolve(__dirname, '../..');
+const REGISTER = path.join(ROOT, 'dist', 'register.js');
+const WORKLOAD = path.join(__dirname, 'workload.js');
+
+/** Under CI nothing this machine supports may be skipped. */
+const CI = process.env.CI === 'true';
+
+async function startReceiver() {
+  const receiver = new OtlpReceiver();
+  const address = await receiver.start();
+  return { receiver, address };
+}
+
+/**
+ * Runs test/support/workload.js (or `script`) with the SDK preloaded and the environment pointed at the receiver.
+ * onLine(obj, child) sees every JSON line the workload prints. Resolves with { code, signal, lines, stderr }.
+ */
+function runWorkload(steps, { address, protocol = 'http/protobuf', env = {}, onLine, script = WORKLOAD, preload = true, wrap = [] } = {}) {
+  const endpoint = protocol === 'grpc' ? address.grpcEndpoint : address.httpEndpoint;
+  const args = [...(preload ? ['--require', REGISTER] : []), script, JSON.stringify(steps)];
+  const [cmd, ...cmdArgs] = [...wrap, process.execPath, ...args];
+  const child = spawn(cmd, cmdArgs, {
+    env: {
+      ...process.env,
+      OTEL_SERVICE_NAME: 'workload',
+      OTEL_EXPORTER_OTLP_ENDPOINT: endpoint,
+      OTEL_EXPORTER_OTLP_PROTOCOL: protocol,
+      OTEL_METRIC_EXPORT_INTERVAL: '60000',
+      OTEL_NODE_EBPF_STRICT: 'true',
+      ...env,
+    },
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
+  const lines = [];
+  let stderr = '';
+  child.stderr.on('data', d => (stderr += d));
+  readline.createInterface({ input: child.stdout }).on('line', l => {
+    let obj;
+    try {
+      obj = JSON.parse(l);
+    } catch {
+      obj = { text: l };
+    }
+    lines.push(obj);
+    if (onLine) onLine(obj, child);
+  });
+  return new Promise(resolve => child.on('close', (code, signal) => resolve({ code, signal, lines, stderr, child })));
+}
+
+/** A TCP server that reads everything a client sends, then answers with `reply` bytes and closes. */
+async function startPeer(host, reply) {
+  const received = [];
+  const server = net.createServer(s => {
+    let n = 0;
+    s.on('data', d => (n += d.length));
+    s.on('end', () => {
+      received.push(n);
+      s.end(Buffer.alloc(reply, 1));
+    });
+    s.on('error', () => {});
+  });
+  await new Promise(r => server.listen(0, host, r));
+  return { server, port: server.address().port, received, close: () => new Promise(r => server.close(r)) };
+}
+
+/** Sends `bytes` to host:port and waits for the peer to close. */
+function sendTo(host, port, bytes) {
+  return new Promise((resolve, reject) => {
+    const s = net.connect(port, host, () => s.end(Buffer.alloc(bytes, 2)));
+    s.on('data', () => {});
+    s.on('close', resolve);
+    s.on('error', reject);
+  });
+}
+
+/** A port nobody listens on (bound, then closed). */
+async function closedPort(host) {
+  const s = net.createServer();
+  await new Promise(r => s.listen(0, host, r));
+  const port = s.address().port;
+  await new Promise(r => s.close(r));
+  return port;
+}
+
+function matches(attrs, want) {
+  return Object.entries(want).every(([k, v]) => (v === undefined ? !(k in attrs) : attrs[k] === v));
+}
+
+/** Points of one metric whose attributes include `want` (a key with value undefined must be absent). */
+function pointsOf(points, name, want = {}) {
+  return points.filter(p => p.name === name && matches(p.attributes, want));
+}
+
+/** The newest cumulative point of one series, or the sum of its delta points. */
+function total(points, name, want = {}) {
+  const ps = pointsOf(points, name, want);
+  if (ps.length === 0) return undefined;
+  if (ps[0].temporality === 'delta') return ps.reduce((a, p) => a + (p.value ?? p.count), 0);
+  const newest = ps.reduce((a, p) => (p.timeUnixNano > a.timeUnixNano ? p : a));
+  return newest.value ?? newest.count;
+}
+
+function describe_(points, name) {
+  return pointsOf(points, name)
+    .map(p => `${JSON.stringify(p.attributes)} = ${p.value ?? `count ${p.count}`}`)
+    .join('\n');
+}
+
+module.exports = { ROOT, REGISTER, CI, startReceiver, runWorkload, startPeer, sendTo, closedPort, pointsOf, total, describe: describe_ };
