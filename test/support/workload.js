@@ -10,6 +10,7 @@
 //   { "refused": [host, port] }                       a connect that must fail with ECONNREFUSED
 //   { "wait": "line" }                                wait for a line on stdin
 //   { "sleep": ms }
+//   { "trap": "SIGTERM" }                              the application's own handler: prints {"trapped": sig}, exits 0 after 300 ms
 const net = require('net');
 const readline = require('readline');
 
@@ -75,6 +76,12 @@ const handlers = {
   async wait() {
     out({ waiting: true });
     await nextLine();
+  },
+  async trap(step) {
+    process.on(step.trap, sig => {
+      out({ trapped: sig });
+      setTimeout(() => process.exit(0), 300);
+    });
   },
   async sleep(step) {
     await new Promise(r => setTimeout(r, step.sleep));
