@@ -56,7 +56,7 @@ export function explain(hook: Hook, err: unknown, caps: Capabilities): string {
   if (!caps.privileged && (err.code === 'EPERM' || err.code === 'EACCES'))
     return 'missing CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN)';
   if (hook === 'kprobe' && err.step === 'attach' && !caps.kprobePmu)
-    return 'kprobes are not built into this kernel (CONFIG_KPROBES is not set)';
+    return 'passes the verifier, but kprobes are not built into this kernel (CONFIG_KPROBES is not set)';
   if (hook === 'fentry' && err.step === 'load' && !caps.btf)
     return 'fentry needs kernel BTF (/sys/kernel/btf/vmlinux is missing)';
   if (hook === 'fentry' && err.step === 'load' && err.code === 'EPERM')
