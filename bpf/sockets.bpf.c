@@ -44,6 +44,10 @@ const volatile __u64 rtt_sample_interval_ns = 1000000000ULL;
 
 struct sockets_health health = {};
 
+/* Ring-buffer records are reached only through pointers, which leave no type in BTF; this keeps the type in the
+ * object, for test/layout.test.js and for bpftool. */
+const volatile struct conn_event conn_event_btf = {};
+
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, SOCKETS_DEFAULT_MAX_CONNS);

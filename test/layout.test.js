@@ -1,0 +1,51 @@
+'use strict';
+// src/bpf-layout.ts mirrors bpf/histogram.h and bpf/sockets.h: every size and offset must match the BTF that clang
+// wrote into the compiled object.
+const assert = require('assert');
+const path = require('path');
+const { execFileSync } = require('child_process');
+const { ROOT } = require('./support/harness');
+const { LAYOUTS, HIST_MAX_SLOTS } = require('../dist/bpf-layout');
+
+const OBJECT = path.join(ROOT, 'bpf', 'build', 'sockets.bpf.o');
+
+/** STRUCT name -> { size, members: { name: byte offset } } and DATASEC name -> { var: offset }, from bpftool. */
+function readBtf(file) {
+  const text = execFileSync('bpftool', ['btf', 'dump', 'file', file, 'format', 'raw'], { encoding: 'utf8' });
+  const structs = {};
+  const datasecs = {};
+  let current;
+  for (const line of text.split('\n')) {
+    let m;
+    if ((m = /^\[\d+\] STRUCT '([^']+)' size=(\d+)/.exec(line))) current = structs[m[1]] = { size: +m[2], members: {} };
+    else if ((m = /^\[\d+\] DATASEC '([^']+)'/.exec(line))) current = datasecs[m[1]] = { members: {} };
+    else if (/^\[/.test(line)) current = undefined;
+    else if (current && (m = /^\t'([^']+)' type_id=\d+ bits_offset=(\d+)/.exec(line))) current.members[m[1]] = +m[2] / 8;
+    else if (current && (m = /^\ttype_id=\d+ offset=(\d+) size=\d+ \(VAR '([^']+)'\)/.exec(line))) current.members[m[2]] = +m[1];
+  }
+  return { structs, datasecs };
+}
+
+describe('kernel/user-space layout', function () {
+  const { structs, datasecs } = readBtf(OBJECT);
+
+  for (const layout of Object.values(LAYOUTS)) {
+    it(`struct ${layout.name}: size and every offset match the object's BTF`, () => {
+      const btf = structs[layout.name];
+      assert.ok(btf, `struct ${layout.name} is not in ${OBJECT}`);
+      assert.strictEqual(layout.size, btf.size, 'size');
+      assert.deepStrictEqual(
+        Object.fromEntries(Object.entries(layout.fields).map(([k, v]) => [k, v.offset])),
+        btf.members,
+      );
+    });
+  }
+
+  it('the histogram has HIST_MAX_SLOTS slots', () => {
+    assert.strictEqual(structs.hist.size, 8 + 8 * HIST_MAX_SLOTS);
+  });
+
+  it('.bss holds only the health counters, at offset 0 (read as the value of key 0)', () => {
+    assert.deepStrictEqual(datasecs['.bss'].members, { health: 0 });
+  });
+});
