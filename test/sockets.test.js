@@ -176,4 +176,36 @@ describe('socket probes', function () {
     assert.strictEqual(total(ns, 'process.network.io', { 'network.io.direction': 'transmit' }), SENT, show(ns, 'process.network.io'));
     assert.strictEqual(total(ns, 'process.network.io', { 'network.io.direction': 'receive' }), RECEIVED);
   });
+
+  it('a full series map is counted, never silent: the rest goes to one overflow series, and nothing is lost', async () => {
+    const peers = await Promise.all([1, 2, 3].map(() => startPeer('127.0.0.1', 10)));
+    const steps = peers.map((p, i) => ({ connect: ['127.0.0.1', p.port], send: (i + 1) * 1000, recv: 10 }));
+    // one series: the first connection (the exporter's own connection comes later, at exit)
+    const r = await runWorkload(steps, { address, env: { OTEL_NODE_EBPF_MAX_SERIES: '1' } });
+    await Promise.all(peers.map(p => p.close()));
+    assert.strictEqual(r.code, 0, r.stderr);
+    const points = pointsOfPid(r.child.pid);
+    const tx = { 'network.io.direction': 'transmit' };
+    assert.strictEqual(total(points, 'process.network.io', { ...tx, 'server.port': peers[0].port }), 1000);
+    assert.strictEqual(total(points, 'process.network.io', { ...tx, 'server.port': peers[1].port }), undefined);
+    // 2000 + 3000 + whatever the exporter sent before the final collection
+    assert.ok(total(points, 'process.network.io', { ...tx, 'otel.metric.overflow': true }) >= 5000, show(points, 'process.network.io'));
+    assert.ok(total(points, 'otel_node_ebpf.dropped', { 'otel_node_ebpf.drop.reason': 'series_map_full' }) > 0);
+  });
+
+  it('a disabled measurement stays off and the others attach', async () => {
+    const { result, points, peerPort } = await exactBytes('127.0.0.1', { env: { OTEL_NODE_EBPF_DISABLED_PROBES: 'tcp.rtt' } });
+    const { probes } = result.lines.find(l => l.done).status;
+    assert.deepStrictEqual(probes.filter(p => !p.attached).map(p => [p.name, p.reason]), [['tcp.rtt', 'disabled by OTEL_NODE_EBPF_DISABLED_PROBES']]);
+    assert.strictEqual(total(points, 'process.network.io', { 'server.port': peerPort, 'network.io.direction': 'transmit' }), SENT);
+  });
+
+  it('starts with node --import (ESM preload) as with --require', async () => {
+    const peer = await startPeer('127.0.0.1', RECEIVED);
+    const r = await runWorkload([{ connect: ['127.0.0.1', peer.port], send: SENT, recv: RECEIVED }], { address, preloadFlag: '--import' });
+    await peer.close();
+    assert.strictEqual(r.code, 0, r.stderr);
+    const points = pointsOfPid(r.child.pid);
+    assert.strictEqual(total(points, 'process.network.io', { 'server.port': peer.port, 'network.io.direction': 'receive' }), RECEIVED);
+  });
 });

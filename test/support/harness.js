@@ -24,9 +24,9 @@ async function startReceiver() {
  * Runs test/support/workload.js (or `script`) with the SDK preloaded and the environment pointed at the receiver.
  * onLine(obj, child) sees every JSON line the workload prints. Resolves with { code, signal, lines, stderr }.
  */
-function runWorkload(steps, { address, protocol = 'http/protobuf', env = {}, onLine, script = WORKLOAD, preload = true, wrap = [] } = {}) {
+function runWorkload(steps, { address, protocol = 'http/protobuf', env = {}, onLine, script = WORKLOAD, preload = true, preloadFlag = '--require', wrap = [] } = {}) {
   const endpoint = protocol === 'grpc' ? address.grpcEndpoint : address.httpEndpoint;
-  const args = [...(preload ? ['--require', REGISTER] : []), script, JSON.stringify(steps)];
+  const args = [...(preload ? [preloadFlag, REGISTER] : []), script, JSON.stringify(steps)];
   const [cmd, ...cmdArgs] = [...wrap, process.execPath, ...args];
   const child = spawn(cmd, cmdArgs, {
     env: {
