@@ -1,0 +1,174 @@
+// The module: per-environment state (Addon), the top-level functions of NativeAddon, and the stats handle.
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <mutex>
+
+#include "addon.h"
+
+namespace otel_ebpf {
+
+namespace {
+
+int construct_token_tag;  // its address is the token
+
+// The handle returned by enableStats(): run-time statistics stay on while its fd is open.
+class JsStatsHandle : public Napi::ObjectWrap<JsStatsHandle> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "NativeStatsHandle", {InstanceMethod<&JsStatsHandle::Close>("close")});
+  }
+  explicit JsStatsHandle(const Napi::CallbackInfo& info) : Napi::ObjectWrap<JsStatsHandle>(info) {
+    CheckConstructToken(info);
+  }
+  JsStatsHandle(const JsStatsHandle&) = delete;
+  JsStatsHandle& operator=(const JsStatsHandle&) = delete;
+  // Collected (or the environment ends): statistics go off with the fd.
+  ~JsStatsHandle() override { Release(); }
+
+  void Init(int fd) { fd_ = fd; }
+
+ private:
+  void Release() {
+    if (fd_ >= 0) close(fd_);
+    fd_ = -1;
+  }
+  void Close(const Napi::CallbackInfo&) { Release(); }
+
+  int fd_ = -1;
+};
+
+}  // namespace
+
+Napi::External<void> ConstructToken(Napi::Env env) { return Napi::External<void>::New(env, &construct_token_tag); }
+
+void CheckConstructToken(const Napi::CallbackInfo& info) {
+  if (info.Length() < 1 || !info[0].IsExternal() || info[0].As<Napi::External<void>>().Data() != &construct_token_tag) {
+    ThrowBpfError(info.Env(), "addon", EINVAL, "constructor", "these objects are made by the addon, not with new");
+  }
+}
+
+std::string StringArg(const Napi::CallbackInfo& info, size_t index, const char* step, const char* what) {
+  if (info.Length() <= index || !info[index].IsString()) {
+    ThrowBpfError(info.Env(), step, EINVAL, "argument " + std::to_string(index + 1), std::string(what) + " must be a string");
+  }
+  return info[index].As<Napi::String>();
+}
+
+Napi::Buffer<uint8_t> BufferArg(const Napi::CallbackInfo& info, size_t index, const char* step, const char* what) {
+  if (info.Length() <= index || !info[index].IsBuffer()) {
+    ThrowBpfError(info.Env(), step, EINVAL, "argument " + std::to_string(index + 1), std::string(what) + " must be a Buffer");
+  }
+  return info[index].As<Napi::Buffer<uint8_t>>();
+}
+
+Napi::Function DefineStatsClass(Napi::Env env) { return JsStatsHandle::Define(env); }
+
+Napi::Object NewStatsHandle(Napi::Env env, int fd) {
+  Napi::Object wrapper;
+  try {
+    wrapper = Addon::Of(env).stats_class.New({ConstructToken(env)});
+  } catch (...) {
+    close(fd);
+    throw;
+  }
+  JsStatsHandle::Unwrap(wrapper)->Init(fd);
+  return wrapper;
+}
+
+Addon::Addon(Napi::Env env, Napi::Object exports) : env_(env) {
+  static std::once_flag print_installed;
+  std::call_once(print_installed, InstallLibbpfPrint);
+
+  object_class = Napi::Persistent(DefineObjectClass(env));
+  map_class = Napi::Persistent(DefineMapClass(env));
+  link_class = Napi::Persistent(DefineLinkClass(env));
+  ring_class = Napi::Persistent(DefineRingClass(env));
+  stats_class = Napi::Persistent(DefineStatsClass(env));
+  if (napi_get_uv_event_loop(env, &loop) != napi_ok) {
+    throw Napi::Error::New(env, "otel-node-ebpf: no libuv loop in this environment");
+  }
+  if (napi_add_env_cleanup_hook(env, CloseAll, this) == napi_ok) cleanup_hook_pending_ = true;
+
+  DefineAddon(exports, {
+                           InstanceMethod<&Addon::SetErrorClass>("setErrorClass"),
+                           InstanceMethod<&Addon::Open>("open"),
+                           InstanceMethod<&Addon::EnableStats>("enableStats"),
+                           InstanceMethod<&Addon::LibbpfVersion>("libbpfVersion"),
+                           InstanceMethod<&Addon::ProbeProgramType>("probeProgramType"),
+                       });
+}
+
+Addon::~Addon() {
+  if (cleanup_hook_pending_) {
+    napi_remove_env_cleanup_hook(env_, CloseAll, this);
+    CloseAll(this);
+  }
+}
+
+// Runs when the environment ends (process exit, worker exit): frees every object still open.
+void Addon::CloseAll(void* arg) {
+  auto* addon = static_cast<Addon*>(arg);
+  addon->cleanup_hook_pending_ = false;
+  std::vector<std::weak_ptr<ObjectState>> objects;
+  objects.swap(addon->objects_);
+  for (const auto& weak : objects) {
+    if (auto state = weak.lock()) state->Close();
+  }
+}
+
+void Addon::Track(const std::shared_ptr<ObjectState>& state) {
+  // Forget objects that are gone, so that a long-lived process opening many objects does not grow this list.
+  objects_.erase(std::remove_if(objects_.begin(), objects_.end(),
+                                [](const auto& weak) {
+                                  auto live = weak.lock();
+                                  return !live || live->closed();
+                                }),
+                 objects_.end());
+  objects_.push_back(state);
+}
+
+Napi::Value Addon::SetErrorClass(const Napi::CallbackInfo& info) {
+  if (info.Length() < 1 || !info[0].IsFunction()) {
+    ThrowBpfError(info.Env(), "addon", EINVAL, "setErrorClass", "the argument must be a class");
+  }
+  error_class = Napi::Persistent(info[0].As<Napi::Function>());
+  return info.Env().Undefined();
+}
+
+Napi::Value Addon::Open(const Napi::CallbackInfo& info) {
+  return OpenObject(info.Env(), StringArg(info, 0, "open", "path"));
+}
+
+Napi::Value Addon::EnableStats(const Napi::CallbackInfo& info) {
+  int fd = bpf_enable_stats(BPF_STATS_RUN_TIME);
+  if (fd < 0) ThrowBpfError(info.Env(), "stats", -fd, "enable BPF_STATS_RUN_TIME");
+  return NewStatsHandle(info.Env(), fd);
+}
+
+Napi::Value Addon::LibbpfVersion(const Napi::CallbackInfo& info) {
+  return Napi::String::New(info.Env(),
+                           std::to_string(libbpf_major_version()) + "." + std::to_string(libbpf_minor_version()));
+}
+
+Napi::Value Addon::ProbeProgramType(const Napi::CallbackInfo& info) {
+  std::string name = StringArg(info, 0, "config", "program type");
+  // Every type libbpf has a name for; libbpf_bpf_prog_type_str returns NULL past the last one.
+  for (int type = 0;; type++) {
+    const char* type_name = libbpf_bpf_prog_type_str(static_cast<bpf_prog_type>(type));
+    if (type_name == nullptr) break;
+    if (name != type_name) continue;
+    int supported = libbpf_probe_bpf_prog_type(static_cast<bpf_prog_type>(type), nullptr);
+    if (supported < 0) ThrowBpfError(info.Env(), "load", -supported, "probe program type " + name);
+    return Napi::Boolean::New(info.Env(), supported == 1);
+  }
+  ThrowBpfError(info.Env(), "config", EINVAL, "probe program type " + name, "libbpf has no program type by that name");
+}
+
+}  // namespace otel_ebpf
+
+using otel_ebpf::Addon;
+NODE_API_ADDON(Addon)
