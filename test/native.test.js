@@ -1,0 +1,578 @@
+'use strict';
+// The native addon (native/) against the real kernel: real BPF objects from test/fixtures, real attachments, exact
+// counts. Needs root (or CAP_BPF + CAP_PERFMON), clang, bpftool and the built addon (npx node-gyp rebuild -C native).
+const assert = require('assert');
+const fs = require('fs');
+const path = require('path');
+const { execFileSync, spawnSync } = require('child_process');
+
+const ROOT = path.resolve(__dirname, '..');
+const FIXTURES = path.join(__dirname, 'fixtures');
+const BUILD = path.join(FIXTURES, 'build');
+const ADDON_PATH = path.join(ROOT, 'native', 'build', 'Release', 'otel_node_ebpf.node');
+
+// Mirrors test/fixtures/native_fixture.h.
+const FIXTURE_MAGIC = 0x0e8f1234;
+const FIXTURE_DATA_MARKER = 0x1122334455667788n;
+const COUNTER = { syscall: 0, kprobe: 1, uprobe: 2 };
+const RECORD_SIZE = 16;
+
+// The project's BpfError once src/ is built; until then the same shape, so that these tests need only native/.
+function errorClass() {
+  try {
+    return require(path.join(ROOT, 'dist', 'native.js')).BpfError;
+  } catch {
+    return class BpfError extends Error {
+      constructor(message, step, errno, code, log) {
+        super(message);
+        this.name = 'BpfError';
+        Object.assign(this, { step, errno, code, log });
+      }
+    };
+  }
+}
+
+const BpfError = errorClass();
+let addon;
+const opened = [];
+
+function u32(value) {
+  const buf = Buffer.alloc(4);
+  buf.writeUInt32LE(value);
+  return buf;
+}
+
+function u64(value) {
+  const buf = Buffer.alloc(8);
+  buf.writeBigUInt64LE(BigInt(value));
+  return buf;
+}
+
+function open(name) {
+  const object = addon.open(path.join(BUILD, `${name}.bpf.o`));
+  opened.push(object);
+  return object;
+}
+
+// The main fixture, configured for this process.
+function openFixture() {
+  const object = open('native_fixture');
+  object.setGlobal('target_tgid', u32(process.pid));
+  return object;
+}
+
+function counter(object, which) {
+  return object.map('counters').lookup(u32(which)).readBigUInt64LE(0);
+}
+
+// Runs fn, which must throw a BpfError with these fields; returns it.
+function expectBpfError(fn, expected) {
+  let error;
+  assert.throws(fn, (err) => {
+    error = err;
+    return true;
+  });
+  assert.ok(error instanceof BpfError, `expected a BpfError, got ${error && error.stack}`);
+  assert.strictEqual(error.name, 'BpfError');
+  for (const [key, value] of Object.entries(expected)) assert.strictEqual(error[key], value, `${key}: ${error.message}`);
+  assert.ok(error.errno > 0, `errno ${error.errno} is positive`);
+  assert.ok(error.message.startsWith(`${error.step} `), `message names the step: ${error.message}`);
+  assert.ok(error.message.endsWith(`(${error.code})`) || error.message.includes(`(${error.code});`), error.message);
+  return error;
+}
+
+async function waitFor(condition, timeoutMs = 5000) {
+  const deadline = Date.now() + timeoutMs;
+  while (!condition()) {
+    if (Date.now() > deadline) return false;
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+  return true;
+}
+
+function readPpid(times) {
+  for (let i = 0; i < times; i++) void process.ppid;
+}
+
+function possibleCpus() {
+  // "0-1" or "0,2-5": the count libbpf_num_possible_cpus() reports.
+  return fs
+    .readFileSync('/sys/devices/system/cpu/possible', 'utf8')
+    .trim()
+    .split(',')
+    .reduce((sum, range) => {
+      const [first, last = first] = range.split('-').map(Number);
+      return sum + last - first + 1;
+    }, 0);
+}
+
+function runChild(mode, nodeArgs = []) {
+  const result = spawnSync(process.execPath, [...nodeArgs, path.join(FIXTURES, 'native_child.js'), mode], {
+    encoding: 'utf8',
+    timeout: 60000,
+  });
+  assert.strictEqual(result.signal, null, `child ${mode} killed by ${result.signal}; stderr:\n${result.stderr}`);
+  assert.strictEqual(result.status, 0, `child ${mode} exit code; stderr:\n${result.stderr}`);
+  const line = result.stdout.trim().split('\n').pop();
+  return line ? JSON.parse(line) : undefined;
+}
+
+describe('native addon', function () {
+  before(function () {
+    this.timeout(300000);
+    try {
+      execFileSync('make', ['-s', '-C', FIXTURES], { encoding: 'utf8', stdio: 'pipe' });
+    } catch (err) {
+      throw new Error(`building test/fixtures failed (needs clang and bpftool):\n${err.stdout}${err.stderr}`);
+    }
+    if (!fs.existsSync(ADDON_PATH)) {
+      throw new Error(`${ADDON_PATH} is missing: build it with "npx node-gyp rebuild -C native"`);
+    }
+    addon = require(ADDON_PATH);
+    addon.setErrorClass(BpfError);
+  });
+
+  afterEach(function () {
+    for (const object of opened.splice(0)) object.close();
+  });
+
+  describe('module', function () {
+    it('reports the libbpf version', function () {
+      assert.match(addon.libbpfVersion(), /^\d+\.\d+$/);
+    });
+
+    it('probes program types by libbpf name', function () {
+      assert.strictEqual(addon.probeProgramType('raw_tracepoint'), true);
+      assert.strictEqual(addon.probeProgramType('kprobe'), true);
+      expectBpfError(() => addon.probeProgramType('no_such_type'), { step: 'config', code: 'EINVAL' });
+    });
+
+    it('does not let JavaScript construct its classes', function () {
+      const object = openFixture();
+      expectBpfError(() => new object.constructor(), { step: 'addon', code: 'EINVAL' });
+    });
+  });
+
+  describe('open and configure', function () {
+    it('fails to open a missing file or a non-ELF file with step open', function () {
+      const missing = expectBpfError(() => addon.open(path.join(BUILD, 'missing.bpf.o')), {
+        step: 'open',
+        code: 'ENOENT',
+      });
+      assert.ok(missing.message.includes('missing.bpf.o'), missing.message);
+      expectBpfError(() => addon.open(__filename), { step: 'open' });
+    });
+
+    it('lists programs and maps', function () {
+      const object = openFixture();
+      assert.strictEqual(object.path, path.join(BUILD, 'native_fixture.bpf.o'));
+      assert.deepStrictEqual(
+        object.programs().sort((a, b) => a.name.localeCompare(b.name)),
+        [
+          { name: 'on_kprobe', section: 'kprobe/do_nanosleep', type: 'kprobe' },
+          { name: 'on_sys_enter', section: 'raw_tp/sys_enter', type: 'raw_tracepoint' },
+          { name: 'on_uprobe', section: 'uprobe', type: 'kprobe' },
+        ],
+      );
+      const maps = Object.fromEntries(object.maps().map((m) => [m.name, m]));
+      assert.deepStrictEqual(maps.kv, { name: 'kv', type: 'hash', keySize: 4, valueSize: 8, maxEntries: 64 });
+      assert.deepStrictEqual(maps.counters, { name: 'counters', type: 'array', keySize: 4, valueSize: 8, maxEntries: 4 });
+      assert.strictEqual(maps.events.type, 'ringbuf');
+      assert.strictEqual(maps.percpu.type, 'percpu_array');
+      for (const section of ['.rodata', '.data', '.bss']) {
+        assert.ok(
+          object.maps().some((m) => m.name.endsWith(section)),
+          `an internal ${section} map in ${object.maps().map((m) => m.name)}`,
+        );
+      }
+    });
+
+    it('sets globals of .rodata, .data and .bss before load', function () {
+      const object = openFixture();
+      object.setGlobal('data_marker', u64(7));
+      object.setGlobal('bss_marker', u64(42));
+      object.load();
+      const internal = (section) => object.map(object.maps().find((m) => m.name.endsWith(section)).name);
+      assert.strictEqual(internal('.rodata').lookup(u32(0)).readUInt32LE(0), process.pid);
+      assert.strictEqual(internal('.data').lookup(u32(0)).readBigUInt64LE(0), 7n);
+      assert.strictEqual(internal('.bss').lookup(u32(0)).readBigUInt64LE(0), 42n);
+    });
+
+    it('keeps the compiled-in value of a global that is not set', function () {
+      const object = openFixture();
+      object.load();
+      const data = object.map(object.maps().find((m) => m.name.endsWith('.data')).name);
+      assert.strictEqual(data.lookup(u32(0)).readBigUInt64LE(0), FIXTURE_DATA_MARKER);
+    });
+
+    it('refuses a global of the wrong size, an unknown global, and any global after load', function () {
+      const object = openFixture();
+      const size = expectBpfError(() => object.setGlobal('target_tgid', Buffer.alloc(8)), {
+        step: 'config',
+        code: 'EINVAL',
+      });
+      assert.ok(size.message.includes('target_tgid'), size.message);
+      expectBpfError(() => object.setGlobal('no_such_global', Buffer.alloc(4)), { step: 'config', code: 'ENOENT' });
+      expectBpfError(() => object.setGlobal('target_tgid', 'not a buffer'), { step: 'config', code: 'EINVAL' });
+      object.load();
+      expectBpfError(() => object.setGlobal('target_tgid', u32(1)), { step: 'config', code: 'EBUSY' });
+      expectBpfError(() => object.setMaxEntries('kv', 8), { step: 'config' });
+      expectBpfError(() => object.setAutoload('on_kprobe', false), { step: 'config' });
+    });
+
+    it('sets max entries, seen in maps() and enforced by the kernel', function () {
+      const object = openFixture();
+      object.setMaxEntries('kv', 3);
+      expectBpfError(() => object.setMaxEntries('no_such_map', 1), { step: 'config', code: 'ENOENT' });
+      assert.strictEqual(object.maps().find((m) => m.name === 'kv').maxEntries, 3);
+      object.load();
+      assert.strictEqual(object.maps().find((m) => m.name === 'kv').maxEntries, 3);
+      const kv = object.map('kv');
+      for (let key = 0; key < 3; key++) kv.update(u32(key), u64(key));
+      expectBpfError(() => kv.update(u32(3), u64(3)), { step: 'map', code: 'E2BIG' });
+    });
+
+    it('leaves a program out of load with setAutoload(false)', function () {
+      const object = openFixture();
+      object.setAutoload('on_kprobe', false);
+      expectBpfError(() => object.setAutoload('no_such_program', false), { step: 'config', code: 'ENOENT' });
+      object.load();
+      expectBpfError(() => object.programStats('on_kprobe'), { step: 'stats', code: 'EBADF' });
+      assert.strictEqual(typeof object.programStats('on_sys_enter').id, 'number');
+    });
+
+    it('shares maps between two objects with reuseMapsFrom', function () {
+      const first = openFixture();
+      const second = openFixture();
+      expectBpfError(() => second.reuseMapsFrom(first), { step: 'config', code: 'EINVAL' }); // first not loaded
+      first.load();
+      second.reuseMapsFrom(first);
+      second.load();
+      first.map('kv').update(u32(5), u64(500));
+      assert.strictEqual(second.map('kv').lookup(u32(5)).readBigUInt64LE(0), 500n);
+      second.map('kv').delete(u32(5));
+      assert.strictEqual(first.map('kv').lookup(u32(5)), undefined);
+      // A name longer than the kernel's 15-character map names is matched too.
+      second.map('a_rather_long_map_name').update(u32(0), u64(9));
+      assert.strictEqual(first.map('a_rather_long_map_name').lookup(u32(0)).readBigUInt64LE(0), 9n);
+      // The maps outlive the object they came from.
+      first.close();
+      second.map('kv').update(u32(6), u64(600));
+      assert.strictEqual(second.map('kv').lookup(u32(6)).readBigUInt64LE(0), 600n);
+    });
+  });
+
+  describe('load', function () {
+    it('reports a verifier rejection with step load and the verifier log', function () {
+      const object = open('native_bad');
+      const error = expectBpfError(() => object.load(), { step: 'load', code: 'EACCES', errno: 13 });
+      assert.ok(error.message.includes('out_of_bounds'), error.message);
+      assert.ok(error.message.includes('see error.log'), error.message);
+      assert.strictEqual(typeof error.log, 'string');
+      assert.match(error.log, /invalid access to map value, value_size=8 off=64 size=8/);
+      assert.ok(error.log.length <= 64 * 1024 + 100, `log is truncated: ${error.log.length}`);
+      // libbpf allows one load attempt per object.
+      expectBpfError(() => object.load(), { step: 'load', code: 'EBUSY' });
+    });
+
+    it('names a map the kernel refused to create', function () {
+      const object = openFixture();
+      object.setMaxEntries('kv', 0);
+      const error = expectBpfError(() => object.load(), { step: 'load', code: 'EINVAL' });
+      assert.ok(error.message.startsWith('load native_fixture.bpf.o, map kv: '), error.message);
+      assert.match(error.log, /map 'kv': failed to create/);
+    });
+
+    it('loads a fentry program or fails with step load (EPERM on this project CI kernel)', function () {
+      const object = open('native_fentry');
+      let error;
+      try {
+        object.load();
+      } catch (err) {
+        error = err;
+      }
+      if (error === undefined) {
+        object.attach('on_fentry').destroy();
+        return;
+      }
+      expectBpfError(() => {
+        throw error;
+      }, { step: 'load' });
+      assert.ok(error.message.includes('on_fentry'), error.message);
+      if (error.code !== 'EPERM') console.log(`      (fentry load failed with ${error.code}, not EPERM: ${error.message})`);
+    });
+
+    it('needs load before attach, map, stats and ring buffers', function () {
+      const object = openFixture();
+      expectBpfError(() => object.attach('on_sys_enter'), { step: 'attach', code: 'EINVAL' });
+      expectBpfError(() => object.map('kv'), { step: 'map', code: 'EINVAL' });
+      expectBpfError(() => object.programStats('on_sys_enter'), { step: 'stats', code: 'EINVAL' });
+      expectBpfError(() => object.ringBuffer('events', () => {}), { step: 'ringbuf', code: 'EINVAL' });
+    });
+  });
+
+  describe('attach', function () {
+    it('counts exactly the getppid calls of process.ppid through raw_tp/sys_enter', function () {
+      const object = openFixture();
+      object.load();
+      const link = object.attach('on_sys_enter');
+      readPpid(1234);
+      assert.strictEqual(counter(object, COUNTER.syscall), 1234n);
+      link.destroy();
+      link.destroy();
+      readPpid(10);
+      assert.strictEqual(counter(object, COUNTER.syscall), 1234n, 'no counting after destroy()');
+    });
+
+    it('fails to attach a kprobe where the kernel has no kprobes, and attaches one where it has', function () {
+      const object = openFixture();
+      object.load();
+      if (fs.existsSync('/sys/bus/event_source/devices/kprobe')) {
+        object.attach('on_kprobe').destroy();
+        return;
+      }
+      const error = expectBpfError(() => object.attach('on_kprobe'), { step: 'attach' });
+      assert.ok(error.message.startsWith('attach kprobe/do_nanosleep (on_kprobe): '), error.message);
+      assert.match(error.log, /kprobe/);
+    });
+
+    it('attaches a uprobe to a symbol of the node binary and counts exactly its calls', function () {
+      const object = openFixture();
+      object.load();
+      // process.ppid calls uv_os_getppid() once per read (node::GetParentProcessId).
+      const link = object.attachUprobe('on_uprobe', { binary: process.execPath, symbol: 'uv_os_getppid' });
+      readPpid(321);
+      assert.strictEqual(counter(object, COUNTER.uprobe), 321n);
+      link.destroy();
+      readPpid(5);
+      assert.strictEqual(counter(object, COUNTER.uprobe), 321n);
+      const ret = object.attachUprobe('on_uprobe', {
+        binary: process.execPath,
+        symbol: 'uv_os_getppid',
+        retprobe: true,
+        pid: process.pid,
+      });
+      readPpid(4);
+      assert.strictEqual(counter(object, COUNTER.uprobe), 325n);
+      ret.destroy();
+    });
+
+    it('fails to attach a uprobe to a missing symbol or binary with step attach', function () {
+      const object = openFixture();
+      object.load();
+      const error = expectBpfError(
+        () => object.attachUprobe('on_uprobe', { binary: process.execPath, symbol: 'no_such_symbol_here' }),
+        { step: 'attach' },
+      );
+      assert.ok(error.message.includes('no_such_symbol_here'), error.message);
+      expectBpfError(() => object.attachUprobe('on_uprobe', { binary: '/nonexistent/node', symbol: 'uv_os_getppid' }), {
+        step: 'attach',
+      });
+      expectBpfError(() => object.attachUprobe('on_uprobe', { binary: process.execPath }), {
+        step: 'attach',
+        code: 'EINVAL',
+      });
+      expectBpfError(() => object.attach('no_such_program'), { step: 'attach', code: 'ENOENT' });
+    });
+  });
+
+  describe('maps', function () {
+    it('updates, looks up, deletes and lists entries', function () {
+      const object = openFixture();
+      object.load();
+      const kv = object.map('kv');
+      assert.strictEqual(kv.name, 'kv');
+      assert.strictEqual(kv.keySize, 4);
+      assert.strictEqual(kv.valueSize, 8);
+      assert.ok(kv.fd > 0);
+      assert.strictEqual(kv.lookup(u32(1)), undefined);
+      assert.deepStrictEqual(kv.keys(), []);
+      kv.update(u32(1), u64(100));
+      kv.update(u32(2), u64(200), 1); // BPF_NOEXIST
+      expectBpfError(() => kv.update(u32(2), u64(201), 1), { step: 'map', code: 'EEXIST' });
+      expectBpfError(() => kv.update(u32(3), u64(300), 2), { step: 'map', code: 'ENOENT' }); // BPF_EXIST
+      kv.update(u32(2), u64(202), 2);
+      assert.strictEqual(kv.lookup(u32(2)).readBigUInt64LE(0), 202n);
+      const keys = kv.keys().map((k) => k.readUInt32LE(0)).sort();
+      assert.deepStrictEqual(keys, [1, 2]);
+      const entries = kv
+        .entries()
+        .map(([k, v]) => [k.readUInt32LE(0), v.readBigUInt64LE(0)])
+        .sort((a, b) => a[0] - b[0]);
+      assert.deepStrictEqual(entries, [
+        [1, 100n],
+        [2, 202n],
+      ]);
+      assert.strictEqual(kv.delete(u32(1)), true);
+      assert.strictEqual(kv.delete(u32(1)), false);
+      assert.deepStrictEqual(kv.keys().map((k) => k.readUInt32LE(0)), [2]);
+      expectBpfError(() => kv.lookup(Buffer.alloc(8)), { step: 'map', code: 'EINVAL' });
+      expectBpfError(() => kv.update(u32(1), Buffer.alloc(4)), { step: 'map', code: 'EINVAL' });
+      expectBpfError(() => object.map('no_such_map'), { step: 'map', code: 'ENOENT' });
+    });
+
+    it('lists every index of an array map', function () {
+      const object = openFixture();
+      object.load();
+      const counters = object.map('counters');
+      assert.deepStrictEqual(counters.keys().map((k) => k.readUInt32LE(0)), [0, 1, 2, 3]);
+      assert.strictEqual(counters.entries().length, 4);
+    });
+
+    it('returns one value per possible CPU for a per-CPU map, summing to the exact count', function () {
+      const object = openFixture();
+      object.load();
+      object.attach('on_sys_enter');
+      readPpid(77);
+      const percpu = object.map('percpu');
+      const value = percpu.lookup(u32(0));
+      const cpus = possibleCpus();
+      assert.strictEqual(value.length, 8 * cpus); // 4-byte values, each padded to 8
+      let sum = 0;
+      for (let cpu = 0; cpu < cpus; cpu++) sum += value.readUInt32LE(cpu * 8);
+      assert.strictEqual(sum, 77);
+      percpu.update(u32(0), Buffer.alloc(8 * cpus));
+      expectBpfError(() => percpu.update(u32(0), Buffer.alloc(4)), { step: 'map', code: 'EINVAL' });
+    });
+  });
+
+  describe('ring buffer', function () {
+    it('delivers exactly N records asynchronously, as one array of Buffers per wake-up', async function () {
+      const object = openFixture();
+      object.load();
+      object.attach('on_sys_enter');
+      const records = [];
+      let calls = 0;
+      object.ringBuffer('events', (batch) => {
+        calls++;
+        assert.ok(Array.isArray(batch) && batch.length > 0);
+        records.push(...batch);
+      });
+      readPpid(500);
+      assert.strictEqual(records.length, 0, 'nothing is delivered synchronously');
+      assert.ok(await waitFor(() => records.length >= 500), `got ${records.length} of 500 records`);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      assert.strictEqual(records.length, 500);
+      assert.ok(calls >= 1 && calls <= 500);
+      records.forEach((record, i) => {
+        assert.ok(Buffer.isBuffer(record));
+        assert.strictEqual(record.length, RECORD_SIZE);
+        assert.strictEqual(record.readUInt32LE(0), FIXTURE_MAGIC);
+        assert.strictEqual(record.readUInt32LE(4), process.pid);
+        assert.strictEqual(record.readBigUInt64LE(8), BigInt(i));
+      });
+    });
+
+    it('consumes synchronously with consume()', function () {
+      const object = openFixture();
+      object.load();
+      object.attach('on_sys_enter');
+      const records = [];
+      const ring = object.ringBuffer('events', (batch) => records.push(...batch));
+      readPpid(25);
+      assert.strictEqual(ring.consume(), 25);
+      assert.strictEqual(records.length, 25);
+      assert.strictEqual(ring.consume(), 0);
+      ring.close();
+      ring.close();
+      expectBpfError(() => ring.consume(), { step: 'ringbuf', code: 'EBADF' });
+    });
+
+    it('lets an exception of the callback reach consume()', function () {
+      const object = openFixture();
+      object.load();
+      object.attach('on_sys_enter');
+      const ring = object.ringBuffer('events', () => {
+        throw new Error('from onRecords');
+      });
+      readPpid(1);
+      assert.throws(() => ring.consume(), /from onRecords/);
+    });
+
+    it('refuses a map that is not a ring buffer', function () {
+      const object = openFixture();
+      object.load();
+      expectBpfError(() => object.ringBuffer('kv', () => {}), { step: 'ringbuf', code: 'EINVAL' });
+      expectBpfError(() => object.ringBuffer('events'), { step: 'ringbuf', code: 'EINVAL' });
+    });
+  });
+
+  describe('statistics', function () {
+    it('returns BigInt statistics, counting runs while enableStats() is open', function () {
+      const object = openFixture();
+      object.load();
+      object.attach('on_sys_enter');
+      const idle = object.programStats('on_sys_enter');
+      assert.ok(Number.isInteger(idle.id) && idle.id > 0);
+      for (const key of ['runTimeNs', 'runCount', 'recursionMisses']) assert.strictEqual(typeof idle[key], 'bigint');
+      const stats = addon.enableStats();
+      try {
+        const before = object.programStats('on_sys_enter');
+        readPpid(50);
+        const after = object.programStats('on_sys_enter');
+        // sys_enter runs for every syscall on the machine, so at least our 50.
+        assert.ok(after.runCount - before.runCount >= 50n, `${before.runCount} -> ${after.runCount}`);
+        assert.ok(after.runTimeNs > before.runTimeNs);
+      } finally {
+        stats.close();
+        stats.close();
+      }
+    });
+  });
+
+  describe('close', function () {
+    it('is idempotent and makes every child fail with EBADF', function () {
+      const object = openFixture();
+      object.load();
+      const link = object.attach('on_sys_enter');
+      const kv = object.map('kv');
+      const ring = object.ringBuffer('events', () => {});
+      object.close();
+      object.close();
+      assert.strictEqual(kv.fd, -1);
+      expectBpfError(() => kv.lookup(u32(0)), { step: 'map', code: 'EBADF' });
+      expectBpfError(() => kv.update(u32(0), u64(0)), { step: 'map', code: 'EBADF' });
+      expectBpfError(() => kv.keys(), { step: 'map', code: 'EBADF' });
+      expectBpfError(() => object.map('kv'), { step: 'map', code: 'EBADF' });
+      expectBpfError(() => object.attach('on_sys_enter'), { step: 'attach', code: 'EBADF' });
+      expectBpfError(() => object.programs(), { code: 'EBADF' });
+      expectBpfError(() => ring.consume(), { step: 'ringbuf', code: 'EBADF' });
+      link.destroy();
+      ring.close();
+    });
+
+    it('detaches its links on close', function () {
+      const first = openFixture();
+      first.load();
+      const second = openFixture();
+      second.reuseMapsFrom(first);
+      second.load();
+      second.attach('on_sys_enter');
+      readPpid(3);
+      second.close();
+      readPpid(3);
+      assert.strictEqual(counter(first, COUNTER.syscall), 3n);
+    });
+
+    it('lets a process exit with objects, links and ring buffers open', function () {
+      runChild('exit-open');
+    });
+
+    it('lets worker threads exit with objects, links and ring buffers open', function () {
+      assert.deepStrictEqual(runChild('workers'), { codes: [0, 0, 0] });
+    });
+
+    it('survives worker threads terminated while their ring buffers deliver', function () {
+      assert.deepStrictEqual(runChild('terminate'), { codes: [1, 1, 1, 1, 1] });
+    });
+
+    it('frees everything when wrappers are garbage-collected in any order', function () {
+      const { before, after } = runChild('gc', ['--expose-gc']);
+      assert.strictEqual(after, before);
+    });
+
+    it('raises an exception of an asynchronous callback as uncaughtException', function () {
+      assert.deepStrictEqual(runChild('throw'), { uncaught: 'thrown by onRecords' });
+    });
+  });
+});
