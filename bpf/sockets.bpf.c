@@ -48,8 +48,13 @@ struct sockets_health health = {};
  * object, for test/layout.test.js and for bpftool. */
 const volatile struct conn_event conn_event_btf = {};
 
+/*
+ * Not LRU: an LRU map would evict the state of a long idle connection without a trace. When this one is full, new
+ * connections are not tracked one by one (health.conns_untracked counts it) while their bytes still reach the right
+ * series. Every entry is deleted when its socket is destroyed.
+ */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, SOCKETS_DEFAULT_MAX_CONNS);
 	__type(key, __u64); /* struct sock * */
 	__type(value, struct conn_state);
@@ -179,7 +184,7 @@ static __always_inline struct conn_state *track(const struct sock *sk, __u8 side
 		return NULL;
 	c.start_ns = now;
 	c.local_port = BPF_CORE_READ(sk, __sk_common.skc_num);
-	if (bpf_map_update_elem(&conns, &skp, &c, BPF_ANY)) {
+	if (bpf_map_update_elem(&conns, &skp, &c, BPF_NOEXIST)) {
 		__sync_fetch_and_add(&health.conns_untracked, 1);
 		return NULL;
 	}
@@ -428,21 +433,21 @@ static __always_inline void handle_bytes(const struct sock *sk, long bytes, bool
 	if (bytes <= 0 || !is_target())
 		return;
 	c = bpf_map_lookup_elem(&conns, &skp);
-	if (!c) {
+	if (!c)
 		c = adopt(sk);
-		if (!c)
-			return;
-	}
-	s = series_of(&c->key);
-	if (tx) {
-		__sync_fetch_and_add(&c->tx_bytes, bytes);
-		if (s)
-			__sync_fetch_and_add(&s->tx_bytes, bytes);
+	if (c) {
+		__sync_fetch_and_add(tx ? &c->tx_bytes : &c->rx_bytes, bytes);
+		s = series_of(&c->key);
 	} else {
-		__sync_fetch_and_add(&c->rx_bytes, bytes);
-		if (s)
-			__sync_fetch_and_add(&s->rx_bytes, bytes);
+		/* The connection map is full: the bytes still count, in the series the socket itself names. */
+		struct series_key key;
+
+		if (!fill_key(sk, is_listener_port(sk) ? SIDE_SERVER : SIDE_CLIENT, &key))
+			return;
+		s = series_of(&key);
 	}
+	if (s)
+		__sync_fetch_and_add(tx ? &s->tx_bytes : &s->rx_bytes, bytes);
 }
 
 /* sock_sendmsg_nosec()/sock_recvmsg_nosec() report every socket's result; keep TCP, and skip peeks, which do not

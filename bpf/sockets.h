@@ -75,7 +75,7 @@ struct listener_key {
 struct sockets_health {
 	__u64 series_overflow;  /* updates that went to the overflow series because the series map was full */
 	__u64 conns_tracked;    /* conn_state entries created */
-	__u64 conns_untracked;  /* conn_state entries that could not be created */
+	__u64 conns_untracked;  /* conn_state entries that could not be created: the connection map was full */
 	__u64 conns_adopted;    /* connections first seen after they were established (predating the probes, or evicted) */
 	__u64 events_dropped;   /* ring-buffer records lost because the buffer was full */
 };

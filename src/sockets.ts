@@ -185,16 +185,22 @@ export class SocketsCollector implements Collector {
   }
 
   start(): void {
-    const probes = this.createProbeSet();
-    this.probes = probes;
+    this.probes = this.createProbeSet();
+    try {
+      this.attach(this.probes);
+    } catch (err) {
+      this.stop();
+      throw err;
+    }
+  }
+
+  private attach(probes: ProbeSet): void {
     // The overflow series must exist before anything can overflow: the kernel cannot create it once the map is full.
     probes.map('series').update(Buffer.alloc(LAYOUTS.series_key.size), Buffer.alloc(LAYOUTS.series_stats.size), 1);
     const netns = netnsInode();
     const listeners = probes.map('listeners');
     for (const port of ownListeningPorts()) listeners.update(encodeListenerKey(netns, port), Buffer.from([1]));
     this.bss = probes.baseObject().maps().find(m => m.name.endsWith('.bss'))?.name;
-
-    probes.attach(this.config.attachMode, name => this.isDisabled(name));
     this.ring = probes.baseObject().ringBuffer('conn_events', records => {
       for (const r of records) {
         const e = decodeConnEvent(r);
@@ -203,6 +209,7 @@ export class SocketsCollector implements Collector {
         this.onConnectionEvent?.(e);
       }
     });
+    probes.attach(this.config.attachMode, name => this.isDisabled(name));
     debug(`sockets: ${probes.status().map(s => `${s.name}=${s.hook ?? 'off'}`).join(' ')}`);
   }
 

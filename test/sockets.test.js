@@ -193,6 +193,23 @@ describe('socket probes', function () {
     assert.ok(total(points, 'otel_node_ebpf.dropped', { 'otel_node_ebpf.drop.reason': 'series_map_full' }) > 0);
   });
 
+  it('a full connection map is counted, and the bytes of untracked connections still count', async () => {
+    const peer = await startPeer('127.0.0.1', 1000);
+    const r = await runWorkload([{ many: ['127.0.0.1', peer.port, 40], send: 10_007, recv: 1000 }], {
+      address,
+      env: { OTEL_NODE_EBPF_MAX_CONNECTIONS: '16' },
+    });
+    await peer.close();
+    assert.strictEqual(r.code, 0, r.stderr);
+    const points = pointsOfPid(r.child.pid);
+    const series = { 'server.port': peer.port, 'tcp.connection.side': 'client' };
+    assert.strictEqual(total(points, 'process.network.io', { ...series, 'network.io.direction': 'transmit' }), 40 * 10_007);
+    assert.strictEqual(total(points, 'process.network.io', { ...series, 'network.io.direction': 'receive' }), 40 * 1000);
+    assert.ok(total(points, 'otel_node_ebpf.dropped', { 'otel_node_ebpf.drop.reason': 'connection_map_full' }) > 0);
+    // only tracked connections have a lifetime
+    assert.ok(total(points, 'tcp.connection.opened', series) <= 16);
+  });
+
   it('a disabled measurement stays off and the others attach', async () => {
     const { result, points, peerPort } = await exactBytes('127.0.0.1', { env: { OTEL_NODE_EBPF_DISABLED_PROBES: 'tcp.rtt' } });
     const { probes } = result.lines.find(l => l.done).status;

@@ -7,6 +7,7 @@
 //   { "listen": "127.0.0.1" }                         listen on an ephemeral port; prints {"listening": port}
 //   { "accept": N }                                   wait for one connection to the listener, read exactly N bytes, close
 //   { "connect": [host, port], "send": A, "recv": B } send A bytes, read until the peer closes, expect B bytes
+//   { "many": [host, port, N], "send": A, "recv": B }  N connections open at once, each sends A and reads B bytes
 //   { "refused": [host, port] }                       a connect that must fail with ECONNREFUSED
 //   { "wait": "line" }                                wait for a line on stdin
 //   { "sleep": ms }
@@ -66,6 +67,15 @@ const handlers = {
     await new Promise(r => (s.destroyed ? r() : s.on('close', r)));
     if (n !== step.recv) throw new Error(`connect: received ${n} bytes, expected ${step.recv}`);
     out({ connected: { sent: step.send, received: n, localPort: s.localPort } });
+  },
+  async many(step) {
+    const [host, port, n] = step.many;
+    const sockets = await Promise.all(
+      Array.from({ length: n }, () => new Promise((r, j) => { const s = net.connect(port, host, () => r(s)); s.once('error', j); })),
+    );
+    const counts = await Promise.all(sockets.map(s => { const n = readAll(s); s.end(Buffer.alloc(step.send, 5)); return n; }));
+    if (counts.some(c => c !== step.recv)) throw new Error(`many: received ${counts}, expected ${step.recv} each`);
+    out({ many: n });
   },
   async refused(step) {
     const [host, port] = step.refused;
