@@ -120,6 +120,13 @@ static __always_inline struct series_stats *series_of(const struct series_key *k
 	return bpf_map_lookup_elem(&series, &overflow_key);
 }
 
+/* sk_protocol was a bitfield until 5.6 (commit bf9765145b85, "sock: Make sk_protocol a 16-bit value"):
+ * the _PROBED bitfield read works for both layouts. */
+static __always_inline bool is_tcp(const struct sock *sk)
+{
+	return BPF_CORE_READ_BITFIELD_PROBED(sk, sk_protocol) == IPPROTO_TCP;
+}
+
 static __always_inline __u32 netns_of(const struct sock *sk)
 {
 	return BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
@@ -198,11 +205,10 @@ static __always_inline struct conn_state *track(const struct sock *sk, __u8 side
  */
 static __always_inline struct conn_state *adopt(const struct sock *sk)
 {
-	__u16 proto = BPF_CORE_READ_BITFIELD_PROBED(sk, sk_protocol);
 	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
 	struct conn_state *c;
 
-	if (proto != IPPROTO_TCP || (family != AF_INET && family != AF_INET6))
+	if (!is_tcp(sk) || (family != AF_INET && family != AF_INET6))
 		return NULL;
 	c = track(sk, is_listener_port(sk) ? SIDE_SERVER : SIDE_CLIENT, bpf_ktime_get_ns());
 	if (c) {
@@ -365,7 +371,7 @@ static __always_inline void handle_destroy(const struct sock *sk)
 SEC("raw_tp/inet_sock_set_state")
 int BPF_PROG(state_raw_tp, const struct sock *sk, int oldstate, int newstate)
 {
-	if (BPF_CORE_READ_BITFIELD_PROBED(sk, sk_protocol) != IPPROTO_TCP)
+	if (!is_tcp(sk))
 		return 0;
 	handle_set_state(sk, oldstate, newstate);
 	return 0;
@@ -450,13 +456,9 @@ static __always_inline void handle_bytes(const struct sock *sk, long bytes, bool
 		__sync_fetch_and_add(tx ? &s->tx_bytes : &s->rx_bytes, bytes);
 }
 
-/* sock_sendmsg_nosec()/sock_recvmsg_nosec() report every socket's result; keep TCP, and skip peeks, which do not
- * consume data. */
-static __always_inline bool is_tcp(const struct sock *sk)
-{
-	return BPF_CORE_READ_BITFIELD_PROBED(sk, sk_protocol) == IPPROTO_TCP;
-}
 
+/* sock_sendmsg_nosec()/sock_recvmsg_nosec() report every socket's result: keep TCP, and skip peeks, which do not
+ * consume data. */
 SEC("raw_tp/sock_send_length")
 int BPF_PROG(send_raw_tp, struct sock *sk, int ret, int flags)
 {
