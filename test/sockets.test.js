@@ -225,4 +225,24 @@ describe('socket probes', function () {
     const points = pointsOfPid(r.child.pid);
     assert.strictEqual(total(points, 'process.network.io', { 'server.port': peer.port, 'network.io.direction': 'receive' }), RECEIVED);
   });
+
+  it("adds the kernel metrics to an application's own MeterProvider (createMetricProducer)", async () => {
+    const path = require('path');
+    const { execFile } = require('child_process');
+    const peer = await startPeer('127.0.0.1', 100);
+    const stdout = await new Promise((resolve, reject) =>
+      execFile(process.execPath, [path.join(__dirname, 'support', 'own-pipeline.js'), address.httpEndpoint, String(peer.port), String(SENT)], (err, out, errOut) =>
+        err ? reject(new Error(errOut || err.message)) : resolve(out),
+      ),
+    );
+    await peer.close();
+    assert.ok(JSON.parse(stdout).done);
+    const points = receiver.points().filter(p => p.resource['service.name'] === 'own-pipeline');
+    // one exporter, one request: the application's own counter and the kernel's metrics side by side
+    assert.strictEqual(total(points, 'app.requests'), 3);
+    const tx = pointsOf(points, 'process.network.io', { 'server.port': peer.port, 'network.io.direction': 'transmit' });
+    assert.strictEqual(tx.length, 1);
+    assert.strictEqual(tx[0].value, SENT);
+    assert.strictEqual(tx[0].temporality, 'delta');
+  });
 });
