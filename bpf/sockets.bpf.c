@@ -166,12 +166,19 @@ static __always_inline bool fill_key(const struct sock *sk, __u8 side, struct se
 	return true;
 }
 
-static __always_inline bool is_listener_port(const struct sock *sk)
+static __always_inline struct listener_key listener_key_of(const struct sock *sk)
 {
 	struct listener_key lk = {
 		.netns = netns_of(sk),
 		.port = BPF_CORE_READ(sk, __sk_common.skc_num),
 	};
+
+	return lk;
+}
+
+static __always_inline bool is_listener_port(const struct sock *sk)
+{
+	struct listener_key lk = listener_key_of(sk);
 
 	return bpf_map_lookup_elem(&listeners, &lk) != NULL;
 }
@@ -255,10 +262,7 @@ static __always_inline void emit(const struct conn_state *c, __u8 kind, __u64 no
 
 static __always_inline void on_listen(const struct sock *sk)
 {
-	struct listener_key lk = {
-		.netns = netns_of(sk),
-		.port = BPF_CORE_READ(sk, __sk_common.skc_num),
-	};
+	struct listener_key lk = listener_key_of(sk);
 	__u8 one = 1;
 
 	if (is_target() && lk.port)
@@ -276,7 +280,7 @@ static __always_inline void handle_set_state(const struct sock *sk, int oldstate
 		return;
 	}
 	if (oldstate == TCP_LISTEN && newstate == TCP_CLOSE) {
-		struct listener_key lk = { .netns = netns_of(sk), .port = BPF_CORE_READ(sk, __sk_common.skc_num) };
+		struct listener_key lk = listener_key_of(sk);
 
 		if (is_target())
 			bpf_map_delete_elem(&listeners, &lk);
