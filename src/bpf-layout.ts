@@ -105,6 +105,22 @@ export const LAYOUTS = {
       pad: { offset: 67, type: 'u8' },
     },
   },
+  loop_state: {
+    name: 'loop_state',
+    size: 56 + HIST_SIZE + 64,
+    fields: {
+      idle_ns: { offset: 0, type: 'u64' },
+      active_ns: { offset: 8, type: 'u64' },
+      waits: { offset: 16, type: 'u64' },
+      wait_started_ns: { offset: 24, type: 'u64' },
+      wait_ended_ns: { offset: 32, type: 'u64' },
+      sys_started_ns: { offset: 40, type: 'u64' },
+      sys_id: { offset: 48, type: 'u32' },
+      in_wait: { offset: 52, type: 'u32' },
+      active: { offset: 56, type: 'hist' },
+      seen: { offset: 56 + HIST_SIZE, type: 'u64' },
+    },
+  },
 } as const satisfies Record<string, StructLayout>;
 
 /** A log2 histogram as the kernel keeps it; sumNs is exact, counts per slot. */
@@ -241,4 +257,42 @@ export function decodeConnEvent(b: Buffer): ConnEvent {
     localPort: b.readUInt16LE(f.local_port.offset),
     kind: b.readUInt8(f.kind.offset),
   };
+}
+
+/** Mirrors bpf/runtime.h. */
+export const RT_MAX_SYSCALLS = 512;
+
+export interface LoopState {
+  idleNs: bigint;
+  activeNs: bigint;
+  waits: number;
+  waitStartedNs: bigint;
+  waitEndedNs: bigint;
+  inWait: boolean;
+  active: Log2Histogram;
+  /** Syscall numbers with samples in the syscalls array. */
+  seen: number[];
+}
+
+export function decodeLoopState(b: Buffer, off = 0): LoopState {
+  const f = LAYOUTS.loop_state.fields;
+  return {
+    idleNs: b.readBigUInt64LE(off + f.idle_ns.offset),
+    activeNs: b.readBigUInt64LE(off + f.active_ns.offset),
+    waits: u64(b, off + f.waits.offset),
+    waitStartedNs: b.readBigUInt64LE(off + f.wait_started_ns.offset),
+    waitEndedNs: b.readBigUInt64LE(off + f.wait_ended_ns.offset),
+    inWait: b.readUInt32LE(off + f.in_wait.offset) !== 0,
+    active: decodeHist(b, off + f.active.offset),
+    seen: seenBits(b, off + f.seen.offset),
+  };
+}
+
+function seenBits(b: Buffer, off: number): number[] {
+  const ids: number[] = [];
+  for (let w = 0; w < RT_MAX_SYSCALLS / 64; w++) {
+    const word = b.readBigUInt64LE(off + 8 * w);
+    for (let bit = 0; bit < 64; bit++) if ((word >> BigInt(bit)) & 1n) ids.push(w * 64 + bit);
+  }
+  return ids;
 }

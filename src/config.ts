@@ -41,7 +41,7 @@ export interface StartOptions {
   exportIntervalMillis?: number;
   /** Milliseconds an export may take. Env: `OTEL_METRIC_EXPORT_TIMEOUT`. Default 30000. */
   exportTimeoutMillis?: number;
-  /** Force one hook type for every measurement. Env: `OTEL_NODE_EBPF_ATTACH_MODE`. Default `auto`. */
+  /** Force one hook type for every measurement that has it (the others keep their own). Env: `OTEL_NODE_EBPF_ATTACH_MODE`. Default `auto`. */
   attachMode?: AttachMode;
   /** Measurements (or groups, such as `tcp`) to turn off. Env: `OTEL_NODE_EBPF_DISABLED_PROBES` (comma-separated). Default none. */
   disabledProbes?: string[];

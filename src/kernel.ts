@@ -9,6 +9,7 @@ import { warnOnce } from './diag';
 import { BpfError, loadAddon } from './native';
 import type { ProbeStatus } from './probes';
 import { ATTRS, METRICS } from './semconv';
+import { RuntimeCollector } from './runtime';
 import { SocketsCollector } from './sockets';
 
 export interface EbpfStatus {
@@ -71,10 +72,20 @@ export class KernelTelemetry {
     this.startWith(addon);
   }
 
+  /** Each collector starts on its own: one that cannot load does not stop the others (in strict mode it does). */
   private startWith(addon: Exclude<ReturnType<typeof loadAddon>, BpfError>): void {
-    const sockets = new SocketsCollector(addon, this.config, this.caps);
-    sockets.start();
-    this.collectors.push(sockets);
+    const failures: string[] = [];
+    for (const collector of [new SocketsCollector(addon, this.config, this.caps), new RuntimeCollector(addon, this.config, this.caps)]) {
+      try {
+        collector.start();
+        this.collectors.push(collector);
+      } catch (err) {
+        if (this.config.strict) throw err;
+        failures.push(`${collector.name}: ${(err as Error).message}`);
+      }
+    }
+    if (this.collectors.length === 0) throw new Error(failures.join('; '));
+    for (const f of failures) warnOnce(`collector ${f}`);
     try {
       this.stats = addon.enableStats();
       this.kernelTime = 'on (BPF_ENABLE_STATS)';

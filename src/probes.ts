@@ -149,7 +149,9 @@ export class ProbeSet {
         this.statuses.push({ name: m.name, attached: false, reason: 'disabled by OTEL_NODE_EBPF_DISABLED_PROBES', attempts: [] });
         continue;
       }
-      const variants = mode === 'auto' ? m.variants : m.variants.filter(v => v.hook === mode);
+      // A forced hook applies to the measurements that have such a variant; the others keep their own order.
+      const forced = m.variants.filter(v => v.hook === mode);
+      const variants = mode === 'auto' || forced.length === 0 ? m.variants : forced;
       const attempts: Attempt[] = [];
       for (const v of variants) {
         try {
@@ -168,9 +170,7 @@ export class ProbeSet {
         hook: winner?.hook,
         reason: winner
           ? undefined
-          : variants.length === 0
-            ? `no ${mode} variant exists for this measurement`
-            : attempts.map(a => `${a.hook}: ${a.reason}`).join('; '),
+          : attempts.map(a => `${a.hook}: ${a.reason}`).join('; '),
         attempts,
       });
     }

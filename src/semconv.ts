@@ -22,6 +22,15 @@ export const METRICS = {
   /** ours: smoothed RTT samples (tcp_sock.srtt_us), histogram, s. */
   TCP_RTT: 'tcp.rtt',
 
+  /** semconv: nodejs.eventloop.time, counter, s, with nodejs.eventloop.state. Here from the kernel: epoll waits are idle. */
+  NODEJS_EVENTLOOP_TIME: 'nodejs.eventloop.time',
+  /** semconv: nodejs.eventloop.utilization, gauge, 1: active share since the previous export. */
+  NODEJS_EVENTLOOP_UTILIZATION: 'nodejs.eventloop.utilization',
+  /** ours: active stretches (epoll wait to epoll wait), histogram, s. */
+  NODEJS_EVENTLOOP_ACTIVE_DURATION: 'nodejs.eventloop.active.duration',
+  /** ours: main-thread time inside each syscall but the epoll waits, histogram, s, with syscall.name. */
+  NODEJS_MAINTHREAD_SYSCALL_DURATION: 'nodejs.mainthread.syscall.duration',
+
   /** ours, self-telemetry: 1 if the probe is attached, 0 if not; attributes otel_node_ebpf.probe and .hook. */
   SELF_PROBE_ATTACHED: 'otel_node_ebpf.probe.attached',
   /** ours, self-telemetry: kernel time spent in the probe's programs (BPF run-time statistics), counter, s. */
@@ -52,6 +61,11 @@ export const ATTRS = {
   /** semconv (metrics SDK): the series that absorbs values once the kernel's series map is full. */
   OTEL_METRIC_OVERFLOW: 'otel.metric.overflow',
 
+  /** semconv: active | idle. */
+  NODEJS_EVENTLOOP_STATE: 'nodejs.eventloop.state',
+  /** ours: the syscall's name (x86_64 table), `other` beyond the table. */
+  SYSCALL_NAME: 'syscall.name',
+
   /** ours, self-telemetry: measurement name (tcp.bytes, tcp.state, ...). */
   SELF_PROBE: 'otel_node_ebpf.probe',
   /** ours, self-telemetry: kprobe | fentry | tracepoint | none. */
@@ -70,6 +84,8 @@ export const VALUES = {
   SIDE_SERVER: 'server',
   RESET_SENT: 'sent',
   RESET_RECEIVED: 'received',
+  EVENTLOOP_ACTIVE: 'active',
+  EVENTLOOP_IDLE: 'idle',
 } as const;
 
 /** Instrumentation scope of everything this SDK produces. */

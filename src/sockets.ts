@@ -26,6 +26,7 @@ import { debug } from './diag';
 import { BPF_OBJECT_DIR, NativeAddon, NativeObject, NativeRingBuffer } from './native';
 import { Measurement, ProbeRunStats, ProbeSet, ProbeStatus } from './probes';
 import { ATTRS, METRICS, VALUES } from './semconv';
+import { setTarget, u64 } from './target';
 
 export const SOCKETS_OBJECT = path.join(BPF_OBJECT_DIR, 'sockets.bpf.o');
 
@@ -90,18 +91,6 @@ const ERRNO_NAMES: Record<number, string> = {
   100: 'ENETDOWN',
   71: 'EPROTO',
 };
-
-function u32(n: number): Buffer {
-  const b = Buffer.alloc(4);
-  b.writeUInt32LE(n);
-  return b;
-}
-
-function u64(n: bigint): Buffer {
-  const b = Buffer.alloc(8);
-  b.writeBigUInt64LE(n);
-  return b;
-}
 
 /** Socket inodes of this process's open fds. */
 function ownSocketInodes(): Set<string> {
@@ -168,12 +157,7 @@ export class SocketsCollector implements Collector {
 
   /** Globals and map sizes, applied to every instance of the object before load. */
   private readonly configure = (obj: NativeObject): void => {
-    const ns = this.caps.pidNamespace;
-    obj.setGlobal('target_tgid', u32(process.pid));
-    if (ns) {
-      obj.setGlobal('pidns_dev', u64(ns.dev));
-      obj.setGlobal('pidns_ino', u64(ns.ino));
-    }
+    setTarget(obj, this.caps);
     obj.setGlobal('rtt_sample_interval_ns', u64(BigInt(this.config.rttSampleIntervalMillis) * 1_000_000n));
     obj.setMaxEntries('conns', this.config.maxConnections);
     obj.setMaxEntries('series', this.config.maxSeries + 1); // + the overflow series

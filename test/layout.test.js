@@ -7,7 +7,7 @@ const { execFileSync } = require('child_process');
 const { ROOT } = require('./support/harness');
 const { LAYOUTS, HIST_MAX_SLOTS } = require('../dist/bpf-layout');
 
-const OBJECT = path.join(ROOT, 'bpf', 'build', 'sockets.bpf.o');
+const OBJECTS = ['sockets', 'runtime'].map(n => path.join(ROOT, 'bpf', 'build', `${n}.bpf.o`));
 
 /** STRUCT name -> { size, members: { name: byte offset } } and DATASEC name -> { var: offset }, from bpftool. */
 function readBtf(file) {
@@ -27,12 +27,13 @@ function readBtf(file) {
 }
 
 describe('kernel/user-space layout', function () {
-  const { structs, datasecs } = readBtf(OBJECT);
+  const btfs = OBJECTS.map(readBtf);
+  const structs = Object.assign({}, ...btfs.map(b => b.structs));
 
   for (const layout of Object.values(LAYOUTS)) {
     it(`struct ${layout.name}: size and every offset match the object's BTF`, () => {
       const btf = structs[layout.name];
-      assert.ok(btf, `struct ${layout.name} is not in ${OBJECT}`);
+      assert.ok(btf, `struct ${layout.name} is in none of ${OBJECTS.join(', ')}`);
       assert.strictEqual(layout.size, btf.size, 'size');
       assert.deepStrictEqual(
         Object.fromEntries(Object.entries(layout.fields).map(([k, v]) => [k, v.offset])),
@@ -45,7 +46,8 @@ describe('kernel/user-space layout', function () {
     assert.strictEqual(structs.hist.size, 8 + 8 * HIST_MAX_SLOTS);
   });
 
-  it('.bss holds only the health counters, at offset 0 (read as the value of key 0)', () => {
-    assert.deepStrictEqual(datasecs['.bss'].members, { health: 0 });
+  it('.bss holds one struct at offset 0 (user space reads it as the value of key 0)', () => {
+    assert.deepStrictEqual(btfs[0].datasecs['.bss'].members, { health: 0 });
+    assert.deepStrictEqual(btfs[1].datasecs['.bss'].members, { loop: 0 });
   });
 });

@@ -1,0 +1,116 @@
+/**
+ * The runtime collector: bpf/runtime.bpf.c's event-loop state and per-syscall histograms as Node.js runtime metrics.
+ */
+import * as path from 'path';
+import type { Capabilities } from './capabilities';
+import type { Collector, KernelMetric, KernelPoint } from './collector';
+import type { ResolvedConfig } from './config';
+import { decodeHist, decodeLoopState, LoopState, RT_MAX_SYSCALLS } from './bpf-layout';
+import { BPF_OBJECT_DIR, NativeAddon, NativeObject } from './native';
+import { Measurement, ProbeRunStats, ProbeSet, ProbeStatus } from './probes';
+import { ATTRS, METRICS, VALUES } from './semconv';
+import { SYSCALL_NAMES } from './syscalls';
+import { setTarget } from './target';
+
+export const RUNTIME_OBJECT = path.join(BPF_OBJECT_DIR, 'runtime.bpf.o');
+
+export const RUNTIME_MEASUREMENTS: Measurement[] = [
+  {
+    name: 'nodejs.eventloop',
+    description: "the main thread's epoll waits (idle) and what lies between them (active), and its other syscalls",
+    // Syscall entry and exit have no kprobe or fentry equivalent as cheap as the raw tracepoints.
+    variants: [{ hook: 'tracepoint', programs: ['loop_sys_enter', 'loop_sys_exit'] }],
+  },
+];
+
+export class RuntimeCollector implements Collector {
+  readonly name = 'runtime';
+  private probes?: ProbeSet;
+  private bss?: string;
+  private previous?: { active: bigint; idle: bigint };
+
+  constructor(
+    private readonly addon: NativeAddon,
+    private readonly config: ResolvedConfig,
+    private readonly caps: Capabilities,
+    private readonly objectPath: string = RUNTIME_OBJECT,
+  ) {}
+
+  private readonly configure = (obj: NativeObject): void => setTarget(obj, this.caps);
+
+  createProbeSet(): ProbeSet {
+    return new ProbeSet(this.addon, this.objectPath, RUNTIME_MEASUREMENTS, this.configure, this.caps);
+  }
+
+  start(): void {
+    const probes = this.createProbeSet();
+    this.probes = probes;
+    try {
+      this.bss = probes.baseObject().maps().find(m => m.name.endsWith('.bss'))?.name;
+      probes.attach(this.config.attachMode, name => this.config.disabledProbes.some(d => d === name || d === name.split('.')[0] || d === 'all'));
+    } catch (err) {
+      this.stop();
+      throw err;
+    }
+  }
+
+  status(): ProbeStatus[] {
+    return this.probes?.status() ?? [];
+  }
+
+  runStats(): Map<string, ProbeRunStats> {
+    return this.probes?.runStats() ?? new Map();
+  }
+
+  /** The loop's state now, with the stretch in progress counted (collect() runs on the main thread: it is active). */
+  loopState(): (LoopState & { activeNowNs: bigint; idleNowNs: bigint }) | undefined {
+    if (!this.probes || !this.bss) return undefined;
+    const v = this.probes.baseObject().map(this.bss).lookup(Buffer.alloc(4));
+    if (!v) return undefined;
+    const s = decodeLoopState(v);
+    const now = process.hrtime.bigint(); // CLOCK_MONOTONIC, as bpf_ktime_get_ns
+    return {
+      ...s,
+      activeNowNs: s.activeNs + (!s.inWait && s.waitEndedNs > 0n ? now - s.waitEndedNs : 0n),
+      idleNowNs: s.idleNs + (s.inWait ? now - s.waitStartedNs : 0n),
+    };
+  }
+
+  collect(): KernelMetric[] {
+    const s = this.loopState();
+    if (!s || !this.status().some(p => p.attached)) return [];
+    const state = (v: string) => ({ [ATTRS.NODEJS_EVENTLOOP_STATE]: v });
+    const time: KernelPoint[] = [
+      { attributes: state(VALUES.EVENTLOOP_ACTIVE), value: Number(s.activeNowNs) / 1e9 },
+      { attributes: state(VALUES.EVENTLOOP_IDLE), value: Number(s.idleNowNs) / 1e9 },
+    ];
+    // Utilization over the interval since the previous collection (the whole run, the first time).
+    const prev = this.previous ?? { active: 0n, idle: 0n };
+    const dActive = s.activeNowNs - prev.active;
+    const dTotal = dActive + (s.idleNowNs - prev.idle);
+    this.previous = { active: s.activeNowNs, idle: s.idleNowNs };
+    const utilization: KernelPoint[] = dTotal > 0n ? [{ attributes: {}, value: Number(dActive) / Number(dTotal) }] : [];
+    const stretches: KernelPoint[] = s.active.slots.some(c => c > 0) ? [{ attributes: {}, hist: s.active }] : [];
+
+    const syscalls: KernelPoint[] = [];
+    const array = this.probes!.map('syscalls');
+    for (const id of s.seen) {
+      const v = array.lookup(Buffer.from(Uint32Array.of(id).buffer));
+      if (!v) continue;
+      const hist = decodeHist(v, 0);
+      const name = id === RT_MAX_SYSCALLS - 1 ? 'other' : (SYSCALL_NAMES[id] ?? `syscall_${id}`);
+      syscalls.push({ attributes: { [ATTRS.SYSCALL_NAME]: name }, hist });
+    }
+    return [
+      { name: METRICS.NODEJS_EVENTLOOP_TIME, unit: 's', description: "Time the event loop spent active (between epoll waits) and idle (inside them), from the kernel.", kind: 'counter', points: time },
+      { name: METRICS.NODEJS_EVENTLOOP_UTILIZATION, unit: '1', description: 'Share of time the event loop was active since the previous export.', kind: 'gauge', points: utilization },
+      { name: METRICS.NODEJS_EVENTLOOP_ACTIVE_DURATION, unit: 's', description: 'Active stretches of the event loop: the time from one epoll wait to the next.', kind: 'histogram', points: stretches },
+      { name: METRICS.NODEJS_MAINTHREAD_SYSCALL_DURATION, unit: 's', description: 'Time the main thread spent inside each syscall other than the epoll waits.', kind: 'histogram', points: syscalls },
+    ];
+  }
+
+  stop(): void {
+    this.probes?.close();
+    this.probes = undefined;
+  }
+}
