@@ -7,6 +7,9 @@
 //   { "listen": "127.0.0.1" }                         listen on an ephemeral port; prints {"listening": port}
 //   { "accept": N }                                   wait for one connection to the listener, read exactly N bytes, close
 //   { "connect": [host, port], "send": A, "recv": B } send A bytes, read until the peer closes, expect B bytes
+//     + "holdOpen": true                              send A bytes without closing, read B bytes, print
+//                                                     {"holding": {sent, received, localPort}}, wait for a line on
+//                                                     stdin, then close and read until the peer closes (B bytes in all)
 //   { "many": [host, port, N], "send": A, "recv": B }  N connections open at once, each sends A and reads B bytes
 //   { "refused": [host, port] }                       a connect that must fail with ECONNREFUSED
 //   { "wait": "line" }                                wait for a line on stdin
@@ -34,13 +37,23 @@ function nextSocket() {
   return pendingSockets.length ? Promise.resolve(pendingSockets.shift()) : new Promise(r => (socketWaiter = r));
 }
 
-function readAll(socket) {
+function readAll(socket, onCount) {
   return new Promise((resolve, reject) => {
     let n = 0;
-    socket.on('data', d => (n += d.length));
+    socket.on('data', d => {
+      n += d.length;
+      if (onCount) onCount(n);
+    });
     socket.on('end', () => resolve(n));
     socket.on('error', reject);
   });
+}
+
+async function finishConnect(step, s, received) {
+  const n = await received;
+  await new Promise(r => (s.destroyed ? r() : s.on('close', r)));
+  if (n !== step.recv) throw new Error(`connect: received ${n} bytes, expected ${step.recv}`);
+  out({ connected: { sent: step.send, received: n, localPort: s.localPort } });
 }
 
 const handlers = {
@@ -61,12 +74,21 @@ const handlers = {
     const [host, port] = step.connect;
     const s = net.connect(port, host);
     await new Promise((r, j) => (s.once('connect', r), s.once('error', j)));
+    if (step.holdOpen) {
+      let gotAll;
+      const all = new Promise(r => (gotAll = r));
+      const received = readAll(s, n => n >= step.recv && gotAll(n));
+      s.write(Buffer.alloc(step.send, 7));
+      // resolves early if the peer closes (or the socket fails) before B bytes came: checked below
+      const n = await Promise.race([all, received]);
+      out({ holding: { sent: step.send, received: n, localPort: s.localPort } });
+      await nextLine();
+      s.end();
+      return finishConnect(step, s, received);
+    }
     const received = readAll(s);
     s.end(Buffer.alloc(step.send, 7));
-    const n = await received;
-    await new Promise(r => (s.destroyed ? r() : s.on('close', r)));
-    if (n !== step.recv) throw new Error(`connect: received ${n} bytes, expected ${step.recv}`);
-    out({ connected: { sent: step.send, received: n, localPort: s.localPort } });
+    return finishConnect(step, s, received);
   },
   async many(step) {
     const [host, port, n] = step.many;
