@@ -197,6 +197,8 @@ static __always_inline struct conn_state *track(const struct sock *sk, __u8 side
 	if (!fill_key(sk, side, &c.key))
 		return NULL;
 	c.start_ns = now;
+	/* the sampling interval runs from here: bpf_ktime_get_ns() counts from boot, so 0 would sample at once */
+	c.last_rtt_ns = now;
 	c.local_port = BPF_CORE_READ(sk, __sk_common.skc_num);
 	if (bpf_map_update_elem(&conns, &skp, &c, BPF_NOEXIST)) {
 		__sync_fetch_and_add(&health.conns_untracked, 1);

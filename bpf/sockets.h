@@ -55,7 +55,7 @@ struct conn_state {
 	__u64 start_ns;        /* connect() for clients, ESTABLISHED for accepted connections */
 	__u64 established_ns;  /* 0 while connecting, or if the connection predates the probes */
 	__u64 closed_ns;       /* when it reached TCP_CLOSE; 0 before */
-	__u64 last_rtt_ns;     /* when the last RTT sample was taken */
+	__u64 last_rtt_ns;     /* when the last RTT sample was taken (tracking start before the first) */
 	__u64 tx_bytes;
 	__u64 rx_bytes;
 	__u32 retrans_seen;    /* tcp_sock.total_retrans already added to the series */

@@ -299,13 +299,14 @@ describe('retransmits and RTT, induced inside a network namespace', function () 
         console.log(`      ${detail}`);
         assert.strictEqual(h.count, N, detail);
         // Each close sample is the srtt after the FIN exchange, which moved it by an eighth of one more loopback
-        // measurement: within a factor of 2 of what ss showed while the connection idled.
+        // measurement. On a loaded 2-core machine that one measurement can be many times the idle loopback RTT
+        // (tens of microseconds), so allow a factor of 4 around what ss showed while the connection idled.
         srtts.forEach((s, i) => {
           const b = buckets[i];
-          assert.ok(s / 2 <= b.upper && s * 2 > b.lower, `srtt ${s} s (ss) vs sample bucket (${b.lower}, ${b.upper}] s\n${detail}\n${kernel.map(k => k.text).join('\n')}`);
+          assert.ok(s / 4 <= b.upper && s * 4 > b.lower, `srtt ${s} s (ss) vs sample bucket (${b.lower}, ${b.upper}] s\n${detail}\n${kernel.map(k => k.text).join('\n')}`);
         });
         const ssSum = srtts.reduce((a, b) => a + b, 0);
-        assert.ok(h.sum >= ssSum / 2 && h.sum <= ssSum * 2, `histogram sum ${h.sum} s vs ss srtts summing to ${ssSum} s\n${detail}`);
+        assert.ok(h.sum >= ssSum / 4 && h.sum <= ssSum * 4, `histogram sum ${h.sum} s vs ss srtts summing to ${ssSum} s\n${detail}`);
       });
     }
 
