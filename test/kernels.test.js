@@ -60,6 +60,12 @@ describe(`hook paths on a second kernel (Debian 6.1 under qemu)${skip ? ' — sk
     release = doctor?.kernel ?? vm.kernel.release;
   });
 
+  /** One mode's result; a missing one is explained by the first test. */
+  const result = mode => {
+    assert.ok(results && results[mode], `no result for ${mode}: see the first test`);
+    return results[mode];
+  };
+
   /** Whether a hook is known to be missing on the guest's kernel, by its release (e.g. 6.1.0-56-amd64). */
   const missing = (measurement, hook) => {
     const m = MISSING[`${measurement}/${hook}`];
@@ -85,7 +91,7 @@ describe(`hook paths on a second kernel (Debian 6.1 under qemu)${skip ? ' — sk
 
   for (const mode of FORCED) {
     it(`attach mode ${mode}: every tcp measurement attaches with ${mode}`, function () {
-      const { probes } = results[mode];
+      const { probes } = result(mode);
       assert.deepStrictEqual(Object.keys(probes), MEASUREMENTS);
       for (const name of MEASUREMENTS) {
         const p = probes[name];
@@ -106,7 +112,7 @@ describe(`hook paths on a second kernel (Debian 6.1 under qemu)${skip ? ' — sk
 
   it('auto mode chooses kprobe for every tcp measurement', function () {
     for (const name of MEASUREMENTS) {
-      const p = results.auto.probes[name];
+      const p = result('auto').probes[name];
       assert.strictEqual(p.hook, 'kprobe', `${name}: ${p.reason ?? JSON.stringify(p.attempts)}`);
       assert.deepStrictEqual(p.attempts, [{ hook: 'kprobe', ok: true }]);
     }
@@ -115,12 +121,12 @@ describe(`hook paths on a second kernel (Debian 6.1 under qemu)${skip ? ' — sk
   for (const mode of [...FORCED, 'auto']) {
     it(`attach mode ${mode}: exact bytes, connections, failures and resets, identical on every path`, function () {
       const withBytes = !missing('tcp.bytes', mode === 'auto' ? 'kprobe' : mode);
-      assert.deepStrictEqual(results[mode].counts, expectedCounts(withBytes));
+      assert.deepStrictEqual(result(mode).counts, expectedCounts(withBytes));
       if (!withBytes) this.test.title += ' — no bytes: tcp.bytes cannot attach with this hook here (above)';
     });
 
     it(`attach mode ${mode}: each attached measurement ran and sampled`, function () {
-      const { samples, probes } = results[mode];
+      const { samples, probes } = result(mode);
       for (const series of ['client_ipv4', 'client_ipv6', 'server_ipv4']) assert.ok(samples[`rtt_${series}`] >= 1, `rtt of ${series}: ${JSON.stringify(samples)}`);
       // tcp.retransmits runs only when a segment is retransmitted, which loopback rarely does
       for (const name of ['tcp.state', 'tcp.bytes', 'tcp.rtt', 'tcp.resets'].filter(n => probes[n].attached))
@@ -129,6 +135,7 @@ describe(`hook paths on a second kernel (Debian 6.1 under qemu)${skip ? ' — sk
   }
 
   it('doctor in the guest: kprobe and fentry attach for every measurement, tracepoints where the kernel has them', function () {
+    assert.ok(doctor, 'no doctor report: see the first test');
     assert.deepStrictEqual(doctor.measurements.map(m => m.name), MEASUREMENTS);
     assert.strictEqual(doctor.capabilities.kprobePmu, true);
     for (const m of doctor.measurements) {

@@ -12,11 +12,12 @@
 // needs with their dependencies (virtio PCI, 9p, overlayfs).
 //
 // Each run builds a small busybox initramfs (Debian's busybox-static) whose /init loads those modules, mounts the
-// host's root read-only over 9p with a tmpfs overlay on top, mounts /proc, /sys, /dev, /tmp and /run, brings up lo
-// and runs the command chrooted into it: the checkout, node and node_modules are the host's, at the same paths. The
-// command's stdout, stderr and exit code come back through a second, writable 9p share of a host temp directory;
-// the serial console is kept for diagnostics. The guest has no tracefs (like the host at boot): the SDK must not
-// need it. A hard time limit kills qemu.
+// host's root read-only over 9p with a tmpfs overlay on top (every write lands in the tmpfs), mounts /proc, /sys,
+// /sys/fs/bpf and /dev, brings up lo and runs the command chrooted into it: the checkout (wherever it is, /tmp
+// included), node and node_modules are the host's, at the same paths. The command's stdout, stderr and exit code
+// come back through a second, writable 9p share of a host temp directory; the serial console is kept for
+// diagnostics. The guest has no tracefs (like the host at boot): the SDK must not need it. A hard time limit kills
+// qemu.
 //
 // /dev/kvm on the project's machines is a software nested-virtualisation module under which stock kernels crash;
 // TCG (`-accel tcg,thread=multi -cpu max`) is slower but works (see /work/shared/KERNEL-FACTS.md, "another kernel").
@@ -233,8 +234,7 @@ mount -t devtmpfs devtmpfs $R/dev
 mkdir -p $R/dev/pts $R/dev/shm
 mount -t devpts devpts $R/dev/pts
 mount -t tmpfs tmpfs $R/dev/shm
-mount -t tmpfs tmpfs $R/tmp
-mount -t tmpfs tmpfs $R/run
+# /tmp and /run stay the host's, seen through the overlay (writes go to its tmpfs): a checkout may live there
 mkdir -p $R/run/vm
 cp /out/env.sh /out/cmd.sh $R/run/vm/
 ip link set lo up || fail "cannot bring up lo"
