@@ -6,6 +6,10 @@
 #include <cerrno>
 #include <cstring>
 #include <mutex>
+#include <ctime>
+
+extern "C" void otel_node_ebpf_calibrate(void);
+extern "C" void otel_node_ebpf_calibrate_stepped(void);
 
 #include "addon.h"
 
@@ -99,6 +103,7 @@ Addon::Addon(Napi::Env env, Napi::Object exports) : env_(env) {
                            InstanceMethod<&Addon::EnableStats>("enableStats"),
                            InstanceMethod<&Addon::LibbpfVersion>("libbpfVersion"),
                            InstanceMethod<&Addon::ProbeProgramType>("probeProgramType"),
+                           InstanceMethod<&Addon::Calibrate>("calibrate"),
                        });
 }
 
@@ -168,7 +173,56 @@ Napi::Value Addon::ProbeProgramType(const Napi::CallbackInfo& info) {
   ThrowBpfError(info.Env(), "config", EINVAL, "probe program type " + name, "libbpf has no program type by that name");
 }
 
+// Calls the no-op below `iterations` times through a volatile pointer (so that every call happens) and returns the
+// elapsed nanoseconds (CLOCK_MONOTONIC). With a uprobe on otel_node_ebpf_calibrate, the difference per call is the
+// cost of one uprobe hit on this machine (src/budget.ts).
+Napi::Value Addon::Calibrate(const Napi::CallbackInfo& info) {
+  if (info.Length() < 1 || !info[0].IsNumber()) {
+    ThrowBpfError(info.Env(), "addon", EINVAL, "calibrate", "the argument must be a number of iterations");
+  }
+  int64_t iterations = info[0].As<Napi::Number>().Int64Value();
+  bool stepped = info.Length() > 1 && info[1].IsBoolean() && info[1].As<Napi::Boolean>().Value();
+  void (*volatile fn)(void) = stepped ? otel_node_ebpf_calibrate_stepped : otel_node_ebpf_calibrate;
+  timespec start{}, end{};
+  clock_gettime(CLOCK_MONOTONIC, &start);
+  for (int64_t i = 0; i < iterations; i++) fn();
+  clock_gettime(CLOCK_MONOTONIC, &end);
+  int64_t ns = (end.tv_sec - start.tv_sec) * 1000000000LL + (end.tv_nsec - start.tv_nsec);
+  return Napi::Number::New(info.Env(), static_cast<double>(ns));
+}
+
 }  // namespace otel_ebpf
+
+// Two functions that do nothing, exported from the .node's dynamic symbol table so that a uprobe can attach to them
+// by name: the SDK measures the cost of a uprobe hit on them at start. The cost of a hit depends on the function's
+// first instruction: x86-64 kernels emulate push, call and jumps at the breakpoint, and single-step anything else out
+// of line (a second trap). otel_node_ebpf_calibrate starts like most functions (push %rbp);
+// otel_node_ebpf_calibrate_stepped starts with an instruction that must be stepped (as ossl_statem_connect does).
+#if defined(__x86_64__)
+__asm__(
+    ".text\n"
+    ".globl otel_node_ebpf_calibrate\n"
+    ".type otel_node_ebpf_calibrate, @function\n"
+    "otel_node_ebpf_calibrate:\n"
+    "  push %rbp\n"
+    "  mov %rsp, %rbp\n"
+    "  pop %rbp\n"
+    "  ret\n"
+    ".size otel_node_ebpf_calibrate, .-otel_node_ebpf_calibrate\n"
+    ".globl otel_node_ebpf_calibrate_stepped\n"
+    ".type otel_node_ebpf_calibrate_stepped, @function\n"
+    "otel_node_ebpf_calibrate_stepped:\n"
+    "  xor %eax, %eax\n"
+    "  ret\n"
+    ".size otel_node_ebpf_calibrate_stepped, .-otel_node_ebpf_calibrate_stepped\n");
+#else
+extern "C" __attribute__((visibility("default"), noinline, used)) void otel_node_ebpf_calibrate(void) {
+  __asm__ __volatile__("" ::: "memory");
+}
+extern "C" __attribute__((visibility("default"), noinline, used)) void otel_node_ebpf_calibrate_stepped(void) {
+  __asm__ __volatile__("" ::: "memory");
+}
+#endif
 
 using otel_ebpf::Addon;
 NODE_API_ADDON(Addon)

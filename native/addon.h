@@ -117,6 +117,7 @@ class Addon : public Napi::Addon<Addon> {
   Napi::Value EnableStats(const Napi::CallbackInfo& info);
   Napi::Value LibbpfVersion(const Napi::CallbackInfo& info);
   Napi::Value ProbeProgramType(const Napi::CallbackInfo& info);
+  Napi::Value Calibrate(const Napi::CallbackInfo& info);
 
   static void CloseAll(void* arg);  // environment cleanup hook
   std::vector<std::weak_ptr<ObjectState>> objects_;

@@ -313,10 +313,11 @@ class JsObject : public Napi::ObjectWrap<JsObject> {
     Napi::Value symbol = options.Get("symbol");
     Napi::Value retprobe = options.Get("retprobe");
     Napi::Value pid = options.Get("pid");
+    Napi::Value offset = options.Get("offset");
     if (!binary.IsString() || !symbol.IsString() || !(retprobe.IsUndefined() || retprobe.IsBoolean()) ||
-        !(pid.IsUndefined() || pid.IsNumber())) {
+        !(pid.IsUndefined() || pid.IsNumber()) || !(offset.IsUndefined() || offset.IsNumber())) {
       ThrowBpfError(Env(), "attach", EINVAL, "attachUprobe",
-                    "options are { binary: string, symbol: string, retprobe?: boolean, pid?: number }");
+                    "options are { binary: string, symbol: string, retprobe?: boolean, pid?: number, offset?: number }");
     }
     std::string binary_path = binary.As<Napi::String>();
     std::string func_name = symbol.As<Napi::String>();
@@ -328,12 +329,15 @@ class JsObject : public Napi::ObjectWrap<JsObject> {
     std::memset(&opts, 0, sizeof(opts));
     opts.sz = sizeof(opts);
     opts.retprobe = is_return;
-    opts.func_name = func_name.c_str();
+    // With a file offset resolved by the caller, libbpf does not parse the ELF's symbol tables again (tens of ms
+    // for a node binary, per attach); the symbol then only names the probe.
+    size_t func_offset = offset.IsNumber() ? static_cast<size_t>(offset.As<Napi::Number>().Int64Value()) : 0;
+    opts.func_name = offset.IsNumber() ? nullptr : func_name.c_str();
     int target_pid = pid.IsNumber() ? pid.As<Napi::Number>().Int32Value() : -1;
     std::string what = std::string(is_return ? "uretprobe " : "uprobe ") + binary_path + ":" + func_name + " (" +
                        bpf_program__name(prog) + ")";
     return AttachWith(what, [&] {
-      return bpf_program__attach_uprobe_opts(prog, target_pid, binary_path.c_str(), 0, &opts);
+      return bpf_program__attach_uprobe_opts(prog, target_pid, binary_path.c_str(), func_offset, &opts);
     });
   }
 

@@ -3,7 +3,7 @@
  * offset, type); test/layout.test.js checks every size and offset against the BTF of the compiled object.
  */
 
-export type FieldType = 'u8' | 'u16' | 'u32' | 'u64' | 'bytes16' | 'hist' | 'series_key';
+export type FieldType = 'u8' | 'u16' | 'u32' | 'u64' | 'bytes16' | 'bytes' | 'hist' | 'series_key';
 
 export interface StructLayout {
   name: string;
@@ -295,4 +295,131 @@ function seenBits(b: Buffer, off: number): number[] {
     for (let bit = 0; bit < 64; bit++) if ((word >> BigInt(bit)) & 1n) ids.push(w * 64 + bit);
   }
   return ids;
+}
+
+/** Mirrors bpf/dns.h. */
+export const DNS_NAME_LEN = 256;
+
+export const DNS_LAYOUTS = {
+  dns_event: {
+    name: 'dns_event',
+    size: 16 + DNS_NAME_LEN,
+    fields: {
+      duration_ns: { offset: 0, type: 'u64' },
+      status: { offset: 8, type: 'u32' },
+      pad: { offset: 12, type: 'u32' },
+      name: { offset: 16, type: 'bytes' },
+    },
+  },
+  dns_health: {
+    name: 'dns_health',
+    size: 32,
+    fields: {
+      lookup_hits: { offset: 0, type: 'u64' },
+      done_hits: { offset: 8, type: 'u64' },
+      unmatched: { offset: 16, type: 'u64' },
+      events_dropped: { offset: 24, type: 'u64' },
+    },
+  },
+} as const satisfies Record<string, StructLayout>;
+
+export interface DnsEvent {
+  durationNs: bigint;
+  /** 0, or libuv's UV_EAI_* code. */
+  status: number;
+  name: string;
+}
+
+export function decodeDnsEvent(b: Buffer): DnsEvent {
+  const f = DNS_LAYOUTS.dns_event.fields;
+  const raw = b.subarray(f.name.offset, f.name.offset + DNS_NAME_LEN);
+  const end = raw.indexOf(0);
+  return {
+    durationNs: b.readBigUInt64LE(f.duration_ns.offset),
+    status: b.readInt32LE(f.status.offset),
+    name: raw.subarray(0, end < 0 ? raw.length : end).toString('utf8'),
+  };
+}
+
+export interface DnsHealth {
+  lookupHits: number;
+  doneHits: number;
+  unmatched: number;
+  eventsDropped: number;
+}
+
+export function decodeDnsHealth(b: Buffer, off = 0): DnsHealth {
+  const f = DNS_LAYOUTS.dns_health.fields;
+  return {
+    lookupHits: u64(b, off + f.lookup_hits.offset),
+    doneHits: u64(b, off + f.done_hits.offset),
+    unmatched: u64(b, off + f.unmatched.offset),
+    eventsDropped: u64(b, off + f.events_dropped.offset),
+  };
+}
+
+/** Mirrors bpf/tls.h. */
+export const TLS_SIDE_CLIENT = 1;
+export const TLS_SIDE_SERVER = 2;
+export const TLS_ERR_NONE = 0;
+export const TLS_ERR_ABORTED = 1;
+export const TLS_ERR_NO_ALERT = 2;
+export const TLS_ERR_ALERT = 0x100;
+
+export const TLS_LAYOUTS = {
+  tls_series_key: {
+    name: 'tls_series_key',
+    size: 8,
+    fields: { side: { offset: 0, type: 'u32' }, err: { offset: 4, type: 'u32' } },
+  },
+  tls_health: {
+    name: 'tls_health',
+    size: 80,
+    fields: {
+      connect_hits: { offset: 0, type: 'u64' },
+      accept_hits: { offset: 8, type: 'u64' },
+      return_hits: { offset: 16, type: 'u64' },
+      fatal_hits: { offset: 24, type: 'u64' },
+      free_hits: { offset: 32, type: 'u64' },
+      read_hits: { offset: 40, type: 'u64' },
+      write_hits: { offset: 48, type: 'u64' },
+      rx_bytes: { offset: 56, type: 'u64' },
+      tx_bytes: { offset: 64, type: 'u64' },
+      series_overflow: { offset: 72, type: 'u64' },
+    },
+  },
+} as const satisfies Record<string, StructLayout>;
+
+export interface TlsHealth {
+  connectHits: number;
+  acceptHits: number;
+  returnHits: number;
+  fatalHits: number;
+  freeHits: number;
+  readHits: number;
+  writeHits: number;
+  rxBytes: number;
+  txBytes: number;
+  seriesOverflow: number;
+}
+
+export function decodeTlsHealth(b: Buffer, off = 0): TlsHealth {
+  const f = TLS_LAYOUTS.tls_health.fields;
+  return {
+    connectHits: u64(b, off + f.connect_hits.offset),
+    acceptHits: u64(b, off + f.accept_hits.offset),
+    returnHits: u64(b, off + f.return_hits.offset),
+    fatalHits: u64(b, off + f.fatal_hits.offset),
+    freeHits: u64(b, off + f.free_hits.offset),
+    readHits: u64(b, off + f.read_hits.offset),
+    writeHits: u64(b, off + f.write_hits.offset),
+    rxBytes: u64(b, off + f.rx_bytes.offset),
+    txBytes: u64(b, off + f.tx_bytes.offset),
+    seriesOverflow: u64(b, off + f.series_overflow.offset),
+  };
+}
+
+export function decodeTlsSeriesKey(b: Buffer): { side: number; err: number } {
+  const f = TLS_LAYOUTS.tls_series_key.fields;
+  return { side: b.readUInt32LE(f.side.offset), err: b.readUInt32LE(f.err.offset) };
 }

@@ -51,6 +51,17 @@ export interface StartOptions {
   maxSeries?: number;
   /** At most one RTT sample per connection per this many milliseconds (and one at close). Env: `OTEL_NODE_EBPF_RTT_SAMPLE_INTERVAL`. Default 1000. */
   rttSampleIntervalMillis?: number;
+  /** Opt-in measurements to turn on (costly ones, such as `tls.bytes`). Env: `OTEL_NODE_EBPF_ENABLED_PROBES` (comma-separated). Default none. */
+  enabledProbes?: string[];
+  /** Distinct `dns.question.name` values kept; more lookups go to `_OTHER`. Env: `OTEL_NODE_EBPF_DNS_MAX_NAMES`. Default 100. */
+  dnsMaxNames?: number;
+  /**
+   * Estimated CPU time a uprobe measurement may cost, as a share of one CPU over a window (0.01 = 1 %); a measurement
+   * over it is detached, with one warning. 0: not enforced. Env: `OTEL_NODE_EBPF_OVERHEAD_BUDGET`. Default 0.01.
+   */
+  overheadBudget?: number;
+  /** Milliseconds of the window the budget is checked over. Env: `OTEL_NODE_EBPF_OVERHEAD_WINDOW`. Default 10000. */
+  overheadWindowMillis?: number;
   /** Fail loudly: start() throws if any enabled measurement cannot attach. Env: `OTEL_NODE_EBPF_STRICT`. Default false. */
   strict?: boolean;
   /** Flush the last values on SIGTERM and SIGINT (the application's own reaction is kept). Default true. */
@@ -71,6 +82,10 @@ export interface ResolvedConfig {
   maxConnections: number;
   maxSeries: number;
   rttSampleIntervalMillis: number;
+  enabledProbes: string[];
+  dnsMaxNames: number;
+  overheadBudget: number;
+  overheadWindowMillis: number;
   strict: boolean;
   flushOnSignals: boolean;
 }
@@ -85,6 +100,9 @@ export const DEFAULTS = {
   maxConnections: 16384,
   maxSeries: 1024,
   rttSampleIntervalMillis: 1000,
+  dnsMaxNames: 100,
+  overheadBudget: 0.01,
+  overheadWindowMillis: 10000,
 } as const satisfies Partial<ResolvedConfig>;
 
 type Env = Record<string, string | undefined>;
@@ -115,6 +133,17 @@ class EnvReader {
     const n = Number(v);
     if (!Number.isInteger(n) || n < min || n > max) {
       this.warnings.push(`${name}="${v}" is not an integer in [${min}, ${max}]; using ${fallback}`);
+      return fallback;
+    }
+    return n;
+  }
+
+  number(name: string, fallback: number, min: number, max: number): number {
+    const v = this.raw(name);
+    if (v === undefined) return fallback;
+    const n = Number(v);
+    if (!Number.isFinite(n) || n < min || n > max) {
+      this.warnings.push(`${name}="${v}" is not a number in [${min}, ${max}]; using ${fallback}`);
       return fallback;
     }
     return n;
@@ -193,6 +222,16 @@ export function resolveConfig(options: StartOptions = {}, env: Env = process.env
     rttSampleIntervalMillis:
       checkedOption('rttSampleIntervalMillis', options.rttSampleIntervalMillis, v => Number.isInteger(v) && v >= 0, 1000) ??
       r.int('OTEL_NODE_EBPF_RTT_SAMPLE_INTERVAL', DEFAULTS.rttSampleIntervalMillis, 0),
+    enabledProbes: options.enabledProbes ?? r.list('OTEL_NODE_EBPF_ENABLED_PROBES'),
+    dnsMaxNames:
+      checkedOption('dnsMaxNames', options.dnsMaxNames, positiveInt, DEFAULTS.dnsMaxNames) ??
+      r.int('OTEL_NODE_EBPF_DNS_MAX_NAMES', DEFAULTS.dnsMaxNames, 1, 100000),
+    overheadBudget:
+      checkedOption('overheadBudget', options.overheadBudget, v => Number.isFinite(v) && v >= 0 && v <= 1, DEFAULTS.overheadBudget) ??
+      r.number('OTEL_NODE_EBPF_OVERHEAD_BUDGET', DEFAULTS.overheadBudget, 0, 1),
+    overheadWindowMillis:
+      checkedOption('overheadWindowMillis', options.overheadWindowMillis, v => Number.isInteger(v) && v >= 100, DEFAULTS.overheadWindowMillis) ??
+      r.int('OTEL_NODE_EBPF_OVERHEAD_WINDOW', DEFAULTS.overheadWindowMillis, 100),
     strict: options.strict ?? r.bool('OTEL_NODE_EBPF_STRICT', false),
     flushOnSignals: options.flushOnSignals ?? true,
   };

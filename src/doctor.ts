@@ -7,6 +7,9 @@ import { resolveConfig } from './config';
 import { BpfError, loadAddon } from './native';
 import { Attempt, Hook, ProbeSet } from './probes';
 import { SOCKET_MEASUREMENTS, SocketsCollector, SOCKETS_OBJECT } from './sockets';
+import { calibrate, UprobeCost } from './budget';
+import { DnsCollector } from './dns';
+import { TlsCollector } from './tls';
 
 export interface DoctorReport {
   kernel: string;
@@ -16,6 +19,10 @@ export interface DoctorReport {
   advice?: string;
   addon: { ok: boolean; error?: string };
   measurements: Array<{ name: string; description: string; chosen?: Hook; attempts: Attempt[] }>;
+  /** The uprobe measurements on this node binary (DNS, TLS), each tried for real. */
+  uprobes: Array<{ name: string; description: string; chosen?: Hook; optIn: boolean; attempts: Attempt[] }>;
+  /** The cost of a uprobe hit measured here, or why it could not be. */
+  uprobeCost?: UprobeCost | { error: string };
   /** Whether at least one measurement can attach. */
   ok: boolean;
 }
@@ -30,6 +37,7 @@ export function runDoctor(): DoctorReport {
     advice: privilegeAdvice(caps),
     addon: addon instanceof BpfError ? { ok: false, error: addon.message } : { ok: true },
     measurements: [],
+    uprobes: [],
     ok: false,
   };
   if (addon instanceof BpfError) return report;
@@ -51,6 +59,32 @@ export function runDoctor(): DoctorReport {
     }
   } finally {
     probes.close();
+  }
+  for (const c of [new DnsCollector(addon, config, caps), new TlsCollector(addon, config, caps)]) {
+    let set: ProbeSet;
+    try {
+      set = c.createProbeSet();
+    } catch (err) {
+      report.uprobes.push({ name: c.name, description: `cannot load: ${(err as Error).message}`, optIn: false, attempts: [] });
+      continue;
+    }
+    try {
+      for (const m of set.measurements) {
+        const attempts = set.probeAll(m);
+        report.uprobes.push({ name: m.name, description: m.description, chosen: attempts.find(a => a.ok)?.hook, optIn: m.optIn ?? false, attempts });
+      }
+    } finally {
+      set.close();
+    }
+  }
+  if (report.uprobes.some(m => m.chosen)) {
+    try {
+      const { cost, close } = calibrate(addon, caps);
+      close();
+      report.uprobeCost = cost;
+    } catch (err) {
+      report.uprobeCost = { error: (err as Error).message };
+    }
   }
   report.ok = report.measurements.some(m => m.chosen);
   return report;
@@ -80,6 +114,21 @@ export function formatDoctor(r: DoctorReport): string {
       lines.push(`${m.name.padEnd(17)} ${a.hook.padEnd(11)} ${mark}`);
     }
   }
+  if (r.uprobes.length) lines.push('', `uprobes on ${process.execPath}`);
+  for (const m of r.uprobes) {
+    const a = m.attempts[0];
+    const result = !a ? m.description : a.ok ? (m.optIn ? 'attaches (opt-in: OTEL_NODE_EBPF_ENABLED_PROBES)' : 'attaches') : `no: ${a.reason}`;
+    lines.push(`${m.name.padEnd(17)} uprobe      ${result}`);
+  }
+  const cost = r.uprobeCost;
+  if (cost && 'error' in cost) lines.push('', `uprobe hit    cost not measured: ${cost.error}`);
+  else if (cost)
+    lines.push(
+      '',
+      `uprobe hit    ${(cost.emulatedNs / 1000).toFixed(1)} us (first instruction emulated, e.g. push %rbp), ` +
+        `${(cost.steppedNs / 1000).toFixed(1)} us (single-stepped); the overhead budget detaches a uprobe measurement ` +
+        'that costs more than OTEL_NODE_EBPF_OVERHEAD_BUDGET (default 1 % of one CPU)',
+    );
   lines.push('', r.ok ? 'OK: kernel telemetry works here.' : 'FAIL: no measurement can attach here.');
   return lines.join('\n');
 }

@@ -52,3 +52,21 @@ export function subtract(now: Log2Histogram, before: Log2Histogram | undefined):
   if (!before) return now;
   return { sumNs: now.sumNs - before.sumNs, slots: now.slots.map((c, i) => c - before.slots[i]) };
 }
+
+/** bits.bpf.h's hist_slot_ns in user space, for histograms aggregated here (e.g. DNS lookups from a ring buffer). */
+export function slotOfNs(ns: bigint): number {
+  if (ns <= 0n) return 0;
+  if (ns >= 1n << 52n) return HIST_MAX_SLOTS - 1;
+  const q = ((ns << 11n) - 1n) / 1953125n;
+  if (q === 0n) return 0;
+  return Math.min(q.toString(2).length, HIST_MAX_SLOTS - 1); // floor(log2(q)) + 1
+}
+
+export function emptyHist(): Log2Histogram {
+  return { sumNs: 0n, slots: new Array<number>(HIST_MAX_SLOTS).fill(0) };
+}
+
+export function recordNs(h: Log2Histogram, ns: bigint): void {
+  h.slots[slotOfNs(ns)]++;
+  h.sumNs += ns;
+}

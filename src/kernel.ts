@@ -9,8 +9,11 @@ import { warnOnce } from './diag';
 import { BpfError, loadAddon } from './native';
 import type { ProbeStatus } from './probes';
 import { ATTRS, METRICS } from './semconv';
+import { Budget, calibrate, isUprobeCollector } from './budget';
+import { DnsCollector } from './dns';
 import { RuntimeCollector } from './runtime';
 import { SocketsCollector } from './sockets';
+import { TlsCollector } from './tls';
 
 export interface EbpfStatus {
   /** Whether any probe is attached. */
@@ -21,6 +24,21 @@ export interface EbpfStatus {
   probes: ProbeStatus[];
   /** Kernel time per probe: 'on', or why it is not measured. */
   kernelTime: string;
+  /** The uprobe cost budget: the cost of one hit measured at start, the budget, what it detached. */
+  overhead?: {
+    /**
+     * ns per uprobe hit measured on this machine, on a function whose first instruction the kernel emulates and on
+     * one whose first instruction it single-steps; absent if no uprobe is attached or the measurement failed.
+     */
+    uprobeHitNs?: { emulated: number; stepped: number };
+    /** Share of one CPU each uprobe measurement may cost over a window; 0: not enforced. */
+    budget: number;
+    windowMillis: number;
+    /** Why the budget is not enforced, if it is not. */
+    reason?: string;
+    /** Measurement -> why it was detached. */
+    detached: Record<string, string>;
+  };
 }
 
 export class KernelTelemetry {
@@ -29,6 +47,8 @@ export class KernelTelemetry {
   private stats?: { close(): void };
   private reason?: string;
   private kernelTime = 'not started';
+  private budget?: Budget;
+  private budgetReason?: string = 'no uprobe measurement attached';
   private stopped = false;
 
   constructor(private readonly config: ResolvedConfig) {}
@@ -75,7 +95,12 @@ export class KernelTelemetry {
   /** Each collector starts on its own: one that cannot load does not stop the others (in strict mode it does). */
   private startWith(addon: Exclude<ReturnType<typeof loadAddon>, BpfError>): void {
     const failures: string[] = [];
-    for (const collector of [new SocketsCollector(addon, this.config, this.caps), new RuntimeCollector(addon, this.config, this.caps)]) {
+    for (const collector of [
+      new SocketsCollector(addon, this.config, this.caps),
+      new RuntimeCollector(addon, this.config, this.caps),
+      new DnsCollector(addon, this.config, this.caps),
+      new TlsCollector(addon, this.config, this.caps),
+    ]) {
       try {
         collector.start();
         this.collectors.push(collector);
@@ -86,6 +111,7 @@ export class KernelTelemetry {
     }
     if (this.collectors.length === 0) throw new Error(failures.join('; '));
     for (const f of failures) warnOnce(`collector ${f}`);
+    this.startBudget(addon);
     try {
       this.stats = addon.enableStats();
       this.kernelTime = 'on (BPF_ENABLE_STATS)';
@@ -94,6 +120,30 @@ export class KernelTelemetry {
         ? 'on (kernel.bpf_stats_enabled=1)'
         : `off: BPF run-time statistics need CAP_SYS_ADMIN or sysctl kernel.bpf_stats_enabled=1 (${(err as Error).message})`;
     }
+  }
+
+  /** Measures the cost of a uprobe hit once, if any uprobe measurement is attached, and starts enforcing the budget. */
+  private startBudget(addon: Exclude<ReturnType<typeof loadAddon>, BpfError>): void {
+    const uprobes = this.collectors.filter(isUprobeCollector);
+    if (!uprobes.some(c => c.status().some(p => p.attached && p.hook === 'uprobe'))) return;
+    let calibration: ReturnType<typeof calibrate>;
+    try {
+      calibration = calibrate(addon, this.caps);
+    } catch (err) {
+      this.budgetReason = `the cost of a uprobe hit could not be measured (${(err as Error).message}): not enforced`;
+      warnOnce(`overhead budget ${this.budgetReason}`);
+      return;
+    }
+    this.budgetReason = this.config.overheadBudget > 0 ? undefined : 'not enforced (OTEL_NODE_EBPF_OVERHEAD_BUDGET=0)';
+    this.budget = new Budget(
+      calibration.cost,
+      calibration.close,
+      this.config.overheadBudget,
+      this.config.overheadWindowMillis,
+      () => this.collectors.filter(isUprobeCollector),
+      m => warnOnce(m),
+    );
+    this.budget.start();
   }
 
   collectorsByName(): Map<string, Collector> {
@@ -109,27 +159,43 @@ export class KernelTelemetry {
       kernelRelease: this.caps.kernelRelease,
       probes,
       kernelTime: this.kernelTime,
+      overhead: {
+        uprobeHitNs: this.budget
+          ? { emulated: Math.round(this.budget.cost.emulatedNs), stepped: Math.round(this.budget.cost.steppedNs) }
+          : undefined,
+        budget: this.config.overheadBudget,
+        windowMillis: this.config.overheadWindowMillis,
+        reason: this.budgetReason,
+        detached: Object.fromEntries(this.budget?.detached ?? []),
+      },
     };
   }
 
   /** Every collector's metrics, plus the SDK's own: which probe is attached, its kernel time, what the kernel dropped. */
   collect(): KernelMetric[] {
     if (this.stopped) return [];
+    this.budget?.maybeCheck();
     const out: KernelMetric[] = [];
     const attached: KernelPoint[] = [];
     const time: KernelPoint[] = [];
     const runs: KernelPoint[] = [];
+    const cpu: KernelPoint[] = [];
+    const costs = this.budget?.costs();
     for (const c of this.collectors) {
       out.push(...c.collect());
       const stats = c.runStats();
+      const hits = isUprobeCollector(c) ? c.uprobeHits() : undefined;
       for (const p of c.status()) {
         const attrs = { [ATTRS.SELF_PROBE]: p.name, [ATTRS.SELF_HOOK]: p.hook ?? 'none' };
         attached.push({ attributes: attrs, value: p.attached ? 1 : 0 });
         const s = stats.get(p.name);
-        if (s && s.runCount > 0n) {
-          time.push({ attributes: attrs, value: Number(s.runTimeNs) / 1e9 });
-          runs.push({ attributes: attrs, value: Number(s.runCount) });
-        }
+        if (s && s.runCount > 0n) time.push({ attributes: attrs, value: Number(s.runTimeNs) / 1e9 });
+        // Uprobe programs count their own hits (BPF statistics need CAP_SYS_ADMIN, and stop at a detach).
+        const h = hits?.get(p.name);
+        const n = h ? h.reduce((a, x) => a + x.hits, 0) : Number(s?.runCount ?? 0n);
+        if (n > 0) runs.push({ attributes: attrs, value: n });
+        const cost = costs?.get(p.name);
+        if (cost && n > 0) cpu.push({ attributes: attrs, value: cost.cpuSeconds });
       }
     }
     const dropped: KernelPoint[] = [];
@@ -148,12 +214,14 @@ export class KernelTelemetry {
       { name: METRICS.SELF_PROBE_ATTACHED, unit: '1', description: 'Whether the probe is attached (1) or not (0), and with which hook.', kind: 'gauge', points: attached },
       { name: METRICS.SELF_PROBE_KERNEL_TIME, unit: 's', description: 'Kernel time spent in the probe\'s BPF programs.', kind: 'counter', points: time },
       { name: METRICS.SELF_PROBE_RUNS, unit: '{run}', description: 'Runs of the probe\'s BPF programs.', kind: 'counter', points: runs },
+      { name: METRICS.SELF_PROBE_CPU_TIME, unit: 's', description: 'Estimated CPU time of the probe\'s uprobe hits: hits times the cost of one hit measured at start.', kind: 'counter', points: cpu },
       { name: METRICS.SELF_DROPPED, unit: '{event}', description: 'Updates the kernel side could not record as such.', kind: 'counter', points: dropped },
     );
     return out;
   }
 
   private stopCollectors(): void {
+    this.budget?.stop();
     for (const c of this.collectors) c.stop();
     this.collectors = [];
     this.stats?.close();

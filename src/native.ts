@@ -69,6 +69,8 @@ export interface UprobeOptions {
   retprobe?: boolean;
   /** Only fire for this pid (-1: any). Default -1. */
   pid?: number;
+  /** The symbol's file offset, if the caller resolved it (src/symbols.ts): libbpf then skips its own look-up. */
+  offset?: number;
 }
 
 export interface NativeLink {
@@ -144,6 +146,12 @@ export interface NativeAddon {
   libbpfVersion(): string;
   /** Whether the kernel supports this program type (libbpf_probe_bpf_prog_type), by libbpf name. */
   probeProgramType(type: string): boolean;
+  /**
+   * Calls the addon's exported no-op `otel_node_ebpf_calibrate` (or `otel_node_ebpf_calibrate_stepped`, whose first
+   * instruction a uprobe must single-step) this many times and returns the elapsed nanoseconds: with a uprobe on it,
+   * the cost of a uprobe hit (src/budget.ts).
+   */
+  calibrate(iterations: number, stepped?: boolean): number;
 }
 
 let cached: NativeAddon | BpfError | undefined;

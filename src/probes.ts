@@ -11,13 +11,27 @@
 import type { AttachMode } from './config';
 import type { Capabilities } from './capabilities';
 import { BpfError, NativeAddon, NativeLink, NativeMap, NativeObject } from './native';
+import type { ElfSymbol } from './symbols';
 
-export type Hook = 'kprobe' | 'fentry' | 'tracepoint';
+export type Hook = 'kprobe' | 'fentry' | 'tracepoint' | 'uprobe';
+
+/** A program attached as a uprobe (or uretprobe) on a symbol of an ELF file, filtered to this process. */
+export interface UprobeTarget {
+  program: string;
+  /** The ELF file: `process.execPath` for Node's own functions (libuv, OpenSSL). */
+  binary: string;
+  symbol: string;
+  retprobe?: boolean;
+  /** Resolved beforehand (src/symbols.ts): null if the binary lacks the symbol; undefined: libbpf resolves it. */
+  resolved?: ElfSymbol | null;
+}
 
 export interface Variant {
   hook: Hook;
   /** Program names (C function names) in the object. */
   programs: string[];
+  /** For uprobe variants: where each program attaches (a program may attach to several symbols). */
+  uprobes?: UprobeTarget[];
 }
 
 export interface Measurement {
@@ -26,6 +40,8 @@ export interface Measurement {
   description: string;
   /** In order of preference. */
   variants: Variant[];
+  /** Off unless named in OTEL_NODE_EBPF_ENABLED_PROBES (a costly measurement). */
+  optIn?: boolean;
 }
 
 export interface Attempt {
@@ -50,6 +66,22 @@ export interface ProbeRunStats {
   runCount: bigint;
 }
 
+/**
+ * Whether a measurement stays off, and why (the reason starts with "disabled", as start() expects): turned off by
+ * OTEL_NODE_EBPF_DISABLED_PROBES (by name, group or `all`), or opt-in and not named in OTEL_NODE_EBPF_ENABLED_PROBES.
+ */
+export function disabledReason(
+  config: { disabledProbes: string[]; enabledProbes: string[] },
+  name: string,
+  optIn = false,
+): string | false {
+  const group = name.split('.')[0];
+  const named = (list: string[]) => list.some(d => d === name || d === group || d === 'all');
+  if (named(config.disabledProbes)) return 'disabled by OTEL_NODE_EBPF_DISABLED_PROBES';
+  if (optIn && !config.enabledProbes.some(d => d === name)) return `disabled: opt-in, turn on with OTEL_NODE_EBPF_ENABLED_PROBES=${name}`;
+  return false;
+}
+
 /** A person-readable reason for a failed attempt. */
 export function explain(hook: Hook, err: unknown, caps: Capabilities): string {
   if (!(err instanceof BpfError)) return String(err);
@@ -61,9 +93,34 @@ export function explain(hook: Hook, err: unknown, caps: Capabilities): string {
     return 'fentry needs kernel BTF (/sys/kernel/btf/vmlinux is missing)';
   if (hook === 'fentry' && err.step === 'load' && err.code === 'EPERM')
     return 'fentry/fexit programs are refused by this kernel (BPF_PROG_TYPE_TRACING load fails with EPERM)';
+  if (hook === 'uprobe' && err.step === 'attach' && (err.code === 'EACCES' || err.code === 'EPERM') && !caps.capSysAdmin)
+    return 'uprobes need CAP_SYS_ADMIN on this kernel (the uprobe PMU refuses CAP_BPF + CAP_PERFMON with EACCES)';
+  // tryVariant words it already: which symbol is missing from which binary.
+  if (hook === 'uprobe' && err.step === 'attach') return err.message;
   if (err.step === 'attach' && err.code === 'ENOENT') return `a hooked kernel function or tracepoint does not exist here (${err.message})`;
   if (err.step === 'load' && err.log) return `rejected by the verifier or libbpf: ${err.message}`;
   return `${err.step} failed: ${err.message}`;
+}
+
+/**
+ * Attaches a uprobe for this process only. libbpf resolves the symbol from `.symtab` and `.dynsym` (static functions
+ * included); a missing one fails with ENOENT, which is worded here for a person.
+ */
+function attachUprobe(obj: NativeObject, u: UprobeTarget): NativeLink {
+  const missing = () => new BpfError(`symbol ${u.symbol} not found in ${u.binary} (stripped build?)`, 'attach', 2, 'ENOENT');
+  if (u.resolved === null) throw missing();
+  try {
+    return obj.attachUprobe(u.program, {
+      binary: u.binary,
+      symbol: u.symbol,
+      retprobe: u.retprobe ?? false,
+      pid: process.pid,
+      offset: u.resolved?.offset,
+    });
+  } catch (err) {
+    if (err instanceof BpfError && err.code === 'ENOENT' && !u.resolved) throw missing();
+    throw err;
+  }
 }
 
 export class ProbeSet {
@@ -112,7 +169,7 @@ export class ProbeSet {
       for (const p of obj.programs()) obj.setAutoload(p.name, wanted.has(p.name));
       obj.reuseMapsFrom(this.base);
       obj.load();
-      const links = variant.programs.map(p => obj.attach(p));
+      const links = variant.uprobes ? variant.uprobes.map(u => attachUprobe(obj, u)) : variant.programs.map(p => obj.attach(p));
       return { object: obj, links };
     } catch (err) {
       obj.close();
@@ -142,11 +199,16 @@ export class ProbeSet {
     };
   }
 
-  /** Attaches every enabled measurement with the first variant that works. Never throws for a single failure. */
-  attach(mode: AttachMode, isDisabled: (name: string) => boolean): ProbeStatus[] {
+  /**
+   * Attaches every enabled measurement with the first variant that works. Never throws for a single failure.
+   * `isDisabled` returns true (disabled by OTEL_NODE_EBPF_DISABLED_PROBES) or the reason, starting with "disabled".
+   */
+  attach(mode: AttachMode, isDisabled: (name: string) => boolean | string): ProbeStatus[] {
     for (const m of this.measurements) {
-      if (isDisabled(m.name)) {
-        this.statuses.push({ name: m.name, attached: false, reason: 'disabled by OTEL_NODE_EBPF_DISABLED_PROBES', attempts: [] });
+      const disabled = isDisabled(m.name);
+      if (disabled) {
+        const reason = typeof disabled === 'string' ? disabled : 'disabled by OTEL_NODE_EBPF_DISABLED_PROBES';
+        this.statuses.push({ name: m.name, attached: false, reason, attempts: [] });
         continue;
       }
       // A forced hook applies to the measurements that have such a variant; the others keep their own order.
@@ -190,13 +252,19 @@ export class ProbeSet {
     return this.base;
   }
 
+  /** The base instance's `.bss` (its zero-initialised globals, e.g. health counters) as one value, or undefined. */
+  bss(): Buffer | undefined {
+    const name = this.base.maps().find(m => m.name.endsWith('.bss'))?.name;
+    return name ? this.base.map(name).lookup(Buffer.alloc(4)) : undefined;
+  }
+
   /** Sum of the BPF run-time statistics of each attached measurement's programs. */
   runStats(): Map<string, ProbeRunStats> {
     const out = new Map<string, ProbeRunStats>();
     for (const [name, w] of this.winners) {
       let runTimeNs = 0n;
       let runCount = 0n;
-      for (const p of w.programs) {
+      for (const p of new Set(w.programs)) {
         const s = w.object.programStats(p);
         runTimeNs += s.runTimeNs;
         runCount += s.runCount;
@@ -204,6 +272,28 @@ export class ProbeSet {
       out.set(name, { runTimeNs, runCount });
     }
     return out;
+  }
+
+  /**
+   * Detaches one measurement: its instance of the object is closed (programs unloaded, links destroyed); the maps
+   * stay with the base. status() says why. Returns false if it was not attached.
+   */
+  detach(name: string, reason: string): boolean {
+    const w = this.winners.get(name);
+    if (!w) return false;
+    w.object.close();
+    this.winners.delete(name);
+    const s = this.statuses.find(p => p.name === name);
+    if (s) {
+      s.attached = false;
+      s.reason = reason;
+    }
+    return true;
+  }
+
+  /** Whether a measurement is attached now. */
+  isAttached(name: string): boolean {
+    return this.winners.has(name);
   }
 
   /** Detaches everything. Idempotent. */

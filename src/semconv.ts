@@ -31,12 +31,22 @@ export const METRICS = {
   /** ours: main-thread time inside each syscall but the epoll waits, histogram, s, with syscall.name. */
   NODEJS_MAINTHREAD_SYSCALL_DURATION: 'nodejs.mainthread.syscall.duration',
 
+  /** semconv: dns.lookup.duration, histogram, s, with dns.question.name and error.type on failure. */
+  DNS_LOOKUP_DURATION: 'dns.lookup.duration',
+
+  /** ours: TLS handshake time, from the first call of OpenSSL's handshake state machine to the one that finished it, histogram, s. */
+  TLS_HANDSHAKE_DURATION: 'tls.handshake.duration',
+  /** ours: plaintext bytes through SSL_read/SSL_write, counter, By, with network.io.direction (opt-in: tls.bytes). */
+  TLS_IO: 'tls.io',
+
   /** ours, self-telemetry: 1 if the probe is attached, 0 if not; attributes otel_node_ebpf.probe and .hook. */
   SELF_PROBE_ATTACHED: 'otel_node_ebpf.probe.attached',
   /** ours, self-telemetry: kernel time spent in the probe's programs (BPF run-time statistics), counter, s. */
   SELF_PROBE_KERNEL_TIME: 'otel_node_ebpf.probe.kernel.time',
-  /** ours, self-telemetry: program runs, counter. */
+  /** ours, self-telemetry: program runs, counter (uprobe measurements: hits, counted by the programs). */
   SELF_PROBE_RUNS: 'otel_node_ebpf.probe.runs',
+  /** ours, self-telemetry: estimated CPU time of a uprobe measurement (hits x the cost of one hit measured at start), counter, s. */
+  SELF_PROBE_CPU_TIME: 'otel_node_ebpf.probe.cpu.time',
   /** ours, self-telemetry: events the kernel could not record (a full map), counter, with otel_node_ebpf.drop.reason. */
   SELF_DROPPED: 'otel_node_ebpf.dropped',
 } as const;
@@ -66,6 +76,12 @@ export const ATTRS = {
   /** ours: the syscall's name (x86_64 table), `other` beyond the table. */
   SYSCALL_NAME: 'syscall.name',
 
+  /** semconv: the name asked for, as the application passed it (bounded: beyond the limit, `_OTHER`). */
+  DNS_QUESTION_NAME: 'dns.question.name',
+
+  /** ours: which side of the TLS handshake the process is: client | server. */
+  TLS_CONNECTION_SIDE: 'tls.connection.side',
+
   /** ours, self-telemetry: measurement name (tcp.bytes, tcp.state, ...). */
   SELF_PROBE: 'otel_node_ebpf.probe',
   /** ours, self-telemetry: kprobe | fentry | tracepoint | none. */
@@ -86,6 +102,8 @@ export const VALUES = {
   RESET_RECEIVED: 'received',
   EVENTLOOP_ACTIVE: 'active',
   EVENTLOOP_IDLE: 'idle',
+  /** semconv: the value of a bounded attribute once its limit is reached. */
+  OTHER: '_OTHER',
 } as const;
 
 /** Instrumentation scope of everything this SDK produces. */

@@ -1,0 +1,195 @@
+/**
+ * The cost budget of the uprobe measurements. A uprobe hit traps into the kernel: on the machines this project runs
+ * on it costs about 14 us, far more than the BPF program it runs, and BPF run-time statistics do not show it. So:
+ *
+ * - at start, the cost of one uprobe hit and of one uretprobe hit is measured once on this machine (calibrate());
+ * - every uprobe program counts its own hits (a counter in the program: BPF statistics need CAP_SYS_ADMIN);
+ * - each measurement's estimated CPU time is hits x cost (otel_node_ebpf.probe.cpu.time);
+ * - over each window, a measurement whose estimated CPU time exceeds the budget (a share of one CPU) is detached,
+ *   with one warning saying which and why; status() and `doctor` show it.
+ */
+import * as path from 'path';
+import type { Capabilities } from './capabilities';
+import type { Collector } from './collector';
+import { ADDON_PATH, BPF_OBJECT_DIR, NativeAddon } from './native';
+import { resolveSymbols } from './symbols';
+import { setTarget } from './target';
+
+export const BUDGET_OBJECT = path.join(BPF_OBJECT_DIR, 'budget.bpf.o');
+export const CALIBRATE_SYMBOL = 'otel_node_ebpf_calibrate';
+export const CALIBRATE_STEPPED_SYMBOL = 'otel_node_ebpf_calibrate_stepped';
+
+/**
+ * Hits of one program on one kind of target. A hit's cost depends on the function's first instruction (`emulated`:
+ * a push, which the kernel emulates at the breakpoint; anything else is single-stepped out of line, a second trap) and
+ * on the probe: a uretprobe adds the return trap, and its entry breakpoint costs a hit of its own unless an entry
+ * program on the same function shares it (`sharesEntry`).
+ */
+export interface UprobeHits {
+  hits: number;
+  emulated: boolean;
+  retprobe?: boolean;
+  sharesEntry?: boolean;
+}
+
+/** A collector whose measurements are uprobes: it counts their hits and can detach one. */
+export interface UprobeCollector {
+  /** Per measurement, the hits of its programs, counted by the programs themselves. */
+  uprobeHits(): Map<string, UprobeHits[]>;
+  detach(name: string, reason: string): boolean;
+}
+
+export function isUprobeCollector(c: Collector): c is Collector & UprobeCollector {
+  return typeof (c as Partial<UprobeCollector>).uprobeHits === 'function';
+}
+
+/**
+ * The measured cost of one uprobe hit, in nanoseconds, on this machine: on a function whose first instruction the
+ * kernel emulates at the breakpoint (`push %rbp`, how most functions start) and on one whose first instruction it
+ * must single-step out of line (a second trap: OpenSSL's ossl_statem_connect and SSL_free start so). A uretprobe's
+ * return trap is handled like an emulated hit and counted as one.
+ */
+export interface UprobeCost {
+  emulatedNs: number;
+  steppedNs: number;
+  /** Calls measured per round. */
+  iterations: number;
+}
+
+/** Estimated CPU nanoseconds of these hits. */
+export function costNs(hits: UprobeHits[], cost: UprobeCost): number {
+  let ns = 0;
+  for (const h of hits) {
+    const entry = h.emulated ? cost.emulatedNs : cost.steppedNs;
+    ns += h.hits * (h.retprobe ? cost.emulatedNs + (h.sharesEntry ? 0 : entry) : entry);
+  }
+  return ns;
+}
+
+/**
+ * Measures the cost of a uprobe hit: `iterations` calls of the addon's two no-ops (one starting with push %rbp, one
+ * with an instruction that is stepped), without and with a uprobe; the difference per call. The best of three rounds
+ * each, so that a preempted round does not count: about 30 ms here. The probes stay attached (to functions nothing
+ * else calls) until close(): detaching a uprobe waits for the kernel's RCU grace periods, about 110 ms each here.
+ */
+export function calibrate(
+  addon: NativeAddon,
+  caps: Capabilities,
+  iterations = 300,
+  objectPath = BUDGET_OBJECT,
+): { cost: UprobeCost; close(): void } {
+  const obj = addon.open(objectPath);
+  try {
+    setTarget(obj, caps);
+    obj.load();
+    const best = (stepped: boolean) => {
+      let min = Infinity;
+      for (let i = 0; i < 3; i++) min = Math.min(min, addon.calibrate(iterations, stepped));
+      return min;
+    };
+    best(false); // warm up
+    const symbols = resolveSymbols(ADDON_PATH, [CALIBRATE_SYMBOL, CALIBRATE_STEPPED_SYMBOL]);
+    const perHit = (stepped: boolean) => {
+      const base = best(stepped);
+      const symbol = stepped ? CALIBRATE_STEPPED_SYMBOL : CALIBRATE_SYMBOL;
+      obj.attachUprobe('calibrate_hit', { binary: ADDON_PATH, symbol, pid: process.pid, offset: symbols.get(symbol)?.offset });
+      return Math.max(0, (best(stepped) - base) / iterations);
+    };
+    const emulatedNs = perHit(false);
+    const steppedNs = Math.max(emulatedNs, perHit(true));
+    return { cost: { emulatedNs, steppedNs, iterations }, close: () => obj.close() };
+  } catch (err) {
+    obj.close();
+    throw err;
+  }
+}
+
+export interface ProbeCost {
+  hits: number;
+  /** Estimated CPU seconds since start: entry hits x entry cost + return hits x return cost. */
+  cpuSeconds: number;
+}
+
+/** Estimates and enforces. `check()` runs on an unref'd timer every window, and at collection once a window passed. */
+export class Budget {
+  private previous = new Map<string, { cpuSeconds: number; hits: number }>();
+  private windowStart = Date.now();
+  private timer?: NodeJS.Timeout;
+  /** measurement -> why it was detached. */
+  readonly detached = new Map<string, string>();
+
+  constructor(
+    readonly cost: UprobeCost,
+    private readonly onStop: () => void,
+    /** Share of one CPU (0.01 = 1 %); 0: not enforced. */
+    readonly budget: number,
+    readonly windowMillis: number,
+    private readonly collectors: () => Array<Collector & UprobeCollector>,
+    private readonly warn: (message: string) => void,
+  ) {
+    this.snapshot(Date.now());
+  }
+
+  start(): void {
+    if (this.budget <= 0 || this.timer) return;
+    this.timer = setInterval(() => this.check(), this.windowMillis);
+    this.timer.unref();
+  }
+
+  stop(): void {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = undefined;
+    this.onStop();
+  }
+
+  /** Every uprobe measurement's hits and estimated CPU time since start. */
+  costs(): Map<string, ProbeCost> {
+    const out = new Map<string, ProbeCost>();
+    for (const c of this.collectors()) {
+      for (const [name, hits] of c.uprobeHits()) {
+        out.set(name, { hits: hits.reduce((a, h) => a + h.hits, 0), cpuSeconds: costNs(hits, this.cost) / 1e9 });
+      }
+    }
+    return out;
+  }
+
+  private snapshot(now: number): void {
+    this.windowStart = now;
+    this.previous = new Map([...this.costs()].map(([name, c]) => [name, { cpuSeconds: c.cpuSeconds, hits: c.hits }]));
+  }
+
+  /** At collection: checks only once a whole window has passed since the last check. */
+  maybeCheck(): void {
+    if (this.budget > 0 && Date.now() - this.windowStart >= this.windowMillis) this.check();
+  }
+
+  /** Detaches every measurement whose estimated CPU time over the window since the last check exceeds the budget. */
+  check(): void {
+    const now = Date.now();
+    const seconds = (now - this.windowStart) / 1000;
+    if (this.budget <= 0 || seconds <= 0) return;
+    const costs = this.costs();
+    for (const c of this.collectors()) {
+      for (const name of c.uprobeHits().keys()) {
+        const cost = costs.get(name);
+        if (!cost || this.detached.has(name)) continue;
+        const before = this.previous.get(name) ?? { cpuSeconds: 0, hits: 0 };
+        const share = (cost.cpuSeconds - before.cpuSeconds) / seconds;
+        if (share <= this.budget) continue;
+        const rate = (cost.hits - before.hits) / seconds;
+        const reason =
+          `detached: over the overhead budget (OTEL_NODE_EBPF_OVERHEAD_BUDGET=${this.budget}): an estimated ` +
+          `${pct(share)} of one CPU over ${seconds.toFixed(1)} s (${Math.round(rate)} uprobe hits/s; a hit costs ` +
+          `${fmt(this.cost.emulatedNs / 1000)} to ${fmt(this.cost.steppedNs / 1000)} us here)`;
+        if (c.detach(name, reason)) {
+          this.detached.set(name, reason);
+          this.warn(`probe ${name} ${reason}`);
+        }
+      }
+    }
+    this.snapshot(now);
+  }
+}
+
+const fmt = (n: number) => (n >= 10 ? n.toFixed(0) : n.toFixed(1));
+const pct = (share: number) => `${fmt(share * 100)} %`;

@@ -1,0 +1,130 @@
+/**
+ * Symbols of the running node binary, resolved once for every uprobe: the symbol tables of a node binary are 15-20
+ * MB, and libbpf would read them again for each attach (tens of ms each). From `.symtab` (static functions
+ * included: libuv's uv__getaddrinfo_done) and `.dynsym`, like libbpf; ELF64 little-endian only.
+ *
+ * The first instruction of each function is read too: it decides what a uprobe hit costs (src/budget.ts).
+ */
+import * as fs from 'fs';
+
+export interface ElfSymbol {
+  name: string;
+  /** File offset of the function: what a uprobe attaches to. */
+  offset: number;
+  /** Whether the first instruction is one the x86-64 kernel emulates at the breakpoint (push), so no single-step. */
+  emulated: boolean;
+}
+
+const SHT_SYMTAB = 2;
+const SHT_DYNSYM = 11;
+const STT_FUNC = 2;
+const STT_GNU_IFUNC = 10;
+const STB_LOCAL = 0;
+
+interface Section {
+  type: number;
+  addr: bigint;
+  offset: number;
+  size: number;
+  link: number;
+  entsize: number;
+}
+
+function readAt(fd: number, offset: number, length: number): Buffer {
+  const b = Buffer.alloc(length);
+  let done = 0;
+  while (done < length) {
+    const n = fs.readSync(fd, b, done, length - done, offset + done);
+    if (n === 0) break;
+    done += n;
+  }
+  return b.subarray(0, done);
+}
+
+/**
+ * push %reg (0x50-0x57, with a REX prefix 0x41 for r8-r15): the instruction libuv's and most functions start with
+ * (`push %rbp`) and the one the calibration function starts with. Everything else counts as single-stepped, which
+ * over-estimates the few others the kernel also emulates (calls, jumps).
+ */
+export function isEmulatedFirstInstruction(b: Buffer): boolean {
+  if (process.arch !== 'x64' || b.length < 2) return false;
+  return (b[0] >= 0x50 && b[0] <= 0x57) || (b[0] === 0x41 && b[1] >= 0x50 && b[1] <= 0x57);
+}
+
+/**
+ * Resolves function symbols of an ELF file. Names that are missing are absent from the result; a name defined more
+ * than once at different addresses resolves to its global definition (libbpf refuses two non-weak ones; so do we).
+ */
+export function resolveSymbols(file: string, names: string[]): Map<string, ElfSymbol> {
+  const key = `${file}\0${names.join(',')}`;
+  let out = cache.get(key);
+  if (!out) cache.set(key, (out = readSymbols(file, names)));
+  return out;
+}
+
+/** One read per binary and set of names per process: the node binary does not change under a running process. */
+const cache = new Map<string, Map<string, ElfSymbol>>();
+
+function readSymbols(file: string, names: string[]): Map<string, ElfSymbol> {
+  const out = new Map<string, ElfSymbol>();
+  const fd = fs.openSync(file, 'r');
+  try {
+    const eh = readAt(fd, 0, 64);
+    if (eh.length < 64 || eh.readUInt32BE(0) !== 0x7f454c46 || eh[4] !== 2 || eh[5] !== 1)
+      throw new Error(`${file} is not a 64-bit little-endian ELF file`);
+    const shoff = Number(eh.readBigUInt64LE(0x28));
+    const shentsize = eh.readUInt16LE(0x3a);
+    const shnum = eh.readUInt16LE(0x3c);
+    const sh = readAt(fd, shoff, shentsize * shnum);
+    const sections: Section[] = [];
+    for (let i = 0; i < shnum; i++) {
+      const o = i * shentsize;
+      sections.push({
+        type: sh.readUInt32LE(o + 4),
+        addr: sh.readBigUInt64LE(o + 16),
+        offset: Number(sh.readBigUInt64LE(o + 24)),
+        size: Number(sh.readBigUInt64LE(o + 32)),
+        link: sh.readUInt32LE(o + 40),
+        entsize: Number(sh.readBigUInt64LE(o + 56)),
+      });
+    }
+    const wanted = names.map(n => Buffer.from(n + '\0', 'latin1'));
+    // .dynsym first: smaller, and it has the exported functions; .symtab only for what is left (static functions).
+    for (const type of [SHT_DYNSYM, SHT_SYMTAB]) {
+      for (const symtab of sections.filter(s => s.type === type)) {
+        if (names.every(n => out.has(n))) break;
+        const strtab = sections[symtab.link];
+        if (!strtab || symtab.entsize !== 24) continue;
+        const strings = readAt(fd, strtab.offset, strtab.size);
+        // Where each wanted name's bytes stand in the string table (also inside a longer string: linkers merge tails).
+        const at = new Map<number, string>();
+        wanted.forEach((w, i) => {
+          if (out.has(names[i])) return;
+          for (let p = strings.indexOf(w); p >= 0; p = strings.indexOf(w, p + 1)) at.set(p, names[i]);
+        });
+        if (at.size === 0) continue;
+        const syms = readAt(fd, symtab.offset, symtab.size);
+        const found = new Map<string, { value: bigint; shndx: number; local: boolean }>();
+        for (let o = 0; o + 24 <= syms.length; o += 24) {
+          const name = at.get(syms.readUInt32LE(o));
+          if (name === undefined) continue;
+          const info = syms[o + 4];
+          const kind = info & 0xf;
+          const shndx = syms.readUInt16LE(o + 6);
+          if ((kind !== STT_FUNC && kind !== STT_GNU_IFUNC) || shndx === 0 || shndx >= sections.length) continue;
+          const local = info >> 4 === STB_LOCAL;
+          const prev = found.get(name);
+          if (!prev || (prev.local && !local)) found.set(name, { value: syms.readBigUInt64LE(o + 8), shndx, local });
+        }
+        for (const [name, s] of found) {
+          const sec = sections[s.shndx];
+          const offset = Number(s.value - sec.addr) + sec.offset;
+          out.set(name, { name, offset, emulated: isEmulatedFirstInstruction(readAt(fd, offset, 2)) });
+        }
+      }
+    }
+  } finally {
+    fs.closeSync(fd);
+  }
+  return out;
+}
