@@ -66,9 +66,9 @@ void OnEnvironmentCleanup(napi_async_cleanup_hook_handle, void* arg) {
   if (poll->ring != nullptr) CloseRing(poll->ring);
 }
 
-// Hands the batch to JavaScript as one array of Buffers. from_js: called by consume(), where a JS exception simply
-// propagates to the caller; otherwise called from libuv, with a callback scope (so that promises and nextTick run).
-void Deliver(RingState* ring, bool from_js) {
+// Hands the batch to JavaScript as one array of Buffers, for consume(): a JS exception simply propagates to the
+// caller. (libuv's poll callback uses DeliverFromLoop.)
+void Deliver(RingState* ring) {
   if (ring->batch.empty() || ring->on_records.IsEmpty()) {
     ring->batch.clear();
     return;
@@ -82,12 +82,38 @@ void Deliver(RingState* ring, bool from_js) {
     array.Set(i, Napi::Buffer<uint8_t>::Copy(env, reinterpret_cast<const uint8_t*>(records[i].data()),
                                              records[i].size()));
   }
-  Napi::Function callback = ring->on_records.Value();
-  if (from_js) {
-    callback.Call({array});
-  } else {
-    callback.MakeCallback(env.Global(), {array}, *ring->async_context);
+  ring->on_records.Value().Call({array});
+}
+
+// Deliver() for libuv's poll callback, in plain N-API. While a worker thread is being terminated (from another
+// thread, at any moment), calls into JavaScript start failing with napi_pending_exception or napi_cannot_run_js
+// without any exception to report; node-addon-api would turn that into a fatal error. Here such a batch is dropped,
+// quietly: the environment is going away and its cleanup hook closes the ring. An exception thrown by the callback
+// itself is an uncaught exception, as for any callback from the event loop.
+void DeliverFromLoop(RingState* ring) {
+  std::vector<std::string> records;
+  records.swap(ring->batch);
+  if (records.empty() || ring->on_records.IsEmpty()) return;
+  napi_env env = ring->env;
+  napi_handle_scope scope;
+  if (napi_open_handle_scope(env, &scope) != napi_ok) return;
+  napi_value array, callback, global, result;
+  bool ok = napi_create_array_with_length(env, records.size(), &array) == napi_ok;
+  for (uint32_t i = 0; ok && i < records.size(); i++) {
+    napi_value buffer;
+    ok = napi_create_buffer_copy(env, records[i].size(), records[i].data(), nullptr, &buffer) == napi_ok &&
+         napi_set_element(env, array, i, buffer) == napi_ok;
   }
+  ok = ok && napi_get_reference_value(env, ring->on_records, &callback) == napi_ok &&
+       napi_get_global(env, &global) == napi_ok;
+  if (ok && napi_make_callback(env, *ring->async_context, global, callback, 1, &array, &result) != napi_ok) {
+    bool pending = false;
+    napi_value exception;
+    if (napi_is_exception_pending(env, &pending) == napi_ok && pending &&
+        napi_get_and_clear_last_exception(env, &exception) == napi_ok)
+      napi_fatal_exception(env, exception);
+  }
+  napi_close_handle_scope(env, scope);
 }
 
 void OnReadable(uv_poll_t* handle, int status, int) {
@@ -100,13 +126,7 @@ void OnReadable(uv_poll_t* handle, int status, int) {
     ring->poll_error = -consumed;
     StopPolling(ring.get());
   }
-  Napi::HandleScope scope(Napi::Env(ring->env));  // the caught error's handle lives in it
-  try {
-    Deliver(ring.get(), false);
-  } catch (const Napi::Error& error) {
-    // The callback threw: like any callback from the event loop, that is an uncaught exception.
-    napi_fatal_exception(ring->env, error.Value());
-  }
+  DeliverFromLoop(ring.get());
 }
 
 class JsRingBuffer : public ChildWrap<JsRingBuffer> {
@@ -136,7 +156,7 @@ class JsRingBuffer : public ChildWrap<JsRingBuffer> {
       ring->batch.clear();
       ThrowBpfError(Env(), "poll", -consumed, ring->subject);
     }
-    Deliver(ring.get(), true);
+    Deliver(ring.get());
     return Napi::Number::New(info.Env(), consumed);
   }
 
