@@ -1,6 +1,7 @@
 // The module: per-environment state (Addon), the top-level functions of NativeAddon, and the stats handle.
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
+#include <malloc.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -104,6 +105,7 @@ Addon::Addon(Napi::Env env, Napi::Object exports) : env_(env) {
                            InstanceMethod<&Addon::LibbpfVersion>("libbpfVersion"),
                            InstanceMethod<&Addon::ProbeProgramType>("probeProgramType"),
                            InstanceMethod<&Addon::Calibrate>("calibrate"),
+                           InstanceMethod<&Addon::TrimMemory>("trimMemory"),
                        });
 }
 
@@ -152,6 +154,14 @@ Napi::Value Addon::EnableStats(const Napi::CallbackInfo& info) {
   int fd = bpf_enable_stats(BPF_STATS_RUN_TIME);
   if (fd < 0) ThrowBpfError(info.Env(), "stats", -fd, "enable BPF_STATS_RUN_TIME");
   return NewStatsHandle(info.Env(), fd);
+}
+
+// libbpf parses the kernel's BTF (megabytes) for every object it loads and frees it afterwards; glibc keeps the
+// freed pages. Giving them back after start is what keeps the SDK's resident memory small.
+void Addon::TrimMemory(const Napi::CallbackInfo&) {
+#ifdef __GLIBC__
+  malloc_trim(0);
+#endif
 }
 
 Napi::Value Addon::LibbpfVersion(const Napi::CallbackInfo& info) {

@@ -109,6 +109,8 @@ export class KernelTelemetry {
         failures.push(`${collector.name}: ${(err as Error).message}`);
       }
     }
+    // libbpf parsed the kernel's BTF for every object it loaded; give those megabytes back.
+    addon.trimMemory();
     if (this.collectors.length === 0) throw new Error(failures.join('; '));
     for (const f of failures) warnOnce(`collector ${f}`);
     this.startBudget(addon);
