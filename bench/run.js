@@ -1,0 +1,799 @@
+#!/usr/bin/env node
+'use strict';
+// The overhead benchmark (`npm run bench`): an HTTP keep-alive server (bench/server.js) under load from a separate
+// process (wrk), with the SDK off and on in alternating rounds of the same run, a fresh server process per round.
+// Prints a table, says which targets are met, and writes bench/results.json. Figures and method: docs/benchmark.md.
+//
+// Needs root (the SDK loads eBPF programs; BPF run-time statistics need CAP_SYS_ADMIN) and a build (npm run build).
+// Installs wrk if it is missing (apt-get).
+//
+// Environment:
+//   BENCH_PAIRS        rounds of each mode measured (default 5), after one discarded warm-up round with the SDK on
+//   BENCH_DURATION     seconds of load measured per round (default 10)
+//   BENCH_WARMUP       seconds of load per round before the measured window, not measured (default 2)
+//   BENCH_CONNECTIONS  wrk connections, all keep-alive (default 32)
+//   BENCH_THREADS      wrk threads (default 1)
+//   BENCH_PIN          1 (default): server on CPU 0, wrk and this driver on CPU 1 (taskset); 0: no pinning
+//   BENCH_EXPORT_INTERVAL  ms between the SDK's exports (default 10000): exporting is on, as in production
+//   BENCH_MODES        the modes each pair runs, in order (default off,on); also available, to find out where time
+//                      goes: nostats (the SDK on, run as `nobody` with only CAP_BPF+CAP_PERFMON, so without BPF
+//                      run-time statistics) and bystander (the server without the SDK, and an idle process with the
+//                      SDK beside it: what its programs cost the processes it does not watch)
+//   BENCH_QUIET_WAIT   seconds to wait before each round for a quiet machine: no other process's tracing BPF programs
+//                      loaded (they tax every syscall, SDK off or on) and both CPUs mostly idle (default 120; the
+//                      round then runs anyway)
+//   BENCH_RETRIES      times a round is run again when it was disturbed: other processes' BPF programs appeared,
+//                      other processes used more than a tenth of a CPU, or steal time exceeded 5 % of a CPU, during
+//                      the measured window (default 1)
+//   BENCH_OUT          where to write the results (default bench/results.json)
+// The SDK's own variables pass through to the SDK's process, for example OTEL_NODE_EBPF_DISABLED_PROBES=nodejs to
+// measure without the runtime probes; its exports always go to the OTLP receiver in this process.
+
+const { execFileSync, execSync, spawn } = require('node:child_process');
+const fs = require('node:fs');
+const os = require('node:os');
+const path = require('node:path');
+
+const ROOT = path.resolve(__dirname, '..');
+const REGISTER = path.join(ROOT, 'dist', 'register.js');
+const SERVER = path.join(__dirname, 'server.js');
+const WRK_SCRIPT = path.join(__dirname, 'wrk-report.lua');
+
+const TARGETS = {
+  throughputRatio: 0.99, // on/off, at least
+  p99Ratio: 1.03, // on/off, at most
+  kernelNsPerRequest: 300, // at most
+  rssAddedMB: 15, // at most
+};
+
+const MODES = {
+  off: { label: 'SDK off', sdk: 'none' },
+  on: { label: 'SDK on', sdk: 'server', stats: true },
+  nostats: { label: 'SDK on, no BPF stats', sdk: 'server', stats: false, setpriv: true },
+  bystander: { label: 'SDK in an idle neighbour', sdk: 'neighbour', stats: true },
+};
+
+// A round is run again when anything else used more than a tenth of a CPU, or the hypervisor took (steal) more than
+// 5 % of a CPU: both change the figures more than the effects measured here.
+const OTHER_CPU_LIMIT = 0.1;
+const STEAL_LIMIT = 0.05;
+const CLK_TCK = 100; // USER_HZ: the unit of /proc/stat
+
+function fail(message) {
+  console.error(`bench: ${message}`);
+  process.exit(1);
+}
+
+function intEnv(name, dflt, min = 0) {
+  const raw = process.env[name];
+  if (raw === undefined || raw === '') return dflt;
+  const v = Number(raw);
+  if (!Number.isInteger(v) || v < min) fail(`${name}=${raw}: expected an integer >= ${min}`);
+  return v;
+}
+
+const CONFIG = {
+  pairs: intEnv('BENCH_PAIRS', 5, 1),
+  durationS: intEnv('BENCH_DURATION', 10, 1),
+  warmupS: intEnv('BENCH_WARMUP', 2, 0),
+  connections: intEnv('BENCH_CONNECTIONS', 32, 1),
+  threads: intEnv('BENCH_THREADS', 1, 1),
+  pin: process.env.BENCH_PIN !== '0' && os.cpus().length >= 2,
+  exportIntervalMs: intEnv('BENCH_EXPORT_INTERVAL', 10000, 100),
+  modes: (process.env.BENCH_MODES || 'off,on').split(',').map((m) => m.trim()),
+  quietWaitS: intEnv('BENCH_QUIET_WAIT', 120, 0),
+  retries: intEnv('BENCH_RETRIES', 1, 0),
+  out: path.resolve(process.env.BENCH_OUT || path.join(__dirname, 'results.json')),
+  serverCpu: 0,
+  loadCpu: 1,
+};
+if (CONFIG.connections < CONFIG.threads) fail('BENCH_CONNECTIONS must be at least BENCH_THREADS');
+for (const m of CONFIG.modes) if (!MODES[m]) fail(`BENCH_MODES: unknown mode ${m} (${Object.keys(MODES).join(', ')})`);
+if (!CONFIG.modes.includes('off') || !CONFIG.modes.includes('on')) fail('BENCH_MODES must include off and on');
+
+// ---------------------------------------------------------------------------------------------------------------
+// Setup and the machine
+
+function has(cmd) {
+  try {
+    execSync(`command -v ${cmd}`, { stdio: 'ignore', shell: '/bin/sh' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function ensureWrk() {
+  if (has('wrk')) return;
+  console.log('bench: installing wrk (apt-get install -y wrk)');
+  try {
+    execSync('command -v wrk >/dev/null || apt-get install -y wrk || (apt-get update && apt-get install -y wrk)', {
+      stdio: 'inherit',
+      shell: '/bin/sh',
+      env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' },
+    });
+  } catch {
+    fail('wrk is missing and could not be installed (apt-get install -y wrk needs root)');
+  }
+}
+
+function machine() {
+  const cpuinfo = fs.readFileSync('/proc/cpuinfo', 'utf8');
+  const model = (cpuinfo.match(/^model name\s*:\s*(.*)$/m) || [])[1] || 'unknown';
+  const flags = (cpuinfo.match(/^flags\s*:\s*(.*)$/m) || [])[1] || '';
+  const read = (p) => {
+    try {
+      return fs.readFileSync(p, 'utf8').trim();
+    } catch {
+      return 'unknown';
+    }
+  };
+  let wrk = 'unknown';
+  try {
+    execFileSync('wrk', ['-v'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  } catch (err) {
+    wrk = String(err.stdout || '').split('\n')[0].trim() || wrk; // wrk -v prints its version and exits 1
+  }
+  return {
+    nproc: os.cpus().length,
+    cpuModel: model,
+    hypervisor: /\bhypervisor\b/.test(flags),
+    memTotalMB: Math.round(os.totalmem() / 1e6),
+    kernel: `${os.release()} ${os.arch()}`,
+    clocksource: read('/sys/devices/system/clocksource/clocksource0/current_clocksource'),
+    node: process.version,
+    wrk,
+  };
+}
+
+/** Which SDK was measured: the checkout's commit, and whether its sources differ from it. */
+function sdkInfo() {
+  const git = (...args) => execFileSync('git', ['-C', ROOT, ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+  try {
+    return { root: ROOT, commit: git('rev-parse', 'HEAD'), sourcesModified: git('status', '--porcelain', '--', 'src', 'bpf', 'native') !== '' };
+  } catch {
+    return { root: ROOT };
+  }
+}
+
+/** Puts every thread of this process (the OTLP receiver included) on the load generator's CPU. */
+function pinSelf() {
+  if (CONFIG.pin) execFileSync('taskset', ['-a', '-cp', String(CONFIG.loadCpu), String(process.pid)], { stdio: 'ignore' });
+}
+
+function pinned(cpu, cmd, args) {
+  return CONFIG.pin ? ['taskset', ['-c', String(cpu), cmd, ...args]] : [cmd, args];
+}
+
+/** Per-CPU jiffies from /proc/stat: busy (all but idle, iowait and steal) and steal. */
+function cpuTimes() {
+  const out = {};
+  for (const line of fs.readFileSync('/proc/stat', 'utf8').split('\n')) {
+    const m = line.match(/^cpu(\d+)\s+(.*)$/);
+    if (!m) continue;
+    const [user, nice, system, idle, iowait, irq, softirq, steal] = m[2].split(/\s+/).map(Number);
+    out[m[1]] = { busy: user + nice + system + irq + softirq, total: user + nice + system + idle + iowait + irq + softirq + steal, steal };
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// bpftool: per-program run-time statistics and map memory (a cross-check of the SDK's own figures, and a breakdown)
+
+const BPFTOOL = has('bpftool');
+
+function bpftool(what) {
+  if (!BPFTOOL) return [];
+  try {
+    return JSON.parse(execFileSync('bpftool', ['-j', what, 'show'], { encoding: 'utf8', maxBuffer: 64 << 20 }));
+  } catch {
+    return [];
+  }
+}
+
+/** The BPF programs a process holds (its program and link file descriptors name them in fdinfo). */
+function progIdsOf(pid) {
+  const ids = new Set();
+  const dir = `/proc/${pid}/fdinfo`;
+  let fds = [];
+  try {
+    fds = fs.readdirSync(dir);
+  } catch {
+    return ids;
+  }
+  for (const fd of fds) {
+    try {
+      const m = fs.readFileSync(`${dir}/${fd}`, 'utf8').match(/^prog_id:\s*(\d+)/m);
+      if (m) ids.add(Number(m[1]));
+    } catch {}
+  }
+  return ids;
+}
+
+/**
+ * The SDK process's programs with their cumulative statistics, and the programs of anybody else that run in the
+ * kernel's hot paths: another process's sys_enter program taxes every syscall of this benchmark too.
+ */
+function progStats(sdkPid) {
+  const mine = sdkPid ? progIdsOf(sdkPid) : new Set();
+  const programs = {};
+  const foreign = [];
+  for (const p of bpftool('prog')) {
+    if (mine.has(p.id)) {
+      programs[`${p.name}#${p.id}`] = { name: p.name, runTimeNs: p.run_time_ns ?? 0, runCnt: p.run_cnt ?? 0, mapIds: p.map_ids ?? [] };
+    } else if (/tracepoint|kprobe|tracing|perf_event/.test(p.type)) {
+      foreign.push(`${p.name || '?'}#${p.id}`);
+    }
+  }
+  return { programs, foreign };
+}
+
+function mapMemlockBytes(mapIds) {
+  const wanted = new Set(mapIds);
+  return bpftool('map')
+    .filter((m) => wanted.has(m.id))
+    .reduce((sum, m) => sum + (m.bytes_memlock ?? 0), 0);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Processes
+
+/** bench/server.js, with or without the SDK preloaded. */
+function startServer(withSdk, mode, receiverEndpoint) {
+  const env = { ...process.env };
+  if (!withSdk) {
+    for (const k of Object.keys(env)) if (k.startsWith('OTEL_')) delete env[k];
+  } else {
+    Object.assign(env, {
+      OTEL_SERVICE_NAME: 'bench-server',
+      OTEL_EXPORTER_OTLP_ENDPOINT: receiverEndpoint,
+      OTEL_EXPORTER_OTLP_PROTOCOL: 'http/protobuf',
+      OTEL_METRIC_EXPORT_INTERVAL: String(CONFIG.exportIntervalMs),
+      OTEL_NODE_EBPF_STRICT: env.OTEL_NODE_EBPF_STRICT ?? 'true',
+    });
+    delete env.OTEL_EXPORTER_OTLP_METRICS_ENDPOINT;
+    delete env.OTEL_EXPORTER_OTLP_METRICS_PROTOCOL;
+    delete env.OTEL_SDK_DISABLED;
+  }
+  let cmd = process.execPath;
+  let args = withSdk ? ['--require', REGISTER, SERVER] : [SERVER];
+  if (withSdk && mode.setpriv) {
+    // What a least-privileged deployment runs with: the SDK cannot turn BPF run-time statistics on.
+    args = ['--reuid=nobody', '--regid=nogroup', '--clear-groups', '--inh-caps', '+bpf,+perfmon', '--ambient-caps', '+bpf,+perfmon', cmd, ...args];
+    cmd = 'setpriv';
+  }
+  [cmd, args] = pinned(CONFIG.serverCpu, cmd, args);
+  const child = spawn(cmd, args, { env, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  child.exited = new Promise((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
+  return child;
+}
+
+function nextMessage(child, type, timeoutMs) {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => finish(new Error(`server sent no "${type}" within ${timeoutMs} ms`)), timeoutMs);
+    const onMessage = (msg) => {
+      if (msg && msg.type === 'error') finish(new Error(`server: ${msg.message}`));
+      else if (msg && msg.type === type) finish(null, msg);
+    };
+    const onExit = (code, signal) => finish(new Error(`server exited (${signal || `code ${code}`})`));
+    function finish(err, msg) {
+      clearTimeout(timer);
+      child.off('message', onMessage);
+      child.off('exit', onExit);
+      if (err) reject(err);
+      else resolve(msg);
+    }
+    child.on('message', onMessage);
+    child.on('exit', onExit);
+  });
+}
+
+async function stopServer(child) {
+  if (child.exitCode !== null || child.signalCode !== null) return child.exited;
+  child.kill('SIGTERM');
+  const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
+  const result = await child.exited;
+  clearTimeout(timer);
+  return result;
+}
+
+/** Runs wrk; its result line, plus its own CPU time (the shell's `times` after it: children's user and system). */
+function runWrk(port, seconds) {
+  const wrkArgs = [`-t${CONFIG.threads}`, `-c${CONFIG.connections}`, `-d${seconds}s`, '--timeout', '5s', '-s', WRK_SCRIPT, `http://127.0.0.1:${port}/`];
+  const [cmd, args] = pinned(CONFIG.loadCpu, 'wrk', wrkArgs);
+  const quote = (a) => `'${String(a).replace(/'/g, `'\\''`)}'`;
+  const script = `${[cmd, ...args].map(quote).join(' ')}; rc=$?; echo BENCH-TIMES; times; exit $rc`;
+  return new Promise((resolve, reject) => {
+    const child = spawn('/bin/sh', ['-c', script], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => (stderr += d));
+    child.on('error', reject);
+    child.on('exit', (code) => {
+      const line = stdout.split('\n').find((l) => l.startsWith('BENCH-RESULT '));
+      if (code !== 0 || !line) return reject(new Error(`wrk failed (exit ${code}): ${stderr || stdout}`));
+      const r = {};
+      for (const kv of line.slice('BENCH-RESULT '.length).trim().split(/\s+/)) {
+        const [k, v] = kv.split('=');
+        r[k] = Number(v);
+      }
+      // `times` prints the shell's own line, then its children's: "0m1.234000s 0m2.345000s"
+      const times = stdout.slice(stdout.indexOf('BENCH-TIMES')).split('\n')[2] || '';
+      const secs = [...times.matchAll(/(\d+)m([\d.]+)s/g)].map((m) => Number(m[1]) * 60 + Number(m[2]));
+      r.cpuUs = secs.length === 2 ? (secs[0] + secs[1]) * 1e6 : NaN;
+      resolve(r);
+    });
+  });
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The SDK's own figures, as exported to the receiver
+
+let METRICS;
+let ATTRS;
+
+/** Waits for the export that the process's forceFlush made, and returns what the SDK counted, cumulatively. */
+async function sdkFiguresAfter(receiver, sampleMsg) {
+  const pid = sampleMsg.pid;
+  const since = BigInt(sampleMsg.flushStartedUnixNs);
+  // The attached gauge is exported for every probe at every collection: it marks the flush's export.
+  const at = await receiver.waitFor(() => {
+    let t = 0n;
+    for (const p of receiver.points())
+      if (p.name === METRICS.SELF_PROBE_ATTACHED && p.resource['process.pid'] === pid && p.timeUnixNano >= since && p.timeUnixNano > t) t = p.timeUnixNano;
+    return t || undefined;
+  }, 10_000);
+  const points = receiver.points().filter((p) => p.timeUnixNano === at && p.resource['process.pid'] === pid);
+  const probes = {};
+  for (const p of points.filter((q) => q.name === METRICS.SELF_PROBE_ATTACHED)) {
+    probes[p.attributes[ATTRS.SELF_PROBE]] = { hook: p.attributes[ATTRS.SELF_HOOK], timeNs: 0, runs: 0 };
+  }
+  for (const p of points.filter((q) => q.name === METRICS.SELF_PROBE_KERNEL_TIME)) probes[p.attributes[ATTRS.SELF_PROBE]].timeNs = Math.round(p.value * 1e9);
+  for (const p of points.filter((q) => q.name === METRICS.SELF_PROBE_RUNS)) probes[p.attributes[ATTRS.SELF_PROBE]].runs = p.value;
+  let serverTxBytes = 0; // the SDK's count of the bytes the server sent: a check that it saw the load
+  let mainThreadSyscalls = 0; // the runtime probe's count of the main thread's syscalls, epoll waits included
+  for (const p of points) {
+    const a = p.attributes;
+    if (p.name === METRICS.PROCESS_NETWORK_IO && a[ATTRS.TCP_CONNECTION_SIDE] === 'server' && a[ATTRS.NETWORK_IO_DIRECTION] === 'transmit') serverTxBytes += p.value;
+    if (p.name === METRICS.NODEJS_MAINTHREAD_SYSCALL_DURATION || p.name === METRICS.NODEJS_EVENTLOOP_ACTIVE_DURATION) mainThreadSyscalls += p.count ?? 0;
+  }
+  return { probes, serverTxBytes, mainThreadSyscalls };
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// One round
+
+/** `edge`: 'start' or 'end' of the measured window, which runs from after the start's flush to before the end's. */
+async function sample(child, edge) {
+  child.send({ type: 'sample' });
+  const msg = await nextMessage(child, 'sample', 15_000);
+  const cpu = edge === 'start' ? msg.cpuAfterFlush : msg.cpuBeforeFlush;
+  return {
+    msg,
+    cpuUs: cpu.user + cpu.system,
+    userUs: cpu.user,
+    systemUs: cpu.system,
+    ctxSwitches: cpu.voluntaryCtxSwitches + cpu.involuntaryCtxSwitches,
+    rss: msg.memory.rss,
+    hrtimeNs: BigInt(cpu.hrtimeNs),
+  };
+}
+
+/** The SDK process's side of a sample: what it exported, and bpftool's view of its programs. */
+async function sampleSdk(sdkProc, mode, receiver, serverSample) {
+  const msg = sdkProc === serverSample.proc ? serverSample.msg : (await sample(sdkProc, 'start')).msg;
+  if (!msg.status || !msg.status.active) throw new Error('the SDK is not active');
+  if (mode.stats && !/^on/.test(msg.status.kernelTime)) throw new Error(`BPF run-time statistics are off: ${msg.status.kernelTime}`);
+  return { status: msg.status, figures: await sdkFiguresAfter(receiver, msg), progs: progStats(sdkProc.pid) };
+}
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Waits (at most BENCH_QUIET_WAIT s) until no other tracing BPF program is loaded and the CPUs are below 15 % busy. */
+async function waitQuiet() {
+  const started = Date.now();
+  for (;;) {
+    const before = cpuTimes();
+    await sleep(1000);
+    const after = cpuTimes();
+    const busy = Math.max(...Object.keys(after).map((c) => (after[c].busy - before[c].busy) / (after[c].total - before[c].total || 1)));
+    const foreign = progStats(undefined).foreign;
+    const reason = foreign.length ? `other BPF programs loaded (${foreign.join(' ')})` : busy > 0.15 ? `a CPU ${Math.round(busy * 100)} % busy` : '';
+    const waitedS = (Date.now() - started) / 1000;
+    if (!reason) return { waitedS };
+    if (waitedS > CONFIG.quietWaitS) return { waitedS, notQuiet: reason };
+  }
+}
+
+async function round(index, modeName, warmup, receiver) {
+  const mode = MODES[modeName];
+  const quiet = CONFIG.quietWaitS > 0 ? await waitQuiet() : { waitedS: 0 };
+  if (quiet.waitedS > 2) console.log(`  (waited ${Math.round(quiet.waitedS)} s for a quiet machine${quiet.notQuiet ? `; still not: ${quiet.notQuiet}` : ''})`);
+  receiver.clear();
+  const procs = [];
+  try {
+    const server = startServer(mode.sdk === 'server', mode, receiver.endpoint);
+    procs.push(server);
+    const { port, bodyBytes } = await nextMessage(server, 'listening', 30_000);
+    let sdkProc = mode.sdk === 'server' ? server : undefined;
+    if (mode.sdk === 'neighbour') {
+      sdkProc = startServer(true, mode, receiver.endpoint);
+      procs.push(sdkProc);
+      await nextMessage(sdkProc, 'listening', 30_000);
+    }
+    if (CONFIG.warmupS > 0) await runWrk(port, CONFIG.warmupS);
+
+    const edge = async (name) => {
+      const s = await sample(server, name);
+      s.proc = server;
+      s.machine = cpuTimes();
+      if (sdkProc) s.sdk = await sampleSdk(sdkProc, mode, receiver, s);
+      s.foreign = progStats(sdkProc?.pid).foreign;
+      return s;
+    };
+    const a = await edge('start');
+    const w = await runWrk(port, CONFIG.durationS);
+    const b = await edge('end');
+
+    const requests = w.requests;
+    const windowNs = Number(b.hrtimeNs - a.hrtimeNs);
+    const machineCpu = {};
+    let machineBusyUs = 0;
+    for (const c of Object.keys(b.machine)) {
+      const d = (k) => b.machine[c][k] - (a.machine[c]?.[k] ?? 0);
+      machineCpu[`cpu${c}`] = { busy: d('busy') / d('total'), steal: d('steal') / d('total') };
+      machineBusyUs += d('busy') * (1e6 / CLK_TCK);
+    }
+    const r = {
+      round: index,
+      mode: modeName,
+      warmup,
+      pid: server.pid,
+      bodyBytes,
+      requests,
+      errors: w.err_connect + w.err_read + w.err_write + w.err_status + w.err_timeout,
+      durationS: w.duration_us / 1e6,
+      throughput: requests / (w.duration_us / 1e6),
+      p50Us: w.p50_us,
+      p90Us: w.p90_us,
+      p99Us: w.p99_us,
+      p999Us: w.p999_us,
+      maxUs: w.max_us,
+      cpuUsPerRequest: (b.cpuUs - a.cpuUs) / requests,
+      userUsPerRequest: (b.userUs - a.userUs) / requests,
+      systemUsPerRequest: (b.systemUs - a.systemUs) / requests,
+      serverCpuUtilization: ((b.cpuUs - a.cpuUs) * 1000) / windowNs,
+      ctxSwitchesPerRequest: (b.ctxSwitches - a.ctxSwitches) / requests,
+      rssMB: b.rss / 1e6,
+      wrkCpuUtilization: (w.cpuUs * 1000) / windowNs,
+      machineCpu,
+      // Tick-based accounting charges a process with the softirq time that ran in its context: compare with busy.
+      otherCpu: (machineBusyUs - (b.cpuUs - a.cpuUs) - w.cpuUs) / (windowNs / 1000),
+      maxSteal: Math.max(...Object.values(machineCpu).map((c) => c.steal)),
+      foreignPrograms: [...new Set([...a.foreign, ...b.foreign])],
+      quiet,
+    };
+    if (sdkProc) Object.assign(r, sdkRoundFigures(a.sdk, b.sdk, requests, mode));
+    return r;
+  } finally {
+    for (const p of procs) {
+      const { code, signal } = await stopServer(p);
+      if (code !== 0) console.error(`bench: a ${modeName} process of round ${index} exited with ${signal || `code ${code}`}`);
+    }
+  }
+}
+
+function sdkRoundFigures(a, b, requests, mode) {
+  const out = {
+    hooks: Object.fromEntries(b.status.probes.map((p) => [p.name, p.attached ? p.hook : 'off'])),
+    sdkServerTxBytesPerRequest: (b.figures.serverTxBytes - a.figures.serverTxBytes) / requests,
+    mainThreadSyscallsPerRequest: (b.figures.mainThreadSyscalls - a.figures.mainThreadSyscalls) / requests,
+  };
+  if (!mode.stats) return out;
+  const probes = {};
+  let timeNs = 0;
+  let runs = 0;
+  for (const [name, pb] of Object.entries(b.figures.probes)) {
+    const pa = a.figures.probes[name] ?? { timeNs: 0, runs: 0 };
+    const dt = pb.timeNs - pa.timeNs;
+    const dr = pb.runs - pa.runs;
+    timeNs += dt;
+    runs += dr;
+    probes[name] = { hook: pb.hook, nsPerRequest: dt / requests, runsPerRequest: dr / requests, nsPerRun: dr > 0 ? dt / dr : 0 };
+  }
+  Object.assign(out, { kernelNsPerRequest: timeNs / requests, kernelRunsPerRequest: runs / requests, kernelNsPerRun: runs > 0 ? timeNs / runs : 0, probes });
+  if (BPFTOOL) {
+    const programs = {};
+    const mapIds = new Set();
+    for (const [key, pb] of Object.entries(b.progs.programs)) {
+      const pa = a.progs.programs[key] ?? { runTimeNs: 0, runCnt: 0 };
+      for (const id of pb.mapIds) mapIds.add(id);
+      const p = (programs[pb.name] ??= { nsPerRequest: 0, runsPerRequest: 0 });
+      p.nsPerRequest += (pb.runTimeNs - pa.runTimeNs) / requests;
+      p.runsPerRequest += (pb.runCnt - pa.runCnt) / requests;
+    }
+    for (const p of Object.values(programs)) p.nsPerRun = p.runsPerRequest > 0 ? p.nsPerRequest / p.runsPerRequest : 0;
+    out.bpftool = { programs, kernelNsPerRequest: Object.values(programs).reduce((s, p) => s + p.nsPerRequest, 0) };
+    out.mapMemlockMB = mapMemlockBytes([...mapIds]) / 1e6;
+  }
+  return out;
+}
+
+/** A round, run again (up to BENCH_RETRIES times) when something else disturbed it. */
+async function undisturbedRound(index, modeName, warmup, receiver) {
+  for (let attempt = 0; ; attempt++) {
+    const r = await round(index, modeName, warmup, receiver);
+    r.attempt = attempt;
+    const why = r.foreignPrograms.length
+      ? `other processes' BPF programs were loaded (${r.foreignPrograms.join(' ')})`
+      : r.otherCpu > OTHER_CPU_LIMIT
+        ? `other processes used ${fmt(r.otherCpu * 100)} % of a CPU`
+        : r.maxSteal > STEAL_LIMIT
+          ? `the hypervisor took ${fmt(r.maxSteal * 100)} % of a CPU (steal)`
+          : '';
+    if (!why) return r;
+    r.disturbed = why;
+    if (attempt >= CONFIG.retries) {
+      console.log(`  round ${index} disturbed: ${why}; kept after ${attempt + 1} attempts`);
+      return r;
+    }
+    console.log(`  round ${index} disturbed: ${why}; running it again`);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Summary
+
+function median(xs) {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+}
+
+function stats(rows, key) {
+  const xs = rows.map((r) => r[key]).filter((x) => typeof x === 'number');
+  if (!xs.length) return undefined;
+  return { median: median(xs), min: Math.min(...xs), max: Math.max(...xs), values: xs };
+}
+
+const KEYS = [
+  'throughput', 'p50Us', 'p99Us', 'cpuUsPerRequest', 'userUsPerRequest', 'systemUsPerRequest', 'serverCpuUtilization',
+  'ctxSwitchesPerRequest', 'rssMB', 'wrkCpuUtilization', 'kernelNsPerRequest', 'kernelRunsPerRequest', 'kernelNsPerRun',
+  'sdkServerTxBytesPerRequest', 'mainThreadSyscallsPerRequest', 'mapMemlockMB',
+];
+
+function breakdown(rows, pick) {
+  const names = new Set(rows.flatMap((r) => Object.keys(pick(r) ?? {})));
+  const out = {};
+  for (const name of names) {
+    const of = (k) => median(rows.map((r) => pick(r)?.[name]?.[k] ?? 0));
+    out[name] = { hook: rows.map((r) => pick(r)?.[name]?.hook).find(Boolean), nsPerRequest: of('nsPerRequest'), runsPerRequest: of('runsPerRequest'), nsPerRun: of('nsPerRun') };
+  }
+  return out;
+}
+
+function summarize(rounds) {
+  const measured = rounds.filter((r) => !r.warmup);
+  const modes = {};
+  for (const name of CONFIG.modes) {
+    const rows = measured.filter((r) => r.mode === name);
+    const s = {};
+    for (const k of KEYS) {
+      const st = stats(rows, k);
+      if (st) s[k] = st;
+    }
+    if (rows.some((r) => r.probes)) s.perProbe = breakdown(rows, (r) => r.probes);
+    if (rows.some((r) => r.bpftool)) s.perProgram = breakdown(rows, (r) => r.bpftool?.programs);
+    modes[name] = s;
+  }
+  const off = modes.off;
+  const versusOff = {};
+  for (const name of CONFIG.modes.filter((m) => m !== 'off')) {
+    const m = modes[name];
+    versusOff[name] = {
+      throughputRatio: m.throughput.median / off.throughput.median,
+      p99Ratio: m.p99Us.median / off.p99Us.median,
+      p50Ratio: m.p50Us.median / off.p50Us.median,
+      cpuUsPerRequestAdded: m.cpuUsPerRequest.median - off.cpuUsPerRequest.median,
+      systemUsPerRequestAdded: m.systemUsPerRequest.median - off.systemUsPerRequest.median,
+      rssAddedMB: m.rssMB.median - off.rssMB.median,
+    };
+  }
+  // Each pair's own ratio: the spread that the ratio of medians hides.
+  const offRows = measured.filter((r) => r.mode === 'off');
+  const onRows = measured.filter((r) => r.mode === 'on');
+  const pairs = offRows.slice(0, onRows.length).map((o, i) => ({
+    throughputRatio: onRows[i].throughput / o.throughput,
+    p99Ratio: onRows[i].p99Us / o.p99Us,
+    cpuUsPerRequestAdded: onRows[i].cpuUsPerRequest - o.cpuUsPerRequest,
+    rssAddedMB: onRows[i].rssMB - o.rssMB,
+  }));
+  const pairStats = {};
+  for (const k of Object.keys(pairs[0] ?? {})) pairStats[k] = stats(pairs, k);
+
+  const v = versusOff.on;
+  const figures = {
+    throughputRatio: v.throughputRatio,
+    p99Ratio: v.p99Ratio,
+    cpuUsPerRequestOff: off.cpuUsPerRequest.median,
+    cpuUsPerRequestOn: modes.on.cpuUsPerRequest.median,
+    cpuUsPerRequestAdded: v.cpuUsPerRequestAdded,
+    rssAddedMB: v.rssAddedMB,
+    kernelNsPerRequest: modes.on.kernelNsPerRequest.median,
+  };
+  const targets = {
+    throughputRatio: { target: `>= ${TARGETS.throughputRatio}`, value: figures.throughputRatio, met: figures.throughputRatio >= TARGETS.throughputRatio },
+    p99Ratio: { target: `<= ${TARGETS.p99Ratio}`, value: figures.p99Ratio, met: figures.p99Ratio <= TARGETS.p99Ratio },
+    kernelNsPerRequest: { target: `<= ${TARGETS.kernelNsPerRequest}`, value: figures.kernelNsPerRequest, met: figures.kernelNsPerRequest <= TARGETS.kernelNsPerRequest },
+    rssAddedMB: { target: `<= ${TARGETS.rssAddedMB}`, value: figures.rssAddedMB, met: figures.rssAddedMB <= TARGETS.rssAddedMB },
+  };
+  return { modes, versusOff, figures, targets, pairs, pairStats };
+}
+
+const fmt = (x, d = 0) => (Number.isFinite(x) ? x.toFixed(d) : '');
+const spread = (st, d) => (st ? `${fmt(st.median, d)} (${fmt(st.min, d)}–${fmt(st.max, d)})` : '');
+const pct = (x) => `${fmt(x * 100, 1)} %`;
+const signed = (x, d) => (Number.isFinite(x) ? `${x >= 0 ? '+' : ''}${x.toFixed(d)}` : '');
+
+function table(headers, rows) {
+  const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => String(r[i]).length)));
+  const line = (cells) => `| ${cells.map((c, i) => String(c).padEnd(widths[i])).join(' | ')} |`;
+  return [line(headers), `| ${widths.map((w) => '-'.repeat(w)).join(' | ')} |`, ...rows.map(line)].join('\n');
+}
+
+function report(result) {
+  const { rounds, summary: sm } = result;
+  const lines = [];
+  lines.push('Rounds:');
+  lines.push(
+    table(
+      ['round', 'mode', 'req/s', 'p50 µs', 'p99 µs', 'server CPU µs/req', 'of which sys', 'server CPU', 'wrk CPU', 'RSS MB', 'BPF ns/req', 'BPF runs/req', 'disturbed'],
+      rounds.map((r) => [
+        r.warmup ? `${r.round} (warm-up)` : r.round,
+        r.mode,
+        fmt(r.throughput),
+        r.p50Us,
+        r.p99Us,
+        fmt(r.cpuUsPerRequest, 2),
+        fmt(r.systemUsPerRequest, 2),
+        pct(r.serverCpuUtilization),
+        pct(r.wrkCpuUtilization),
+        fmt(r.rssMB, 1),
+        fmt(r.kernelNsPerRequest, 0),
+        fmt(r.kernelRunsPerRequest, 1),
+        r.disturbed ? 'yes' : '',
+      ]),
+    ),
+  );
+  lines.push('');
+  lines.push('Summary (warm-up discarded): median (min–max) per mode; "on vs off" compares the medians:');
+  const m = sm.modes;
+  const f = sm.figures;
+  const t = sm.targets;
+  const yes = (x) => (x.met ? 'met' : 'MISSED');
+  lines.push(
+    table(
+      ['figure', 'SDK off', 'SDK on', 'on vs off', 'target', ''],
+      [
+        ['throughput (req/s)', spread(m.off.throughput, 0), spread(m.on.throughput, 0), pct(f.throughputRatio), '≥ 99 %', yes(t.throughputRatio)],
+        ['p99 latency (µs)', spread(m.off.p99Us, 0), spread(m.on.p99Us, 0), pct(f.p99Ratio), '≤ 103 %', yes(t.p99Ratio)],
+        ['p50 latency (µs)', spread(m.off.p50Us, 0), spread(m.on.p50Us, 0), pct(sm.versusOff.on.p50Ratio), '', ''],
+        ['server CPU per request (µs)', spread(m.off.cpuUsPerRequest, 2), spread(m.on.cpuUsPerRequest, 2), `${signed(f.cpuUsPerRequestAdded, 2)} µs`, '', ''],
+        ['  of which system (µs)', spread(m.off.systemUsPerRequest, 2), spread(m.on.systemUsPerRequest, 2), `${signed(sm.versusOff.on.systemUsPerRequestAdded, 2)} µs`, '', ''],
+        ['server main-thread context switches per request', spread(m.off.ctxSwitchesPerRequest, 3), spread(m.on.ctxSwitchesPerRequest, 3), '', '', ''],
+        ['RSS after the round (MB)', spread(m.off.rssMB, 1), spread(m.on.rssMB, 1), `${signed(f.rssAddedMB, 1)} MB`, '≤ 15 MB', yes(t.rssAddedMB)],
+        ['BPF kernel time per request (ns)', '', spread(m.on.kernelNsPerRequest, 0), '', '≤ 300 ns', yes(t.kernelNsPerRequest)],
+        ['BPF program runs per request', '', spread(m.on.kernelRunsPerRequest, 1), '', '', ''],
+        ['BPF ns per run', '', spread(m.on.kernelNsPerRun, 1), '', '', ''],
+      ],
+    ),
+  );
+  const ps = sm.pairStats;
+  lines.push('');
+  lines.push(
+    'Per pair, on/off (min–max): ' +
+      `throughput ${pct(ps.throughputRatio.min)}–${pct(ps.throughputRatio.max)}, p99 ${pct(ps.p99Ratio.min)}–${pct(ps.p99Ratio.max)}, ` +
+      `CPU/req ${signed(ps.cpuUsPerRequestAdded.min, 2)}…${signed(ps.cpuUsPerRequestAdded.max, 2)} µs, RSS ${signed(ps.rssAddedMB.min, 1)}…${signed(ps.rssAddedMB.max, 1)} MB`,
+  );
+  const extra = CONFIG.modes.filter((x) => x !== 'off' && x !== 'on');
+  if (extra.length) {
+    lines.push('');
+    lines.push('Other modes (median vs the SDK-off median):');
+    lines.push(
+      table(
+        ['mode', 'req/s', 'vs off', 'p99 vs off', 'server CPU µs/req', 'vs off', 'RSS vs off', 'BPF ns/req'],
+        extra.map((x) => {
+          const v = sm.versusOff[x];
+          return [`${x} (${MODES[x].label})`, fmt(m[x].throughput.median), pct(v.throughputRatio), pct(v.p99Ratio), fmt(m[x].cpuUsPerRequest.median, 2), `${signed(v.cpuUsPerRequestAdded, 2)} µs`, `${signed(v.rssAddedMB, 1)} MB`, m[x].kernelNsPerRequest ? fmt(m[x].kernelNsPerRequest.median) : ''];
+        }),
+      ),
+    );
+  }
+  for (const x of CONFIG.modes.filter((y) => m[y].perProbe && m[y].kernelNsPerRequest)) {
+    lines.push('');
+    lines.push(`BPF kernel time per probe, mode ${x} (the SDK's otel_node_ebpf.probe.kernel.time and .runs; medians):`);
+    lines.push(
+      table(
+        ['probe', 'hook', 'ns/req', 'runs/req', 'ns/run'],
+        Object.entries(m[x].perProbe)
+          .sort((a, b) => b[1].nsPerRequest - a[1].nsPerRequest)
+          .map(([n, p]) => [n, p.hook, fmt(p.nsPerRequest, 1), fmt(p.runsPerRequest, 2), fmt(p.nsPerRun, 1)]),
+      ),
+    );
+    if (m[x].perProgram) {
+      lines.push(`Per program (bpftool prog show: run_time_ns and run_cnt; medians):`);
+      lines.push(
+        table(
+          ['program', 'ns/req', 'runs/req', 'ns/run'],
+          Object.entries(m[x].perProgram)
+            .sort((a, b) => b[1].nsPerRequest - a[1].nsPerRequest)
+            .map(([n, p]) => [n, fmt(p.nsPerRequest, 1), fmt(p.runsPerRequest, 2), fmt(p.nsPerRun, 1)]),
+        ),
+      );
+    }
+  }
+  lines.push('');
+  if (m.on.mapMemlockMB) lines.push(`Kernel memory of the SDK's BPF maps (memlock; not in RSS): ${fmt(m.on.mapMemlockMB.median, 1)} MB`);
+  if (m.on.mainThreadSyscallsPerRequest) lines.push(`Server main-thread syscalls per request (the runtime probe's count): ${fmt(m.on.mainThreadSyscallsPerRequest.median, 2)}`);
+  if (m.on.sdkServerTxBytesPerRequest) lines.push(`Server bytes sent per request, as the SDK counted them: ${fmt(m.on.sdkServerTxBytesPerRequest.median, 1)}`);
+  return lines.join('\n');
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+
+async function main() {
+  if (!fs.existsSync(REGISTER)) fail(`${path.relative(process.cwd(), REGISTER)} not found: build first (npm run build)`);
+  if (process.getuid && process.getuid() !== 0) fail('run as root: the SDK loads eBPF programs and reads BPF run-time statistics');
+  ensureWrk();
+  ({ METRICS, ATTRS } = require(path.join(ROOT, 'dist', 'semconv.js')));
+  const { OtlpReceiver } = require(path.join(ROOT, 'dist', 'otlp', 'receiver.js'));
+
+  pinSelf();
+  const receiver = new OtlpReceiver();
+  receiver.endpoint = (await receiver.start()).httpEndpoint;
+
+  const plan = [{ mode: 'on', warmup: true }];
+  for (let i = 0; i < CONFIG.pairs; i++) for (const mode of CONFIG.modes) plan.push({ mode, warmup: false });
+  const perRound = CONFIG.warmupS + CONFIG.durationS + 2.5;
+  console.log(
+    `bench: ${plan.length} rounds (1 warm-up + ${CONFIG.pairs} × ${CONFIG.modes.join('/')}), ${CONFIG.warmupS} s + ${CONFIG.durationS} s of load each, ` +
+      `wrk -t${CONFIG.threads} -c${CONFIG.connections}` +
+      (CONFIG.pin ? `, server on CPU ${CONFIG.serverCpu}, wrk on CPU ${CONFIG.loadCpu}` : ', unpinned') +
+      `; about ${Math.ceil((plan.length * perRound) / 60)} min on a quiet machine`,
+  );
+
+  const rounds = [];
+  process.once('SIGINT', () => process.exit(130));
+  try {
+    for (let i = 0; i < plan.length; i++) {
+      const r = await undisturbedRound(i, plan[i].mode, plan[i].warmup, receiver);
+      rounds.push(r);
+      console.log(
+        `  round ${i}${r.warmup ? ' (warm-up)' : ''} ${r.mode}: ${fmt(r.throughput)} req/s, p99 ${r.p99Us} µs, ` +
+          `${fmt(r.cpuUsPerRequest, 2)} µs CPU/req, RSS ${fmt(r.rssMB, 1)} MB` +
+          (r.kernelNsPerRequest !== undefined ? `, BPF ${fmt(r.kernelNsPerRequest)} ns/req` : '') +
+          (r.errors ? `, ${r.errors} ERRORS` : '') +
+          `; wrk CPU ${pct(r.wrkCpuUtilization)}, others ${pct(r.otherCpu)}, steal ≤ ${pct(r.maxSteal)}`,
+      );
+    }
+  } finally {
+    await receiver.stop();
+  }
+
+  const summary = summarize(rounds);
+  const result = { date: new Date().toISOString(), machine: machine(), sdk: sdkInfo(), config: { ...CONFIG, out: undefined }, targets: TARGETS, summary, rounds };
+  console.log('');
+  console.log(report(result));
+  fs.writeFileSync(CONFIG.out, JSON.stringify(result, null, 2) + '\n');
+  console.log(`\nwritten: ${path.relative(process.cwd(), CONFIG.out)}`);
+  const missed = Object.entries(summary.targets).filter(([, x]) => !x.met);
+  console.log(missed.length ? `targets missed: ${missed.map(([k]) => k).join(', ')}` : 'all targets met');
+  if (rounds.some((r) => r.errors)) console.log('note: wrk reported errors in some rounds (see results.json)');
+  if (rounds.some((r) => r.disturbed)) console.log('note: some rounds were disturbed by other processes even after retries ("disturbed" in results.json)');
+}
+
+main().catch((err) => {
+  console.error(`bench failed: ${err && err.stack ? err.stack : err}`);
+  process.exit(1);
+});

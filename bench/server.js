@@ -1,0 +1,103 @@
+#!/usr/bin/env node
+'use strict';
+// The benchmark's server: a plain node:http keep-alive server with a ~1 KiB JSON response, on an ephemeral port of
+// 127.0.0.1. It knows nothing of the SDK: bench/run.js starts it with or without `--require dist/register.js`.
+//
+// Talks to its parent over the IPC channel (it must be spawned with one):
+//   → { type: 'listening', port }                       once it listens
+//   ← { type: 'sample' }  → { type: 'sample', ... }      its CPU time, memory and, with the SDK, what status() says;
+//                                                        with the SDK it first exports (forceFlush), so that the
+//                                                        parent's OTLP receiver holds the kernel run-time statistics
+//                                                        as of this moment; CPU time is read before and after
+// It exits on SIGTERM (the SDK, when loaded, exports a last time) or when the parent goes away.
+
+const fs = require('node:fs');
+const http = require('node:http');
+
+// A realistic small API response: an order with a few items. JSON.stringify runs per request, as in an application.
+const order = {
+  id: 'ord_8f14e45fceea167a5a36dedd4bea2543',
+  status: 'confirmed',
+  currency: 'EUR',
+  customer: { id: 'cus_1679091c5a880faf6fb5e6087eb1b2dc', name: 'Ada Lovelace', tier: 'gold' },
+  items: Array.from({ length: 7 }, (_, i) => ({
+    sku: `SKU-${1000 + i}`,
+    name: `Item number ${i}`,
+    quantity: 1 + (i % 3),
+    unitPrice: 9.99 + i,
+    tags: ['bench', 'keep-alive'],
+  })),
+  shipping: { method: 'standard', address: { street: '12 Analytical Engine Way', city: 'London', zip: 'EC1A 1BB' } },
+  createdAt: '2026-11-25T12:00:00.000Z',
+};
+const BODY_BYTES = Buffer.byteLength(JSON.stringify(order));
+
+const server = http.createServer((req, res) => {
+  const body = JSON.stringify(order);
+  res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
+  res.end(body);
+});
+// Connections stay open for the whole round (wrk keeps its connections alive).
+server.keepAliveTimeout = 120_000;
+server.headersTimeout = 130_000;
+
+function sdkHandle() {
+  return globalThis[Symbol.for('otel-node-ebpf')];
+}
+
+/** CPU time of the process (µs, all threads), its context switches and the monotonic clock (ns) at that moment. */
+function cpuNow() {
+  const status = fs.readFileSync('/proc/self/status', 'utf8');
+  const field = (name) => Number((status.match(new RegExp(`^${name}:\\s*(\\d+)`, 'm')) || [])[1] || 0);
+  return {
+    ...process.cpuUsage(),
+    voluntaryCtxSwitches: field('voluntary_ctxt_switches'),
+    involuntaryCtxSwitches: field('nonvoluntary_ctxt_switches'),
+    hrtimeNs: String(process.hrtime.bigint()),
+  };
+}
+
+async function sample() {
+  const handle = sdkHandle();
+  const out = { type: 'sample', pid: process.pid, sdk: Boolean(handle), cpuBeforeFlush: cpuNow() };
+  if (handle) {
+    const s = handle.status();
+    out.status = {
+      active: s.active,
+      kernelTime: s.kernelTime,
+      probes: s.probes.map((p) => ({ name: p.name, hook: p.hook ?? null, attached: p.attached })),
+    };
+    // Every point of this export is stamped at or after this time: the parent waits for it in its receiver.
+    out.flushStartedUnixNs = String(BigInt(Date.now()) * 1_000_000n);
+    await handle.forceFlush();
+  }
+  // The parent measures from after one flush to before the next: the extra exports it asks for are not counted (the
+  // periodic ones, every OTEL_METRIC_EXPORT_INTERVAL, are).
+  out.cpuAfterFlush = cpuNow();
+  out.memory = process.memoryUsage();
+  return out;
+}
+
+process.on('message', (msg) => {
+  if (msg && msg.type === 'sample') {
+    sample().then(
+      (reply) => process.send(reply),
+      (err) => process.send({ type: 'error', message: String(err && err.stack ? err.stack : err) }),
+    );
+  }
+});
+process.on('disconnect', () => process.exit(0));
+process.on('SIGTERM', () => {
+  // With the SDK loaded, its own SIGTERM listener exports first; our listener means the process is not re-killed.
+  server.close();
+  server.closeAllConnections();
+  const handle = sdkHandle();
+  const done = handle ? handle.shutdown() : Promise.resolve();
+  done.finally(() => process.exit(0));
+});
+
+server.listen(0, '127.0.0.1', () => {
+  const { port } = server.address();
+  if (process.send) process.send({ type: 'listening', port, bodyBytes: BODY_BYTES });
+  else console.log(`listening on 127.0.0.1:${port} (${BODY_BYTES} byte body)`);
+});
