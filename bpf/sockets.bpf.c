@@ -442,7 +442,7 @@ static __always_inline void handle_bytes(const struct sock *sk, long bytes, bool
 	struct conn_state *c;
 	struct series_stats *s;
 
-	if (bytes <= 0 || !is_target())
+	if (bytes <= 0) /* callers have checked is_target() */
 		return;
 	c = bpf_map_lookup_elem(&conns, &skp);
 	if (!c)
@@ -468,7 +468,8 @@ static __always_inline void handle_bytes(const struct sock *sk, long bytes, bool
 SEC("raw_tp/sock_send_length")
 int BPF_PROG(send_raw_tp, struct sock *sk, int ret, int flags)
 {
-	if (ret > 0 && is_tcp(sk))
+	/* is_target() first: most sockets on the machine are other processes', and it reads no kernel memory */
+	if (ret > 0 && is_target() && is_tcp(sk))
 		handle_bytes(sk, ret, true);
 	return 0;
 }
@@ -476,7 +477,7 @@ int BPF_PROG(send_raw_tp, struct sock *sk, int ret, int flags)
 SEC("raw_tp/sock_recv_length")
 int BPF_PROG(recv_raw_tp, struct sock *sk, int ret, int flags)
 {
-	if (ret > 0 && !(flags & MSG_PEEK) && is_tcp(sk))
+	if (ret > 0 && !(flags & MSG_PEEK) && is_target() && is_tcp(sk))
 		handle_bytes(sk, ret, false);
 	return 0;
 }
@@ -537,6 +538,8 @@ int BPF_PROG(send_fexit, struct sock *sk)
 	__u64 ret = 0;
 
 	/* bpf_get_func_ret (5.17) reads the return value whatever the argument count */
+	if (!is_target())
+		return 0;
 	bpf_get_func_ret(ctx, &ret);
 	handle_bytes(sk, (int)ret, true);
 	return 0;
@@ -547,7 +550,7 @@ int BPF_PROG(recv_fexit, struct sock *sk, void *msg, __u64 len, int flags)
 {
 	__u64 ret = 0;
 
-	if (flags & MSG_PEEK)
+	if ((flags & MSG_PEEK) || !is_target())
 		return 0;
 	bpf_get_func_ret(ctx, &ret);
 	handle_bytes(sk, (int)ret, false);
