@@ -13,6 +13,7 @@
 #include <bpf/bpf_tracing.h>
 #include "runtime.h"
 #include "bits.bpf.h"
+#include "target.bpf.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -21,10 +22,8 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define NR_epoll_pwait 281
 #define NR_epoll_pwait2 441
 
-/* Set between open and load. The main thread's id is the process id. */
-const volatile __u32 target_tgid = 0;
-const volatile __u64 pidns_dev = 0;
-const volatile __u64 pidns_ino = 0;
+/* target_tgid and the pid namespace (target.bpf.h) are set between open and load; the main thread's id is the
+ * process id. */
 
 struct loop_state loop = {};
 

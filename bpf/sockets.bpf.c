@@ -26,6 +26,7 @@
 #include <bpf/bpf_endian.h>
 #include "sockets.h"
 #include "bits.bpf.h"
+#include "target.bpf.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -34,12 +35,7 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define IPPROTO_TCP 6
 #define MSG_PEEK 2
 
-/* Set by user space between open and load; the verifier prunes what they disable. */
-const volatile __u32 target_tgid = 0;
-/* Non-zero when the process runs in a pid namespace other than the initial one (a container): target_tgid is then
- * the pid inside that namespace, and the check uses bpf_get_ns_current_pid_tgid (5.7+). */
-const volatile __u64 pidns_dev = 0;
-const volatile __u64 pidns_ino = 0;
+/* Set by user space between open and load (target_tgid and the pid namespace: target.bpf.h). */
 const volatile __u64 rtt_sample_interval_ns = 1000000000ULL;
 
 struct sockets_health health = {};
@@ -91,17 +87,6 @@ struct {
 
 static const struct series_stats zero_stats;
 
-static __always_inline bool is_target(void)
-{
-	if (pidns_ino) {
-		struct bpf_pidns_info ns = {};
-
-		if (bpf_get_ns_current_pid_tgid(pidns_dev, pidns_ino, &ns, sizeof(ns)))
-			return false;
-		return ns.tgid == target_tgid;
-	}
-	return (bpf_get_current_pid_tgid() >> 32) == target_tgid;
-}
 
 static __always_inline struct series_stats *series_of(const struct series_key *key)
 {

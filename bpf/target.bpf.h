@@ -1,5 +1,5 @@
 /*
- * Which process the uprobe programs watch (dns, tls, budget): the same read-only globals as every object, set by
+ * Which process every program watches: the same read-only globals in every object, set by
  * src/target.ts between open and load.
  */
 #ifndef OTEL_NODE_EBPF_TARGET_BPF_H

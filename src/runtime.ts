@@ -7,7 +7,7 @@ import type { Collector, KernelMetric, KernelPoint } from './collector';
 import type { ResolvedConfig } from './config';
 import { decodeHist, decodeLoopState, LoopState, RT_MAX_SYSCALLS } from './bpf-layout';
 import { BPF_OBJECT_DIR, NativeAddon, NativeObject } from './native';
-import { Measurement, ProbeRunStats, ProbeSet, ProbeStatus } from './probes';
+import { disabledReason, Measurement, ProbeRunStats, ProbeSet, ProbeStatus } from './probes';
 import { ATTRS, METRICS, VALUES } from './semconv';
 import { SYSCALL_NAMES } from './syscalls';
 import { setTarget } from './target';
@@ -47,7 +47,7 @@ export class RuntimeCollector implements Collector {
     this.probes = probes;
     try {
       this.bss = probes.baseObject().maps().find(m => m.name.endsWith('.bss'))?.name;
-      probes.attach(this.config.attachMode, name => this.config.disabledProbes.some(d => d === name || d === name.split('.')[0] || d === 'all'));
+      probes.attach(this.config.attachMode, name => disabledReason(this.config, name));
     } catch (err) {
       this.stop();
       throw err;

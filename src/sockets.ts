@@ -24,7 +24,7 @@ import {
 } from './bpf-layout';
 import { debug } from './diag';
 import { BPF_OBJECT_DIR, NativeAddon, NativeObject, NativeRingBuffer } from './native';
-import { Measurement, ProbeRunStats, ProbeSet, ProbeStatus } from './probes';
+import { disabledReason, Measurement, ProbeRunStats, ProbeSet, ProbeStatus } from './probes';
 import { ATTRS, METRICS, VALUES } from './semconv';
 import { setTarget, u64 } from './target';
 
@@ -193,13 +193,8 @@ export class SocketsCollector implements Collector {
         this.onConnectionEvent?.(e);
       }
     });
-    probes.attach(this.config.attachMode, name => this.isDisabled(name));
+    probes.attach(this.config.attachMode, name => disabledReason(this.config, name));
     debug(`sockets: ${probes.status().map(s => `${s.name}=${s.hook ?? 'off'}`).join(' ')}`);
-  }
-
-  private isDisabled(name: string): boolean {
-    const group = name.split('.')[0];
-    return this.config.disabledProbes.some(d => d === name || d === group || d === 'all');
   }
 
   status(): ProbeStatus[] {
