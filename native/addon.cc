@@ -106,6 +106,8 @@ Addon::Addon(Napi::Env env, Napi::Object exports) : env_(env) {
                            InstanceMethod<&Addon::ProbeProgramType>("probeProgramType"),
                            InstanceMethod<&Addon::Calibrate>("calibrate"),
                            InstanceMethod<&Addon::TrimMemory>("trimMemory"),
+                           InstanceMethod<&Addon::TcpInfo>("tcpInfo"),
+                           InstanceMethod<&Addon::TcpSockets>("tcpSockets"),
                        });
 }
 

@@ -119,6 +119,8 @@ class Addon : public Napi::Addon<Addon> {
   void TrimMemory(const Napi::CallbackInfo& info);
   Napi::Value ProbeProgramType(const Napi::CallbackInfo& info);
   Napi::Value Calibrate(const Napi::CallbackInfo& info);
+  Napi::Value TcpInfo(const Napi::CallbackInfo& info);     // tcp.cc
+  Napi::Value TcpSockets(const Napi::CallbackInfo& info);  // tcp.cc
 
   static void CloseAll(void* arg);  // environment cleanup hook
   std::vector<std::weak_ptr<ObjectState>> objects_;

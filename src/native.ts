@@ -154,6 +154,25 @@ export interface NativeAddon {
    * the cost of a uprobe hit (src/budget.ts).
    */
   calibrate(iterations: number, stepped?: boolean): number;
+  /**
+   * TCP_INFO of one of the process's own sockets into `out` (TCP_INFO_SLOTS doubles, see src/tcpinfo.ts): 0, or
+   * -errno (not a TCP socket, closed, or a kernel older than 4.19). One getsockopt(); needs no privilege.
+   */
+  tcpInfo(fd: number, out: Float64Array): number;
+  /** Every TCP socket among the process's fds (listening ones included), with its addresses and TCP_INFO. */
+  tcpSockets(): NativeTcpSocket[];
+}
+
+export interface NativeTcpSocket {
+  fd: number;
+  family: 4 | 6;
+  localAddress: string;
+  localPort: number;
+  /** Absent when the socket has no peer (listening, or not connected). */
+  peerAddress?: string;
+  peerPort?: number;
+  /** TCP_INFO_SLOTS doubles, as tcpInfo() fills them. */
+  info: Float64Array;
 }
 
 let cached: NativeAddon | BpfError | undefined;

@@ -575,4 +575,78 @@ describe('native addon', function () {
       assert.deepStrictEqual(runChild('throw'), { uncaught: 'thrown by onRecords' });
     });
   });
+  describe('TCP_INFO of own sockets (no BPF)', function () {
+    const net = require('net');
+    const { countersOf, TCP_INFO, TCP_INFO_SLOTS, TCP_STATES } = require(path.join(ROOT, 'dist', 'tcpinfo.js'));
+
+    async function pair() {
+      const server = net.createServer();
+      await new Promise(resolve => server.listen(0, '127.0.0.1', resolve));
+      const accepted = new Promise(resolve => server.once('connection', resolve));
+      const client = net.connect(server.address().port, '127.0.0.1');
+      await new Promise(resolve => client.once('connect', resolve));
+      return { server, client, peer: await accepted };
+    }
+
+    function drain(socket, bytes) {
+      let got = 0;
+      return new Promise(resolve => socket.on('data', d => (got += d.length) >= bytes && resolve()));
+    }
+
+    it('counts exactly the bytes each side wrote and received, and the FIN not as data', async function () {
+      const { server, client, peer } = await pair();
+      try {
+        const received = Promise.all([drain(peer, 1234567), drain(client, 7654321)]);
+        client.write(Buffer.alloc(1234567, 1));
+        peer.write(Buffer.alloc(7654321, 2));
+        await received;
+        const out = new Float64Array(TCP_INFO_SLOTS);
+        assert.strictEqual(addon.tcpInfo(client._handle.fd, out), 0);
+        assert.deepStrictEqual([countersOf(out).txBytes, countersOf(out).rxBytes], [1234567, 7654321]);
+        assert.strictEqual(addon.tcpInfo(peer._handle.fd, out), 0);
+        assert.deepStrictEqual([countersOf(out).txBytes, countersOf(out).rxBytes], [7654321, 1234567]);
+        assert.strictEqual(out[TCP_INFO.STATE], TCP_STATES.ESTABLISHED);
+
+        // The peer half-closes: the client's bytes_received grows by one for the FIN, the count does not.
+        client.allowHalfOpen = true;
+        const ended = new Promise(resolve => client.once('end', resolve));
+        peer.end();
+        await ended;
+        assert.strictEqual(addon.tcpInfo(client._handle.fd, out), 0);
+        assert.strictEqual(out[TCP_INFO.STATE], TCP_STATES.CLOSE_WAIT);
+        assert.strictEqual(out[TCP_INFO.BYTES_RECEIVED], 7654322);
+        assert.strictEqual(countersOf(out).rxBytes, 7654321);
+      } finally {
+        client.destroy();
+        peer.destroy();
+        server.close();
+      }
+    });
+
+    it('lists the process\'s TCP sockets with their addresses, and reports non-TCP fds as errors', async function () {
+      const { server, client, peer } = await pair();
+      try {
+        const sockets = addon.tcpSockets();
+        const find = fd => sockets.find(s => s.fd === fd);
+        assert.deepStrictEqual(
+          { ...find(client._handle.fd), info: undefined },
+          { fd: client._handle.fd, family: 4, localAddress: '127.0.0.1', localPort: client.localPort,
+            peerAddress: '127.0.0.1', peerPort: server.address().port, info: undefined },
+        );
+        assert.strictEqual(find(peer._handle.fd).peerPort, client.localPort);
+        const listening = find(server._handle.fd);
+        assert.strictEqual(listening.info[TCP_INFO.STATE], TCP_STATES.LISTEN);
+        assert.strictEqual(listening.peerPort, undefined);
+        const out = new Float64Array(TCP_INFO_SLOTS);
+        const file = fs.openSync(__filename, 'r');
+        assert.strictEqual(addon.tcpInfo(file, out), -88 /* ENOTSOCK */);
+        fs.closeSync(file);
+        assert.strictEqual(find(file), undefined);
+      } finally {
+        client.destroy();
+        peer.destroy();
+        server.close();
+      }
+    });
+  });
 });

@@ -1,0 +1,90 @@
+// The process's own TCP sockets, read from user space: the kernel's per-connection counters (TCP_INFO) of one fd,
+// or of every TCP socket the process holds. No BPF and no privilege: getsockopt() on our own descriptors. The
+// counters are exact and cost nothing while the connection carries data; BPF only has to catch connections that
+// end between two reads (bpf/sockets.bpf.c reads the same counters when the socket is destroyed).
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstddef>
+#include <cstdlib>
+
+#include "addon.h"
+#include "tcp_info.h"
+
+namespace otel_ebpf {
+
+namespace {
+
+constexpr int kSlots = OTEL_TCP_INFO_SLOTS;
+
+Napi::Value Address(Napi::Env env, const sockaddr_storage& sa, int* port) {
+  char text[INET6_ADDRSTRLEN] = "";
+  if (sa.ss_family == AF_INET) {
+    const auto* in = reinterpret_cast<const sockaddr_in*>(&sa);
+    inet_ntop(AF_INET, &in->sin_addr, text, sizeof(text));
+    *port = ntohs(in->sin_port);
+  } else if (sa.ss_family == AF_INET6) {
+    const auto* in6 = reinterpret_cast<const sockaddr_in6*>(&sa);
+    inet_ntop(AF_INET6, &in6->sin6_addr, text, sizeof(text));
+    *port = ntohs(in6->sin6_port);
+  }
+  return Napi::String::New(env, text);
+}
+
+}  // namespace
+
+// tcpInfo(fd, out: Float64Array(kSlots)): 0 or -errno. Cheap enough to call per span (one getsockopt).
+Napi::Value Addon::TcpInfo(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 2 || !info[0].IsNumber() || !info[1].IsTypedArray() ||
+      info[1].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array ||
+      info[1].As<Napi::Float64Array>().ElementLength() < kSlots) {
+    ThrowBpfError(env, "config", EINVAL, "tcpInfo", "arguments: an fd and a Float64Array of " + std::to_string(kSlots));
+  }
+  return Napi::Number::New(env, otel_read_tcp_info(info[0].As<Napi::Number>().Int32Value(), info[1].As<Napi::Float64Array>().Data()));
+}
+
+// tcpSockets(): every TCP socket among the process's fds, listening ones included:
+// [{ fd, family (4|6), localAddress, localPort, peerAddress, peerPort, info: Float64Array }]. An fd closed by another
+// thread meanwhile is simply missing; one reused for something else is read as what it is now.
+Napi::Value Addon::TcpSockets(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Array result = Napi::Array::New(env);
+  DIR* dir = opendir("/proc/self/fd");
+  if (dir == nullptr) return result;
+  int own = dirfd(dir);
+  uint32_t n = 0;
+  double slots[kSlots];
+  for (struct dirent* entry; (entry = readdir(dir)) != nullptr;) {
+    if (entry->d_name[0] < '0' || entry->d_name[0] > '9') continue;
+    int fd = atoi(entry->d_name);
+    if (fd == own || otel_read_tcp_info(fd, slots) != 0) continue;
+    sockaddr_storage local = {}, peer = {};
+    socklen_t local_len = sizeof(local), peer_len = sizeof(peer);
+    if (getsockname(fd, reinterpret_cast<sockaddr*>(&local), &local_len) != 0) continue;
+    if (local.ss_family != AF_INET && local.ss_family != AF_INET6) continue;
+    bool connected = getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &peer_len) == 0;
+    int local_port = 0, peer_port = 0;
+    Napi::Object socket = Napi::Object::New(env);
+    socket.Set("fd", fd);
+    socket.Set("family", local.ss_family == AF_INET ? 4 : 6);
+    socket.Set("localAddress", Address(env, local, &local_port));
+    socket.Set("localPort", local_port);
+    if (connected) {
+      socket.Set("peerAddress", Address(env, peer, &peer_port));
+      socket.Set("peerPort", peer_port);
+    }
+    Napi::Float64Array values = Napi::Float64Array::New(env, kSlots);
+    for (int i = 0; i < kSlots; i++) values[i] = slots[i];
+    socket.Set("info", values);
+    result.Set(n++, socket);
+  }
+  closedir(dir);
+  return result;
+}
+
+}  // namespace otel_ebpf
