@@ -30,15 +30,36 @@ interface Section {
   entsize: number;
 }
 
-function readAt(fd: number, offset: number, length: number): Buffer {
-  const b = Buffer.alloc(length);
+function readAt(fd: number, offset: number, length: number, into: Buffer = Buffer.allocUnsafe(length)): Buffer {
   let done = 0;
   while (done < length) {
-    const n = fs.readSync(fd, b, done, length - done, offset + done);
+    const n = fs.readSync(fd, into, done, length - done, offset + done);
     if (n === 0) break;
     done += n;
   }
-  return b.subarray(0, done);
+  return into.subarray(0, done);
+}
+
+/**
+ * The tables are read through one small buffer, a chunk at a time: read whole, the string and symbol tables of a node
+ * binary (15-20 MB) would stay in the heap as freed-but-kept memory long after start.
+ */
+const CHUNK = 1 << 20;
+
+/** Every position of each wanted name (NUL-terminated) in a string table, read chunk by chunk. */
+function findStrings(fd: number, table: Section, wanted: Map<string, Buffer>, chunk: Buffer): Map<number, string> {
+  const at = new Map<number, string>();
+  let overlap = 0;
+  for (const w of wanted.values()) overlap = Math.max(overlap, w.length - 1);
+  for (let start = 0; start < table.size; start += CHUNK - overlap) {
+    const b = readAt(fd, table.offset + start, Math.min(CHUNK, table.size - start), chunk);
+    for (const [name, w] of wanted) {
+      // also inside a longer string: linkers merge common tails
+      for (let p = b.indexOf(w); p >= 0; p = b.indexOf(w, p + 1)) at.set(start + p, name);
+    }
+    if (start + b.length >= table.size) break;
+  }
+  return at;
 }
 
 /**
@@ -88,33 +109,31 @@ function readSymbols(file: string, names: string[]): Map<string, ElfSymbol> {
         entsize: Number(sh.readBigUInt64LE(o + 56)),
       });
     }
-    const wanted = names.map(n => Buffer.from(n + '\0', 'latin1'));
+    const chunk = Buffer.allocUnsafe(CHUNK);
     // .dynsym first: smaller, and it has the exported functions; .symtab only for what is left (static functions).
     for (const type of [SHT_DYNSYM, SHT_SYMTAB]) {
       for (const symtab of sections.filter(s => s.type === type)) {
-        if (names.every(n => out.has(n))) break;
+        const wanted = new Map(names.filter(n => !out.has(n)).map(n => [n, Buffer.from(n + '\0', 'latin1')]));
+        if (wanted.size === 0) break;
         const strtab = sections[symtab.link];
         if (!strtab || symtab.entsize !== 24) continue;
-        const strings = readAt(fd, strtab.offset, strtab.size);
-        // Where each wanted name's bytes stand in the string table (also inside a longer string: linkers merge tails).
-        const at = new Map<number, string>();
-        wanted.forEach((w, i) => {
-          if (out.has(names[i])) return;
-          for (let p = strings.indexOf(w); p >= 0; p = strings.indexOf(w, p + 1)) at.set(p, names[i]);
-        });
+        const at = findStrings(fd, strtab, wanted, chunk);
         if (at.size === 0) continue;
-        const syms = readAt(fd, symtab.offset, symtab.size);
         const found = new Map<string, { value: bigint; shndx: number; local: boolean }>();
-        for (let o = 0; o + 24 <= syms.length; o += 24) {
-          const name = at.get(syms.readUInt32LE(o));
-          if (name === undefined) continue;
-          const info = syms[o + 4];
-          const kind = info & 0xf;
-          const shndx = syms.readUInt16LE(o + 6);
-          if ((kind !== STT_FUNC && kind !== STT_GNU_IFUNC) || shndx === 0 || shndx >= sections.length) continue;
-          const local = info >> 4 === STB_LOCAL;
-          const prev = found.get(name);
-          if (!prev || (prev.local && !local)) found.set(name, { value: syms.readBigUInt64LE(o + 8), shndx, local });
+        const perChunk = Math.floor(CHUNK / 24) * 24;
+        for (let start = 0; start < symtab.size; start += perChunk) {
+          const syms = readAt(fd, symtab.offset + start, Math.min(perChunk, symtab.size - start), chunk);
+          for (let o = 0; o + 24 <= syms.length; o += 24) {
+            const name = at.get(syms.readUInt32LE(o));
+            if (name === undefined) continue;
+            const info = syms[o + 4];
+            const kind = info & 0xf;
+            const shndx = syms.readUInt16LE(o + 6);
+            if ((kind !== STT_FUNC && kind !== STT_GNU_IFUNC) || shndx === 0 || shndx >= sections.length) continue;
+            const local = info >> 4 === STB_LOCAL;
+            const prev = found.get(name);
+            if (!prev || (prev.local && !local)) found.set(name, { value: syms.readBigUInt64LE(o + 8), shndx, local });
+          }
         }
         for (const [name, s] of found) {
           const sec = sections[s.shndx];
