@@ -1,7 +1,11 @@
 // SPDX-License-Identifier: GPL-2.0 OR Apache-2.0
 /*
- * TCP telemetry of one process: bytes, connections, handshake time, lifetime, RTT, retransmits and resets, per
- * server-side series (see sockets.h), aggregated here so that user space only reads small maps.
+ * TCP telemetry of one process: connections, handshake time, lifetime, retransmits and resets, per server-side series
+ * (see sockets.h), aggregated here so that user space only reads small maps.
+ *
+ * No program runs per send, receive or segment. Bytes and the RTT of live connections come from the kernel's own
+ * per-connection counters, which user space reads on the process's own sockets (TCP_INFO, src/tcpinfo.ts); a
+ * connection that ends between two readings reports its final counters here, when its socket is destroyed.
  *
  * Every measurement has three variants over one static handler: kprobe (most kernels), fentry/fexit (BTF kernels
  * where tracing programs are allowed), and raw tracepoints (no tracefs needed). User space loads and attaches them
@@ -11,9 +15,6 @@
  *   tcp.state        raw_tp/inet_sock_set_state + raw_tp/tcp_destroy_sock
  *                    | kprobe/tcp_set_state + kprobe/inet_csk_listen_start + kprobe/tcp_v4_destroy_sock
  *                    | fentry/tcp_set_state + fexit/inet_csk_listen_start + fentry/tcp_v4_destroy_sock
- *   tcp.bytes        raw_tp/sock_send_length + raw_tp/sock_recv_length | k(ret)probe/tcp_sendmsg + k(ret)probe/tcp_recvmsg
- *                    | fexit/tcp_sendmsg + fexit/tcp_recvmsg
- *   tcp.rtt          raw_tp/tcp_probe | kprobe/tcp_rcv_established | fentry/tcp_rcv_established
  *   tcp.retransmits  raw_tp/tcp_retransmit_skb | kprobe/tcp_retransmit_skb | fentry/tcp_retransmit_skb
  *   tcp.resets       raw_tp/tcp_send_reset + raw_tp/tcp_receive_reset
  *                    | kprobe/tcp_v4_send_reset + kprobe/tcp_v6_send_reset + kprobe/tcp_send_active_reset + kprobe/tcp_reset
@@ -33,10 +34,8 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define AF_INET 2
 #define AF_INET6 10
 #define IPPROTO_TCP 6
-#define MSG_PEEK 2
 
-/* Set by user space between open and load (target_tgid and the pid namespace: target.bpf.h). */
-const volatile __u64 rtt_sample_interval_ns = 1000000000ULL;
+/* target_tgid and the pid namespace (target.bpf.h) are set by user space between open and load. */
 
 struct sockets_health health = {};
 
@@ -46,8 +45,8 @@ const volatile struct conn_event conn_event_btf = {};
 
 /*
  * Not LRU: an LRU map would evict the state of a long idle connection without a trace. When this one is full, new
- * connections are not tracked one by one (health.conns_untracked counts it) while their bytes still reach the right
- * series. Every entry is deleted when its socket is destroyed.
+ * connections are not tracked one by one (health.conns_untracked counts it); their bytes still count while user space
+ * reads them live. Every entry is deleted when its socket is destroyed.
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -76,14 +75,6 @@ struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 256 * 1024);
 } conn_events SEC(".maps");
-
-/* kprobe variant of tcp.bytes only: the socket of an unfinished tcp_sendmsg/tcp_recvmsg, per thread. */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 1024);
-	__type(key, __u64); /* pid_tgid */
-	__type(value, __u64); /* struct sock * */
-} inflight SEC(".maps");
 
 static const struct series_stats zero_stats;
 
@@ -117,6 +108,19 @@ static __always_inline __u32 netns_of(const struct sock *sk)
 	return BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
 }
 
+/* ::ffff:a.b.c.d, an IPv4 address reached through a dual-stack socket, becomes a.b.c.d in the first 4 bytes. */
+static __always_inline bool unmap_v4(__u8 *addr)
+{
+	__u32 *w = (__u32 *)addr;
+
+	if (w[0] != 0 || w[1] != 0 || w[2] != bpf_htonl(0xffff))
+		return false;
+	w[0] = w[3];
+	w[2] = 0;
+	w[3] = 0;
+	return true;
+}
+
 /* The peer (for connections we opened) or nothing but our port (for accepted ones): the series key of a socket. */
 static __always_inline bool fill_key(const struct sock *sk, __u8 side, struct series_key *key)
 {
@@ -132,14 +136,8 @@ static __always_inline bool fill_key(const struct sock *sk, __u8 side, struct se
 		key->family = NET_IPV6;
 		if (side == SIDE_CLIENT) {
 			BPF_CORE_READ_INTO(&key->addr, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr8);
-			/* ::ffff:a.b.c.d: an IPv4 peer reached through a dual-stack socket */
-			__u32 *w = (__u32 *)key->addr;
-			if (w[0] == 0 && w[1] == 0 && w[2] == bpf_htonl(0xffff)) {
-				w[0] = w[3];
-				w[2] = 0;
-				w[3] = 0;
+			if (unmap_v4(key->addr))
 				key->family = NET_IPV4;
-			}
 		}
 	} else {
 		return false;
@@ -182,8 +180,6 @@ static __always_inline struct conn_state *track(const struct sock *sk, __u8 side
 	if (!fill_key(sk, side, &c.key))
 		return NULL;
 	c.start_ns = now;
-	/* the sampling interval runs from here: bpf_ktime_get_ns() counts from boot, so 0 would sample at once */
-	c.last_rtt_ns = now;
 	c.local_port = BPF_CORE_READ(sk, __sk_common.skc_num);
 	if (bpf_map_update_elem(&conns, &skp, &c, BPF_NOEXIST)) {
 		__sync_fetch_and_add(&health.conns_untracked, 1);
@@ -194,8 +190,9 @@ static __always_inline struct conn_state *track(const struct sock *sk, __u8 side
 }
 
 /*
- * A connection of this process that we first see in the middle of its life: it was established before the probes
- * were attached, or its state was evicted. Its bytes count from now on; its lifetime and handshake are unknown.
+ * A connection of this process that we first see when the process closes it: it was established before the probes
+ * were attached (or when the connection map was full). Its close, resets and final bytes count; its lifetime and
+ * handshake are unknown.
  */
 static __always_inline struct conn_state *adopt(const struct sock *sk)
 {
@@ -224,7 +221,47 @@ static __always_inline void sync_retransmits(const struct sock *sk, struct conn_
 	}
 }
 
-static __always_inline void emit(const struct conn_state *c, __u8 kind, __u64 now, __u64 duration, __u32 srtt_us)
+/* The addresses of a connection, IPv4 (also through a dual-stack socket) in the first 4 bytes. */
+static __always_inline void read_addresses(const struct sock *sk, struct conn_event *e)
+{
+	__builtin_memset(e->local_addr, 0, sizeof(e->local_addr));
+	__builtin_memset(e->peer_addr, 0, sizeof(e->peer_addr));
+	e->local_port = BPF_CORE_READ(sk, __sk_common.skc_num);
+	e->peer_port = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	if (BPF_CORE_READ(sk, __sk_common.skc_family) == AF_INET) {
+		e->family = NET_IPV4;
+		BPF_CORE_READ_INTO((__u32 *)e->local_addr, sk, __sk_common.skc_rcv_saddr);
+		BPF_CORE_READ_INTO((__u32 *)e->peer_addr, sk, __sk_common.skc_daddr);
+		return;
+	}
+	e->family = NET_IPV6;
+	BPF_CORE_READ_INTO(&e->local_addr, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
+	BPF_CORE_READ_INTO(&e->peer_addr, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr8);
+	if (unmap_v4(e->peer_addr)) {
+		unmap_v4(e->local_addr);
+		e->family = NET_IPV4;
+	}
+}
+
+/*
+ * The connection's final byte counts, from the same kernel counters as TCP_INFO (src/tcpinfo.ts countersOf()):
+ * written = transmitted (bytes_sent) less retransmitted, plus what is still queued (write_seq - snd_nxt); received =
+ * bytes_received, less the one the kernel counts for the peer's FIN (SOCK_DONE: tcp_fin() ran).
+ */
+static __always_inline void read_counters(const struct sock *sk, struct conn_event *e)
+{
+	const struct tcp_sock *tp = (const struct tcp_sock *)sk;
+	__s32 queued = BPF_CORE_READ(tp, write_seq) - BPF_CORE_READ(tp, snd_nxt);
+	__u64 received = BPF_CORE_READ(tp, bytes_received);
+	unsigned long flags = BPF_CORE_READ(sk, __sk_common.skc_flags);
+
+	e->tx_bytes = BPF_CORE_READ(tp, bytes_sent) - BPF_CORE_READ(tp, bytes_retrans) + (queued > 0 ? queued : 0);
+	if (received && (flags & (1UL << bpf_core_enum_value(enum sock_flags, SOCK_DONE))))
+		received--;
+	e->rx_bytes = received;
+}
+
+static __always_inline void emit(const struct sock *sk, const struct conn_state *c, __u8 kind, __u64 now, __u64 duration)
 {
 	struct conn_event *e = bpf_ringbuf_reserve(&conn_events, sizeof(*e), 0);
 
@@ -235,13 +272,12 @@ static __always_inline void emit(const struct conn_state *c, __u8 kind, __u64 no
 	e->key = c->key;
 	e->ts_ns = now;
 	e->duration_ns = duration;
-	e->tx_bytes = c->tx_bytes;
-	e->rx_bytes = c->rx_bytes;
-	e->srtt_us = srtt_us;
+	e->srtt_us = kind == CONN_EVENT_CLOSED ? srtt_us_of(sk) : 0;
 	e->retransmits = c->retrans_seen;
-	e->local_port = c->local_port;
 	e->kind = kind;
 	__builtin_memset(e->pad, 0, sizeof(e->pad));
+	read_addresses(sk, e);
+	read_counters(sk, e);
 	bpf_ringbuf_submit(e, 0);
 }
 
@@ -283,6 +319,13 @@ static __always_inline void handle_set_state(const struct sock *sk, int oldstate
 	}
 
 	c = bpf_map_lookup_elem(&conns, &skp);
+	/*
+	 * The process closes a connection that predates the probes: close() and shutdown() move it to FIN_WAIT1 or
+	 * LAST_ACK, always in the process's own context. Other transitions may run in softirq, where the current task
+	 * can be us even for a socket that is not ours (loopback delivers in the sender's context).
+	 */
+	if (!c && (newstate == TCP_FIN_WAIT1 || newstate == TCP_LAST_ACK) && is_target())
+		c = adopt(sk);
 	if (newstate == TCP_ESTABLISHED) {
 		if (oldstate == TCP_SYN_RECV && !c) {
 			/* The handshake of an accepted connection completes in softirq context, where the current task
@@ -352,10 +395,10 @@ static __always_inline void handle_destroy(const struct sock *sk)
 	if (!c)
 		return;
 	if (c->key.err)
-		emit(c, CONN_EVENT_FAILED, c->closed_ns, c->closed_ns - c->start_ns, 0);
+		emit(sk, c, CONN_EVENT_FAILED, c->closed_ns, c->closed_ns - c->start_ns);
 	else
-		emit(c, CONN_EVENT_CLOSED, c->closed_ns ? c->closed_ns : bpf_ktime_get_ns(),
-		     c->established_ns && c->closed_ns ? c->closed_ns - c->established_ns : 0, srtt_us_of(sk));
+		emit(sk, c, CONN_EVENT_CLOSED, c->closed_ns ? c->closed_ns : bpf_ktime_get_ns(),
+		     c->established_ns && c->closed_ns ? c->closed_ns - c->established_ns : 0);
 	bpf_map_delete_elem(&conns, &skp);
 }
 
@@ -419,176 +462,6 @@ int BPF_PROG(listen_fexit, struct sock *sk)
 	return 0;
 }
 
-/* ---- tcp.bytes: payload bytes at the socket layer, as the application wrote and read them ---- */
-
-static __always_inline void handle_bytes(const struct sock *sk, long bytes, bool tx)
-{
-	__u64 skp = (__u64)sk;
-	struct conn_state *c;
-	struct series_stats *s;
-
-	if (bytes <= 0) /* callers have checked is_target() */
-		return;
-	c = bpf_map_lookup_elem(&conns, &skp);
-	if (!c)
-		c = adopt(sk);
-	if (c) {
-		__sync_fetch_and_add(tx ? &c->tx_bytes : &c->rx_bytes, bytes);
-		s = series_of(&c->key);
-	} else {
-		/* The connection map is full: the bytes still count, in the series the socket itself names. */
-		struct series_key key;
-
-		if (!fill_key(sk, is_listener_port(sk) ? SIDE_SERVER : SIDE_CLIENT, &key))
-			return;
-		s = series_of(&key);
-	}
-	if (s)
-		__sync_fetch_and_add(tx ? &s->tx_bytes : &s->rx_bytes, bytes);
-}
-
-
-/* sock_sendmsg_nosec()/sock_recvmsg_nosec() report every socket's result: keep TCP, and skip peeks, which do not
- * consume data. */
-SEC("raw_tp/sock_send_length")
-int BPF_PROG(send_raw_tp, struct sock *sk, int ret, int flags)
-{
-	/* is_target() first: most sockets on the machine are other processes', and it reads no kernel memory */
-	if (ret > 0 && is_target() && is_tcp(sk))
-		handle_bytes(sk, ret, true);
-	return 0;
-}
-
-SEC("raw_tp/sock_recv_length")
-int BPF_PROG(recv_raw_tp, struct sock *sk, int ret, int flags)
-{
-	if (ret > 0 && !(flags & MSG_PEEK) && is_target() && is_tcp(sk))
-		handle_bytes(sk, ret, false);
-	return 0;
-}
-
-static __always_inline void stash_sock(struct sock *sk)
-{
-	__u64 id = bpf_get_current_pid_tgid(), skp = (__u64)sk;
-
-	if (is_target())
-		bpf_map_update_elem(&inflight, &id, &skp, BPF_ANY);
-}
-
-static __always_inline void pop_sock(long ret, bool tx)
-{
-	__u64 id = bpf_get_current_pid_tgid();
-	__u64 *skp = bpf_map_lookup_elem(&inflight, &id);
-
-	if (!skp)
-		return;
-	handle_bytes((const struct sock *)*skp, ret, tx);
-	bpf_map_delete_elem(&inflight, &id);
-}
-
-SEC("kprobe/tcp_sendmsg")
-int BPF_KPROBE(send_kprobe, struct sock *sk)
-{
-	stash_sock(sk);
-	return 0;
-}
-
-SEC("kretprobe/tcp_sendmsg")
-int BPF_KRETPROBE(send_kretprobe, int ret)
-{
-	pop_sock(ret, true);
-	return 0;
-}
-
-/* flags is the 4th argument since 5.19 (commit ec095263a965 dropped `nonblock`); before, the 4th is nonblock (0/1),
- * which never has MSG_PEEK set, so peeks are counted there. Node never peeks on TCP. */
-SEC("kprobe/tcp_recvmsg")
-int BPF_KPROBE(recv_kprobe, struct sock *sk, void *msg, __u64 len, int flags)
-{
-	if (!(flags & MSG_PEEK))
-		stash_sock(sk);
-	return 0;
-}
-
-SEC("kretprobe/tcp_recvmsg")
-int BPF_KRETPROBE(recv_kretprobe, int ret)
-{
-	pop_sock(ret, false);
-	return 0;
-}
-
-SEC("fexit/tcp_sendmsg")
-int BPF_PROG(send_fexit, struct sock *sk)
-{
-	__u64 ret = 0;
-
-	/* bpf_get_func_ret (5.17) reads the return value whatever the argument count */
-	if (!is_target())
-		return 0;
-	bpf_get_func_ret(ctx, &ret);
-	handle_bytes(sk, (int)ret, true);
-	return 0;
-}
-
-SEC("fexit/tcp_recvmsg")
-int BPF_PROG(recv_fexit, struct sock *sk, void *msg, __u64 len, int flags)
-{
-	__u64 ret = 0;
-
-	if ((flags & MSG_PEEK) || !is_target())
-		return 0;
-	bpf_get_func_ret(ctx, &ret);
-	handle_bytes(sk, (int)ret, false);
-	return 0;
-}
-
-/* ---- tcp.rtt (and retransmits, kept current on every ACK) ---- */
-
-/* An incoming segment on an established connection: cheap for sockets that are not ours (one lookup). */
-static __always_inline void handle_established_rx(const struct sock *sk)
-{
-	__u64 skp = (__u64)sk, now;
-	struct conn_state *c = bpf_map_lookup_elem(&conns, &skp);
-	struct series_stats *s;
-	__u32 srtt;
-
-	if (!c)
-		return;
-	s = series_of(&c->key);
-	if (!s)
-		return;
-	sync_retransmits(sk, c, s);
-	now = bpf_ktime_get_ns();
-	if (now - c->last_rtt_ns < rtt_sample_interval_ns)
-		return;
-	srtt = srtt_us_of(sk);
-	if (!srtt)
-		return;
-	c->last_rtt_ns = now;
-	hist_record_ns(&s->rtt, (__u64)srtt * 1000);
-}
-
-SEC("raw_tp/tcp_probe")
-int BPF_PROG(rtt_raw_tp, const struct sock *sk)
-{
-	handle_established_rx(sk);
-	return 0;
-}
-
-SEC("kprobe/tcp_rcv_established")
-int BPF_KPROBE(rtt_kprobe, struct sock *sk)
-{
-	handle_established_rx(sk);
-	return 0;
-}
-
-SEC("fentry/tcp_rcv_established")
-int BPF_PROG(rtt_fentry, struct sock *sk)
-{
-	handle_established_rx(sk);
-	return 0;
-}
-
 /* ---- tcp.retransmits ---- */
 
 static __always_inline void handle_retransmit(const struct sock *sk)
@@ -611,7 +484,7 @@ int BPF_PROG(retransmit_raw_tp, const struct sock *sk)
 	return 0;
 }
 
-/* At entry the segment is not yet counted in total_retrans: it is folded in at the next ACK or at close. */
+/* At entry the segment is not yet counted in total_retrans: it is folded in at the next retransmit or at close. */
 SEC("kprobe/tcp_retransmit_skb")
 int BPF_KPROBE(retransmit_kprobe, struct sock *sk)
 {

@@ -31,9 +31,9 @@ struct series_key {
 	__u32 err;
 };
 
+/* Bytes and live RTT samples are not here: user space reads them from the kernel's own per-connection counters
+ * (TCP_INFO, src/tcpinfo.ts), and from conn_event for connections that end between two reads. */
 struct series_stats {
-	__u64 tx_bytes;
-	__u64 rx_bytes;
 	__u64 opened;      /* reached ESTABLISHED */
 	__u64 failed;      /* connect never reached ESTABLISHED (key.err says why) */
 	__u64 closed;
@@ -42,7 +42,7 @@ struct series_stats {
 	__u64 resets_received;
 	struct hist connect;  /* handshake: SYN_SENT -> ESTABLISHED (client); SYN-ACK RTT (server) */
 	struct hist lifetime; /* ESTABLISHED -> CLOSE */
-	struct hist rtt;      /* smoothed RTT: at most one sample per connection per rtt_sample_interval_ns, and one at close */
+	struct hist rtt;      /* smoothed RTT at close (user space adds the samples of live connections) */
 };
 
 /*
@@ -55,9 +55,6 @@ struct conn_state {
 	__u64 start_ns;        /* connect() for clients, ESTABLISHED for accepted connections */
 	__u64 established_ns;  /* 0 while connecting, or if the connection predates the probes */
 	__u64 closed_ns;       /* when it reached TCP_CLOSE; 0 before */
-	__u64 last_rtt_ns;     /* when the last RTT sample was taken (tracking start before the first) */
-	__u64 tx_bytes;
-	__u64 rx_bytes;
 	__u32 retrans_seen;    /* tcp_sock.total_retrans already added to the series */
 	__u32 resets;
 	__u16 local_port;
@@ -76,11 +73,16 @@ struct sockets_health {
 	__u64 series_overflow;  /* updates that went to the overflow series because the series map was full */
 	__u64 conns_tracked;    /* conn_state entries created */
 	__u64 conns_untracked;  /* conn_state entries that could not be created: the connection map was full */
-	__u64 conns_adopted;    /* connections first seen after they were established (predating the probes, or evicted) */
+	__u64 conns_adopted;    /* connections first seen when the process closed them (they predate the probes) */
 	__u64 events_dropped;   /* ring-buffer records lost because the buffer was full */
 };
 
-/* Ring-buffer record: a connection ended, or a connect failed. Rare by nature; everything else stays in the maps. */
+/*
+ * Ring-buffer record: a connection ended (its socket is destroyed), or a connect failed. Rare by nature; everything
+ * else stays in the maps. It carries the connection's final byte counts, derived from the kernel's counters as
+ * src/tcpinfo.ts derives them from TCP_INFO, and its addresses, by which user space matches it with the readings it
+ * took while the connection lived.
+ */
 #define CONN_EVENT_CLOSED 1
 #define CONN_EVENT_FAILED 2
 
@@ -88,13 +90,17 @@ struct conn_event {
 	struct series_key key;
 	__u64 ts_ns;          /* CLOCK_MONOTONIC */
 	__u64 duration_ns;    /* lifetime (closed) or connect attempt (failed) */
-	__u64 tx_bytes;
-	__u64 rx_bytes;
+	__u64 tx_bytes;       /* written by the application: transmitted once, or still queued */
+	__u64 rx_bytes;       /* arrived in order, the peer's FIN not counted */
 	__u32 srtt_us;
 	__u32 retransmits;
 	__u16 local_port;
 	__u8 kind;            /* CONN_EVENT_* */
-	__u8 pad[5];
+	__u8 family;          /* NET_IPV4 | NET_IPV6 of the addresses below (IPv4 in the first 4 bytes) */
+	__u16 peer_port;
+	__u8 pad[2];
+	__u8 local_addr[16];
+	__u8 peer_addr[16];
 };
 
 #define SOCKETS_DEFAULT_MAX_CONNS 16384

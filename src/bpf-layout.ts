@@ -41,36 +41,31 @@ export const LAYOUTS = {
   },
   series_stats: {
     name: 'series_stats',
-    size: 64 + 3 * HIST_SIZE,
+    size: 48 + 3 * HIST_SIZE,
     fields: {
-      tx_bytes: { offset: 0, type: 'u64' },
-      rx_bytes: { offset: 8, type: 'u64' },
-      opened: { offset: 16, type: 'u64' },
-      failed: { offset: 24, type: 'u64' },
-      closed: { offset: 32, type: 'u64' },
-      retransmits: { offset: 40, type: 'u64' },
-      resets_sent: { offset: 48, type: 'u64' },
-      resets_received: { offset: 56, type: 'u64' },
-      connect: { offset: 64, type: 'hist' },
-      lifetime: { offset: 64 + HIST_SIZE, type: 'hist' },
-      rtt: { offset: 64 + 2 * HIST_SIZE, type: 'hist' },
+      opened: { offset: 0, type: 'u64' },
+      failed: { offset: 8, type: 'u64' },
+      closed: { offset: 16, type: 'u64' },
+      retransmits: { offset: 24, type: 'u64' },
+      resets_sent: { offset: 32, type: 'u64' },
+      resets_received: { offset: 40, type: 'u64' },
+      connect: { offset: 48, type: 'hist' },
+      lifetime: { offset: 48 + HIST_SIZE, type: 'hist' },
+      rtt: { offset: 48 + 2 * HIST_SIZE, type: 'hist' },
     },
   },
   conn_state: {
     name: 'conn_state',
-    size: 88,
+    size: 64,
     fields: {
       key: { offset: 0, type: 'series_key' },
       start_ns: { offset: 24, type: 'u64' },
       established_ns: { offset: 32, type: 'u64' },
       closed_ns: { offset: 40, type: 'u64' },
-      last_rtt_ns: { offset: 48, type: 'u64' },
-      tx_bytes: { offset: 56, type: 'u64' },
-      rx_bytes: { offset: 64, type: 'u64' },
-      retrans_seen: { offset: 72, type: 'u32' },
-      resets: { offset: 76, type: 'u32' },
-      local_port: { offset: 80, type: 'u16' },
-      pad: { offset: 82, type: 'u8' },
+      retrans_seen: { offset: 48, type: 'u32' },
+      resets: { offset: 52, type: 'u32' },
+      local_port: { offset: 56, type: 'u16' },
+      pad: { offset: 58, type: 'u8' },
     },
   },
   listener_key: {
@@ -91,7 +86,7 @@ export const LAYOUTS = {
   },
   conn_event: {
     name: 'conn_event',
-    size: 72,
+    size: 104,
     fields: {
       key: { offset: 0, type: 'series_key' },
       ts_ns: { offset: 24, type: 'u64' },
@@ -102,7 +97,11 @@ export const LAYOUTS = {
       retransmits: { offset: 60, type: 'u32' },
       local_port: { offset: 64, type: 'u16' },
       kind: { offset: 66, type: 'u8' },
-      pad: { offset: 67, type: 'u8' },
+      family: { offset: 67, type: 'u8' },
+      peer_port: { offset: 68, type: 'u16' },
+      pad: { offset: 70, type: 'u8' },
+      local_addr: { offset: 72, type: 'bytes16' },
+      peer_addr: { offset: 88, type: 'bytes16' },
     },
   },
   loop_state: {
@@ -138,8 +137,6 @@ export interface SeriesKey {
 }
 
 export interface SeriesStats {
-  txBytes: number;
-  rxBytes: number;
   opened: number;
   failed: number;
   closed: number;
@@ -192,8 +189,6 @@ export function decodeSeriesKey(b: Buffer, off = 0): SeriesKey {
 export function decodeSeriesStats(b: Buffer): SeriesStats {
   const f = LAYOUTS.series_stats.fields;
   return {
-    txBytes: u64(b, f.tx_bytes.offset),
-    rxBytes: u64(b, f.rx_bytes.offset),
     opened: u64(b, f.opened.offset),
     failed: u64(b, f.failed.offset),
     closed: u64(b, f.closed.offset),
@@ -240,8 +235,13 @@ export interface ConnEvent {
   rxBytes: number;
   srttUs: number;
   retransmits: number;
-  localPort: number;
   kind: number;
+  /** The connection's addresses (IPv4 as a.b.c.d also through a dual-stack socket). */
+  family: number;
+  localAddress: string;
+  localPort: number;
+  peerAddress: string;
+  peerPort: number;
 }
 
 export function decodeConnEvent(b: Buffer): ConnEvent {
@@ -254,8 +254,12 @@ export function decodeConnEvent(b: Buffer): ConnEvent {
     rxBytes: u64(b, f.rx_bytes.offset),
     srttUs: b.readUInt32LE(f.srtt_us.offset),
     retransmits: b.readUInt32LE(f.retransmits.offset),
-    localPort: b.readUInt16LE(f.local_port.offset),
     kind: b.readUInt8(f.kind.offset),
+    family: b.readUInt8(f.family.offset),
+    localAddress: formatAddress(b.subarray(f.local_addr.offset, f.local_addr.offset + 16), b.readUInt8(f.family.offset)) ?? '',
+    localPort: b.readUInt16LE(f.local_port.offset),
+    peerAddress: formatAddress(b.subarray(f.peer_addr.offset, f.peer_addr.offset + 16), b.readUInt8(f.family.offset)) ?? '',
+    peerPort: b.readUInt16LE(f.peer_port.offset),
   };
 }
 

@@ -49,8 +49,6 @@ export interface StartOptions {
   maxConnections?: number;
   /** Distinct series (peer address and port, or own listening port) kept by the kernel; more go to an overflow series. Env: `OTEL_NODE_EBPF_MAX_SERIES`. Default 1024. */
   maxSeries?: number;
-  /** At most one RTT sample per connection per this many milliseconds (and one at close). Env: `OTEL_NODE_EBPF_RTT_SAMPLE_INTERVAL`. Default 1000. */
-  rttSampleIntervalMillis?: number;
   /** Opt-in measurements to turn on (costly ones, such as `tls.bytes`). Env: `OTEL_NODE_EBPF_ENABLED_PROBES` (comma-separated). Default none. */
   enabledProbes?: string[];
   /** Distinct `dns.question.name` values kept; more lookups go to `_OTHER`. Env: `OTEL_NODE_EBPF_DNS_MAX_NAMES`. Default 100. */
@@ -81,7 +79,6 @@ export interface ResolvedConfig {
   disabledProbes: string[];
   maxConnections: number;
   maxSeries: number;
-  rttSampleIntervalMillis: number;
   enabledProbes: string[];
   dnsMaxNames: number;
   overheadBudget: number;
@@ -99,7 +96,6 @@ export const DEFAULTS = {
   attachMode: 'auto',
   maxConnections: 16384,
   maxSeries: 1024,
-  rttSampleIntervalMillis: 1000,
   dnsMaxNames: 100,
   overheadBudget: 0.01,
   overheadWindowMillis: 10000,
@@ -219,9 +215,6 @@ export function resolveConfig(options: StartOptions = {}, env: Env = process.env
     maxSeries:
       checkedOption('maxSeries', options.maxSeries, positiveInt, DEFAULTS.maxSeries) ??
       r.int('OTEL_NODE_EBPF_MAX_SERIES', DEFAULTS.maxSeries, 1, 1 << 20),
-    rttSampleIntervalMillis:
-      checkedOption('rttSampleIntervalMillis', options.rttSampleIntervalMillis, v => Number.isInteger(v) && v >= 0, 1000) ??
-      r.int('OTEL_NODE_EBPF_RTT_SAMPLE_INTERVAL', DEFAULTS.rttSampleIntervalMillis, 0),
     enabledProbes: options.enabledProbes ?? r.list('OTEL_NODE_EBPF_ENABLED_PROBES'),
     dnsMaxNames:
       checkedOption('dnsMaxNames', options.dnsMaxNames, positiveInt, DEFAULTS.dnsMaxNames) ??

@@ -6,7 +6,7 @@ import { Capabilities, detectCapabilities, privilegeAdvice } from './capabilitie
 import { resolveConfig } from './config';
 import { BpfError, loadAddon } from './native';
 import { Attempt, Hook, ProbeSet } from './probes';
-import { SOCKET_MEASUREMENTS, SocketsCollector, SOCKETS_OBJECT } from './sockets';
+import { LIVE_MEASUREMENTS, SOCKET_MEASUREMENTS, SocketsCollector, SOCKETS_OBJECT } from './sockets';
 import { calibrate, UprobeCost } from './budget';
 import { DnsCollector } from './dns';
 import { TlsCollector } from './tls';
@@ -19,6 +19,8 @@ export interface DoctorReport {
   advice?: string;
   addon: { ok: boolean; error?: string };
   measurements: Array<{ name: string; description: string; chosen?: Hook; attempts: Attempt[] }>;
+  /** Measurements read from the kernel's per-connection counters (TCP_INFO): no hook, working wherever tcp.state does. */
+  counters: Array<{ name: string; description: string; ok: boolean; reason?: string }>;
   /** The uprobe measurements on this node binary (DNS, TLS), each tried for real. */
   uprobes: Array<{ name: string; description: string; chosen?: Hook; optIn: boolean; attempts: Attempt[] }>;
   /** The cost of a uprobe hit measured here, or why it could not be. */
@@ -37,6 +39,7 @@ export function runDoctor(): DoctorReport {
     advice: privilegeAdvice(caps),
     addon: addon instanceof BpfError ? { ok: false, error: addon.message } : { ok: true },
     measurements: [],
+    counters: [],
     uprobes: [],
     ok: false,
   };
@@ -59,6 +62,10 @@ export function runDoctor(): DoctorReport {
     }
   } finally {
     probes.close();
+  }
+  const state = report.measurements.find(m => m.name === 'tcp.state');
+  for (const m of LIVE_MEASUREMENTS) {
+    report.counters.push({ ...m, ok: !!state?.chosen, reason: state?.chosen ? undefined : 'needs tcp.state, which cannot attach' });
   }
   for (const c of [new DnsCollector(addon, config, caps), new TlsCollector(addon, config, caps)]) {
     let set: ProbeSet;
@@ -113,6 +120,9 @@ export function formatDoctor(r: DoctorReport): string {
       const mark = a.ok ? (a.hook === m.chosen ? 'attaches (chosen)' : 'attaches') : `no: ${a.reason}`;
       lines.push(`${m.name.padEnd(17)} ${a.hook.padEnd(11)} ${mark}`);
     }
+  }
+  for (const m of r.counters ?? []) {
+    lines.push(`${m.name.padEnd(17)} ${'tcp_info'.padEnd(11)} ${m.ok ? 'reads the kernel\'s per-connection counters (TCP_INFO), no hook' : `no: ${m.reason}`}`);
   }
   if (r.uprobes.length) lines.push('', `uprobes on ${process.execPath}`);
   for (const m of r.uprobes) {

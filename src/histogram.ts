@@ -53,6 +53,10 @@ export function subtract(now: Log2Histogram, before: Log2Histogram | undefined):
   return { sumNs: now.sumNs - before.sumNs, slots: now.slots.map((c, i) => c - before.slots[i]) };
 }
 
+export function addHist(a: Log2Histogram, b: Log2Histogram): Log2Histogram {
+  return { sumNs: a.sumNs + b.sumNs, slots: a.slots.map((c, i) => c + b.slots[i]) };
+}
+
 /** bits.bpf.h's hist_slot_ns in user space, for histograms aggregated here (e.g. DNS lookups from a ring buffer). */
 export function slotOfNs(ns: bigint): number {
   if (ns <= 0n) return 0;

@@ -13,7 +13,8 @@ import type { Capabilities } from './capabilities';
 import { BpfError, NativeAddon, NativeLink, NativeMap, NativeObject } from './native';
 import type { ElfSymbol } from './symbols';
 
-export type Hook = 'kprobe' | 'fentry' | 'tracepoint' | 'uprobe';
+/** 'tcp_info': no BPF program, the kernel's per-connection counters read from user space (src/connections.ts). */
+export type Hook = 'kprobe' | 'fentry' | 'tracepoint' | 'uprobe' | 'tcp_info';
 
 /** A program attached as a uprobe (or uretprobe) on a symbol of an ELF file, filtered to this process. */
 export interface UprobeTarget {

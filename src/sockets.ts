@@ -16,6 +16,7 @@ import {
   decodeSeriesStats,
   encodeListenerKey,
   LAYOUTS,
+  Log2Histogram,
   NET_IPV4,
   SeriesKey,
   SIDE_CLIENT,
@@ -26,11 +27,16 @@ import { debug } from './diag';
 import { BPF_OBJECT_DIR, NativeAddon, NativeObject, NativeRingBuffer } from './native';
 import { disabledReason, Measurement, ProbeRunStats, ProbeSet, ProbeStatus } from './probes';
 import { ATTRS, METRICS, VALUES } from './semconv';
-import { setTarget, u64 } from './target';
+import { ConnectionCounters } from './connections';
+import { addHist } from './histogram';
+import { setTarget } from './target';
 
 export const SOCKETS_OBJECT = path.join(BPF_OBJECT_DIR, 'sockets.bpf.o');
 
-/** Hook variants of each measurement, in order of preference. Program names are the C functions of sockets.bpf.c. */
+/**
+ * Hook variants of each BPF measurement, in order of preference. Program names are the C functions of sockets.bpf.c.
+ * tcp.bytes and tcp.rtt need no program of their own: see LIVE_MEASUREMENTS.
+ */
 export const SOCKET_MEASUREMENTS: Measurement[] = [
   {
     name: 'tcp.state',
@@ -42,26 +48,8 @@ export const SOCKET_MEASUREMENTS: Measurement[] = [
     ],
   },
   {
-    name: 'tcp.bytes',
-    description: 'payload bytes sent and received',
-    variants: [
-      { hook: 'kprobe', programs: ['send_kprobe', 'send_kretprobe', 'recv_kprobe', 'recv_kretprobe'] },
-      { hook: 'fentry', programs: ['send_fexit', 'recv_fexit'] },
-      { hook: 'tracepoint', programs: ['send_raw_tp', 'recv_raw_tp'] },
-    ],
-  },
-  {
-    name: 'tcp.rtt',
-    description: 'smoothed RTT samples while a connection lives (one at close comes with tcp.state)',
-    variants: [
-      { hook: 'kprobe', programs: ['rtt_kprobe'] },
-      { hook: 'fentry', programs: ['rtt_fentry'] },
-      { hook: 'tracepoint', programs: ['rtt_raw_tp'] },
-    ],
-  },
-  {
     name: 'tcp.retransmits',
-    description: 'retransmitted segments as they happen (also folded in at every ACK and at close)',
+    description: 'retransmitted segments as they happen (folded in again at close)',
     variants: [
       { hook: 'kprobe', programs: ['retransmit_kprobe'] },
       { hook: 'fentry', programs: ['retransmit_fentry'] },
@@ -79,6 +67,16 @@ export const SOCKET_MEASUREMENTS: Measurement[] = [
   },
 ];
 
+/**
+ * Read from the kernel's per-connection counters of the process's own sockets (TCP_INFO) at every collection, and from
+ * tcp.state's close event for connections that end between two: no hook per send, receive or segment. They work
+ * wherever tcp.state attaches.
+ */
+export const LIVE_MEASUREMENTS: { name: string; description: string }[] = [
+  { name: 'tcp.bytes', description: 'payload bytes written and received (TCP_INFO of live sockets; final counts at close)' },
+  { name: 'tcp.rtt', description: 'smoothed RTT of live connections that carried data since the last collection, and at close' },
+];
+
 /** errno values a failed connect can carry, by name as Node reports them (err.code). */
 const ERRNO_NAMES: Record<number, string> = {
   103: 'ECONNABORTED',
@@ -91,45 +89,6 @@ const ERRNO_NAMES: Record<number, string> = {
   100: 'ENETDOWN',
   71: 'EPROTO',
 };
-
-/** Socket inodes of this process's open fds. */
-function ownSocketInodes(): Set<string> {
-  const inodes = new Set<string>();
-  try {
-    for (const fd of fs.readdirSync('/proc/self/fd')) {
-      try {
-        const m = /^socket:\[(\d+)\]$/.exec(fs.readlinkSync(`/proc/self/fd/${fd}`));
-        if (m) inodes.add(m[1]);
-      } catch {
-        // the fd closed meanwhile
-      }
-    }
-  } catch {
-    // no /proc
-  }
-  return inodes;
-}
-
-/** Ports of this process's TCP listening sockets that exist already (listen() before the probes attached). */
-function ownListeningPorts(): number[] {
-  const own = ownSocketInodes();
-  const ports = new Set<number>();
-  for (const file of ['/proc/self/net/tcp', '/proc/self/net/tcp6']) {
-    let text: string;
-    try {
-      text = fs.readFileSync(file, 'utf8');
-    } catch {
-      continue;
-    }
-    for (const line of text.split('\n').slice(1)) {
-      const f = line.trim().split(/\s+/);
-      // sl local_address rem_address st ... inode: state 0A is LISTEN
-      if (f.length < 10 || f[3] !== '0A' || !own.has(f[9])) continue;
-      ports.add(parseInt(f[1].split(':')[1], 16));
-    }
-  }
-  return [...ports];
-}
 
 function netnsInode(): number {
   try {
@@ -145,6 +104,7 @@ export class SocketsCollector implements Collector {
   private ring?: NativeRingBuffer;
   private bss?: string;
   private readonly events = { closed: 0, failed: 0 };
+  private live?: ConnectionCounters;
   /** Called for each connection that closed or failed (from the ring buffer), for whoever needs single connections. */
   onConnectionEvent?: (e: ConnEvent) => void;
 
@@ -158,7 +118,6 @@ export class SocketsCollector implements Collector {
   /** Globals and map sizes, applied to every instance of the object before load. */
   private readonly configure = (obj: NativeObject): void => {
     setTarget(obj, this.caps);
-    obj.setGlobal('rtt_sample_interval_ns', u64(BigInt(this.config.rttSampleIntervalMillis) * 1_000_000n));
     obj.setMaxEntries('conns', this.config.maxConnections);
     obj.setMaxEntries('series', this.config.maxSeries + 1); // + the overflow series
   };
@@ -181,24 +140,41 @@ export class SocketsCollector implements Collector {
   private attach(probes: ProbeSet): void {
     // The overflow series must exist before anything can overflow: the kernel cannot create it once the map is full.
     probes.map('series').update(Buffer.alloc(LAYOUTS.series_key.size), Buffer.alloc(LAYOUTS.series_stats.size), 1);
+    // Connections and listening sockets that exist already: their counters so far predate us.
+    const live = new ConnectionCounters(this.config.maxSeries);
     const netns = netnsInode();
     const listeners = probes.map('listeners');
-    for (const port of ownListeningPorts()) listeners.update(encodeListenerKey(netns, port), Buffer.from([1]));
+    for (const port of live.baseline(this.addon.tcpSockets())) listeners.update(encodeListenerKey(netns, port), Buffer.from([1]));
     this.bss = probes.baseObject().maps().find(m => m.name.endsWith('.bss'))?.name;
     this.ring = probes.baseObject().ringBuffer('conn_events', records => {
       for (const r of records) {
         const e = decodeConnEvent(r);
         if (e.kind === CONN_EVENT_CLOSED) this.events.closed++;
         else this.events.failed++;
+        this.live?.closed(e);
         this.onConnectionEvent?.(e);
       }
     });
     probes.attach(this.config.attachMode, name => disabledReason(this.config, name));
+    if (probes.status().find(p => p.name === 'tcp.state')?.attached && !this.liveDisabled('tcp.bytes')) this.live = live;
     debug(`sockets: ${probes.status().map(s => `${s.name}=${s.hook ?? 'off'}`).join(' ')}`);
   }
 
+  private liveDisabled(name: string): string | false {
+    return disabledReason(this.config, name);
+  }
+
   status(): ProbeStatus[] {
-    return this.probes?.status() ?? [];
+    if (!this.probes) return [];
+    const state = this.probes.status().find(p => p.name === 'tcp.state');
+    const live = LIVE_MEASUREMENTS.map((m): ProbeStatus => {
+      const disabled = this.liveDisabled(m.name);
+      if (disabled) return { name: m.name, attached: false, reason: disabled, attempts: [] };
+      if (!this.live) return { name: m.name, attached: false, reason: `needs tcp.state (${state?.reason ?? 'not attached'})`, attempts: [] };
+      return { name: m.name, attached: true, hook: 'tcp_info', attempts: [{ hook: 'tcp_info', ok: true }] };
+    });
+    const all = this.probes.status();
+    return [all[0], ...live, ...all.slice(1)];
   }
 
   runStats(): Map<string, ProbeRunStats> {
@@ -213,12 +189,16 @@ export class SocketsCollector implements Collector {
   health(): SocketsHealth | undefined {
     if (!this.probes || !this.bss) return undefined;
     const v = this.probes.baseObject().map(this.bss).lookup(Buffer.alloc(4));
-    return v ? decodeHealth(v, 0) : undefined;
+    if (!v) return undefined;
+    const h = decodeHealth(v, 0);
+    // byte readings that found the series map of user space full count as the kernel's overflows do
+    return { ...h, seriesOverflow: h.seriesOverflow + (this.live?.overflowed ?? 0) };
   }
 
   collect(): KernelMetric[] {
     if (!this.probes) return [];
-    this.ring?.consume();
+    this.ring?.consume(); // closes first: a connection read below and closed later then adds only its remainder
+    this.live?.read(this.addon.tcpSockets());
     const io: KernelPoint[] = [];
     const opened: KernelPoint[] = [];
     const failed: KernelPoint[] = [];
@@ -227,6 +207,7 @@ export class SocketsCollector implements Collector {
     const connect: KernelPoint[] = [];
     const lifetime: KernelPoint[] = [];
     const rtt: KernelPoint[] = [];
+    const rttAtClose = new Map<string, { attributes: Attributes; hist: Log2Histogram }>();
     for (const [k, v] of this.probes.map('series').entries()) {
       const key = decodeSeriesKey(k);
       const s = decodeSeriesStats(v);
@@ -238,18 +219,26 @@ export class SocketsCollector implements Collector {
       const counter = (into: KernelPoint[], value: number, extra: Attributes = {}) => {
         if (value > 0) into.push({ attributes: { ...attrs, ...extra }, value });
       };
-      counter(io, s.txBytes, { [ATTRS.NETWORK_IO_DIRECTION]: VALUES.DIRECTION_TRANSMIT });
-      counter(io, s.rxBytes, { [ATTRS.NETWORK_IO_DIRECTION]: VALUES.DIRECTION_RECEIVE });
       counter(opened, s.opened);
       counter(retransmits, s.retransmits);
       counter(resets, s.resetsSent, { [ATTRS.TCP_RESET_DIRECTION]: VALUES.RESET_SENT });
       counter(resets, s.resetsReceived, { [ATTRS.TCP_RESET_DIRECTION]: VALUES.RESET_RECEIVED });
       if (s.connect.slots.some(c => c > 0)) connect.push({ attributes: attrs, hist: s.connect });
       if (s.lifetime.slots.some(c => c > 0)) lifetime.push({ attributes: attrs, hist: s.lifetime });
-      if (s.rtt.slots.some(c => c > 0)) rtt.push({ attributes: attrs, hist: s.rtt });
+      if (s.rtt.slots.some(c => c > 0)) rttAtClose.set(seriesAttributesId(key), { attributes: attrs, hist: s.rtt });
     }
+    for (const t of this.live?.values() ?? []) {
+      const attrs = seriesAttributes(t.key);
+      if (t.txBytes > 0) io.push({ attributes: { ...attrs, [ATTRS.NETWORK_IO_DIRECTION]: VALUES.DIRECTION_TRANSMIT }, value: t.txBytes });
+      if (t.rxBytes > 0) io.push({ attributes: { ...attrs, [ATTRS.NETWORK_IO_DIRECTION]: VALUES.DIRECTION_RECEIVE }, value: t.rxBytes });
+      if (!t.rtt.slots.some(c => c > 0) || this.liveDisabled('tcp.rtt')) continue;
+      const id = seriesAttributesId(t.key);
+      const atClose = rttAtClose.get(id);
+      rttAtClose.set(id, { attributes: attrs, hist: atClose ? addHist(atClose.hist, t.rtt) : t.rtt });
+    }
+    rtt.push(...rttAtClose.values());
     return [
-      { name: METRICS.PROCESS_NETWORK_IO, unit: 'By', description: 'TCP payload bytes the process sent and received, per server side of the connection.', kind: 'counter', points: io },
+      { name: METRICS.PROCESS_NETWORK_IO, unit: 'By', description: 'TCP payload bytes the process wrote and received, per server side of the connection.', kind: 'counter', points: io },
       { name: METRICS.TCP_CONNECTION_OPENED, unit: '{connection}', description: 'TCP connections that reached ESTABLISHED.', kind: 'counter', points: opened },
       { name: METRICS.TCP_CONNECTION_FAILED, unit: '{connection}', description: 'TCP connects that failed, by error.type.', kind: 'counter', points: failed },
       { name: METRICS.TCP_RETRANSMITS, unit: '{segment}', description: 'TCP segments retransmitted.', kind: 'counter', points: retransmits },
@@ -265,6 +254,10 @@ export class SocketsCollector implements Collector {
     this.ring = undefined;
     this.probes?.close();
   }
+}
+
+function seriesAttributesId(key: SeriesKey): string {
+  return `${key.side}|${key.family}|${key.address ?? ''}|${key.port}`;
 }
 
 export function seriesAttributes(key: SeriesKey): Attributes {

@@ -26,7 +26,9 @@ describe('doctor', function () {
 
   it('tries kprobe, fentry and tracepoint for every measurement, in that order, and chooses the first that attaches', () => {
     const names = report.measurements.map(m => m.name);
-    assert.deepStrictEqual(names, ['tcp.state', 'tcp.bytes', 'tcp.rtt', 'tcp.retransmits', 'tcp.resets']);
+    assert.deepStrictEqual(names, ['tcp.state', 'tcp.retransmits', 'tcp.resets']);
+    // bytes and RTT have no hook: the kernel's per-connection counters, wherever tcp.state attaches
+    assert.deepStrictEqual(report.counters.map(m => [m.name, m.ok]), [['tcp.bytes', true], ['tcp.rtt', true]]);
     for (const m of report.measurements) {
       assert.deepStrictEqual(m.attempts.map(a => a.hook), ['kprobe', 'fentry', 'tracepoint']);
       assert.strictEqual(m.chosen, m.attempts.find(a => a.ok).hook);
@@ -59,7 +61,8 @@ describe('doctor', function () {
     const r = spawnSync(process.execPath, [CLI, 'doctor'], { encoding: 'utf8' });
     assert.strictEqual(r.status, 0, r.stderr);
     assert.match(r.stdout, /^kernel\s+\S+/m);
-    assert.match(r.stdout, /^tcp\.bytes\s+tracepoint\s+attaches/m);
+    assert.match(r.stdout, /^tcp\.state\s+tracepoint\s+attaches \(chosen\)/m);
+    assert.match(r.stdout, /^tcp\.bytes\s+tcp_info\s+reads the kernel's per-connection counters/m);
     assert.match(r.stdout, /OK: kernel telemetry works here\./);
   });
 

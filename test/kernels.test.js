@@ -15,20 +15,20 @@ const path = require('path');
 const { CI, ROOT } = require('./support/harness');
 const { runInVm } = require('./kernels/vm');
 const { SENT, RECEIVED, ACCEPTED } = require('./kernels/scenario');
-const MEASUREMENTS = ['tcp.state', 'tcp.bytes', 'tcp.rtt', 'tcp.retransmits', 'tcp.resets'];
+/** The measurements with hooks of their own; tcp.bytes and tcp.rtt read the kernel's counters (TCP_INFO) on every path. */
+const MEASUREMENTS = ['tcp.state', 'tcp.retransmits', 'tcp.resets'];
+const COUNTERS = ['tcp.bytes', 'tcp.rtt'];
 const FORCED = ['kprobe', 'fentry', 'tracepoint'];
 const VM_TIMEOUT_MS = 10 * 60_000;
 
-/** Hooks that do not exist on older kernels: `${measurement}/${hook}` → the first kernel that has them. */
-const MISSING = {
-  'tcp.bytes/tracepoint': { since: [6, 3], what: 'raw_tp/sock_send_length', why: 'the sock_send_length and sock_recv_length tracepoints came with Linux 6.3' },
-};
+/** Hooks that do not exist on older kernels: `${measurement}/${hook}` → the first kernel that has them (none now). */
+const MISSING = {};
 
-/** What the scenario's work must give on every path (bytes: null where the bytes hook cannot exist). */
-function expectedCounts(withBytes) {
+/** What the scenario's work must give on every path. */
+function expectedCounts() {
   const conn = (transmit, receive) => ({
-    transmit: withBytes ? transmit : null,
-    receive: withBytes ? receive : null,
+    transmit,
+    receive,
     opened: 1,
     connectDurations: 1,
     connectionDurations: 1,
@@ -92,7 +92,8 @@ describe(`hook paths on a second kernel (Debian 6.1 under qemu)${skip ? ' — sk
   for (const mode of FORCED) {
     it(`attach mode ${mode}: every tcp measurement attaches with ${mode}`, function () {
       const { probes } = result(mode);
-      assert.deepStrictEqual(Object.keys(probes), MEASUREMENTS);
+      assert.deepStrictEqual(Object.keys(probes).sort(), [...MEASUREMENTS, ...COUNTERS].sort());
+      for (const name of COUNTERS) assert.deepStrictEqual([probes[name].attached, probes[name].hook], [true, 'tcp_info'], name);
       for (const name of MEASUREMENTS) {
         const p = probes[name];
         // forced: the only attempt is the forced hook
@@ -120,16 +121,14 @@ describe(`hook paths on a second kernel (Debian 6.1 under qemu)${skip ? ' — sk
 
   for (const mode of [...FORCED, 'auto']) {
     it(`attach mode ${mode}: exact bytes, connections, failures and resets, identical on every path`, function () {
-      const withBytes = !missing('tcp.bytes', mode === 'auto' ? 'kprobe' : mode);
-      assert.deepStrictEqual(result(mode).counts, expectedCounts(withBytes));
-      if (!withBytes) this.test.title += ' — no bytes: tcp.bytes cannot attach with this hook here (above)';
+      assert.deepStrictEqual(result(mode).counts, expectedCounts());
     });
 
     it(`attach mode ${mode}: each attached measurement ran and sampled`, function () {
       const { samples, probes } = result(mode);
       for (const series of ['client_ipv4', 'client_ipv6', 'server_ipv4']) assert.ok(samples[`rtt_${series}`] >= 1, `rtt of ${series}: ${JSON.stringify(samples)}`);
       // tcp.retransmits runs only when a segment is retransmitted, which loopback rarely does
-      for (const name of ['tcp.state', 'tcp.bytes', 'tcp.rtt', 'tcp.resets'].filter(n => probes[n].attached))
+      for (const name of ['tcp.state', 'tcp.resets'].filter(n => probes[n].attached))
         assert.ok(samples[`runs_${name}`] > 0, `${name} never ran: ${JSON.stringify(samples)}`);
     });
   }
@@ -137,6 +136,7 @@ describe(`hook paths on a second kernel (Debian 6.1 under qemu)${skip ? ' — sk
   it('doctor in the guest: kprobe and fentry attach for every measurement, tracepoints where the kernel has them', function () {
     assert.ok(doctor, 'no doctor report: see the first test');
     assert.deepStrictEqual(doctor.measurements.map(m => m.name), MEASUREMENTS);
+    assert.deepStrictEqual(doctor.counters.map(m => [m.name, m.ok]), COUNTERS.map(n => [n, true]));
     assert.strictEqual(doctor.capabilities.kprobePmu, true);
     for (const m of doctor.measurements) {
       assert.strictEqual(m.chosen, 'kprobe', m.name);

@@ -1,0 +1,102 @@
+'use strict';
+// Bytes and RTT from the kernel's per-connection counters (src/connections.ts), read on this process's own real
+// sockets: no BPF involved, so the close path is fed with the reading a close event would carry.
+const assert = require('assert');
+const net = require('net');
+const path = require('path');
+
+const dist = path.resolve(__dirname, '..', 'dist');
+const { loadAddon } = require(path.join(dist, 'native.js'));
+const { ConnectionCounters } = require(path.join(dist, 'connections.js'));
+const { count } = require(path.join(dist, 'histogram.js'));
+const { SIDE_CLIENT, SIDE_SERVER, CONN_EVENT_CLOSED } = require(path.join(dist, 'bpf-layout.js'));
+const { countersOf } = require(path.join(dist, 'tcpinfo.js'));
+
+describe('connection counters (TCP_INFO of own sockets)', function () {
+  let addon, server, client, peer;
+
+  before(() => {
+    addon = loadAddon();
+    if (addon instanceof Error) throw addon;
+  });
+
+  beforeEach(async () => {
+    server = net.createServer();
+    await new Promise(r => server.listen(0, '127.0.0.1', r));
+    const accepted = new Promise(r => server.once('connection', r));
+    client = net.connect(server.address().port, '127.0.0.1');
+    await new Promise(r => client.once('connect', r));
+    peer = await accepted;
+  });
+
+  afterEach(() => {
+    client.destroy();
+    peer.destroy();
+    server.close();
+  });
+
+  async function exchange(up, down) {
+    let toPeer = 0, toClient = 0;
+    const done = Promise.all([
+      new Promise(r => peer.on('data', d => (toPeer += d.length) === up && r())),
+      new Promise(r => client.on('data', d => (toClient += d.length) === down && r())),
+    ]);
+    client.write(Buffer.alloc(up, 1));
+    peer.write(Buffer.alloc(down, 2));
+    await done;
+    peer.removeAllListeners('data');
+    client.removeAllListeners('data');
+  }
+
+  const find = (c, side) => c.values().find(t => t.key.side === side && t.key.port === server.address().port);
+
+  it('adds only what each connection carried since its previous reading, per side, with one RTT sample per reading with traffic', async () => {
+    const c = new ConnectionCounters(100);
+    c.baseline(addon.tcpSockets());
+    await exchange(1000, 2000);
+    c.read(addon.tcpSockets());
+    c.read(addon.tcpSockets()); // nothing new: no bytes, no RTT sample
+    await exchange(30_000, 7);
+    c.read(addon.tcpSockets());
+    const opened = find(c, SIDE_CLIENT);
+    const accepted = find(c, SIDE_SERVER);
+    assert.deepStrictEqual([opened.txBytes, opened.rxBytes, opened.key.address], [31_000, 2007, '127.0.0.1']);
+    assert.deepStrictEqual([accepted.txBytes, accepted.rxBytes, accepted.key.address], [2007, 31_000, undefined]);
+    assert.strictEqual(count(opened.rtt), 2);
+    assert.strictEqual(count(accepted.rtt), 2);
+  });
+
+  it('a connection that existed at the baseline counts from there; its close adds only the remainder', async () => {
+    await exchange(500, 600); // before the SDK: not counted
+    const c = new ConnectionCounters(100);
+    c.baseline(addon.tcpSockets());
+    await exchange(10, 20);
+    c.read(addon.tcpSockets());
+    await exchange(1, 2);
+    // what bpf/sockets.bpf.c reports at destroy: the final counters and the addresses
+    const out = new Float64Array(9);
+    addon.tcpInfo(client._handle.fd, out);
+    const final = countersOf(out);
+    c.closed({
+      key: { address: '127.0.0.1', port: server.address().port, family: 4, side: SIDE_CLIENT, err: 0 },
+      kind: CONN_EVENT_CLOSED, txBytes: final.txBytes, rxBytes: final.rxBytes, family: 4,
+      localAddress: '127.0.0.1', localPort: client.localPort, peerAddress: '127.0.0.1', peerPort: server.address().port,
+    });
+    const opened = find(c, SIDE_CLIENT);
+    assert.deepStrictEqual([opened.txBytes, opened.rxBytes], [11, 22]);
+    assert.strictEqual(c.size, 1, 'the closed connection is forgotten, the accepted side is still followed');
+  });
+
+  it('bounds the series: past maxSeries, readings go to the overflow series and are counted', async () => {
+    const c = new ConnectionCounters(1);
+    c.baseline(addon.tcpSockets());
+    await exchange(3, 4);
+    c.read(addon.tcpSockets());
+    const values = c.values();
+    assert.strictEqual(values.length, 2);
+    const overflow = values.find(t => t.key.side === 0);
+    assert.ok(overflow, require("util").inspect(values.map(t => t.key)));
+    assert.strictEqual(c.overflowed, 1);
+    assert.strictEqual(values.reduce((a, t) => a + t.txBytes, 0), 7);
+  });
+});
