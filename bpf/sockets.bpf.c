@@ -226,7 +226,7 @@ static __always_inline void read_addresses(const struct sock *sk, struct conn_ev
 {
 	__builtin_memset(e->local_addr, 0, sizeof(e->local_addr));
 	__builtin_memset(e->peer_addr, 0, sizeof(e->peer_addr));
-	e->local_port = BPF_CORE_READ(sk, __sk_common.skc_num);
+	/* e->local_port comes from conn_state: by destroy time, releasing the port has zeroed skc_num */
 	e->peer_port = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
 	if (BPF_CORE_READ(sk, __sk_common.skc_family) == AF_INET) {
 		e->family = NET_IPV4;
@@ -274,6 +274,7 @@ static __always_inline void emit(const struct sock *sk, const struct conn_state 
 	e->duration_ns = duration;
 	e->srtt_us = kind == CONN_EVENT_CLOSED ? srtt_us_of(sk) : 0;
 	e->retransmits = c->retrans_seen;
+	e->local_port = c->local_port;
 	e->kind = kind;
 	__builtin_memset(e->pad, 0, sizeof(e->pad));
 	read_addresses(sk, e);

@@ -100,3 +100,59 @@ describe('connection counters (TCP_INFO of own sockets)', function () {
     assert.strictEqual(values.reduce((a, t) => a + t.txBytes, 0), 7);
   });
 });
+
+describe('connection counters with the kernel close events (the SDK in this process)', function () {
+  const { createMetricProducer } = require(path.join(dist, 'index.js'));
+  const { MeterProvider, PeriodicExportingMetricReader, InMemoryMetricExporter, AggregationTemporality } = require('@opentelemetry/sdk-metrics');
+  let handle, reader, exporter;
+
+  before(() => {
+    handle = createMetricProducer({ disabledProbes: ['nodejs', 'dns', 'tls'], strict: true });
+    exporter = new InMemoryMetricExporter(AggregationTemporality.CUMULATIVE);
+    reader = new PeriodicExportingMetricReader({ exporter, exportIntervalMillis: 1e9, metricProducers: [handle.producer] });
+    new MeterProvider({ readers: [reader] });
+  });
+
+  after(async () => {
+    await reader.shutdown();
+    handle.shutdown();
+  });
+
+  async function bytes(port) {
+    await reader.forceFlush();
+    const out = {};
+    for (const sm of exporter.getMetrics().slice(-1)[0].scopeMetrics)
+      for (const m of sm.metrics.filter(m => m.descriptor.name === 'process.network.io'))
+        for (const p of m.dataPoints.filter(p => p.attributes['server.port'] === port))
+          out[`${p.attributes['tcp.connection.side']} ${p.attributes['network.io.direction']}`] = p.value;
+    return out;
+  }
+
+  for (const host of ['127.0.0.1', '::1']) {
+    it(`${host}: a connection read while it lives and then closed counts every byte once`, async () => {
+      const server = net.createServer(s => s.on('data', d => s.write(d)));
+      await new Promise(r => server.listen(0, host, r));
+      const port = server.address().port;
+      const client = net.connect(port, host);
+      await new Promise(r => client.on('connect', r));
+      let got = 0;
+      client.on('data', d => (got += d.length));
+      const echo = async n => {
+        const want = got + n;
+        client.write(Buffer.alloc(n, 3));
+        while (got < want) await new Promise(r => setTimeout(r, 5));
+      };
+      await echo(1000);
+      const live = await bytes(port);
+      await echo(500);
+      client.end();
+      await new Promise(r => client.on('close', r));
+      server.close();
+      await new Promise(r => setTimeout(r, 100)); // the server side's socket is destroyed after the client's FIN
+      const all = { 'client transmit': 1500, 'client receive': 1500, 'server transmit': 1500, 'server receive': 1500 };
+      assert.deepStrictEqual(live, { 'client transmit': 1000, 'client receive': 1000, 'server transmit': 1000, 'server receive': 1000 });
+      assert.deepStrictEqual(await bytes(port), all);
+      assert.strictEqual(handle.status().probes.find(p => p.name === 'tcp.bytes').hook, 'tcp_info');
+    });
+  }
+});
