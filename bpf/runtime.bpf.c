@@ -1,16 +1,24 @@
 // SPDX-License-Identifier: GPL-2.0 OR Apache-2.0
 /*
- * The Node.js runtime of one process, seen from the kernel: the main thread's event loop (idle inside epoll waits,
- * active between them) and the time it spends blocked in every other syscall.
+ * The Node.js runtime of one process, seen from the kernel: the main thread's event loop (idle while it sleeps in an
+ * epoll wait, active otherwise) and, opt-in, the time it spends inside every other syscall.
  *
- * Hooks: raw_tp/sys_enter and raw_tp/sys_exit. They run for every syscall on the machine, so they bail out after one
- * helper call and one compare for every thread but ours; no uprobe runs per loop iteration (a uprobe hit costs about
- * 14 us, the whole budget of a request). libuv waits with epoll_wait, epoll_pwait or epoll_pwait2 depending on its
- * version and on whether a signal mask is needed: all three count.
+ * The event loop (measurement nodejs.eventloop) comes from raw_tp/sched_switch alone. It fires per context switch,
+ * far more rarely than syscalls, and for every other task it bails out after one compare, one helper call and one
+ * more compare. The main thread switching out voluntarily (not preempted, not runnable) while its current syscall is
+ * epoll_wait, epoll_pwait or epoll_pwait2 (libuv uses whichever its version and signal mask need) starts an idle
+ * stretch; it switching back in ends it. Everything else is active: running, runnable, or blocked in any other
+ * syscall, which is exactly a blocked loop. An active stretch runs from waking out of one epoll sleep to the next;
+ * epoll waits that return without sleeping (a saturated loop) do not split it.
+ *
+ * The per-syscall times (measurement nodejs.syscalls, opt-in) need raw_tp/sys_enter and raw_tp/sys_exit, which run
+ * for every syscall on the machine and put every syscall of every process on the kernel's slow path: off by default.
+ * No uprobe runs per loop iteration (a uprobe hit costs about 14 us, the whole budget of a request).
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
 #include "runtime.h"
 #include "bits.bpf.h"
 #include "target.bpf.h"
@@ -21,6 +29,14 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define NR_epoll_wait 232
 #define NR_epoll_pwait 281
 #define NR_epoll_pwait2 441
+
+/* Kernels before 5.14 call the task state `state`. */
+struct task_struct___pre514 {
+	long state;
+};
+
+/* x86_64 THREAD_SIZE without KASAN: where pt_regs sits on kernels without bpf_task_pt_regs (before 5.15). */
+#define RT_THREAD_SIZE (4096 << 2)
 
 /* target_tgid and the pid namespace (target.bpf.h) are set between open and load; the main thread's id is the
  * process id. */
@@ -35,6 +51,7 @@ struct {
 	__type(value, struct hist);
 } syscalls SEC(".maps");
 
+/* Whether the current task is the target's main thread. */
 static __always_inline bool is_main_thread(void)
 {
 	if (pidns_ino) {
@@ -52,52 +69,93 @@ static __always_inline bool is_epoll_wait(long id)
 	return id == NR_epoll_wait || id == NR_epoll_pwait || id == NR_epoll_pwait2;
 }
 
-SEC("raw_tp/sys_enter")
-int BPF_PROG(loop_sys_enter, struct pt_regs *regs, long id)
+/*
+ * The syscall the current task is in: pt_regs->orig_ax at the top of its kernel stack (-1, or an exception's error
+ * code, outside one). bpf_task_pt_regs (5.15+) wants a trusted task pointer, which raw_tp arguments are not: it gets
+ * current's, which is the same task.
+ */
+static __always_inline long current_syscall(struct task_struct *task)
+{
+	struct pt_regs *regs;
+
+	if (bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_task_pt_regs))
+		regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+	else
+		regs = (struct pt_regs *)((unsigned long)BPF_CORE_READ(task, stack) + RT_THREAD_SIZE) - 1;
+	return BPF_CORE_READ(regs, orig_ax);
+}
+
+static __always_inline long task_state(struct task_struct *task)
+{
+	if (bpf_core_field_exists(task->__state))
+		return BPF_CORE_READ(task, __state);
+	return BPF_CORE_READ((struct task_struct___pre514 *)task, state);
+}
+
+/*
+ * `current` is prev here. The arguments are (preempt, prev, next) on every kernel; prev_state, added in 5.18, is read
+ * from the task instead.
+ */
+SEC("raw_tp/sched_switch")
+int BPF_PROG(loop_sched_switch, bool preempt, struct task_struct *prev, struct task_struct *next)
 {
 	__u64 now;
 
+	if ((__u64)next == loop.task && loop.in_wait) {
+		/* the main thread wakes out of an epoll sleep: an active stretch starts */
+		now = bpf_ktime_get_ns();
+		loop.idle_ns += now - loop.wait_started_ns;
+		loop.waits++;
+		loop.wait_ended_ns = now;
+		loop.in_wait = 0;
+		return 0;
+	}
 	if (!is_main_thread())
 		return 0;
+	loop.task = (__u64)prev;
+	/* Preempted, or still runnable (the scheduler ran on the way back to user space): active. */
+	if (preempt || task_state(prev) == 0 || !is_epoll_wait(current_syscall(prev)))
+		return 0;
 	now = bpf_ktime_get_ns();
-	if (is_epoll_wait(id)) {
-		if (loop.wait_ended_ns) {
-			__u64 active = now - loop.wait_ended_ns;
+	if (loop.wait_ended_ns) {
+		__u64 active = now - loop.wait_ended_ns;
 
-			loop.active_ns += active;
-			hist_record_ns(&loop.active, active);
-		}
-		loop.wait_started_ns = now;
-		loop.in_wait = 1;
-	} else {
-		loop.sys_started_ns = now;
-		loop.sys_id = id;
+		loop.active_ns += active;
+		hist_record_ns(&loop.active, active);
 	}
+	loop.wait_started_ns = now;
+	loop.in_wait = 1;
+	return 0;
+}
+
+SEC("raw_tp/sys_enter")
+int BPF_PROG(loop_sys_enter, struct pt_regs *regs, long id)
+{
+	if (!is_main_thread())
+		return 0;
+	if (is_epoll_wait(id)) {
+		loop.sys_started_ns = 0;
+		return 0;
+	}
+	loop.sys_started_ns = bpf_ktime_get_ns();
+	loop.sys_id = id;
 	return 0;
 }
 
 SEC("raw_tp/sys_exit")
 int BPF_PROG(loop_sys_exit, struct pt_regs *regs, long ret)
 {
-	__u64 now;
+	__u32 id;
+	struct hist *h;
 
-	if (!is_main_thread())
+	if (!is_main_thread() || !loop.sys_started_ns)
 		return 0;
-	now = bpf_ktime_get_ns();
-	if (loop.in_wait) {
-		loop.idle_ns += now - loop.wait_started_ns;
-		loop.waits++;
-		loop.wait_ended_ns = now;
-		loop.in_wait = 0;
-	} else if (loop.sys_started_ns) {
-		__u32 id = loop.sys_id < RT_MAX_SYSCALLS ? loop.sys_id : RT_MAX_SYSCALLS - 1;
-		struct hist *h = bpf_map_lookup_elem(&syscalls, &id);
-
-		if (h) {
-			hist_record_ns(h, now - loop.sys_started_ns);
-			loop.seen[(id / 64) & (RT_MAX_SYSCALLS / 64 - 1)] |= 1ULL << (id % 64);
-		}
-		loop.sys_started_ns = 0;
+	id = loop.sys_id < RT_MAX_SYSCALLS ? loop.sys_id : RT_MAX_SYSCALLS - 1;
+	h = bpf_map_lookup_elem(&syscalls, &id);
+	if (h) {
+		hist_record_ns(h, bpf_ktime_get_ns() - loop.sys_started_ns);
+		loop.seen[(id / 64) & (RT_MAX_SYSCALLS / 64 - 1)] |= 1ULL << (id % 64);
 	}
+	loop.sys_started_ns = 0;
 	return 0;
 }

@@ -11,18 +11,20 @@
 #define RT_MAX_SYSCALLS 512
 
 /*
- * The main thread's event loop, from its epoll waits: time inside a wait is idle, time between two waits is active
- * (JavaScript, callbacks, synchronous calls). Written only by the main thread, so plain stores suffice.
+ * The main thread's event loop, from its context switches: asleep inside an epoll wait is idle, everything else is
+ * active (JavaScript, callbacks, synchronous calls, being runnable). Written only at the main thread's own switches
+ * (and, opt-in, its own syscalls), which never run concurrently, so plain stores suffice.
  */
 struct loop_state {
-	__u64 idle_ns;          /* completed waits */
+	__u64 idle_ns;          /* completed epoll sleeps */
 	__u64 active_ns;        /* completed active stretches */
-	__u64 waits;            /* completed waits */
-	__u64 wait_started_ns;  /* the current wait's start, while in one */
-	__u64 wait_ended_ns;    /* the last wait's end: the current active stretch started then */
-	__u64 sys_started_ns;   /* the current (non-wait) syscall's start */
-	__u32 sys_id;           /* the current syscall */
-	__u32 in_wait;          /* 1 while inside an epoll wait */
+	__u64 waits;            /* completed epoll sleeps */
+	__u64 wait_started_ns;  /* the current epoll sleep's start, while in one */
+	__u64 wait_ended_ns;    /* the last epoll sleep's end: the current active stretch started then */
+	__u64 task;             /* the main thread's task_struct, learned at its first switch-out (0 before) */
+	__u64 sys_started_ns;   /* nodejs.syscalls: the current (non-wait) syscall's start */
+	__u32 sys_id;           /* nodejs.syscalls: the current syscall */
+	__u32 in_wait;          /* 1 while asleep inside an epoll wait */
 	struct hist active;     /* active stretches: long ones are a blocked loop */
 	__u64 seen[RT_MAX_SYSCALLS / 64]; /* bit n: the syscalls array has samples for syscall n (user space reads only those) */
 };

@@ -1,5 +1,6 @@
 /**
- * The runtime collector: bpf/runtime.bpf.c's event-loop state and per-syscall histograms as Node.js runtime metrics.
+ * The runtime collector: bpf/runtime.bpf.c's event-loop state (from sched_switch) and, opt-in, the main thread's
+ * per-syscall histograms (from sys_enter/sys_exit) as Node.js runtime metrics.
  */
 import * as path from 'path';
 import type { Capabilities } from './capabilities';
@@ -17,11 +18,22 @@ export const RUNTIME_OBJECT = path.join(BPF_OBJECT_DIR, 'runtime.bpf.o');
 export const RUNTIME_MEASUREMENTS: Measurement[] = [
   {
     name: 'nodejs.eventloop',
-    description: "the main thread's epoll waits (idle) and what lies between them (active), and its other syscalls",
+    description: "the main thread's context switches: asleep in an epoll wait is idle, everything else active",
+    variants: [{ hook: 'tracepoint', programs: ['loop_sched_switch'] }],
+  },
+  {
+    name: 'nodejs.syscalls',
+    description:
+      "the main thread's time in each syscall: sys_enter/sys_exit run for every syscall on the machine " +
+      '(opt-in: OTEL_NODE_EBPF_ENABLED_PROBES=nodejs.syscalls)',
     // Syscall entry and exit have no kprobe or fentry equivalent as cheap as the raw tracepoints.
     variants: [{ hook: 'tracepoint', programs: ['loop_sys_enter', 'loop_sys_exit'] }],
+    optIn: true,
   },
 ];
+
+/** The loop's state with the stretch in progress counted up to now. */
+export type LoopNow = LoopState & { activeNowNs: bigint; idleNowNs: bigint };
 
 export class RuntimeCollector implements Collector {
   readonly name = 'runtime';
@@ -47,7 +59,7 @@ export class RuntimeCollector implements Collector {
     this.probes = probes;
     try {
       this.bss = probes.baseObject().maps().find(m => m.name.endsWith('.bss'))?.name;
-      probes.attach(this.config.attachMode, name => disabledReason(this.config, name));
+      probes.attach(this.config.attachMode, name => disabledReason(this.config, name, RUNTIME_MEASUREMENTS.find(m => m.name === name)?.optIn));
     } catch (err) {
       this.stop();
       throw err;
@@ -63,7 +75,7 @@ export class RuntimeCollector implements Collector {
   }
 
   /** The loop's state now, with the stretch in progress counted (collect() runs on the main thread: it is active). */
-  loopState(): (LoopState & { activeNowNs: bigint; idleNowNs: bigint }) | undefined {
+  loopState(): LoopNow | undefined {
     if (!this.probes || !this.bss) return undefined;
     const v = this.probes.baseObject().map(this.bss).lookup(Buffer.alloc(4));
     if (!v) return undefined;
@@ -78,7 +90,14 @@ export class RuntimeCollector implements Collector {
 
   collect(): KernelMetric[] {
     const s = this.loopState();
-    if (!s || !this.status().some(p => p.attached)) return [];
+    if (!s || !this.probes) return [];
+    const out: KernelMetric[] = [];
+    if (this.probes.isAttached('nodejs.eventloop')) out.push(...this.loopMetrics(s));
+    if (this.probes.isAttached('nodejs.syscalls')) out.push(this.syscallMetric(s.seen));
+    return out;
+  }
+
+  private loopMetrics(s: LoopNow): KernelMetric[] {
     const state = (v: string) => ({ [ATTRS.NODEJS_EVENTLOOP_STATE]: v });
     const time: KernelPoint[] = [
       { attributes: state(VALUES.EVENTLOOP_ACTIVE), value: Number(s.activeNowNs) / 1e9 },
@@ -92,21 +111,24 @@ export class RuntimeCollector implements Collector {
     const utilization: KernelPoint[] = dTotal > 0n ? [{ attributes: {}, value: Number(dActive) / Number(dTotal) }] : [];
     const stretches: KernelPoint[] = s.active.slots.some(c => c > 0) ? [{ attributes: {}, hist: s.active }] : [];
 
+    return [
+      { name: METRICS.NODEJS_EVENTLOOP_TIME, unit: 's', description: 'Time the event loop spent active and idle (the main thread asleep in an epoll wait), from the kernel.', kind: 'counter', points: time },
+      { name: METRICS.NODEJS_EVENTLOOP_UTILIZATION, unit: '1', description: 'Share of time the event loop was active since the previous export.', kind: 'gauge', points: utilization },
+      { name: METRICS.NODEJS_EVENTLOOP_ACTIVE_DURATION, unit: 's', description: 'Active stretches of the event loop: from waking out of one epoll sleep to the next.', kind: 'histogram', points: stretches },
+    ];
+  }
+
+  private syscallMetric(seen: number[]): KernelMetric {
     const syscalls: KernelPoint[] = [];
     const array = this.probes!.map('syscalls');
-    for (const id of s.seen) {
+    for (const id of seen) {
       const v = array.lookup(Buffer.from(Uint32Array.of(id).buffer));
       if (!v) continue;
       const hist = decodeHist(v, 0);
       const name = id === RT_MAX_SYSCALLS - 1 ? 'other' : (SYSCALL_NAMES[id] ?? `syscall_${id}`);
       syscalls.push({ attributes: { [ATTRS.SYSCALL_NAME]: name }, hist });
     }
-    return [
-      { name: METRICS.NODEJS_EVENTLOOP_TIME, unit: 's', description: "Time the event loop spent active (between epoll waits) and idle (inside them), from the kernel.", kind: 'counter', points: time },
-      { name: METRICS.NODEJS_EVENTLOOP_UTILIZATION, unit: '1', description: 'Share of time the event loop was active since the previous export.', kind: 'gauge', points: utilization },
-      { name: METRICS.NODEJS_EVENTLOOP_ACTIVE_DURATION, unit: 's', description: 'Active stretches of the event loop: the time from one epoll wait to the next.', kind: 'histogram', points: stretches },
-      { name: METRICS.NODEJS_MAINTHREAD_SYSCALL_DURATION, unit: 's', description: 'Time the main thread spent inside each syscall other than the epoll waits.', kind: 'histogram', points: syscalls },
-    ];
+    return { name: METRICS.NODEJS_MAINTHREAD_SYSCALL_DURATION, unit: 's', description: 'Time the main thread spent inside each syscall other than the epoll waits (opt-in: nodejs.syscalls).', kind: 'histogram', points: syscalls };
   }
 
   stop(): void {
