@@ -4,12 +4,13 @@
  * epoll wait, active otherwise) and, opt-in, the time it spends inside every other syscall.
  *
  * The event loop (measurement nodejs.eventloop) comes from raw_tp/sched_switch alone. It fires per context switch,
- * far more rarely than syscalls, and for every other task it bails out after one compare, one helper call and one
- * more compare. The main thread switching out voluntarily (not preempted, not runnable) while its current syscall is
- * epoll_wait, epoll_pwait or epoll_pwait2 (libuv uses whichever its version and signal mask need) starts an idle
- * stretch; it switching back in ends it. Everything else is active: running, runnable, or blocked in any other
- * syscall, which is exactly a blocked loop. An active stretch runs from waking out of one epoll sleep to the next;
- * epoll waits that return without sleeping (a saturated loop) do not split it.
+ * far more rarely than syscalls, and for a switch between two other tasks it bails out after two compares (plus one
+ * helper call until the main thread has switched out once and its task is known). The main thread switching out
+ * voluntarily (not preempted, not runnable) while its current syscall is epoll_wait, epoll_pwait or epoll_pwait2
+ * (libuv uses whichever its version and signal mask need) starts an idle stretch; it switching back in ends it.
+ * Everything else is active: running, runnable, or blocked in any other syscall, which is exactly a blocked loop. An
+ * active stretch runs from waking out of one epoll sleep to the next; epoll waits that return without sleeping (a
+ * saturated loop) do not split it.
  *
  * The per-syscall times (measurement nodejs.syscalls, opt-in) need raw_tp/sys_enter and raw_tp/sys_exit, which run
  * for every syscall on the machine and put every syscall of every process on the kernel's slow path: off by default.
@@ -99,20 +100,26 @@ static __always_inline long task_state(struct task_struct *task)
 SEC("raw_tp/sched_switch")
 int BPF_PROG(loop_sched_switch, bool preempt, struct task_struct *prev, struct task_struct *next)
 {
-	__u64 now;
+	__u64 now, task = loop.task;
 
-	if ((__u64)next == loop.task && loop.in_wait) {
-		/* the main thread wakes out of an epoll sleep: an active stretch starts */
-		now = bpf_ktime_get_ns();
-		loop.idle_ns += now - loop.wait_started_ns;
-		loop.waits++;
-		loop.wait_ended_ns = now;
-		loop.in_wait = 0;
-		return 0;
+	/*
+	 * Once the main thread's task is known (from its first switch-out), a switch of two other tasks costs two
+	 * compares and no helper call.
+	 */
+	if ((__u64)prev != task) {
+		if ((__u64)next == task && loop.in_wait) {
+			/* the main thread wakes out of an epoll sleep: an active stretch starts */
+			now = bpf_ktime_get_ns();
+			loop.idle_ns += now - loop.wait_started_ns;
+			loop.waits++;
+			loop.wait_ended_ns = now;
+			loop.in_wait = 0;
+			return 0;
+		}
+		if (task || !is_main_thread())
+			return 0;
+		loop.task = (__u64)prev;
 	}
-	if (!is_main_thread())
-		return 0;
-	loop.task = (__u64)prev;
 	/* Preempted, or still runnable (the scheduler ran on the way back to user space): active. */
 	if (preempt || task_state(prev) == 0 || !is_epoll_wait(current_syscall(prev)))
 		return 0;
