@@ -427,3 +427,63 @@ export function decodeTlsSeriesKey(b: Buffer): { side: number; err: number } {
   const f = TLS_LAYOUTS.tls_series_key.fields;
   return { side: b.readUInt32LE(f.side.offset), err: b.readUInt32LE(f.err.offset) };
 }
+
+/** Mirrors bpf/threadpool.h. */
+export const TP_KINDS = ['fs', 'dns', 'crypto', 'zlib', 'user'] as const;
+
+export const THREADPOOL_LAYOUTS = {
+  tp_stats: {
+    name: 'tp_stats',
+    size: 2 * HIST_SIZE,
+    fields: { wait: { offset: 0, type: 'hist' }, run: { offset: HIST_SIZE, type: 'hist' } },
+  },
+  tp_health: {
+    name: 'tp_health',
+    size: 64,
+    fields: {
+      submit_hits: { offset: 0, type: 'u64' },
+      queue_hits: { offset: 8, type: 'u64' },
+      fs_hits: { offset: 16, type: 'u64' },
+      dns_hits: { offset: 24, type: 'u64' },
+      job_hits: { offset: 32, type: 'u64' },
+      return_hits: { offset: 40, type: 'u64' },
+      unmatched: { offset: 48, type: 'u64' },
+      running_full: { offset: 56, type: 'u64' },
+    },
+  },
+} as const satisfies Record<string, StructLayout>;
+
+export interface TpStats {
+  wait: Log2Histogram;
+  run: Log2Histogram;
+}
+
+export function decodeTpStats(b: Buffer): TpStats {
+  const f = THREADPOOL_LAYOUTS.tp_stats.fields;
+  return { wait: decodeHist(b, f.wait.offset), run: decodeHist(b, f.run.offset) };
+}
+
+export interface TpHealth {
+  submitHits: number;
+  queueHits: number;
+  fsHits: number;
+  dnsHits: number;
+  jobHits: number;
+  returnHits: number;
+  unmatched: number;
+  runningFull: number;
+}
+
+export function decodeTpHealth(b: Buffer, off = 0): TpHealth {
+  const f = THREADPOOL_LAYOUTS.tp_health.fields;
+  return {
+    submitHits: u64(b, off + f.submit_hits.offset),
+    queueHits: u64(b, off + f.queue_hits.offset),
+    fsHits: u64(b, off + f.fs_hits.offset),
+    dnsHits: u64(b, off + f.dns_hits.offset),
+    jobHits: u64(b, off + f.job_hits.offset),
+    returnHits: u64(b, off + f.return_hits.offset),
+    unmatched: u64(b, off + f.unmatched.offset),
+    runningFull: u64(b, off + f.running_full.offset),
+  };
+}

@@ -14,6 +14,7 @@ import { DnsCollector } from './dns';
 import { RuntimeCollector } from './runtime';
 import { SocketsCollector } from './sockets';
 import { TlsCollector } from './tls';
+import { ThreadpoolCollector } from './threadpool';
 
 export interface EbpfStatus {
   /** Whether any probe is attached. */
@@ -100,6 +101,7 @@ export class KernelTelemetry {
       new RuntimeCollector(addon, this.config, this.caps),
       new DnsCollector(addon, this.config, this.caps),
       new TlsCollector(addon, this.config, this.caps),
+      new ThreadpoolCollector(addon, this.config, this.caps),
     ]) {
       try {
         collector.start();
