@@ -487,3 +487,80 @@ export function decodeTpHealth(b: Buffer, off = 0): TpHealth {
     runningFull: u64(b, off + f.running_full.offset),
   };
 }
+
+/** Mirrors bpf/files.h. */
+export const FILE_PATH_LEN = 256;
+
+export const FILES_LAYOUTS = {
+  file_entry: {
+    name: 'file_entry',
+    size: 32 + FILE_PATH_LEN,
+    fields: {
+      gen: { offset: 0, type: 'u64' },
+      read_bytes: { offset: 8, type: 'u64' },
+      written_bytes: { offset: 16, type: 'u64' },
+      fd: { offset: 24, type: 'u32' },
+      pad: { offset: 28, type: 'u32' },
+      path: { offset: 32, type: 'bytes' },
+    },
+  },
+  file_health: {
+    name: 'file_health',
+    size: 32,
+    fields: {
+      opens: { offset: 0, type: 'u64' },
+      closes: { offset: 8, type: 'u64' },
+      untracked: { offset: 16, type: 'u64' },
+      events_dropped: { offset: 24, type: 'u64' },
+    },
+  },
+} as const satisfies Record<string, StructLayout>;
+
+export interface FileEntry {
+  gen: bigint;
+  readBytes: number;
+  writtenBytes: number;
+  fd: number;
+  path: string;
+}
+
+export function decodeFileEntry(b: Buffer): FileEntry {
+  const f = FILES_LAYOUTS.file_entry.fields;
+  const raw = b.subarray(f.path.offset, f.path.offset + FILE_PATH_LEN);
+  const end = raw.indexOf(0);
+  return {
+    gen: b.readBigUInt64LE(f.gen.offset),
+    readBytes: u64(b, f.read_bytes.offset),
+    writtenBytes: u64(b, f.written_bytes.offset),
+    fd: b.readUInt32LE(f.fd.offset),
+    path: raw.subarray(0, end < 0 ? raw.length : end).toString('utf8'),
+  };
+}
+
+export function encodeFileEntry(e: FileEntry): Buffer {
+  const f = FILES_LAYOUTS.file_entry.fields;
+  const b = Buffer.alloc(FILES_LAYOUTS.file_entry.size);
+  b.writeBigUInt64LE(e.gen, f.gen.offset);
+  b.writeBigUInt64LE(BigInt(e.readBytes), f.read_bytes.offset);
+  b.writeBigUInt64LE(BigInt(e.writtenBytes), f.written_bytes.offset);
+  b.writeUInt32LE(e.fd, f.fd.offset);
+  b.write(e.path.slice(0, FILE_PATH_LEN - 1), f.path.offset, 'utf8');
+  return b;
+}
+
+export interface FileHealth {
+  opens: number;
+  closes: number;
+  untracked: number;
+  eventsDropped: number;
+}
+
+export function decodeFileHealth(b: Buffer, off = 0): FileHealth {
+  const f = FILES_LAYOUTS.file_health.fields;
+  return {
+    opens: u64(b, off + f.opens.offset),
+    closes: u64(b, off + f.closes.offset),
+    untracked: u64(b, off + f.untracked.offset),
+    eventsDropped: u64(b, off + f.events_dropped.offset),
+  };
+}

@@ -15,6 +15,7 @@ import { RuntimeCollector } from './runtime';
 import { SocketsCollector } from './sockets';
 import { TlsCollector } from './tls';
 import { ThreadpoolCollector } from './threadpool';
+import { FilesCollector } from './files';
 
 export interface EbpfStatus {
   /** Whether any probe is attached. */
@@ -102,6 +103,7 @@ export class KernelTelemetry {
       new DnsCollector(addon, this.config, this.caps),
       new TlsCollector(addon, this.config, this.caps),
       new ThreadpoolCollector(addon, this.config, this.caps),
+      new FilesCollector(addon, this.config, this.caps),
     ]) {
       try {
         collector.start();
