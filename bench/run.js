@@ -26,6 +26,8 @@
 //                      other processes used more than a tenth of a CPU, or steal time exceeded 5 % of a CPU, during
 //                      the measured window (default 1)
 //   BENCH_OUT          where to write the results (default bench/results.json)
+//   BENCH_WORKLOAD     what the server does per request (bench/server.js reads it): http (default), dns (one
+//                      dns.lookup of a hosts-file name), threadpool (one fs.stat on the thread pool)
 // The SDK's own variables pass through to the SDK's process, for example OTEL_NODE_EBPF_DISABLED_PROBES=nodejs to
 // measure without the runtime probes; its exports always go to the OTLP receiver in this process.
 

@@ -32,11 +32,24 @@ const order = {
 };
 const BODY_BYTES = Buffer.byteLength(JSON.stringify(order));
 
-const server = http.createServer((req, res) => {
+function respond(res) {
   const body = JSON.stringify(order);
   res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
   res.end(body);
-});
+}
+
+// BENCH_WORKLOAD: what a request does before it answers. http (default): nothing; dns: one dns.lookup() of
+// BENCH_DNS_NAME (default localhost, a hosts-file name: getaddrinfo on the thread pool, no DNS server asked);
+// threadpool: one fs.stat() of this file (a thread-pool task).
+const WORKLOAD = process.env.BENCH_WORKLOAD || 'http';
+const DNS_NAME = process.env.BENCH_DNS_NAME || 'localhost';
+const WORKLOADS = {
+  http: (req, res) => respond(res),
+  dns: (req, res) => require('node:dns').lookup(DNS_NAME, err => (err ? res.destroy(err) : respond(res))),
+  threadpool: (req, res) => fs.stat(__filename, err => (err ? res.destroy(err) : respond(res))),
+};
+if (!WORKLOADS[WORKLOAD]) throw new Error(`BENCH_WORKLOAD: unknown workload ${WORKLOAD} (${Object.keys(WORKLOADS).join(', ')})`);
+const server = http.createServer(WORKLOADS[WORKLOAD]);
 // Connections stay open for the whole round (wrk keeps its connections alive).
 server.keepAliveTimeout = 120_000;
 server.headersTimeout = 130_000;

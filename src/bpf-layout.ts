@@ -428,3 +428,140 @@ export function decodeTlsSeriesKey(b: Buffer): { side: number; err: number } {
   const f = TLS_LAYOUTS.tls_series_key.fields;
   return { side: b.readUInt32LE(f.side.offset), err: b.readUInt32LE(f.err.offset) };
 }
+
+/** Mirrors bpf/threadpool.h. */
+export const TP_KINDS = ['fs', 'dns', 'crypto', 'zlib', 'user'] as const;
+
+export const THREADPOOL_LAYOUTS = {
+  tp_stats: {
+    name: 'tp_stats',
+    size: 2 * HIST_SIZE,
+    fields: { wait: { offset: 0, type: 'hist' }, run: { offset: HIST_SIZE, type: 'hist' } },
+  },
+  tp_health: {
+    name: 'tp_health',
+    size: 64,
+    fields: {
+      submit_hits: { offset: 0, type: 'u64' },
+      queue_hits: { offset: 8, type: 'u64' },
+      fs_hits: { offset: 16, type: 'u64' },
+      dns_hits: { offset: 24, type: 'u64' },
+      job_hits: { offset: 32, type: 'u64' },
+      return_hits: { offset: 40, type: 'u64' },
+      unmatched: { offset: 48, type: 'u64' },
+      running_full: { offset: 56, type: 'u64' },
+    },
+  },
+} as const satisfies Record<string, StructLayout>;
+
+export interface TpStats {
+  wait: Log2Histogram;
+  run: Log2Histogram;
+}
+
+export function decodeTpStats(b: Buffer): TpStats {
+  const f = THREADPOOL_LAYOUTS.tp_stats.fields;
+  return { wait: decodeHist(b, f.wait.offset), run: decodeHist(b, f.run.offset) };
+}
+
+export interface TpHealth {
+  submitHits: number;
+  queueHits: number;
+  fsHits: number;
+  dnsHits: number;
+  jobHits: number;
+  returnHits: number;
+  unmatched: number;
+  runningFull: number;
+}
+
+export function decodeTpHealth(b: Buffer, off = 0): TpHealth {
+  const f = THREADPOOL_LAYOUTS.tp_health.fields;
+  return {
+    submitHits: u64(b, off + f.submit_hits.offset),
+    queueHits: u64(b, off + f.queue_hits.offset),
+    fsHits: u64(b, off + f.fs_hits.offset),
+    dnsHits: u64(b, off + f.dns_hits.offset),
+    jobHits: u64(b, off + f.job_hits.offset),
+    returnHits: u64(b, off + f.return_hits.offset),
+    unmatched: u64(b, off + f.unmatched.offset),
+    runningFull: u64(b, off + f.running_full.offset),
+  };
+}
+
+/** Mirrors bpf/files.h. */
+export const FILE_PATH_LEN = 256;
+
+export const FILES_LAYOUTS = {
+  file_entry: {
+    name: 'file_entry',
+    size: 32 + FILE_PATH_LEN,
+    fields: {
+      gen: { offset: 0, type: 'u64' },
+      read_bytes: { offset: 8, type: 'u64' },
+      written_bytes: { offset: 16, type: 'u64' },
+      fd: { offset: 24, type: 'u32' },
+      pad: { offset: 28, type: 'u32' },
+      path: { offset: 32, type: 'bytes' },
+    },
+  },
+  file_health: {
+    name: 'file_health',
+    size: 32,
+    fields: {
+      opens: { offset: 0, type: 'u64' },
+      closes: { offset: 8, type: 'u64' },
+      untracked: { offset: 16, type: 'u64' },
+      events_dropped: { offset: 24, type: 'u64' },
+    },
+  },
+} as const satisfies Record<string, StructLayout>;
+
+export interface FileEntry {
+  gen: bigint;
+  readBytes: number;
+  writtenBytes: number;
+  fd: number;
+  path: string;
+}
+
+export function decodeFileEntry(b: Buffer): FileEntry {
+  const f = FILES_LAYOUTS.file_entry.fields;
+  const raw = b.subarray(f.path.offset, f.path.offset + FILE_PATH_LEN);
+  const end = raw.indexOf(0);
+  return {
+    gen: b.readBigUInt64LE(f.gen.offset),
+    readBytes: u64(b, f.read_bytes.offset),
+    writtenBytes: u64(b, f.written_bytes.offset),
+    fd: b.readUInt32LE(f.fd.offset),
+    path: raw.subarray(0, end < 0 ? raw.length : end).toString('utf8'),
+  };
+}
+
+export function encodeFileEntry(e: FileEntry): Buffer {
+  const f = FILES_LAYOUTS.file_entry.fields;
+  const b = Buffer.alloc(FILES_LAYOUTS.file_entry.size);
+  b.writeBigUInt64LE(e.gen, f.gen.offset);
+  b.writeBigUInt64LE(BigInt(e.readBytes), f.read_bytes.offset);
+  b.writeBigUInt64LE(BigInt(e.writtenBytes), f.written_bytes.offset);
+  b.writeUInt32LE(e.fd, f.fd.offset);
+  b.write(e.path.slice(0, FILE_PATH_LEN - 1), f.path.offset, 'utf8');
+  return b;
+}
+
+export interface FileHealth {
+  opens: number;
+  closes: number;
+  untracked: number;
+  eventsDropped: number;
+}
+
+export function decodeFileHealth(b: Buffer, off = 0): FileHealth {
+  const f = FILES_LAYOUTS.file_health.fields;
+  return {
+    opens: u64(b, off + f.opens.offset),
+    closes: u64(b, off + f.closes.offset),
+    untracked: u64(b, off + f.untracked.offset),
+    eventsDropped: u64(b, off + f.events_dropped.offset),
+  };
+}

@@ -53,6 +53,8 @@ export interface StartOptions {
   enabledProbes?: string[];
   /** Distinct `dns.question.name` values kept; more lookups go to `_OTHER`. Env: `OTEL_NODE_EBPF_DNS_MAX_NAMES`. Default 100. */
   dnsMaxNames?: number;
+  /** Distinct `file.path` values kept (measurement `file.io`); later files count under their directory only, and directories beyond as many under `_OTHER`. Env: `OTEL_NODE_EBPF_FILE_MAX_PATHS`. Default 100. */
+  fileMaxPaths?: number;
   /**
    * Estimated CPU time a uprobe measurement may cost, as a share of one CPU over a window (0.01 = 1 %); a measurement
    * over it is detached, with one warning. 0: not enforced. Env: `OTEL_NODE_EBPF_OVERHEAD_BUDGET`. Default 0.01.
@@ -81,6 +83,7 @@ export interface ResolvedConfig {
   maxSeries: number;
   enabledProbes: string[];
   dnsMaxNames: number;
+  fileMaxPaths: number;
   overheadBudget: number;
   overheadWindowMillis: number;
   strict: boolean;
@@ -97,6 +100,7 @@ export const DEFAULTS = {
   maxConnections: 16384,
   maxSeries: 1024,
   dnsMaxNames: 100,
+  fileMaxPaths: 100,
   overheadBudget: 0.01,
   overheadWindowMillis: 10000,
 } as const satisfies Partial<ResolvedConfig>;
@@ -219,6 +223,9 @@ export function resolveConfig(options: StartOptions = {}, env: Env = process.env
     dnsMaxNames:
       checkedOption('dnsMaxNames', options.dnsMaxNames, positiveInt, DEFAULTS.dnsMaxNames) ??
       r.int('OTEL_NODE_EBPF_DNS_MAX_NAMES', DEFAULTS.dnsMaxNames, 1, 100000),
+    fileMaxPaths:
+      checkedOption('fileMaxPaths', options.fileMaxPaths, positiveInt, DEFAULTS.fileMaxPaths) ??
+      r.int('OTEL_NODE_EBPF_FILE_MAX_PATHS', DEFAULTS.fileMaxPaths, 1, 100000),
     overheadBudget:
       checkedOption('overheadBudget', options.overheadBudget, v => Number.isFinite(v) && v >= 0 && v <= 1, DEFAULTS.overheadBudget) ??
       r.number('OTEL_NODE_EBPF_OVERHEAD_BUDGET', DEFAULTS.overheadBudget, 0, 1),

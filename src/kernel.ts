@@ -14,6 +14,8 @@ import { DnsCollector } from './dns';
 import { RuntimeCollector } from './runtime';
 import { SocketsCollector } from './sockets';
 import { TlsCollector } from './tls';
+import { ThreadpoolCollector } from './threadpool';
+import { FilesCollector } from './files';
 
 export interface EbpfStatus {
   /** Whether any probe is attached. */
@@ -100,6 +102,8 @@ export class KernelTelemetry {
       new RuntimeCollector(addon, this.config, this.caps),
       new DnsCollector(addon, this.config, this.caps),
       new TlsCollector(addon, this.config, this.caps),
+      new ThreadpoolCollector(addon, this.config, this.caps),
+      new FilesCollector(addon, this.config, this.caps),
     ]) {
       try {
         collector.start();
@@ -111,7 +115,8 @@ export class KernelTelemetry {
     }
     // libbpf parsed the kernel's BTF for every object it loaded; give those megabytes back.
     addon.trimMemory();
-    if (this.collectors.length === 0) throw new Error(failures.join('; '));
+    // opt-in collectors that are off start without loading anything: they do not make a failed start a success
+    if (failures.length > 0 && this.collectors.every(c => c.status().every(p => !p.attached))) throw new Error(failures.join('; '));
     for (const f of failures) warnOnce(`collector ${f}`);
     this.startBudget(addon);
     try {

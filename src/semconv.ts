@@ -39,6 +39,14 @@ export const METRICS = {
   /** ours: plaintext bytes through SSL_read/SSL_write, counter, By, with network.io.direction (opt-in: tls.bytes). */
   TLS_IO: 'tls.io',
 
+  /** ours: time libuv thread-pool work waited in the queue, submitted to picked up by a worker, histogram, s, with nodejs.threadpool.work.kind (opt-in: nodejs.threadpool). */
+  NODEJS_THREADPOOL_WAIT_DURATION: 'nodejs.threadpool.wait.duration',
+  /** ours: time libuv thread-pool work ran on a worker, histogram, s, with nodejs.threadpool.work.kind (opt-in: nodejs.threadpool). */
+  NODEJS_THREADPOOL_RUN_DURATION: 'nodejs.threadpool.run.duration',
+
+  /** ours: bytes the process read and wrote per file, counter, By, with file.path, file.directory, disk.io.direction (opt-in: file.io). */
+  PROCESS_FILE_IO: 'process.file.io',
+
   /** ours, self-telemetry: 1 if the probe is attached, 0 if not; attributes otel_node_ebpf.probe and .hook. */
   SELF_PROBE_ATTACHED: 'otel_node_ebpf.probe.attached',
   /** ours, self-telemetry: kernel time spent in the probe's programs (BPF run-time statistics), counter, s. */
@@ -82,6 +90,16 @@ export const ATTRS = {
   /** ours: which side of the TLS handshake the process is: client | server. */
   TLS_CONNECTION_SIDE: 'tls.connection.side',
 
+  /** ours: fs | dns | crypto | zlib | user: what submitted the thread-pool work. */
+  NODEJS_THREADPOOL_WORK_KIND: 'nodejs.threadpool.work.kind',
+
+  /** semconv: the file's full path (bounded: beyond the limit only file.directory is set). */
+  FILE_PATH: 'file.path',
+  /** semconv: the directory of the file (bounded too: beyond the limit, `_OTHER`). */
+  FILE_DIRECTORY: 'file.directory',
+  /** semconv: read | write. */
+  DISK_IO_DIRECTION: 'disk.io.direction',
+
   /** ours, self-telemetry: measurement name (tcp.bytes, tcp.state, ...). */
   SELF_PROBE: 'otel_node_ebpf.probe',
   /** ours, self-telemetry: kprobe | fentry | tracepoint | none. */
@@ -102,6 +120,8 @@ export const VALUES = {
   RESET_RECEIVED: 'received',
   EVENTLOOP_ACTIVE: 'active',
   EVENTLOOP_IDLE: 'idle',
+  DISK_READ: 'read',
+  DISK_WRITE: 'write',
   /** semconv: the value of a bounded attribute once its limit is reached. */
   OTHER: '_OTHER',
 } as const;

@@ -11,6 +11,8 @@ export interface ElfSymbol {
   name: string;
   /** File offset of the function: what a uprobe attaches to. */
   offset: number;
+  /** Its link-time virtual address (st_value): see runtimeAddress(). */
+  vaddr: bigint;
   /** Whether the first instruction is one the x86-64 kernel emulates at the breakpoint (push), so no single-step. */
   emulated: boolean;
 }
@@ -138,7 +140,7 @@ function readSymbols(file: string, names: string[]): Map<string, ElfSymbol> {
         for (const [name, s] of found) {
           const sec = sections[s.shndx];
           const offset = Number(s.value - sec.addr) + sec.offset;
-          out.set(name, { name, offset, emulated: isEmulatedFirstInstruction(readAt(fd, offset, 2)) });
+          out.set(name, { name, offset, vaddr: s.value, emulated: isEmulatedFirstInstruction(readAt(fd, offset, 2)) });
         }
       }
     }
@@ -146,4 +148,28 @@ function readSymbols(file: string, names: string[]): Map<string, ElfSymbol> {
     fs.closeSync(fd);
   }
   return out;
+}
+
+const ET_EXEC = 2;
+
+/**
+ * Where a function of `file` is in this process's memory, i.e. the value of a pointer to it: its link address in a
+ * non-PIE executable (ET_EXEC, like the official node binaries), else that plus the address `file` is mapped at
+ * (/proc/self/maps, the mapping of file offset 0). undefined if the file is not mapped into this process.
+ */
+export function runtimeAddress(file: string, sym: ElfSymbol): bigint | undefined {
+  const fd = fs.openSync(file, 'r');
+  let type: number;
+  try {
+    type = readAt(fd, 0, 18).readUInt16LE(16);
+  } finally {
+    fs.closeSync(fd);
+  }
+  if (type === ET_EXEC) return sym.vaddr;
+  const real = fs.realpathSync(file);
+  for (const line of fs.readFileSync('/proc/self/maps', 'utf8').split('\n')) {
+    const m = /^([0-9a-f]+)-[0-9a-f]+ \S+ ([0-9a-f]+) \S+ \d+\s+(.*)$/.exec(line);
+    if (m && BigInt('0x' + m[2]) === 0n && m[3] === real) return BigInt('0x' + m[1]) + sym.vaddr;
+  }
+  return undefined;
 }

@@ -5,9 +5,9 @@ const assert = require('assert');
 const path = require('path');
 const { execFileSync } = require('child_process');
 const { ROOT } = require('./support/harness');
-const { LAYOUTS, DNS_LAYOUTS, TLS_LAYOUTS, HIST_MAX_SLOTS } = require('../dist/bpf-layout');
+const { LAYOUTS, DNS_LAYOUTS, TLS_LAYOUTS, THREADPOOL_LAYOUTS, FILES_LAYOUTS, HIST_MAX_SLOTS } = require('../dist/bpf-layout');
 
-const OBJECTS = ['sockets', 'runtime', 'dns', 'tls', 'budget'].map(n => path.join(ROOT, 'bpf', 'build', `${n}.bpf.o`));
+const OBJECTS = ['sockets', 'runtime', 'dns', 'tls', 'budget', 'threadpool', 'files'].map(n => path.join(ROOT, 'bpf', 'build', `${n}.bpf.o`));
 
 /** STRUCT name -> { size, members: { name: byte offset } } and DATASEC name -> { var: offset }, from bpftool. */
 function readBtf(file) {
@@ -30,7 +30,7 @@ describe('kernel/user-space layout', function () {
   const btfs = OBJECTS.map(readBtf);
   const structs = Object.assign({}, ...btfs.map(b => b.structs));
 
-  for (const layout of Object.values({ ...LAYOUTS, ...DNS_LAYOUTS, ...TLS_LAYOUTS })) {
+  for (const layout of Object.values({ ...LAYOUTS, ...DNS_LAYOUTS, ...TLS_LAYOUTS, ...THREADPOOL_LAYOUTS, ...FILES_LAYOUTS })) {
     it(`struct ${layout.name}: size and every offset match the object's BTF`, () => {
       const btf = structs[layout.name];
       assert.ok(btf, `struct ${layout.name} is in none of ${OBJECTS.join(', ')}`);
@@ -52,5 +52,7 @@ describe('kernel/user-space layout', function () {
     assert.deepStrictEqual(btfs[2].datasecs['.bss'].members, { health: 0 });
     assert.deepStrictEqual(btfs[3].datasecs['.bss'].members, { health: 0 });
     assert.deepStrictEqual(btfs[4].datasecs['.bss'].members, { calibration: 0 });
+    assert.deepStrictEqual(btfs[5].datasecs['.bss'].members, { health: 0 });
+    assert.deepStrictEqual(btfs[6].datasecs['.bss'].members, { health: 0 });
   });
 });

@@ -1,0 +1,84 @@
+'use strict';
+// Bytes per file from the process's own syscalls (raw tracepoint sys_exit, opt-in file.io), end to end under Node 20,
+// 22 and 24: a workload process with the SDK preloaded writes and reads known numbers of bytes in a temporary folder,
+// synchronously, through the thread pool and through a stream; its exporter sends to a real OTLP receiver.
+const assert = require('assert');
+const fs = require('fs');
+const os = require('os');
+const path = require('path');
+const { startReceiver, runWorkload, total, pointsOf, describe: describePoints } = require('./support/harness');
+const { NODE_VERSIONS, nodeBinary, under } = require('./support/uprobes');
+
+const WORKLOAD = path.join(__dirname, 'support', 'files-workload.js');
+const IO = 'process.file.io';
+const WRITTEN = { 'sync.bin': 1234567, 'async.bin': 654321, 'stream.bin': 100000, 'open.bin': 4096 };
+const READ = { 'sync.bin': 1234567, 'async.bin': 654321 };
+
+describe('bytes per file (raw tracepoint sys_exit, opt-in file.io)', function () {
+  let receiver, address;
+  before(async () => {
+    ({ receiver, address } = await startReceiver());
+  });
+  after(async () => {
+    await receiver.stop();
+  });
+
+  for (const v of NODE_VERSIONS) {
+    describe(v.label, function () {
+      let node, dir;
+      before(function () {
+        this.timeout(600000);
+        node = nodeBinary(v.major);
+      });
+      beforeEach(() => {
+        dir = fs.mkdtempSync(path.join(os.tmpdir(), 'oneb-files-'));
+      });
+      afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+      const run = (steps, env = {}) =>
+        runWorkload(steps, { address, ...under(node.binary, { env: { OTEL_NODE_EBPF_ENABLED_PROBES: 'file.io', ...env } }), script: WORKLOAD });
+      const ownPoints = r => receiver.points().filter(p => p.resource['process.pid'] === r.child.pid);
+
+      it('exactly the bytes written and read per path: sync, through the thread pool, a stream, a file still open', async () => {
+        const r = await run([{ files: dir }]);
+        assert.strictEqual(r.code, 0, r.stderr);
+        assert.deepStrictEqual(r.lines.find(l => l.files).files, { syncRead: READ['sync.bin'], asyncRead: READ['async.bin'] });
+        const { status } = r.lines.find(l => l.done);
+        assert.strictEqual(status.probes.find(p => p.name === 'file.io').hook, 'tracepoint');
+        const points = ownPoints(r);
+        const dump = describePoints(points, IO);
+        for (const [name, bytes] of Object.entries(WRITTEN)) {
+          const attrs = { 'file.path': path.join(dir, name), 'file.directory': dir };
+          assert.strictEqual(total(points, IO, { ...attrs, 'disk.io.direction': 'write' }), bytes, `${name} written\n${dump}`);
+          assert.strictEqual(total(points, IO, { ...attrs, 'disk.io.direction': 'read' }), READ[name], `${name} read\n${dump}`);
+        }
+      });
+
+      it('bounds paths by OTEL_NODE_EBPF_FILE_MAX_PATHS: the tail counts under its directory, no byte lost', async () => {
+        const n = 20;
+        const r = await run([{ files: dir }, { many: [dir, n] }], { OTEL_NODE_EBPF_FILE_MAX_PATHS: '3' });
+        assert.strictEqual(r.code, 0, r.stderr);
+        const points = pointsOf(ownPoints(r), IO);
+        const paths = new Set(points.filter(p => 'file.path' in p.attributes).map(p => p.attributes['file.path']));
+        const dirs = new Set(points.filter(p => !('file.path' in p.attributes)).map(p => p.attributes['file.directory']));
+        assert.ok(paths.size <= 3, [...paths].join('\n'));
+        assert.ok([...dirs].filter(d => d !== '_OTHER').length <= 3, [...dirs].join('\n'));
+        assert.ok(![...paths].some(p => p.startsWith(path.join(dir, 'f'))), 'the tail has no path of its own');
+        // the process writes to no file but the workload's: every byte written is in some series, once
+        const want = Object.values(WRITTEN).reduce((a, b) => a + b, 0) + (n * (n + 1)) / 2;
+        const written = [...new Set(points.filter(p => p.attributes['disk.io.direction'] === 'write').map(p => JSON.stringify(p.attributes)))]
+          .map(a => total(points, IO, JSON.parse(a)))
+          .reduce((a, b) => a + b, 0);
+        assert.strictEqual(written, want, describePoints(points, IO));
+      });
+
+      it('is off unless turned on', async () => {
+        const r = await run([{ files: dir }], { OTEL_NODE_EBPF_ENABLED_PROBES: '' });
+        assert.strictEqual(r.code, 0, r.stderr);
+        const p = r.lines.find(l => l.done).status.probes.find(x => x.name === 'file.io');
+        assert.strictEqual(p.reason, 'disabled: opt-in, turn on with OTEL_NODE_EBPF_ENABLED_PROBES=file.io');
+        assert.strictEqual(pointsOf(ownPoints(r), IO).length, 0);
+      });
+    });
+  }
+});
