@@ -5,7 +5,7 @@
 // (Node's own socket.bytesWritten/bytesRead), then shuts the SDK down so that every span is exported.
 //
 // Config (argv[2], JSON): { tls?: {key, cert} (PEM paths), host?: name or address to connect to (default
-// 127.0.0.1), requests: [{ body: bytes, reply: bytes }], hold?: true (after the requests, print {"holding"} and wait
+// 127.0.0.1), port?: the server's (default any), requests: [{ body: bytes, reply: bytes }], hold?: true (after the requests, print {"holding"} and wait
 // for a line on stdin: the connection stays open and idle meanwhile) }.
 // stdout, one JSON line each: {"request": i, "localPort", "reused", "written", "read", "serverPort"}, {"holding"},
 // {"done": status}.
@@ -48,12 +48,15 @@ function request(i, { body, reply }) {
   });
 }
 
-server.listen(0, '127.0.0.1', async () => {
+server.listen(config.port ?? 0, '127.0.0.1', async () => {
   try {
     for (const [i, r] of config.requests.entries()) out(await request(i, r));
     if (config.hold) {
       out({ holding: true });
-      await new Promise(r => readline.createInterface({ input: process.stdin }).once('line', r));
+      const rl = readline.createInterface({ input: process.stdin });
+      await new Promise(r => rl.once('line', r));
+      rl.close();
+      process.stdin.destroy(); // nothing more to read: let the process end
     }
     agent.destroy();
     server.close();
