@@ -17,7 +17,8 @@
  *
  * A hit of a uprobe whose first instruction the kernel single-steps (ossl_statem_*, SSL_free) costs about 13 us on
  * the machines this project runs on; every program counts its hits for the cost budget (src/budget.ts). Handshakes
- * are aggregated here, by side and outcome, into log2 histograms.
+ * are aggregated here, by side and outcome, into log2 histograms; each one also goes to user space through a ring
+ * buffer, for the span of the request whose connection did it (src/spans.ts).
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -29,6 +30,14 @@
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 struct tls_health health = {};
+
+/* Ring-buffer records leave no type in BTF; this keeps it for test/layout.test.js. */
+const volatile struct tls_event tls_event_btf = {};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 64 * 1024);
+} tls_events SEC(".maps");
 
 struct hs_state {
 	__u64 start_ns;
@@ -69,9 +78,20 @@ static const struct hist zero_hist;
 static __always_inline void record(struct hs_state *st, __u32 err)
 {
 	struct tls_series_key key = { .side = st->side, .err = err };
+	__u64 duration_ns = bpf_ktime_get_ns() - st->start_ns;
+	struct tls_event *e;
 	struct hist *h;
 
 	st->done = 1;
+	e = bpf_ringbuf_reserve(&tls_events, sizeof(*e), 0);
+	if (e) {
+		e->duration_ns = duration_ns;
+		e->side = st->side;
+		e->err = err;
+		bpf_ringbuf_submit(e, 0);
+	} else {
+		__sync_fetch_and_add(&health.events_dropped, 1);
+	}
 	h = bpf_map_lookup_elem(&series, &key);
 	if (!h) {
 		bpf_map_update_elem(&series, &key, &zero_hist, BPF_NOEXIST);
@@ -81,7 +101,7 @@ static __always_inline void record(struct hs_state *st, __u32 err)
 		__sync_fetch_and_add(&health.series_overflow, 1);
 		return;
 	}
-	hist_record_ns(h, bpf_ktime_get_ns() - st->start_ns);
+	hist_record_ns(h, duration_ns);
 }
 
 static __always_inline void handshake_call(__u64 ssl, __u32 side)

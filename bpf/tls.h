@@ -45,6 +45,18 @@ struct tls_health {
 	__u64 rx_bytes;       /* plaintext bytes SSL_read returned */
 	__u64 tx_bytes;       /* plaintext bytes SSL_write wrote */
 	__u64 series_overflow;
+	__u64 events_dropped; /* tls_events ring buffer full */
+};
+
+/*
+ * One finished handshake (done or failed), through the ring buffer tls_events, in the order the thread finished
+ * them: the span processor (src/spans.ts) gives a client span the handshake its own connection did. Rare: one per
+ * connection.
+ */
+struct tls_event {
+	__u64 duration_ns;
+	__u32 side; /* TLS_SIDE_* */
+	__u32 err;  /* TLS_ERR_* */
 };
 
 #endif

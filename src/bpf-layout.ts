@@ -377,9 +377,14 @@ export const TLS_LAYOUTS = {
     size: 8,
     fields: { side: { offset: 0, type: 'u32' }, err: { offset: 4, type: 'u32' } },
   },
+  tls_event: {
+    name: 'tls_event',
+    size: 16,
+    fields: { duration_ns: { offset: 0, type: 'u64' }, side: { offset: 8, type: 'u32' }, err: { offset: 12, type: 'u32' } },
+  },
   tls_health: {
     name: 'tls_health',
-    size: 80,
+    size: 88,
     fields: {
       connect_hits: { offset: 0, type: 'u64' },
       accept_hits: { offset: 8, type: 'u64' },
@@ -391,6 +396,7 @@ export const TLS_LAYOUTS = {
       rx_bytes: { offset: 56, type: 'u64' },
       tx_bytes: { offset: 64, type: 'u64' },
       series_overflow: { offset: 72, type: 'u64' },
+      events_dropped: { offset: 80, type: 'u64' },
     },
   },
 } as const satisfies Record<string, StructLayout>;
@@ -406,6 +412,7 @@ export interface TlsHealth {
   rxBytes: number;
   txBytes: number;
   seriesOverflow: number;
+  eventsDropped: number;
 }
 
 export function decodeTlsHealth(b: Buffer, off = 0): TlsHealth {
@@ -421,6 +428,7 @@ export function decodeTlsHealth(b: Buffer, off = 0): TlsHealth {
     rxBytes: u64(b, off + f.rx_bytes.offset),
     txBytes: u64(b, off + f.tx_bytes.offset),
     seriesOverflow: u64(b, off + f.series_overflow.offset),
+    eventsDropped: u64(b, off + f.events_dropped.offset),
   };
 }
 
@@ -564,4 +572,16 @@ export function decodeFileHealth(b: Buffer, off = 0): FileHealth {
     untracked: u64(b, off + f.untracked.offset),
     eventsDropped: u64(b, off + f.events_dropped.offset),
   };
+}
+
+/** One finished handshake (bpf/tls.h struct tls_event). */
+export interface TlsEvent {
+  durationNs: bigint;
+  side: number;
+  err: number;
+}
+
+export function decodeTlsEvent(b: Buffer): TlsEvent {
+  const f = TLS_LAYOUTS.tls_event.fields;
+  return { durationNs: b.readBigUInt64LE(f.duration_ns.offset), side: b.readUInt32LE(f.side.offset), err: b.readUInt32LE(f.err.offset) };
 }

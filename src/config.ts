@@ -20,6 +20,10 @@ export const HISTOGRAM_AGGREGATIONS: readonly HistogramAggregation[] = [
   'base2_exponential_bucket_histogram',
 ];
 
+/** OTEL_TRACES_EXPORTER values `register` acts on: `otlp` starts tracing, `none` (the default) does not. */
+export type TracesExporter = 'none' | 'otlp';
+export const TRACES_EXPORTERS: readonly TracesExporter[] = ['none', 'otlp'];
+
 export interface StartOptions {
   /** Do nothing at all. Env: `OTEL_SDK_DISABLED`. Default false. */
   disabled?: boolean;
@@ -66,6 +70,13 @@ export interface StartOptions {
   strict?: boolean;
   /** Flush the last values on SIGTERM and SIGINT (the application's own reaction is kept). Default true. */
   flushOnSignals?: boolean;
+  /**
+   * `otlp`: start() also traces (HTTP and gRPC instrumentation, kernel-enriched spans, OTLP export). Env:
+   * `OTEL_TRACES_EXPORTER`. Default `none`.
+   */
+  tracesExporter?: TracesExporter;
+  /** Env: `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`, then `OTEL_EXPORTER_OTLP_PROTOCOL`. Default `http/protobuf`. */
+  tracesProtocol?: OtlpProtocol;
 }
 
 export interface ResolvedConfig {
@@ -88,6 +99,8 @@ export interface ResolvedConfig {
   overheadWindowMillis: number;
   strict: boolean;
   flushOnSignals: boolean;
+  tracesExporter: TracesExporter;
+  tracesProtocol: OtlpProtocol;
 }
 
 export const DEFAULTS = {
@@ -234,6 +247,12 @@ export function resolveConfig(options: StartOptions = {}, env: Env = process.env
       r.int('OTEL_NODE_EBPF_OVERHEAD_WINDOW', DEFAULTS.overheadWindowMillis, 100),
     strict: options.strict ?? r.bool('OTEL_NODE_EBPF_STRICT', false),
     flushOnSignals: options.flushOnSignals ?? true,
+    tracesExporter:
+      checkedOption('tracesExporter', options.tracesExporter, v => TRACES_EXPORTERS.includes(v), 'none') ??
+      r.oneOf(['OTEL_TRACES_EXPORTER'], TRACES_EXPORTERS, 'none'),
+    tracesProtocol:
+      checkedOption('tracesProtocol', options.tracesProtocol, v => OTLP_PROTOCOLS.includes(v), DEFAULTS.protocol) ??
+      r.oneOf(['OTEL_EXPORTER_OTLP_TRACES_PROTOCOL', 'OTEL_EXPORTER_OTLP_PROTOCOL'], OTLP_PROTOCOLS, DEFAULTS.protocol),
   };
   if (config.exportTimeoutMillis > config.exportIntervalMillis) {
     // The metric reader requires timeout <= interval; only a timeout that was asked for deserves a warning.

@@ -11,6 +11,7 @@ import type { Collector, KernelMetric, KernelPoint } from './collector';
 import type { ResolvedConfig } from './config';
 import { decodeDnsEvent, decodeDnsHealth, DnsEvent, DnsHealth, Log2Histogram } from './bpf-layout';
 import type { UprobeCollector, UprobeHits } from './budget';
+import { EventLog } from './eventlog';
 import { emptyHist, recordNs } from './histogram';
 import { BPF_OBJECT_DIR, NativeAddon, NativeObject, NativeRingBuffer } from './native';
 import { disabledReason, Measurement, ProbeRunStats, ProbeSet, ProbeStatus } from './probes';
@@ -64,6 +65,8 @@ export class DnsCollector implements Collector, UprobeCollector {
   /** name -> error.type ('' for success) -> durations. */
   private readonly series = new Map<string, Map<string, Log2Histogram>>();
   private lookups = 0;
+  /** The last completed lookups, numbered (src/spans.ts takes the one a connection's own lookup produced). */
+  readonly recent = new EventLog<DnsEvent>();
   /** Called for each completed lookup, for tests and whoever needs single lookups. */
   onLookup?: (e: DnsEvent) => void;
 
@@ -109,6 +112,7 @@ export class DnsCollector implements Collector, UprobeCollector {
     let h = byError.get(error);
     if (!h) byError.set(error, (h = emptyHist()));
     recordNs(h, e.durationNs);
+    this.recent.push(e);
     this.onLookup?.(e);
   }
 
@@ -129,6 +133,12 @@ export class DnsCollector implements Collector, UprobeCollector {
   lookupCount(): number {
     this.ring?.consume();
     return this.lookups;
+  }
+
+  /** The completed lookups, after taking what the ring buffer holds now. */
+  lookupLog(): EventLog<DnsEvent> {
+    this.ring?.consume();
+    return this.recent;
   }
 
   uprobeHits(): Map<string, UprobeHits[]> {

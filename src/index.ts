@@ -5,4 +5,6 @@ export type { ProbeStatus, Attempt, Hook } from './probes';
 export type { StartOptions, AttachMode, OtlpProtocol, TemporalityPreference, HistogramAggregation } from './config';
 export { KernelMetricProducer } from './producer';
 export { BpfError } from './native';
-export { METRICS, ATTRS, VALUES, SCOPE_NAME } from './semconv';
+export { METRICS, ATTRS, SPAN_ATTRS, VALUES, SCOPE_NAME } from './semconv';
+export { KernelSpanProcessor } from './spans';
+export type { KernelSpanProcessorOptions } from './spans';

@@ -13,6 +13,8 @@ import { ResolvedConfig, resolveConfig, StartOptions } from './config';
 import { warnOnce } from './diag';
 import { EbpfStatus, KernelTelemetry } from './kernel';
 import { KernelMetricProducer } from './producer';
+import { useKernelTelemetry } from './spans';
+import { startTracing, Tracing } from './tracing';
 
 export interface EbpfHandle {
   /** What is attached, with which hook, and why anything is not. */
@@ -125,8 +127,10 @@ export function start(options: StartOptions = {}): EbpfHandle {
 
   const telemetry = new KernelTelemetry(config);
   telemetry.start(); // throws only in strict mode
+  useKernelTelemetry(telemetry);
   const producer = new KernelMetricProducer(() => telemetry.collect(), config);
   let provider: MeterProvider;
+  let tracing: Tracing | undefined;
   try {
     const resource = detectResources({ detectors: [envDetector, processDetector, hostDetector] }).merge(
       config.serviceName ? resourceFromAttributes({ 'service.name': config.serviceName }) : null,
@@ -138,6 +142,12 @@ export function start(options: StartOptions = {}): EbpfHandle {
       metricProducers: [producer],
     });
     provider = new MeterProvider({ resource, readers: [reader] });
+    try {
+      tracing = startTracing(config, resource);
+    } catch (err) {
+      if (config.strict) throw err;
+      warnOnce(`tracing could not be set up: ${(err as Error).message}; spans are not exported`);
+    }
   } catch (err) {
     telemetry.shutdown();
     if (config.strict) throw err;
@@ -148,15 +158,21 @@ export function start(options: StartOptions = {}): EbpfHandle {
   const swallow = (what: string) => (err: unknown) => warnOnce(`${what} failed: ${(err as Error)?.message ?? err}`, what);
   let shutdownPromise: Promise<void> | undefined;
   const shutdown = () =>
-    (shutdownPromise ??= provider
-      // bounded: a SIGTERM's grace period (Kubernetes: 30 s) must not be spent waiting for a dead collector
-      .shutdown({ timeoutMillis: Math.min(config.exportTimeoutMillis, 5000) })
-      .catch(swallow('final export'))
+    (shutdownPromise ??= Promise.all([
+      provider
+        // bounded: a SIGTERM's grace period (Kubernetes: 30 s) must not be spent waiting for a dead collector
+        .shutdown({ timeoutMillis: Math.min(config.exportTimeoutMillis, 5000) })
+        .catch(swallow('final export')),
+      tracing?.shutdown().catch(swallow('final span export')),
+    ])
+      .then(() => {})
       .finally(() => {
         removeExitHooks();
+        useKernelTelemetry(undefined);
         telemetry.shutdown();
       }));
-  const forceFlush = () => provider.forceFlush().catch(swallow('export'));
+  const forceFlush = () =>
+    Promise.all([provider.forceFlush().catch(swallow('export')), tracing?.forceFlush().catch(swallow('span export'))]).then(() => {});
   const removeExitHooks = flushOnExit(forceFlush, shutdown, config.flushOnSignals);
   return {
     status: () => ({ ...telemetry.status(), exporter: { protocol: config.protocol, endpoint: endpointOf(config) } }),
@@ -182,6 +198,7 @@ export function createMetricProducer(options: StartOptions = {}): ProducerHandle
   for (const w of warnings) warnOnce(w);
   const telemetry = new KernelTelemetry(config);
   if (!config.disabled) telemetry.start();
+  useKernelTelemetry(telemetry);
   return {
     producer: new KernelMetricProducer(() => telemetry.collect(), config),
     status: () => telemetry.status(),

@@ -108,6 +108,28 @@ export const ATTRS = {
   SELF_DROP_REASON: 'otel_node_ebpf.drop.reason',
 } as const;
 
+/**
+ * Attributes the span processor (src/spans.ts) puts on the application's own spans: the kernel's view of the
+ * connection that carried the span, for the span's own window. Each shares its name, unit and meaning with the metric
+ * of the same name (the two byte counts split process.network.io by direction); README "Kernel-enriched spans".
+ */
+export const SPAN_ATTRS = {
+  /** ours: payload bytes the application wrote on the connection during the span (TCP_INFO), By. */
+  TCP_IO_TRANSMIT: 'tcp.io.transmit',
+  /** ours: payload bytes that arrived on the connection during the span (TCP_INFO; the peer's FIN not counted), By. */
+  TCP_IO_RECEIVE: 'tcp.io.receive',
+  /** ours: segments the connection retransmitted during the span (TCP_INFO total_retrans). */
+  TCP_RETRANSMITS: METRICS.TCP_RETRANSMITS,
+  /** ours: the connection's smoothed RTT at the end of the span (TCP_INFO tcpi_rtt), s. */
+  TCP_RTT: METRICS.TCP_RTT,
+  /** ours: a connection the span opened: connect(2) issued to Node's 'connect' event, s. */
+  TCP_CONNECT_DURATION: METRICS.TCP_CONNECT_DURATION,
+  /** semconv (as the metric): the span's connection resolved its host name: the lookup's duration (uprobes), s. */
+  DNS_LOOKUP_DURATION: METRICS.DNS_LOOKUP_DURATION,
+  /** ours: the span's connection did its TLS handshake during the span: its duration (uprobes), s. */
+  TLS_HANDSHAKE_DURATION: METRICS.TLS_HANDSHAKE_DURATION,
+} as const;
+
 export const VALUES = {
   DIRECTION_TRANSMIT: 'transmit',
   DIRECTION_RECEIVE: 'receive',

@@ -8,16 +8,19 @@ import type { Collector, KernelMetric, KernelPoint } from './collector';
 import type { ResolvedConfig } from './config';
 import {
   decodeHist,
+  decodeTlsEvent,
   decodeTlsHealth,
   decodeTlsSeriesKey,
   TLS_ERR_ABORTED,
   TLS_ERR_ALERT,
   TLS_ERR_NONE,
   TLS_SIDE_CLIENT,
+  TlsEvent,
   TlsHealth,
 } from './bpf-layout';
+import { EventLog } from './eventlog';
 import type { UprobeCollector, UprobeHits } from './budget';
-import { BPF_OBJECT_DIR, NativeAddon, NativeObject } from './native';
+import { BPF_OBJECT_DIR, NativeAddon, NativeObject, NativeRingBuffer } from './native';
 import { disabledReason, Measurement, ProbeRunStats, ProbeSet, ProbeStatus, UprobeTarget } from './probes';
 import { ATTRS, METRICS, VALUES } from './semconv';
 import { resolveSymbols } from './symbols';
@@ -120,7 +123,10 @@ export function tlsErrorType(err: number): string {
 export class TlsCollector implements Collector, UprobeCollector {
   readonly name = 'tls';
   private probes?: ProbeSet;
+  private ring?: NativeRingBuffer;
   private readonly measurements: Measurement[];
+  /** The last finished handshakes, numbered (src/spans.ts takes the one a connection's own handshake produced). */
+  readonly recent = new EventLog<TlsEvent>();
 
   constructor(
     private readonly addon: NativeAddon,
@@ -142,6 +148,9 @@ export class TlsCollector implements Collector, UprobeCollector {
     const probes = this.createProbeSet();
     this.probes = probes;
     try {
+      this.ring = probes.baseObject().ringBuffer('tls_events', records => {
+        for (const r of records) this.recent.push(decodeTlsEvent(r));
+      });
       probes.attach(this.config.attachMode, name => disabledReason(this.config, name, this.measurements.find(m => m.name === name)?.optIn));
     } catch (err) {
       this.stop();
@@ -216,7 +225,15 @@ export class TlsCollector implements Collector, UprobeCollector {
     ];
   }
 
+  /** The finished handshakes, after taking what the ring buffer holds now. */
+  handshakeLog(): EventLog<TlsEvent> {
+    this.ring?.consume();
+    return this.recent;
+  }
+
   stop(): void {
+    this.ring?.close();
+    this.ring = undefined;
     this.probes?.close();
     this.probes = undefined;
   }

@@ -11,6 +11,7 @@
 //   {"ready": {grpcEndpoint, httpEndpoint, grpcPort, httpPort, peerPort}}
 //   {"peer": {"remotePort": p, "received": n}}         a connection ended; n bytes were read from it
 //   {"point": ReceivedPoint}                           every metric point the receiver decoded (64-bit times as strings)
+//   {"span": ReceivedSpan}                             every span the receiver decoded (same)
 //   {"error": message}
 // stdin: "close <remotePort>" closes the peer's side of that connection first (the client sees the FIN while it still
 // holds the connection open); "stop" (or end of input) stops both servers and exits.
@@ -49,6 +50,7 @@ const peer = net.createServer({ allowHalfOpen: true }, s => {
 
 const receiver = new OtlpReceiver();
 receiver.on('metrics', points => points.forEach(point => out({ point })));
+receiver.on('spans', spans => spans.forEach(span => out({ span })));
 
 let stopping = false;
 async function stop() {

@@ -1,0 +1,318 @@
+/**
+ * Kernel-enriched spans: the kernel's view of the TCP connection that carried a span, put on the application's own
+ * span (HTTP server and client, anything built on `net`) before it becomes read-only.
+ *
+ * The hook: SpanProcessor#onEnding(span), called by the SDK's Span.end() while the span is still writable (the
+ * OpenTelemetry specification's OnEnding; @opentelemetry/sdk-trace-base 2.x, experimental there; tested with 2.12).
+ * An SDK without it calls only onEnd, with a read-only span: the spans are then exported unchanged.
+ *
+ * Which connection carried a span is never guessed: it comes from Node's own objects.
+ *   - HTTP server spans: the `http.server.request.start` diagnostics channel gives the request's socket just before
+ *     Node emits 'request', inside which the HTTP instrumentation starts the SERVER span synchronously; the socket is
+ *     offered to the SERVER span started in that same synchronous dispatch only (a microtask withdraws it).
+ *   - HTTP client spans: the HTTP instrumentation's `requestHook(span, request)` gives the span's ClientRequest, and
+ *     the request's 'socket' event its socket. `register` sets the hook; an application with its own
+ *     HttpInstrumentation passes `processor.httpInstrumentationConfig()` (or calls `processor.requestHook`).
+ *   - anything else: `processor.attachSocket(span, socket)`.
+ *
+ * What is read, per span:
+ *   - TCP_INFO (getsockopt on the socket's own fd, no BPF, no privilege): bytes the application wrote and bytes
+ *     that arrived, retransmitted segments, smoothed RTT. The span gets the difference between two readings, so a
+ *     keep-alive connection's requests each get their own share. Window: a client span from the moment it got its
+ *     socket (a reading then; zero for a connection it opened) to its end; a server span from the end of the
+ *     previous request on the connection (zero for the first: the request's own bytes arrive before the span starts)
+ *     to the moment the response finished (`http.server.response.finish`). One getsockopt per span, two for a
+ *     client span on a reused connection.
+ *   - a connection the client span opened: the TCP handshake as Node waited for it, from Node's connect(2) (the
+ *     socket's 'connectionAttempt' event, the last one if it tried several addresses) to its 'connect' event; the
+ *     DNS lookup of the connection's host name and its TLS handshake, measured by the uprobes of src/dns.ts and
+ *     src/tls.ts. Both run on the main thread, and Node runs the JavaScript of a lookup or a handshake synchronously
+ *     next to the uprobe that records it: the lookup's record is the newest one when the socket's 'lookup' event
+ *     fires; the handshake's is the next one after the socket's 'secureConnect' event (Node emits it from inside
+ *     OpenSSL's state machine, before the call that finished the handshake returns). Records are numbered, and a
+ *     record is taken by its number, never by its time.
+ *
+ * Never throws into the application: a failure is said once and that span stays as it was.
+ */
+import * as dc from 'diagnostics_channel';
+import { ClientRequest, IncomingMessage } from 'http';
+import type { Socket } from 'net';
+import { SpanKind } from '@opentelemetry/api';
+import type { Context } from '@opentelemetry/api';
+import type { ReadableSpan, Span, SpanProcessor } from '@opentelemetry/sdk-trace-base';
+import { TLS_ERR_NONE, TLS_SIDE_CLIENT } from './bpf-layout';
+import type { DnsCollector } from './dns';
+import { warnOnce } from './diag';
+import { BpfError, loadAddon, NativeAddon } from './native';
+import { SPAN_ATTRS } from './semconv';
+import { readTcpCounters, TCP_INFO_SLOTS, TcpCounters } from './tcpinfo';
+import type { TlsCollector } from './tls';
+
+/** Where DNS and TLS records come from: the kernel telemetry that start() or createMetricProducer() runs. */
+interface RecordSources {
+  collectorsByName(): Map<string, unknown>;
+}
+let sources: RecordSources | undefined;
+
+/** Called by start() and createMetricProducer(): their DNS and TLS collectors feed every KernelSpanProcessor. */
+export function useKernelTelemetry(telemetry: RecordSources | undefined): void {
+  sources = telemetry;
+}
+
+const ZERO: TcpCounters = { state: 0, txBytes: 0, rxBytes: 0, retransmits: 0, srttUs: 0 };
+
+/** What a client connection's setup left for the span that opened it. */
+interface Setup {
+  /** DNS records seen when the connection was first seen (before its own lookup could finish); -1: no DNS probe. */
+  dnsSeq: number;
+  dnsNs?: number;
+  attemptAt?: bigint;
+  connectNs?: number;
+  /** TLS records seen at 'secureConnect': the handshake's record is the next one. */
+  tlsSeq?: number;
+  claimed: boolean;
+}
+
+/** Per connection, on the socket object itself. */
+interface Connection {
+  /** TCP_INFO at the end of the last span on this connection. */
+  last?: TcpCounters;
+  /** Server: TCP_INFO when the current response finished. */
+  finished?: TcpCounters;
+  setup?: Setup;
+}
+
+interface SpanState {
+  socket?: Socket;
+  /** TCP_INFO at the start of the span's window; undefined until known (a client waiting for its socket). */
+  base?: TcpCounters;
+  server: boolean;
+  /** The span opened its connection: it gets the connection's setup times. */
+  setup?: Setup;
+}
+
+const CONNECTION = Symbol('otel-node-ebpf.connection');
+type TrackedSocket = Socket & { [CONNECTION]?: Connection; _handle?: { fd?: number } | null };
+
+function connectionOf(socket: TrackedSocket): Connection {
+  return (socket[CONNECTION] ??= {});
+}
+
+function fdOf(socket: TrackedSocket): number {
+  const fd = socket._handle?.fd;
+  return typeof fd === 'number' ? fd : -1;
+}
+
+function collector<T>(name: string): T | undefined {
+  try {
+    return sources?.collectorsByName().get(name) as T | undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+export interface KernelSpanProcessorOptions {
+  /** Put nothing on spans (the processor stays in place, inert). Default false. */
+  disabled?: boolean;
+}
+
+/** The subset of @opentelemetry/instrumentation-http's config this processor completes. */
+export interface HttpHooksConfig {
+  requestHook?: (span: Span | import('@opentelemetry/api').Span, request: ClientRequest | IncomingMessage) => void;
+  [key: string]: unknown;
+}
+
+export class KernelSpanProcessor implements SpanProcessor {
+  private readonly addon?: NativeAddon;
+  private readonly scratch = new Float64Array(TCP_INFO_SLOTS);
+  private readonly spans = new WeakMap<object, SpanState>();
+  /** The socket of the HTTP request being dispatched right now (see the file's comment). */
+  private pending?: Socket;
+  private readonly clearPending = () => (this.pending = undefined);
+  /** The newest DNS record a connection took: a record is taken once. */
+  private dnsTaken = 0;
+  private readonly subscriptions: [string, (message: unknown) => void][] = [];
+
+  constructor(options: KernelSpanProcessorOptions = {}) {
+    if (options.disabled) return;
+    const addon = loadAddon();
+    if (addon instanceof BpfError) {
+      warnOnce(`kernel-enriched spans are off: ${addon.message}`, 'spans-addon');
+      return;
+    }
+    this.addon = addon;
+    this.subscribe('http.server.request.start', m => {
+      this.pending = (m as { socket: Socket }).socket;
+      queueMicrotask(this.clearPending);
+    });
+    this.subscribe('http.server.response.finish', m => {
+      const socket = (m as { socket: TrackedSocket }).socket;
+      const c = socket[CONNECTION];
+      if (c) c.finished = this.read(socket);
+    });
+    // Sockets of net.connect() (plain HTTP clients): seen before connect() is called, so that none of their setup
+    // events are missed. TLS sockets are seen at their request's 'socket' event.
+    this.subscribe('net.client.socket', m => this.trackSetup((m as { socket: Socket }).socket));
+  }
+
+  private subscribe(name: string, handler: (message: unknown) => void): void {
+    const safe = (message: unknown) => {
+      try {
+        handler(message);
+      } catch (err) {
+        warnOnce(`kernel-enriched spans: ${name}: ${(err as Error).message}`, `spans-${name}`);
+      }
+    };
+    dc.subscribe(name, safe);
+    this.subscriptions.push([name, safe]);
+  }
+
+  private read(socket: TrackedSocket): TcpCounters | undefined {
+    const fd = fdOf(socket);
+    return fd >= 0 && this.addon ? readTcpCounters(this.addon, fd, this.scratch) : undefined;
+  }
+
+  /** Follows a client connection's setup: its lookup, connect and TLS handshake. Once per connection. */
+  private trackSetup(socket: TrackedSocket): Setup {
+    const c = connectionOf(socket);
+    if (c.setup) return c.setup;
+    const setup: Setup = { dnsSeq: collector<DnsCollector>('dns')?.lookupLog().seq ?? -1, claimed: false };
+    c.setup = setup;
+    socket.on('lookup', (err: Error | null, _address: unknown, _family: unknown, host: string) => {
+      if (err || setup.dnsSeq < 0) return;
+      const log = collector<DnsCollector>('dns')?.lookupLog();
+      // the lookup's own record is the newest: uv__getaddrinfo_done recorded it, then called this callback
+      if (!log || log.seq <= setup.dnsSeq || log.seq <= this.dnsTaken) return;
+      const e = log.at(log.seq);
+      if (!e || e.status !== 0 || e.name !== host) return;
+      this.dnsTaken = log.seq;
+      setup.dnsNs = Number(e.durationNs);
+    });
+    socket.on('connectionAttempt', () => (setup.attemptAt = process.hrtime.bigint()));
+    socket.once('connect', () => {
+      if (setup.attemptAt !== undefined) setup.connectNs = Number(process.hrtime.bigint() - setup.attemptAt);
+    });
+    socket.once('secureConnect', () => {
+      const log = collector<TlsCollector>('tls')?.handshakeLog();
+      if (log) setup.tlsSeq = log.seq;
+    });
+    return setup;
+  }
+
+  private onClientSocket(state: SpanState, socket: Socket): void {
+    state.socket = socket;
+    if (socket.connecting) {
+      state.base = ZERO;
+      state.setup = this.trackSetup(socket);
+    } else {
+      state.base = this.read(socket);
+    }
+  }
+
+  /**
+   * Gives a span its connection, for spans that neither the diagnostics channels nor the HTTP instrumentation's hook
+   * tie to a socket (a protocol of your own over `net`). A socket still connecting is a connection the span opened.
+   */
+  attachSocket(span: Span | import('@opentelemetry/api').Span, socket: Socket): void {
+    if (!this.addon) return;
+    try {
+      const state: SpanState = { server: false };
+      this.spans.set(span, state);
+      this.onClientSocket(state, socket);
+    } catch (err) {
+      warnOnce(`kernel-enriched spans: attachSocket: ${(err as Error).message}`, 'spans-attach');
+    }
+  }
+
+  /**
+   * @opentelemetry/instrumentation-http's requestHook: ties a client span to its ClientRequest (and a server span to
+   * its request, which the diagnostics channel does already).
+   */
+  readonly requestHook = (span: Span | import('@opentelemetry/api').Span, request: ClientRequest | IncomingMessage): void => {
+    if (!this.addon) return;
+    try {
+      if (request instanceof ClientRequest) {
+        const state: SpanState = { server: false };
+        this.spans.set(span, state);
+        if (request.socket) this.onClientSocket(state, request.socket);
+        else request.once('socket', (socket: Socket) => this.onClientSocket(state, socket));
+      } else if (request instanceof IncomingMessage && !this.spans.has(span)) {
+        this.spans.set(span, { socket: request.socket, base: connectionOf(request.socket).last ?? ZERO, server: true });
+      }
+    } catch (err) {
+      warnOnce(`kernel-enriched spans: requestHook: ${(err as Error).message}`, 'spans-hook');
+    }
+  };
+
+  /** The config of an HttpInstrumentation with this processor's requestHook (the application's own hook still runs). */
+  httpInstrumentationConfig<T extends HttpHooksConfig>(config: T = {} as T): T {
+    const own = config.requestHook;
+    return {
+      ...config,
+      requestHook: (span, request) => {
+        this.requestHook(span, request);
+        own?.(span, request);
+      },
+    };
+  }
+
+  onStart(span: Span, _parentContext: Context): void {
+    const socket = this.pending;
+    if (!socket || span.kind !== SpanKind.SERVER) return;
+    this.pending = undefined;
+    this.spans.set(span, { socket, base: connectionOf(socket).last ?? ZERO, server: true });
+  }
+
+  onEnding(span: Span): void {
+    const state = this.spans.get(span);
+    if (!state) return;
+    this.spans.delete(span);
+    try {
+      this.enrich(span, state);
+    } catch (err) {
+      warnOnce(`kernel-enriched spans: ${(err as Error).message}`, 'spans-ending');
+    }
+  }
+
+  private enrich(span: Span, state: SpanState): void {
+    const socket = state.socket as TrackedSocket | undefined;
+    if (!socket) return;
+    const c = connectionOf(socket);
+    let end: TcpCounters | undefined;
+    if (state.server && c.finished) {
+      end = c.finished;
+      c.finished = undefined;
+    } else {
+      end = this.read(socket);
+    }
+    const base = state.base;
+    if (end && base) {
+      c.last = end;
+      span.setAttribute(SPAN_ATTRS.TCP_IO_TRANSMIT, end.txBytes - base.txBytes);
+      span.setAttribute(SPAN_ATTRS.TCP_IO_RECEIVE, end.rxBytes - base.rxBytes);
+      span.setAttribute(SPAN_ATTRS.TCP_RETRANSMITS, end.retransmits - base.retransmits);
+      if (end.srttUs > 0) span.setAttribute(SPAN_ATTRS.TCP_RTT, end.srttUs / 1e6);
+    }
+    const setup = state.setup;
+    if (!setup || setup.claimed) return;
+    setup.claimed = true;
+    if (setup.connectNs !== undefined) span.setAttribute(SPAN_ATTRS.TCP_CONNECT_DURATION, setup.connectNs / 1e9);
+    if (setup.dnsNs !== undefined) span.setAttribute(SPAN_ATTRS.DNS_LOOKUP_DURATION, setup.dnsNs / 1e9);
+    if (setup.tlsSeq !== undefined) {
+      const e = collector<TlsCollector>('tls')?.handshakeLog().at(setup.tlsSeq + 1);
+      if (e && e.side === TLS_SIDE_CLIENT && e.err === TLS_ERR_NONE)
+        span.setAttribute(SPAN_ATTRS.TLS_HANDSHAKE_DURATION, Number(e.durationNs) / 1e9);
+    }
+  }
+
+  onEnd(_span: ReadableSpan): void {}
+
+  forceFlush(): Promise<void> {
+    return Promise.resolve();
+  }
+
+  shutdown(): Promise<void> {
+    for (const [name, handler] of this.subscriptions.splice(0)) dc.unsubscribe(name, handler);
+    return Promise.resolve();
+  }
+}

@@ -1,0 +1,61 @@
+/**
+ * Tracing for `register`: when OTEL_TRACES_EXPORTER asks for OTLP, a NodeTracerProvider exports the application's
+ * spans (HTTP and gRPC instrumentation, loaded before the application) with KernelSpanProcessor's attributes.
+ * Applications with their own tracing add KernelSpanProcessor to it instead (README "Kernel-enriched spans").
+ */
+import type { Resource } from '@opentelemetry/resources';
+import type { SpanExporter } from '@opentelemetry/sdk-trace-base';
+import type { ResolvedConfig } from './config';
+import { KernelSpanProcessor } from './spans';
+
+export interface Tracing {
+  processor: KernelSpanProcessor;
+  forceFlush(): Promise<void>;
+  shutdown(): Promise<void>;
+}
+
+function createSpanExporter(protocol: ResolvedConfig['tracesProtocol']): SpanExporter {
+  // Loaded on demand: only the chosen transport's dependencies are required. Endpoint, headers, timeout and
+  // compression come from the standard OTEL_EXPORTER_OTLP_(TRACES_)* variables, read by the exporter.
+  switch (protocol) {
+    case 'grpc': {
+      const { OTLPTraceExporter } = require('@opentelemetry/exporter-trace-otlp-grpc') as typeof import('@opentelemetry/exporter-trace-otlp-grpc');
+      return new OTLPTraceExporter();
+    }
+    case 'http/json': {
+      const { OTLPTraceExporter } = require('@opentelemetry/exporter-trace-otlp-http') as typeof import('@opentelemetry/exporter-trace-otlp-http');
+      return new OTLPTraceExporter();
+    }
+    default: {
+      const { OTLPTraceExporter } = require('@opentelemetry/exporter-trace-otlp-proto') as typeof import('@opentelemetry/exporter-trace-otlp-proto');
+      return new OTLPTraceExporter();
+    }
+  }
+}
+
+/** Starts tracing if OTEL_TRACES_EXPORTER=otlp; undefined otherwise. Throws only on a broken installation. */
+export function startTracing(config: ResolvedConfig, resource: Resource): Tracing | undefined {
+  if (config.tracesExporter !== 'otlp') return undefined;
+  const { NodeTracerProvider, BatchSpanProcessor } = require('@opentelemetry/sdk-trace-node') as typeof import('@opentelemetry/sdk-trace-node');
+  const { registerInstrumentations } = require('@opentelemetry/instrumentation') as typeof import('@opentelemetry/instrumentation');
+  const { HttpInstrumentation } = require('@opentelemetry/instrumentation-http') as typeof import('@opentelemetry/instrumentation-http');
+  const { GrpcInstrumentation } = require('@opentelemetry/instrumentation-grpc') as typeof import('@opentelemetry/instrumentation-grpc');
+  const processor = new KernelSpanProcessor();
+  const provider = new NodeTracerProvider({
+    resource,
+    spanProcessors: [processor, new BatchSpanProcessor(createSpanExporter(config.tracesProtocol))],
+  });
+  provider.register();
+  const unregister = registerInstrumentations({
+    tracerProvider: provider,
+    instrumentations: [new HttpInstrumentation(processor.httpInstrumentationConfig()), new GrpcInstrumentation()],
+  });
+  return {
+    processor,
+    forceFlush: () => provider.forceFlush(),
+    shutdown: async () => {
+      unregister();
+      await provider.shutdown();
+    },
+  };
+}

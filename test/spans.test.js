@@ -1,0 +1,247 @@
+'use strict';
+// Kernel-enriched spans, end to end: an application (test/support/spans-app.js) with the SDK preloaded by register
+// and OTEL_TRACES_EXPORTER=otlp runs a real HTTP(S) server and real client requests to it; its HTTP spans go over
+// OTLP to a real receiver. Every expected value is measured independently: what crossed the client's socket
+// (Node's socket.bytesWritten/bytesRead at the other end of the server's connection), the kernel's own count of
+// retransmits (ss), and the DNS and TLS metrics that the same records feed.
+const assert = require('assert');
+const { spawn, spawnSync } = require('child_process');
+const fs = require('fs');
+const os = require('os');
+const path = require('path');
+const readline = require('readline');
+const { CI, startReceiver, runWorkload, total } = require('./support/harness');
+const { selfSignedCert } = require('./support/uprobes');
+
+const APP = path.join(__dirname, 'support', 'spans-app.js');
+const PEER = path.join(__dirname, 'support', 'netns-peer.js');
+const NOBODY = ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups'];
+const KERNEL_ATTRS = /^(tcp|dns|tls)\./;
+const BPF_ATTRS = ['dns.lookup.duration', 'tls.handshake.duration'];
+
+const pathOf = s => s.attributes['url.path'] ?? new URL(s.attributes['url.full']).pathname;
+const seconds = s => Number(s.endTimeUnixNano - s.startTimeUnixNano) / 1e9;
+
+/** The client and server span of request i. */
+function pair(spans, i) {
+  const of = kind => spans.filter(s => s.kind === kind && pathOf(s) === `/r${i}`);
+  const [client, ...moreClients] = of('client');
+  const [server, ...moreServers] = of('server');
+  assert.ok(client && server && !moreClients.length && !moreServers.length, `one client and one server span for /r${i}: ${JSON.stringify(spans.map(s => [s.kind, s.name, s.attributes]))}`);
+  return { client, server };
+}
+
+/** Both ends of request i carry exactly the bytes the client's socket moved (its server's socket is the other end). */
+function assertBytes(spans, line) {
+  const { client, server } = pair(spans, line.request);
+  assert.strictEqual(client.attributes['tcp.io.transmit'], line.written, 'client transmit');
+  assert.strictEqual(client.attributes['tcp.io.receive'], line.read, 'client receive');
+  assert.strictEqual(server.attributes['tcp.io.transmit'], line.read, 'server transmit');
+  assert.strictEqual(server.attributes['tcp.io.receive'], line.written, 'server receive');
+  for (const s of [client, server]) {
+    assert.ok(s.attributes['tcp.rtt'] > 0 && s.attributes['tcp.rtt'] < 1, `tcp.rtt ${s.attributes['tcp.rtt']}`);
+    assert.strictEqual(s.attributes['http.method'] ?? s.attributes['http.request.method'], 'POST', 'the instrumentation attributes are kept');
+  }
+  return { client, server };
+}
+
+function run(cmd, args) {
+  const r = spawnSync(cmd, args, { encoding: 'utf8' });
+  if (r.error || r.status !== 0) throw new Error(`${cmd} ${args.join(' ')}: ${r.error ? r.error.message : r.stderr + r.stdout}`);
+  return r.stdout;
+}
+
+describe('kernel-enriched spans (HTTP client and server, OTLP traces)', function () {
+  this.timeout(120_000);
+  let receiver, address, dir, tls;
+  before(async function () {
+    if (process.getuid() !== 0) {
+      if (CI) throw new Error('these tests need root (BPF, namespaces); CI runs as root');
+      this.skip();
+    }
+    ({ receiver, address } = await startReceiver());
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'oneb-spans-'));
+    tls = selfSignedCert(dir);
+    fs.chmodSync(dir, 0o755); // readable by the unprivileged run
+    for (const f of Object.values(tls)) fs.chmodSync(f, 0o644);
+  });
+  after(async () => {
+    await receiver?.stop();
+    if (dir) fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  const runApp = (config, { env = {}, wrap = [] } = {}) =>
+    runWorkload(config, { address, script: APP, wrap, env: { OTEL_TRACES_EXPORTER: 'otlp', ...env } });
+  const spansOf = r => receiver.spans().filter(s => s.resource['process.pid'] === r.child.pid);
+  const ok = r => {
+    assert.strictEqual(r.code, 0, `${r.stderr}\n${JSON.stringify(r.lines)}`);
+    return r.lines.filter(l => l.request !== undefined);
+  };
+
+  it('a request with a known body: both spans carry exactly the bytes that crossed the socket', async () => {
+    const r = await runApp({ requests: [{ body: 1_234_567, reply: 765_432 }] });
+    const [line] = ok(r);
+    assert.ok(line.written > 1_234_567 && line.read > 765_432, JSON.stringify(line)); // body + headers
+    const { client, server } = assertBytes(spansOf(r), line);
+    // the client opened the connection during its span: its TCP handshake, within the span
+    const connect = client.attributes['tcp.connect.duration'];
+    assert.ok(connect > 0 && connect < seconds(client), `tcp.connect.duration ${connect} s of a ${seconds(client)} s span`);
+    assert.strictEqual(server.attributes['tcp.connect.duration'], undefined, 'a server span does not open its connection');
+  });
+
+  it('two sequential requests on one keep-alive connection get their own deltas', async () => {
+    const r = await runApp({ requests: [{ body: 3000, reply: 5000 }, { body: 700, reply: 90_000 }] });
+    const [first, second] = ok(r);
+    assert.strictEqual(second.reused, true);
+    assert.strictEqual(second.localPort, first.localPort);
+    const spans = spansOf(r);
+    assertBytes(spans, first);
+    const { client } = assertBytes(spans, second);
+    assert.strictEqual(client.attributes['tcp.connect.duration'], undefined, 'the connection was opened by the first request');
+  });
+
+  it('a client span to a name from a test-controlled hosts file carries its DNS lookup time', async () => {
+    fs.writeFileSync(path.join(dir, 'hosts'), '127.0.0.1 alpha.test\n');
+    fs.writeFileSync(path.join(dir, 'nsswitch.conf'), 'hosts: files\n');
+    const setup = ['hosts', 'nsswitch.conf'].map(f => `mount --bind ${dir}/${f} /etc/${f}`).join(' && ');
+    const wrap = ['unshare', '--mount', '--propagation', 'private', '--', 'sh', '-c', `${setup} && exec "$0" "$@"`];
+    const r = await runApp({ host: 'alpha.test', requests: [{ body: 10, reply: 10 }, { body: 10, reply: 10 }] }, { wrap });
+    const lines = ok(r);
+    const spans = spansOf(r);
+    const first = pair(spans, 0).client;
+    // one lookup: the span carries the very record the metric's single sample came from
+    const points = receiver.points().filter(p => p.resource['process.pid'] === r.child.pid && p.name === 'dns.lookup.duration' && p.attributes['dns.question.name'] === 'alpha.test');
+    assert.strictEqual(total(points, 'dns.lookup.duration', { 'dns.question.name': 'alpha.test' }), 1);
+    assert.strictEqual(first.attributes['dns.lookup.duration'], points.at(-1).sum);
+    assert.ok(first.attributes['dns.lookup.duration'] > 0 && first.attributes['dns.lookup.duration'] < seconds(first));
+    assert.strictEqual(pair(spans, 1).client.attributes['dns.lookup.duration'], undefined, 'the reused connection did no lookup');
+    assertBytes(spans, lines[1]);
+  });
+
+  it('a TLS request carries the handshake time of its own connection', async () => {
+    const r = await runApp({ tls, requests: [{ body: 20_000, reply: 30_000 }, { body: 10, reply: 10 }] });
+    const lines = ok(r);
+    const spans = spansOf(r);
+    const { client, server } = pair(spans, 0);
+    const clientSamples = receiver.points().filter(p => p.resource['process.pid'] === r.child.pid && p.name === 'tls.handshake.duration' && p.attributes['tls.connection.side'] === 'client');
+    assert.strictEqual(total(clientSamples, 'tls.handshake.duration', {}), 1);
+    assert.strictEqual(client.attributes['tls.handshake.duration'], clientSamples.at(-1).sum);
+    assert.ok(client.attributes['tls.handshake.duration'] < seconds(client));
+    assert.strictEqual(server.attributes['tls.handshake.duration'], undefined);
+    assert.strictEqual(pair(spans, 1).client.attributes['tls.handshake.duration'], undefined, 'the reused connection did no handshake');
+    // TCP_INFO counts what crossed the TCP socket: the TLS records, more than the plaintext Node's TLS socket counts
+    assert.ok(client.attributes['tcp.io.transmit'] > lines[0].written && client.attributes['tcp.io.receive'] > lines[0].read);
+    assert.strictEqual(client.attributes['tcp.io.transmit'], server.attributes['tcp.io.receive']);
+    const second = pair(spans, 1);
+    assert.strictEqual(second.client.attributes['tcp.io.transmit'], second.server.attributes['tcp.io.receive']);
+    assert.strictEqual(second.client.attributes['tcp.io.receive'], second.server.attributes['tcp.io.transmit']);
+  });
+
+  it('without privileges: no BPF-derived attributes, nothing breaks, TCP_INFO still counts', async () => {
+    const r = await runApp({ tls, host: 'localhost', requests: [{ body: 5000, reply: 6000 }] }, { wrap: NOBODY, env: { OTEL_NODE_EBPF_STRICT: 'false' } });
+    const [line] = ok(r);
+    assert.match(r.stderr, /CAP_BPF/);
+    assert.strictEqual(r.lines.find(l => l.done).done.active, false);
+    const { client, server } = pair(spansOf(r), line.request);
+    for (const a of BPF_ATTRS) assert.strictEqual(client.attributes[a], undefined, a);
+    assert.strictEqual(client.attributes['tcp.io.transmit'], server.attributes['tcp.io.receive']);
+    assert.strictEqual(client.attributes['tcp.io.receive'], server.attributes['tcp.io.transmit']);
+    assert.strictEqual(client.attributes['http.status_code'] ?? client.attributes['http.response.status_code'], 200);
+  });
+
+  it('with OTEL_SDK_DISABLED nothing is traced and the application runs', async () => {
+    const r = await runApp({ requests: [{ body: 10, reply: 10 }] }, { env: { OTEL_SDK_DISABLED: 'true' } });
+    ok(r);
+    assert.deepStrictEqual(spansOf(r).filter(s => Object.keys(s.attributes).some(k => KERNEL_ATTRS.test(k))), []);
+  });
+
+  describe('inside a network namespace with a random-drop rule', function () {
+    const NS = `oneb-spans-${process.pid}`;
+    const PORT = 8080;
+    const RULE = ['INPUT', '-p', 'tcp', '--dport', String(PORT), '-m', 'statistic', '--mode', 'random', '--probability', '0.05', '-j', 'DROP'];
+    const inNs = (...args) => run('ip', ['netns', 'exec', NS, ...args]);
+    let created = false;
+    before(() => {
+      run('ip', ['netns', 'add', NS]);
+      created = true;
+      inNs('ip', 'link', 'set', 'lo', 'up');
+    });
+    after(() => created && run('ip', ['netns', 'del', NS]));
+
+    /** The kernel's total_retrans of one socket of the namespace (ss prints retrans:cur/total once it is non-zero). */
+    const retransOf = (sport, dport) => {
+      const text = inNs('ss', '-tinH', 'state', 'all', `( sport = :${sport} and dport = :${dport} )`);
+      assert.ok(text.trim(), `no socket ${sport} -> ${dport}`);
+      const m = text.match(/\bretrans:\d+\/(\d+)/);
+      return m ? Number(m[1]) : 0;
+    };
+
+    async function lossyRequest() {
+      const peer = spawn('ip', ['netns', 'exec', NS, process.execPath, PEER, '{}'], { stdio: ['pipe', 'pipe', 'inherit'] });
+      const spans = [];
+      const ready = new Promise(resolve =>
+        readline.createInterface({ input: peer.stdout }).on('line', l => {
+          const o = JSON.parse(l);
+          if (o.ready) resolve(o.ready);
+          if (o.span) spans.push(o.span);
+        }),
+      );
+      const peerAddress = await ready;
+      inNs('iptables', '-A', ...RULE);
+      let ruleOn = true;
+      let kernel, holdError;
+      const appLines = [];
+      try {
+        const r = await runWorkload(
+          { port: PORT, hold: true, requests: [{ body: 8 * 1024 * 1024, reply: 100 }] },
+          {
+            address: peerAddress,
+            script: APP,
+            wrap: ['ip', 'netns', 'exec', NS],
+            env: { OTEL_TRACES_EXPORTER: 'otlp' },
+            onLine: (o, child) => {
+              appLines.push(o);
+              if (!o.holding) return;
+              try {
+                const line = appLines.find(l => l.request === 0);
+                kernel = { client: retransOf(line.localPort, PORT), server: retransOf(PORT, line.localPort) };
+                inNs('iptables', '-D', ...RULE); // the export itself must not be slowed down
+                ruleOn = false;
+              } catch (err) {
+                holdError = err;
+              } finally {
+                child.stdin.write('go\n');
+              }
+            },
+          },
+        );
+        if (holdError) throw holdError;
+        const [line] = ok(r);
+        const deadline = Date.now() + 10_000;
+        const own = () => spans.filter(s => s.resource['process.pid'] === r.child.pid);
+        while (own().length < 2 && Date.now() < deadline) await new Promise(res => setTimeout(res, 50));
+        return { line, kernel, spans: own() };
+      } finally {
+        if (ruleOn) inNs('iptables', '-D', ...RULE);
+        peer.stdin.end('stop\n');
+      }
+    }
+
+    it('the span of a request that suffered retransmits carries them, exactly as the kernel counted', async () => {
+      let result;
+      for (let attempt = 0; attempt < 2; attempt++) {
+        result = await lossyRequest();
+        if (result.kernel.client > 0) break; // 5 % of about 130 segments: none lost has a chance of about 0.001
+      }
+      const { line, kernel, spans } = result;
+      assert.ok(kernel.client > 0, `no retransmits induced: ${JSON.stringify(kernel)}`);
+      const { client, server } = pair(spans, 0);
+      assert.strictEqual(client.attributes['tcp.retransmits'], kernel.client, JSON.stringify(kernel));
+      // the server's window ends when its response finished; a probe of that response may still come later
+      assert.ok(server.attributes['tcp.retransmits'] <= kernel.server, JSON.stringify(kernel));
+      // retransmitted bytes are not counted twice
+      assert.strictEqual(client.attributes['tcp.io.transmit'], line.written);
+      assert.strictEqual(server.attributes['tcp.io.receive'], line.written);
+    });
+  });
+});

@@ -1,0 +1,71 @@
+'use strict';
+// An application with the SDK preloaded (node --require dist/register.js, OTEL_TRACES_EXPORTER=otlp): an HTTP or
+// HTTPS server and client requests to it through one keep-alive agent, traced by the HTTP instrumentation that
+// register loads. It measures, independently of the SDK, what crossed the client's socket during each request
+// (Node's own socket.bytesWritten/bytesRead), then shuts the SDK down so that every span is exported.
+//
+// Config (argv[2], JSON): { tls?: {key, cert} (PEM paths), host?: name or address to connect to (default
+// 127.0.0.1), port?: the server's (default any), requests: [{ body: bytes, reply: bytes }], hold?: true (after the requests, print {"holding"} and wait
+// for a line on stdin: the connection stays open and idle meanwhile) }.
+// stdout, one JSON line each: {"request": i, "localPort", "reused", "written", "read", "serverPort"}, {"holding"},
+// {"done": status}.
+const fs = require('fs');
+const http = require('http');
+const https = require('https');
+const readline = require('readline');
+
+const config = JSON.parse(process.argv[2]);
+const out = o => process.stdout.write(JSON.stringify(o) + '\n');
+const mod = config.tls ? https : http;
+
+const replies = new Map(); // path -> bytes
+const handler = (req, res) => {
+  req.resume();
+  req.on('end', () => res.end(Buffer.alloc(replies.get(req.url) ?? 0, 7)));
+};
+const server = config.tls
+  ? https.createServer({ key: fs.readFileSync(config.tls.key), cert: fs.readFileSync(config.tls.cert) }, handler)
+  : http.createServer(handler);
+const agent = new mod.Agent({ keepAlive: true, maxSockets: 1, rejectUnauthorized: false });
+
+function request(i, { body, reply }) {
+  const path = `/r${i}`;
+  replies.set(path, reply);
+  return new Promise((resolve, reject) => {
+    const req = mod.request({ host: config.host ?? '127.0.0.1', port: server.address().port, path, method: 'POST', agent, headers: { 'content-length': body } }, res => {
+      res.resume();
+      res.on('end', () => {
+        const s = req.socket;
+        resolve({ request: i, localPort: s.localPort, reused: req.reusedSocket, written: s.bytesWritten - start.written, read: s.bytesRead - start.read, serverPort: server.address().port });
+      });
+    });
+    let start;
+    req.on('socket', s => {
+      start = { written: s.bytesWritten, read: s.bytesRead };
+    });
+    req.on('error', reject);
+    req.end(Buffer.alloc(body, 1));
+  });
+}
+
+server.listen(config.port ?? 0, '127.0.0.1', async () => {
+  try {
+    for (const [i, r] of config.requests.entries()) out(await request(i, r));
+    if (config.hold) {
+      out({ holding: true });
+      const rl = readline.createInterface({ input: process.stdin });
+      await new Promise(r => rl.once('line', r));
+      rl.close();
+      process.stdin.destroy(); // nothing more to read: let the process end
+    }
+    agent.destroy();
+    server.close();
+    const handle = globalThis[Symbol.for('otel-node-ebpf')];
+    const status = handle.status();
+    await handle.shutdown();
+    out({ done: status });
+  } catch (err) {
+    out({ error: err.stack });
+    process.exitCode = 1;
+  }
+});
