@@ -113,12 +113,12 @@ export class KernelTelemetry {
         failures.push(`${collector.name}: ${(err as Error).message}`);
       }
     }
-    // libbpf parsed the kernel's BTF for every object it loaded; give those megabytes back.
-    addon.trimMemory();
     // opt-in collectors that are off start without loading anything: they do not make a failed start a success
     if (failures.length > 0 && this.collectors.every(c => c.status().every(p => !p.attached))) throw new Error(failures.join('; '));
     for (const f of failures) warnOnce(`collector ${f}`);
     this.startBudget(addon);
+    // libbpf parsed the kernel's BTF for every object it loaded (calibration's included); give those megabytes back.
+    addon.trimMemory();
     try {
       this.stats = addon.enableStats();
       this.kernelTime = 'on (BPF_ENABLE_STATS)';
