@@ -9,7 +9,8 @@
  * Which connection carried a span is never guessed: it comes from Node's own objects.
  *   - HTTP server spans: the `http.server.request.start` diagnostics channel gives the request's socket just before
  *     Node emits 'request', inside which the HTTP instrumentation starts the SERVER span synchronously; the socket is
- *     offered to the SERVER span started in that same synchronous dispatch only (a microtask withdraws it).
+ *     offered to the SERVER span started in that same synchronous dispatch only (same async execution id: a span
+ *     started later, in another callback, never takes it).
  *   - HTTP client spans: the HTTP instrumentation's `requestHook(span, request)` gives the span's ClientRequest, and
  *     the request's 'socket' event its socket. `register` sets the hook; an application with its own
  *     HttpInstrumentation passes `processor.httpInstrumentationConfig()` (or calls `processor.requestHook`).
@@ -34,6 +35,7 @@
  *
  * Never throws into the application: a failure is said once and that span stays as it was.
  */
+import { executionAsyncId } from 'async_hooks';
 import * as dc from 'diagnostics_channel';
 import { ClientRequest, IncomingMessage } from 'http';
 import type { Socket } from 'net';
@@ -128,7 +130,8 @@ export class KernelSpanProcessor implements SpanProcessor {
   private readonly spans = new WeakMap<object, SpanState>();
   /** The socket of the HTTP request being dispatched right now (see the file's comment). */
   private pending?: Socket;
-  private readonly clearPending = () => (this.pending = undefined);
+  /** executionAsyncId() of the dispatch that offered `pending`: a cheap "same synchronous dispatch" test. */
+  private pendingAsyncId = -1;
   /** The newest DNS record a connection took: a record is taken once. */
   private dnsTaken = 0;
   private readonly subscriptions: [string, (message: unknown) => void][] = [];
@@ -143,7 +146,7 @@ export class KernelSpanProcessor implements SpanProcessor {
     this.addon = addon;
     this.subscribe('http.server.request.start', m => {
       this.pending = (m as { socket: Socket }).socket;
-      queueMicrotask(this.clearPending);
+      this.pendingAsyncId = executionAsyncId();
     });
     this.subscribe('http.server.response.finish', m => {
       const socket = (m as { socket: TrackedSocket }).socket;
@@ -260,6 +263,7 @@ export class KernelSpanProcessor implements SpanProcessor {
     const socket = this.pending;
     if (!socket || span.kind !== SpanKind.SERVER) return;
     this.pending = undefined;
+    if (executionAsyncId() !== this.pendingAsyncId) return;
     this.spans.set(span, { socket, base: connectionOf(socket).last ?? ZERO, server: true });
   }
 
@@ -286,23 +290,25 @@ export class KernelSpanProcessor implements SpanProcessor {
       end = this.read(socket);
     }
     const base = state.base;
+    const attrs: Record<string, number> = {};
     if (end && base) {
       c.last = end;
-      span.setAttribute(SPAN_ATTRS.TCP_IO_TRANSMIT, end.txBytes - base.txBytes);
-      span.setAttribute(SPAN_ATTRS.TCP_IO_RECEIVE, end.rxBytes - base.rxBytes);
-      span.setAttribute(SPAN_ATTRS.TCP_RETRANSMITS, end.retransmits - base.retransmits);
-      if (end.srttUs > 0) span.setAttribute(SPAN_ATTRS.TCP_RTT, end.srttUs / 1e6);
+      attrs[SPAN_ATTRS.TCP_IO_TRANSMIT] = end.txBytes - base.txBytes;
+      attrs[SPAN_ATTRS.TCP_IO_RECEIVE] = end.rxBytes - base.rxBytes;
+      attrs[SPAN_ATTRS.TCP_RETRANSMITS] = end.retransmits - base.retransmits;
+      if (end.srttUs > 0) attrs[SPAN_ATTRS.TCP_RTT] = end.srttUs / 1e6;
     }
     const setup = state.setup;
-    if (!setup || setup.claimed) return;
-    setup.claimed = true;
-    if (setup.connectNs !== undefined) span.setAttribute(SPAN_ATTRS.TCP_CONNECT_DURATION, setup.connectNs / 1e9);
-    if (setup.dnsNs !== undefined) span.setAttribute(SPAN_ATTRS.DNS_LOOKUP_DURATION, setup.dnsNs / 1e9);
-    if (setup.tlsSeq !== undefined) {
-      const e = collector<TlsCollector>('tls')?.handshakeLog().at(setup.tlsSeq + 1);
-      if (e && e.side === TLS_SIDE_CLIENT && e.err === TLS_ERR_NONE)
-        span.setAttribute(SPAN_ATTRS.TLS_HANDSHAKE_DURATION, Number(e.durationNs) / 1e9);
+    if (setup && !setup.claimed) {
+      setup.claimed = true;
+      if (setup.connectNs !== undefined) attrs[SPAN_ATTRS.TCP_CONNECT_DURATION] = setup.connectNs / 1e9;
+      if (setup.dnsNs !== undefined) attrs[SPAN_ATTRS.DNS_LOOKUP_DURATION] = setup.dnsNs / 1e9;
+      if (setup.tlsSeq !== undefined) {
+        const e = collector<TlsCollector>('tls')?.handshakeLog().at(setup.tlsSeq + 1);
+        if (e && e.side === TLS_SIDE_CLIENT && e.err === TLS_ERR_NONE) attrs[SPAN_ATTRS.TLS_HANDSHAKE_DURATION] = Number(e.durationNs) / 1e9;
+      }
     }
+    span.setAttributes(attrs); // one call: each setAttribute validates and counts on its own
   }
 
   onEnd(_span: ReadableSpan): void {}
