@@ -737,7 +737,7 @@ function report(result) {
   }
   lines.push('');
   if (m.on.mapMemlockMB) lines.push(`Kernel memory of the SDK's BPF maps (memlock; not in RSS): ${fmt(m.on.mapMemlockMB.median, 1)} MB`);
-  if (m.on.mainThreadSyscallsPerRequest) lines.push(`Server main-thread syscalls per request (the runtime probe's count): ${fmt(m.on.mainThreadSyscallsPerRequest.median, 2)}`);
+  if (m.on.mainThreadSyscallsPerRequest) lines.push(`Server main-thread epoll sleeps (active stretches) plus syscalls (opt-in nodejs.syscalls) per request, as the runtime probe counted them: ${fmt(m.on.mainThreadSyscallsPerRequest.median, 2)}`);
   if (m.on.sdkServerTxBytesPerRequest) lines.push(`Server bytes sent per request, as the SDK counted them: ${fmt(m.on.sdkServerTxBytesPerRequest.median, 1)}`);
   return lines.join('\n');
 }
