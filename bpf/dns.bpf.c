@@ -18,6 +18,9 @@
 #include <bpf/bpf_tracing.h>
 #include "dns.h"
 #include "target.bpf.h"
+#include "ringbuf.bpf.h"
+
+#define DNS_RING_SIZE (64 * 1024)
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -40,7 +43,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 64 * 1024);
+	__uint(max_entries, DNS_RING_SIZE);
 } dns_events SEC(".maps");
 
 /* Too big for the stack next to the rest; one per CPU, and uprobe programs do not nest on a CPU. */
@@ -107,7 +110,7 @@ int BPF_KPROBE(dns_done, void *w, int status)
 	e->status = retcode;
 	e->pad = 0;
 	__builtin_memcpy(e->name, v->name, sizeof(e->name));
-	bpf_ringbuf_submit(e, 0);
+	RINGBUF_SUBMIT(&dns_events, DNS_RING_SIZE, e);
 	bpf_map_delete_elem(&inflight, &key);
 	return 0;
 }

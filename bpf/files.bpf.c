@@ -19,6 +19,9 @@
 #include <bpf/bpf_core_read.h>
 #include "files.h"
 #include "target.bpf.h"
+#include "ringbuf.bpf.h"
+
+#define FILES_RING_SIZE (256 * 1024)
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -53,7 +56,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 256 * 1024);
+	__uint(max_entries, FILES_RING_SIZE);
 } closed_files SEC(".maps");
 
 /* Too big for the stack; one per CPU, and a raw tracepoint program does not nest with itself on a CPU. */
@@ -77,7 +80,7 @@ static __always_inline void send_closed(struct file_entry *v)
 		return;
 	}
 	__builtin_memcpy(e, v, sizeof(*e));
-	bpf_ringbuf_submit(e, 0);
+	RINGBUF_SUBMIT(&closed_files, FILES_RING_SIZE, e);
 }
 
 static __always_inline void opened(long fd, const char *pathname)

@@ -28,6 +28,9 @@
 #include "sockets.h"
 #include "bits.bpf.h"
 #include "target.bpf.h"
+#include "ringbuf.bpf.h"
+
+#define SOCKETS_RING_SIZE (256 * 1024)
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -73,7 +76,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 256 * 1024);
+	__uint(max_entries, SOCKETS_RING_SIZE);
 } conn_events SEC(".maps");
 
 static const struct series_stats zero_stats;
@@ -279,7 +282,7 @@ static __always_inline void emit(const struct sock *sk, const struct conn_state 
 	__builtin_memset(e->pad, 0, sizeof(e->pad));
 	read_addresses(sk, e);
 	read_counters(sk, e);
-	bpf_ringbuf_submit(e, 0);
+	RINGBUF_SUBMIT(&conn_events, SOCKETS_RING_SIZE, e);
 }
 
 /* ---- tcp.state: connects, accepts, closes, listeners ---- */

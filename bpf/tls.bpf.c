@@ -26,6 +26,9 @@
 #include "tls.h"
 #include "bits.bpf.h"
 #include "target.bpf.h"
+#include "ringbuf.bpf.h"
+
+#define TLS_RING_SIZE (64 * 1024)
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -36,7 +39,7 @@ const volatile struct tls_event tls_event_btf = {};
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 64 * 1024);
+	__uint(max_entries, TLS_RING_SIZE);
 } tls_events SEC(".maps");
 
 struct hs_state {
@@ -88,7 +91,7 @@ static __always_inline void record(struct hs_state *st, __u32 err)
 		e->duration_ns = duration_ns;
 		e->side = st->side;
 		e->err = err;
-		bpf_ringbuf_submit(e, 0);
+		RINGBUF_SUBMIT(&tls_events, TLS_RING_SIZE, e);
 	} else {
 		__sync_fetch_and_add(&health.events_dropped, 1);
 	}
