@@ -1,12 +1,16 @@
 /**
- * The cost budget of the uprobe measurements. A uprobe hit traps into the kernel: on the machines this project runs
- * on it costs about 14 us, far more than the BPF program it runs, and BPF run-time statistics do not show it. So:
+ * The cost budget. A uprobe hit traps into the kernel: on the machines this project runs on it costs 1 to 15 us, far
+ * more than the BPF program it runs, and BPF run-time statistics do not show it. So, for uprobe measurements:
  *
  * - at start, the cost of one uprobe hit and of one uretprobe hit is measured once on this machine (calibrate());
  * - every uprobe program counts its own hits (a counter in the program: BPF statistics need CAP_SYS_ADMIN);
  * - each measurement's estimated CPU time is hits x cost (otel_node_ebpf.probe.cpu.time);
  * - over each window, a measurement whose estimated CPU time exceeds the budget (a share of one CPU) is detached,
  *   with one warning saying which and why; status() and `doctor` show it.
+ *
+ * The opt-in raw-tracepoint measurements that run for every syscall of the machine (nodejs.syscalls, file.io) are held
+ * to the same budget by their measured kernel time (BPF run-time statistics, on when the SDK has CAP_SYS_ADMIN), which
+ * is what their programs cost; not counted is the syscall slow path that attaching them switches on.
  */
 import * as path from 'path';
 import type { Capabilities } from './capabilities';
@@ -41,6 +45,17 @@ export interface UprobeCollector {
 
 export function isUprobeCollector(c: Collector): c is Collector & UprobeCollector {
   return typeof (c as Partial<UprobeCollector>).uprobeHits === 'function';
+}
+
+/** A collector with measurements held to the budget by their measured kernel time (Measurement.budgetedByKernelTime). */
+export interface KernelTimedCollector {
+  /** Its attached measurements that are budgeted by kernel time. */
+  kernelTimed(): string[];
+  detach(name: string, reason: string): boolean;
+}
+
+export function isKernelTimedCollector(c: Collector): c is Collector & KernelTimedCollector {
+  return typeof (c as Partial<KernelTimedCollector>).kernelTimed === 'function';
 }
 
 /**
@@ -105,9 +120,20 @@ export function calibrate(
 }
 
 export interface ProbeCost {
+  /** Uprobe hits, or program runs of a kernel-timed measurement. */
   hits: number;
-  /** Estimated CPU seconds since start: entry hits x entry cost + return hits x return cost. */
+  /**
+   * CPU seconds since start: for uprobes estimated, entry hits x entry cost + return hits x return cost; for
+   * kernel-timed measurements their programs' measured run time.
+   */
   cpuSeconds: number;
+  kernelTimed?: boolean;
+}
+
+/** A measurement the budget watches, with the collector that can detach it. */
+interface Watched {
+  name: string;
+  collector: { detach(name: string, reason: string): boolean };
 }
 
 /** Estimates and enforces. `check()` runs on an unref'd timer every window, and at collection once a window passed. */
@@ -126,6 +152,8 @@ export class Budget {
     readonly windowMillis: number,
     private readonly collectors: () => Array<Collector & UprobeCollector>,
     private readonly warn: (message: string) => void,
+    /** Collectors with kernel-timed measurements, when BPF run-time statistics are on; none otherwise. */
+    private readonly kernelTimed: () => Array<Collector & KernelTimedCollector> = () => [],
   ) {
     this.snapshot(Date.now());
   }
@@ -142,7 +170,7 @@ export class Budget {
     this.onStop();
   }
 
-  /** Every uprobe measurement's hits and estimated CPU time since start. */
+  /** Every watched measurement's hits (runs) and CPU time since start. */
   costs(): Map<string, ProbeCost> {
     const out = new Map<string, ProbeCost>();
     for (const c of this.collectors()) {
@@ -150,7 +178,21 @@ export class Budget {
         out.set(name, { hits: hits.reduce((a, h) => a + h.hits, 0), cpuSeconds: costNs(hits, this.cost) / 1e9 });
       }
     }
+    for (const c of this.kernelTimed()) {
+      const stats = c.runStats();
+      for (const name of c.kernelTimed()) {
+        const s = stats.get(name);
+        if (s) out.set(name, { hits: Number(s.runCount), cpuSeconds: Number(s.runTimeNs) / 1e9, kernelTimed: true });
+      }
+    }
     return out;
+  }
+
+  private watched(): Watched[] {
+    return [
+      ...this.collectors().flatMap(c => [...c.uprobeHits().keys()].map(name => ({ name, collector: c }))),
+      ...this.kernelTimed().flatMap(c => c.kernelTimed().map(name => ({ name, collector: c }))),
+    ];
   }
 
   private snapshot(now: number): void {
@@ -169,22 +211,22 @@ export class Budget {
     const seconds = (now - this.windowStart) / 1000;
     if (this.budget <= 0 || seconds <= 0) return;
     const costs = this.costs();
-    for (const c of this.collectors()) {
-      for (const name of c.uprobeHits().keys()) {
-        const cost = costs.get(name);
-        if (!cost || this.detached.has(name)) continue;
-        const before = this.previous.get(name) ?? { cpuSeconds: 0, hits: 0 };
-        const share = (cost.cpuSeconds - before.cpuSeconds) / seconds;
-        if (share <= this.budget) continue;
-        const rate = (cost.hits - before.hits) / seconds;
-        const reason =
-          `detached: over the overhead budget (OTEL_NODE_EBPF_OVERHEAD_BUDGET=${this.budget}): an estimated ` +
-          `${pct(share)} of one CPU over ${seconds.toFixed(1)} s (${Math.round(rate)} uprobe hits/s; a hit costs ` +
-          `${fmt(this.cost.emulatedNs / 1000)} to ${fmt(this.cost.steppedNs / 1000)} us here)`;
-        if (c.detach(name, reason)) {
-          this.detached.set(name, reason);
-          this.warn(`probe ${name} ${reason}`);
-        }
+    for (const { name, collector } of this.watched()) {
+      const cost = costs.get(name);
+      if (!cost || this.detached.has(name)) continue;
+      const before = this.previous.get(name) ?? { cpuSeconds: 0, hits: 0 };
+      const share = (cost.cpuSeconds - before.cpuSeconds) / seconds;
+      if (share <= this.budget) continue;
+      const rate = (cost.hits - before.hits) / seconds;
+      const how = cost.kernelTimed
+        ? `a measured ${pct(share)} of one CPU in its programs over ${seconds.toFixed(1)} s (${Math.round(rate)} runs/s, ` +
+          'BPF run-time statistics)'
+        : `an estimated ${pct(share)} of one CPU over ${seconds.toFixed(1)} s (${Math.round(rate)} uprobe hits/s; a hit ` +
+          `costs ${fmt(this.cost.emulatedNs / 1000)} to ${fmt(this.cost.steppedNs / 1000)} us here)`;
+      const reason = `detached: over the overhead budget (OTEL_NODE_EBPF_OVERHEAD_BUDGET=${this.budget}): ${how}`;
+      if (collector.detach(name, reason)) {
+        this.detached.set(name, reason);
+        this.warn(`probe ${name} ${reason}`);
       }
     }
     this.snapshot(now);

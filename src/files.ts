@@ -30,6 +30,7 @@ export const FILES_MEASUREMENTS: Measurement[] = [
       'bytes read and written per file: raw tracepoint sys_exit (open*, read*, write*, close of this process; it runs for every syscall on the machine; ' +
       `opt-in: OTEL_NODE_EBPF_ENABLED_PROBES=${FILES_MEASUREMENT})`,
     optIn: true,
+    budgetedByKernelTime: true,
     variants: [{ hook: 'tracepoint', programs: ['files_sys_exit'] }],
   },
 ];
@@ -138,6 +139,16 @@ export class FilesCollector implements Collector {
 
   runStats(): Map<string, ProbeRunStats> {
     return this.probes?.runStats() ?? new Map();
+  }
+
+  /** The attached measurements the budget holds to their measured kernel time (src/budget.ts). */
+  kernelTimed(): string[] {
+    const attached = new Set(this.status().filter(p => p.attached).map(p => p.name));
+    return FILES_MEASUREMENTS.filter(m => m.budgetedByKernelTime && attached.has(m.name)).map(m => m.name);
+  }
+
+  detach(name: string, reason: string): boolean {
+    return this.probes?.detach(name, reason) ?? false;
   }
 
   health(): FileHealth | undefined {

@@ -9,7 +9,7 @@ import { warnOnce } from './diag';
 import { BpfError, loadAddon } from './native';
 import type { ProbeStatus } from './probes';
 import { ATTRS, METRICS } from './semconv';
-import { Budget, calibrate, isUprobeCollector } from './budget';
+import { Budget, calibrate, isKernelTimedCollector, isUprobeCollector } from './budget';
 import { DnsCollector } from './dns';
 import { RuntimeCollector } from './runtime';
 import { SocketsCollector } from './sockets';
@@ -116,30 +116,44 @@ export class KernelTelemetry {
     // opt-in collectors that are off start without loading anything: they do not make a failed start a success
     if (failures.length > 0 && this.collectors.every(c => c.status().every(p => !p.attached))) throw new Error(failures.join('; '));
     for (const f of failures) warnOnce(`collector ${f}`);
-    this.startBudget(addon);
-    // libbpf parsed the kernel's BTF for every object it loaded (calibration's included); give those megabytes back.
-    addon.trimMemory();
+    let statsOn = true;
     try {
       this.stats = addon.enableStats();
       this.kernelTime = 'on (BPF_ENABLE_STATS)';
     } catch (err) {
-      this.kernelTime = this.caps.bpfStatsEnabled
+      statsOn = !!this.caps.bpfStatsEnabled;
+      this.kernelTime = statsOn
         ? 'on (kernel.bpf_stats_enabled=1)'
         : `off: BPF run-time statistics need CAP_SYS_ADMIN or sysctl kernel.bpf_stats_enabled=1 (${(err as Error).message})`;
     }
+    this.startBudget(addon, statsOn);
+    // libbpf parsed the kernel's BTF for every object it loaded (calibration's included); give those megabytes back.
+    addon.trimMemory();
   }
 
-  /** Measures the cost of a uprobe hit once, if any uprobe measurement is attached, and starts enforcing the budget. */
-  private startBudget(addon: Exclude<ReturnType<typeof loadAddon>, BpfError>): void {
+  /**
+   * Starts enforcing the budget over the uprobe measurements (measuring the cost of a uprobe hit once) and over the
+   * kernel-timed ones (their measured run time: only with BPF run-time statistics on).
+   */
+  private startBudget(addon: Exclude<ReturnType<typeof loadAddon>, BpfError>, statsOn: boolean): void {
     const uprobes = this.collectors.filter(isUprobeCollector);
-    if (!uprobes.some(c => c.status().some(p => p.attached && p.hook === 'uprobe'))) return;
-    let calibration: ReturnType<typeof calibrate>;
-    try {
-      calibration = calibrate(addon, this.caps);
-    } catch (err) {
-      this.budgetReason = `the cost of a uprobe hit could not be measured (${(err as Error).message}): not enforced`;
-      warnOnce(`overhead budget ${this.budgetReason}`);
-      return;
+    const anyUprobe = uprobes.some(c => c.status().some(p => p.attached && p.hook === 'uprobe'));
+    const timed = this.collectors.filter(isKernelTimedCollector).filter(c => c.kernelTimed().length > 0);
+    if (timed.length > 0 && !statsOn) {
+      const names = timed.flatMap(c => c.kernelTimed()).join(', ');
+      warnOnce(`overhead budget does not hold ${names}: BPF run-time statistics are off (they need CAP_SYS_ADMIN or sysctl kernel.bpf_stats_enabled=1)`);
+    }
+    const kernelTimed = statsOn ? timed : [];
+    if (!anyUprobe && kernelTimed.length === 0) return;
+    let calibration: ReturnType<typeof calibrate> = { cost: { emulatedNs: 0, steppedNs: 0, iterations: 0 }, close: () => {} };
+    if (anyUprobe) {
+      try {
+        calibration = calibrate(addon, this.caps);
+      } catch (err) {
+        this.budgetReason = `the cost of a uprobe hit could not be measured (${(err as Error).message}): not enforced`;
+        warnOnce(`overhead budget ${this.budgetReason}`);
+        return;
+      }
     }
     this.budgetReason = this.config.overheadBudget > 0 ? undefined : 'not enforced (OTEL_NODE_EBPF_OVERHEAD_BUDGET=0)';
     this.budget = new Budget(
@@ -149,6 +163,7 @@ export class KernelTelemetry {
       this.config.overheadWindowMillis,
       () => this.collectors.filter(isUprobeCollector),
       m => warnOnce(m),
+      () => kernelTimed,
     );
     this.budget.start();
   }
@@ -167,7 +182,7 @@ export class KernelTelemetry {
       probes,
       kernelTime: this.kernelTime,
       overhead: {
-        uprobeHitNs: this.budget
+        uprobeHitNs: this.budget?.cost.iterations
           ? { emulated: Math.round(this.budget.cost.emulatedNs), stepped: Math.round(this.budget.cost.steppedNs) }
           : undefined,
         budget: this.config.overheadBudget,

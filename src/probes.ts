@@ -43,6 +43,11 @@ export interface Measurement {
   variants: Variant[];
   /** Off unless named in OTEL_NODE_EBPF_ENABLED_PROBES (a costly measurement). */
   optIn?: boolean;
+  /**
+   * Held to the overhead budget by its measured kernel time (BPF run-time statistics): raw-tracepoint measurements
+   * that run for every syscall of the machine. Uprobe measurements are held to it by their counted hits instead.
+   */
+  budgetedByKernelTime?: boolean;
 }
 
 export interface Attempt {

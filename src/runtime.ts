@@ -29,6 +29,7 @@ export const RUNTIME_MEASUREMENTS: Measurement[] = [
     // Syscall entry and exit have no kprobe or fentry equivalent as cheap as the raw tracepoints.
     variants: [{ hook: 'tracepoint', programs: ['loop_sys_enter', 'loop_sys_exit'] }],
     optIn: true,
+    budgetedByKernelTime: true,
   },
 ];
 
@@ -72,6 +73,16 @@ export class RuntimeCollector implements Collector {
 
   runStats(): Map<string, ProbeRunStats> {
     return this.probes?.runStats() ?? new Map();
+  }
+
+  /** The attached measurements the budget holds to their measured kernel time (src/budget.ts). */
+  kernelTimed(): string[] {
+    const attached = new Set(this.status().filter(p => p.attached).map(p => p.name));
+    return RUNTIME_MEASUREMENTS.filter(m => m.budgetedByKernelTime && attached.has(m.name)).map(m => m.name);
+  }
+
+  detach(name: string, reason: string): boolean {
+    return this.probes?.detach(name, reason) ?? false;
   }
 
   /** The loop's state now, with the stretch in progress counted (collect() runs on the main thread: it is active). */
