@@ -182,11 +182,14 @@ describe('runtime probes: the main thread\'s syscalls (opt-in nodejs.syscalls)',
   });
 });
 
-// libuv's poll syscall differs between versions (epoll_wait, epoll_pwait, epoll_pwait2): each Node major is checked.
+// libuv's poll syscall differs between versions (epoll_wait, epoll_pwait, epoll_pwait2): each Node major is checked,
+// with the opt-in per-syscall measurement on (a slow read under "read", no epoll wait among the syscalls).
 const CHILD = `
 const { KernelTelemetry } = require(${JSON.stringify(path.join(ROOT, 'dist', 'kernel'))});
 const { resolveConfig } = require(${JSON.stringify(path.join(ROOT, 'dist', 'config'))});
-const t = new KernelTelemetry(resolveConfig({ strict: true, disabledProbes: ['tcp', 'dns', 'tls'] }).config);
+const { execFileSync, spawn } = require('child_process');
+const fs = require('fs'), os = require('os'), path = require('path');
+const t = new KernelTelemetry(resolveConfig({ strict: true, disabledProbes: ['tcp', 'dns', 'tls'], enabledProbes: ['nodejs.syscalls'] }).config);
 t.start();
 const rt = t.collectorsByName().get('runtime');
 const sleep = ms => new Promise(r => setTimeout(r, ms));
@@ -198,14 +201,31 @@ const sleep = ms => new Promise(r => setTimeout(r, ms));
   await sleep(500);
   const b = rt.loopState();
   const top = b.active.slots.map((c, i) => c - a.active.slots[i]).findLastIndex(c => c > 0);
-  console.log(JSON.stringify({ top, idle: Number(b.idleNowNs - a.idleNowNs) / 1e6, waits: b.waits - a.waits }));
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'oneb-'));
+  const fifo = path.join(dir, 'slow');
+  execFileSync('mkfifo', [fifo]);
+  const writer = spawn('sh', ['-c', 'exec 3>"' + fifo + '"; sleep 0.3; echo slow >&3']);
+  const fd = fs.openSync(fifo, 'r');
+  const t0 = process.hrtime.bigint();
+  fs.readSync(fd, Buffer.alloc(16));
+  const blocked = Number(process.hrtime.bigint() - t0) / 1e9;
+  fs.closeSync(fd);
+  await new Promise(r => writer.on('close', r));
+  fs.rmSync(dir, { recursive: true });
+  const sys = rt.collect().find(m => m.name === 'nodejs.mainthread.syscall.duration').points;
+  const read = sys.find(p => p.attributes['syscall.name'] === 'read');
+  console.log(JSON.stringify({
+    top, idle: Number(b.idleNowNs - a.idleNowNs) / 1e6, waits: b.waits - a.waits, blocked,
+    readTop: read ? read.hist.slots.findLastIndex(c => c > 0) : -1,
+    names: sys.map(p => p.attributes['syscall.name']),
+  }));
   t.shutdown();
 })();
 `;
 
 describe('runtime probes: the event loop under each Node.js version', function () {
   for (const v of NODE_VERSIONS) {
-    it(`${v.label}: a 300 ms busy stretch is active, a 500 ms sleep idle`, function () {
+    it(`${v.label}: a 300 ms busy stretch is active, a 500 ms sleep idle; with nodejs.syscalls, a slow read is under "read"`, function () {
       this.timeout(600000);
       const { binary } = nodeBinary(v.major);
       const out = execFileSync(binary, ['-e', CHILD], { encoding: 'utf8', timeout: 60000 });
@@ -213,6 +233,9 @@ describe('runtime probes: the event loop under each Node.js version', function (
       assert.ok(2 ** (r.top - 20) >= 0.3, `largest new stretch in slot ${r.top}`);
       assert.ok(r.idle >= 490 && r.idle < 600, `idle ${r.idle} ms`);
       assert.ok(r.waits >= 1);
+      assert.ok(r.blocked > 0.2, `read returned after ${r.blocked} s`);
+      assert.ok(2 ** (r.readTop - 20) >= r.blocked, `longest read in slot ${r.readTop}, the read blocked ${r.blocked} s`);
+      assert.ok(!r.names.some(n => n.startsWith('epoll_wait') || n.startsWith('epoll_pwait')), r.names.join(' '));
     });
   }
 });
