@@ -6,6 +6,9 @@ import { Capabilities, detectCapabilities, privilegeAdvice } from './capabilitie
 import { resolveConfig } from './config';
 import { BpfError, loadAddon } from './native';
 import { Attempt, Hook, ProbeSet } from './probes';
+import { FilesCollector } from './files';
+import { RuntimeCollector } from './runtime';
+import { ThreadpoolCollector } from './threadpool';
 import { LIVE_MEASUREMENTS, SOCKET_MEASUREMENTS, SocketsCollector, SOCKETS_OBJECT } from './sockets';
 import { calibrate, UprobeCost } from './budget';
 import { DnsCollector } from './dns';
@@ -21,7 +24,9 @@ export interface DoctorReport {
   measurements: Array<{ name: string; description: string; chosen?: Hook; attempts: Attempt[] }>;
   /** Measurements read from the kernel's per-connection counters (TCP_INFO): no hook, working wherever tcp.state does. */
   counters: Array<{ name: string; description: string; ok: boolean; reason?: string }>;
-  /** The uprobe measurements on this node binary (DNS, TLS), each tried for real. */
+  /** The runtime and file measurements (raw tracepoints only: sched_switch, sys_enter/sys_exit), each tried for real. */
+  runtime: Array<{ name: string; description: string; chosen?: Hook; optIn: boolean; attempts: Attempt[] }>;
+  /** The uprobe measurements on this node binary (DNS, TLS, thread pool), each tried for real. */
   uprobes: Array<{ name: string; description: string; chosen?: Hook; optIn: boolean; attempts: Attempt[] }>;
   /** The cost of a uprobe hit measured here, or why it could not be. */
   uprobeCost?: UprobeCost | { error: string };
@@ -40,6 +45,7 @@ export function runDoctor(): DoctorReport {
     addon: addon instanceof BpfError ? { ok: false, error: addon.message } : { ok: true },
     measurements: [],
     counters: [],
+    runtime: [],
     uprobes: [],
     ok: false,
   };
@@ -67,7 +73,24 @@ export function runDoctor(): DoctorReport {
   for (const m of LIVE_MEASUREMENTS) {
     report.counters.push({ ...m, ok: !!state?.chosen, reason: state?.chosen ? undefined : 'needs tcp.state, which cannot attach' });
   }
-  for (const c of [new DnsCollector(addon, config, caps), new TlsCollector(addon, config, caps)]) {
+  const tried = (set: ProbeSet) =>
+    set.measurements.map(m => {
+      const attempts = set.probeAll(m);
+      return { name: m.name, description: m.description, chosen: attempts.find(a => a.ok)?.hook, optIn: m.optIn ?? false, attempts };
+    });
+  for (const c of [new RuntimeCollector(addon, config, caps), new FilesCollector(addon, config, caps)]) {
+    try {
+      const set = c.createProbeSet();
+      try {
+        report.runtime.push(...tried(set));
+      } finally {
+        set.close();
+      }
+    } catch (err) {
+      report.runtime.push({ name: c.name, description: `cannot load: ${(err as Error).message}`, optIn: false, attempts: [] });
+    }
+  }
+  for (const c of [new DnsCollector(addon, config, caps), new TlsCollector(addon, config, caps), new ThreadpoolCollector(addon, config, caps)]) {
     let set: ProbeSet;
     try {
       set = c.createProbeSet();
@@ -76,10 +99,7 @@ export function runDoctor(): DoctorReport {
       continue;
     }
     try {
-      for (const m of set.measurements) {
-        const attempts = set.probeAll(m);
-        report.uprobes.push({ name: m.name, description: m.description, chosen: attempts.find(a => a.ok)?.hook, optIn: m.optIn ?? false, attempts });
-      }
+      report.uprobes.push(...tried(set));
     } finally {
       set.close();
     }
@@ -123,6 +143,11 @@ export function formatDoctor(r: DoctorReport): string {
   }
   for (const m of r.counters ?? []) {
     lines.push(`${m.name.padEnd(17)} ${'tcp_info'.padEnd(11)} ${m.ok ? 'reads the kernel\'s per-connection counters (TCP_INFO), no hook' : `no: ${m.reason}`}`);
+  }
+  for (const m of r.runtime ?? []) {
+    const a = m.attempts[0];
+    const result = !a ? m.description : a.ok ? (m.optIn ? 'attaches (opt-in: OTEL_NODE_EBPF_ENABLED_PROBES)' : 'attaches') : `no: ${a.reason}`;
+    lines.push(`${m.name.padEnd(17)} ${(a?.hook ?? '-').padEnd(11)} ${result}`);
   }
   if (r.uprobes.length) lines.push('', `uprobes on ${process.execPath}`);
   for (const m of r.uprobes) {

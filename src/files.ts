@@ -61,13 +61,18 @@ export class FilesCollector implements Collector {
 
   private readonly configure = (obj: NativeObject): void => setTarget(obj, this.caps);
 
+  /** The object's maps, loaded and configured, with no program attached yet (also used by `doctor`). */
+  createProbeSet(): ProbeSet {
+    return new ProbeSet(this.addon, this.objectPath, FILES_MEASUREMENTS, this.configure, this.caps);
+  }
+
   start(): void {
     const off = disabledReason(this.config, FILES_MEASUREMENT, true);
     if (off) {
       this.off = { name: FILES_MEASUREMENT, attached: false, reason: off, attempts: [] };
       return;
     }
-    const probes = new ProbeSet(this.addon, this.objectPath, FILES_MEASUREMENTS, this.configure, this.caps);
+    const probes = this.createProbeSet();
     this.probes = probes;
     try {
       this.ring = probes.baseObject().ringBuffer('closed_files', records => {

@@ -130,6 +130,7 @@ describe('doctor: uprobes', function () {
         ['dns.lookup', 'uprobe', false],
         ['tls.handshake', 'uprobe', false],
         ['tls.bytes', 'uprobe', true],
+        ['nodejs.threadpool', 'uprobe', true],
       ],
     );
     assert.ok(report.uprobeCost.emulatedNs > 0 && report.uprobeCost.steppedNs >= report.uprobeCost.emulatedNs, JSON.stringify(report.uprobeCost));

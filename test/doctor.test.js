@@ -29,6 +29,12 @@ describe('doctor', function () {
     assert.deepStrictEqual(names, ['tcp.state', 'tcp.retransmits', 'tcp.resets']);
     // bytes and RTT have no hook: the kernel's per-connection counters, wherever tcp.state attaches
     assert.deepStrictEqual(report.counters.map(m => [m.name, m.ok]), [['tcp.bytes', true], ['tcp.rtt', true]]);
+    // the runtime and file measurements have raw tracepoints only; they attach here
+    assert.deepStrictEqual(report.runtime.map(m => [m.name, m.chosen, m.optIn]), [
+      ['nodejs.eventloop', 'tracepoint', false],
+      ['nodejs.syscalls', 'tracepoint', true],
+      ['file.io', 'tracepoint', true],
+    ]);
     for (const m of report.measurements) {
       assert.deepStrictEqual(m.attempts.map(a => a.hook), ['kprobe', 'fentry', 'tracepoint']);
       assert.strictEqual(m.chosen, m.attempts.find(a => a.ok).hook);
@@ -63,6 +69,7 @@ describe('doctor', function () {
     assert.match(r.stdout, /^kernel\s+\S+/m);
     assert.match(r.stdout, /^tcp\.state\s+tracepoint\s+attaches \(chosen\)/m);
     assert.match(r.stdout, /^tcp\.bytes\s+tcp_info\s+reads the kernel's per-connection counters/m);
+    assert.match(r.stdout, /^nodejs\.eventloop\s+tracepoint\s+attaches$/m);
     assert.match(r.stdout, /OK: kernel telemetry works here\./);
   });
 
