@@ -24,6 +24,11 @@ export const HISTOGRAM_AGGREGATIONS: readonly HistogramAggregation[] = [
 export type TracesExporter = 'none' | 'otlp';
 export const TRACES_EXPORTERS: readonly TracesExporter[] = ['none', 'otlp'];
 
+/** OTEL_METRICS_EXPORTER values: `otlp` (the default) exports the kernel metrics, `none` keeps only the probes
+ * (for kernel-enriched spans, status(), or a pipeline of the application's own through createMetricProducer()). */
+export type MetricsExporter = 'none' | 'otlp';
+export const METRICS_EXPORTERS: readonly MetricsExporter[] = ['none', 'otlp'];
+
 export interface StartOptions {
   /** Do nothing at all. Env: `OTEL_SDK_DISABLED`. Default false. */
   disabled?: boolean;
@@ -75,6 +80,8 @@ export interface StartOptions {
    * `OTEL_TRACES_EXPORTER`. Default `none`.
    */
   tracesExporter?: TracesExporter;
+  /** `none`: start() exports no metrics (the probes still run). Env: `OTEL_METRICS_EXPORTER`. Default `otlp`. */
+  metricsExporter?: MetricsExporter;
   /** Env: `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`, then `OTEL_EXPORTER_OTLP_PROTOCOL`. Default `http/protobuf`. */
   tracesProtocol?: OtlpProtocol;
 }
@@ -100,6 +107,7 @@ export interface ResolvedConfig {
   strict: boolean;
   flushOnSignals: boolean;
   tracesExporter: TracesExporter;
+  metricsExporter: MetricsExporter;
   tracesProtocol: OtlpProtocol;
 }
 
@@ -250,6 +258,9 @@ export function resolveConfig(options: StartOptions = {}, env: Env = process.env
     tracesExporter:
       checkedOption('tracesExporter', options.tracesExporter, v => TRACES_EXPORTERS.includes(v), 'none') ??
       r.oneOf(['OTEL_TRACES_EXPORTER'], TRACES_EXPORTERS, 'none'),
+    metricsExporter:
+      checkedOption('metricsExporter', options.metricsExporter, v => METRICS_EXPORTERS.includes(v), 'otlp') ??
+      r.oneOf(['OTEL_METRICS_EXPORTER'], METRICS_EXPORTERS, 'otlp'),
     tracesProtocol:
       checkedOption('tracesProtocol', options.tracesProtocol, v => OTLP_PROTOCOLS.includes(v), DEFAULTS.protocol) ??
       r.oneOf(['OTEL_EXPORTER_OTLP_TRACES_PROTOCOL', 'OTEL_EXPORTER_OTLP_PROTOCOL'], OTLP_PROTOCOLS, DEFAULTS.protocol),

@@ -135,13 +135,18 @@ export function start(options: StartOptions = {}): EbpfHandle {
     const resource = detectResources({ detectors: [envDetector, processDetector, hostDetector] }).merge(
       config.serviceName ? resourceFromAttributes({ 'service.name': config.serviceName }) : null,
     );
-    const reader = new PeriodicExportingMetricReader({
-      exporter: createExporter(config),
-      exportIntervalMillis: config.exportIntervalMillis,
-      exportTimeoutMillis: config.exportTimeoutMillis,
-      metricProducers: [producer],
-    });
-    provider = new MeterProvider({ resource, readers: [reader] });
+    const readers =
+      config.metricsExporter === 'none'
+        ? []
+        : [
+            new PeriodicExportingMetricReader({
+              exporter: createExporter(config),
+              exportIntervalMillis: config.exportIntervalMillis,
+              exportTimeoutMillis: config.exportTimeoutMillis,
+              metricProducers: [producer],
+            }),
+          ];
+    provider = new MeterProvider({ resource, readers });
     try {
       tracing = startTracing(config, resource);
     } catch (err) {
@@ -175,7 +180,7 @@ export function start(options: StartOptions = {}): EbpfHandle {
     Promise.all([provider.forceFlush().catch(swallow('export')), tracing?.forceFlush().catch(swallow('span export'))]).then(() => {});
   const removeExitHooks = flushOnExit(forceFlush, shutdown, config.flushOnSignals);
   return {
-    status: () => ({ ...telemetry.status(), exporter: { protocol: config.protocol, endpoint: endpointOf(config) } }),
+    status: () => ({ ...telemetry.status(), exporter: config.metricsExporter === 'none' ? { protocol: 'none' } : { protocol: config.protocol, endpoint: endpointOf(config) } }),
     forceFlush,
     shutdown,
   };

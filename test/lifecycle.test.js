@@ -126,6 +126,16 @@ describe('privileges and failure', function () {
     ]);
   });
 
+  it('OTEL_METRICS_EXPORTER=none: the probes run, no metric is exported', async () => {
+    const r = await runWorkload(work(), { address, env: { OTEL_METRICS_EXPORTER: 'none' } });
+    assert.strictEqual(r.code, 0, r.stderr);
+    const { status } = r.lines.find(l => l.done);
+    assert.strictEqual(status.active, true);
+    assert.deepStrictEqual(status.exporter, { protocol: 'none' });
+    assert.strictEqual(receiver.points().filter(p => p.resource['process.pid'] === r.child.pid).length, 0);
+    assert.strictEqual(sdkLines(r.stderr).length, 0, r.stderr);
+  });
+
   it('OTEL_SDK_DISABLED=true: nothing is loaded and nothing exported', async () => {
     const r = await runWorkload(work(), { address, env: { OTEL_SDK_DISABLED: 'true' } });
     assert.strictEqual(r.code, 0, r.stderr);
