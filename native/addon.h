@@ -85,6 +85,9 @@ struct ObjectState {
 
   bool closed() const { return obj == nullptr; }
   void Close();  // idempotent
+  // Like Close(), but the kernel-side teardown (detaching links, closing the object's fds) runs on a thread of its own:
+  // detaching a uprobe waits for RCU grace periods, about 110 ms each here, which must not stall the event loop.
+  void CloseInBackground();
   bpf_map* FindMap(const std::string& map_name) const;
   bpf_program* FindProgram(const std::string& program_name) const;
   void ForgetLink(const LinkState* link);

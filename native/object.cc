@@ -6,6 +6,9 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <system_error>
+#include <thread>
+#include <vector>
 
 #include "addon.h"
 
@@ -29,6 +32,31 @@ void ObjectState::Close() {
   links.clear();
   bpf_object__close(obj);
   obj = nullptr;
+}
+
+void ObjectState::CloseInBackground() {
+  if (obj == nullptr) return;
+  for (const auto& ring : rings) CloseRing(ring.get());  // uv handles: on the loop's thread
+  rings.clear();
+  // Take the libbpf pointers away from the states that JavaScript wrappers may still hold: their destroy() and close()
+  // become no-ops, and nothing but the thread below touches these pointers again.
+  std::vector<bpf_link*> detached;
+  for (const auto& link : links) {
+    if (link->link != nullptr) detached.push_back(link->link);
+    link->link = nullptr;
+  }
+  links.clear();
+  bpf_object* object = obj;
+  obj = nullptr;
+  auto teardown = [detached, object]() {
+    for (bpf_link* link : detached) bpf_link__destroy(link);
+    bpf_object__close(object);
+  };
+  try {
+    std::thread(teardown).detach();
+  } catch (const std::system_error&) {
+    teardown();  // no thread to be had: detach here, as close() does
+  }
 }
 
 bpf_map* ObjectState::FindMap(const std::string& map_name) const {
@@ -128,6 +156,7 @@ class JsObject : public Napi::ObjectWrap<JsObject> {
                            InstanceMethod<&JsObject::ProgramStats>("programStats"),
                            InstanceMethod<&JsObject::RingBuffer>("ringBuffer"),
                            InstanceMethod<&JsObject::Close>("close"),
+                           InstanceMethod<&JsObject::CloseInBackground>("closeInBackground"),
                        });
   }
 
@@ -380,6 +409,7 @@ class JsObject : public Napi::ObjectWrap<JsObject> {
   }
 
   void Close(const Napi::CallbackInfo&) { state_->Close(); }
+  void CloseInBackground(const Napi::CallbackInfo&) { state_->CloseInBackground(); }
 
   // Runs a libbpf attach function; registers the link with the object (which detaches it on close) and wraps it.
   template <typename AttachFn>

@@ -43,6 +43,31 @@ export interface UprobeCollector {
   detach(name: string, reason: string): boolean;
 }
 
+/**
+ * A uprobe measurement's counts stop at its detach. The kernel tears its uprobes down in the background (see
+ * ProbeSet.detach), so they may fire a few hundred milliseconds more: from the moment a measurement is reported
+ * detached, its hits keep the value they had, and its collector drops the ring-buffer records that still arrive
+ * (a histogram kept in the kernel may still take the few calls of the teardown).
+ */
+export class DetachedCounts {
+  private readonly frozen = new Map<string, UprobeHits[]>();
+
+  /** Call before detaching, with the measurement's hits then. */
+  freeze(name: string, hits: UprobeHits[] | undefined): void {
+    if (hits && !this.frozen.has(name)) this.frozen.set(name, hits.map(h => ({ ...h })));
+  }
+
+  has(name: string): boolean {
+    return this.frozen.has(name);
+  }
+
+  /** The counted hits, with each detached measurement's at its detach. */
+  apply(hits: Map<string, UprobeHits[]>): Map<string, UprobeHits[]> {
+    for (const [name, h] of this.frozen) if (hits.has(name)) hits.set(name, h);
+    return hits;
+  }
+}
+
 export function isUprobeCollector(c: Collector): c is Collector & UprobeCollector {
   return typeof (c as Partial<UprobeCollector>).uprobeHits === 'function';
 }

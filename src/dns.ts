@@ -10,6 +10,7 @@ import type { Capabilities } from './capabilities';
 import type { Collector, KernelMetric, KernelPoint } from './collector';
 import type { ResolvedConfig } from './config';
 import { decodeDnsEvent, decodeDnsHealth, DnsEvent, DnsHealth, Log2Histogram } from './bpf-layout';
+import { DetachedCounts } from './budget';
 import type { UprobeCollector, UprobeHits } from './budget';
 import { EventLog } from './eventlog';
 import { emptyHist, recordNs } from './histogram';
@@ -60,6 +61,7 @@ export function dnsErrorType(status: number): string {
 
 export class DnsCollector implements Collector, UprobeCollector {
   readonly name = 'dns';
+  private readonly detachedCounts = new DetachedCounts();
   private probes?: ProbeSet;
   private ring?: NativeRingBuffer;
   /** name -> error.type ('' for success) -> durations. */
@@ -93,7 +95,7 @@ export class DnsCollector implements Collector, UprobeCollector {
     this.probes = probes;
     try {
       this.ring = probes.baseObject().ringBuffer('dns_events', records => {
-        for (const r of records) this.record(decodeDnsEvent(r));
+        if (!this.detachedCounts.has('dns.lookup')) for (const r of records) this.record(decodeDnsEvent(r));
       });
       probes.attach(this.config.attachMode, name => disabledReason(this.config, name));
     } catch (err) {
@@ -142,6 +144,10 @@ export class DnsCollector implements Collector, UprobeCollector {
   }
 
   uprobeHits(): Map<string, UprobeHits[]> {
+    return this.detachedCounts.apply(this.countedHits());
+  }
+
+  private countedHits(): Map<string, UprobeHits[]> {
     const h = this.health();
     if (!h) return new Map();
     const [lookup, done] = this.measurements[0].variants[0].uprobes!;
@@ -157,7 +163,10 @@ export class DnsCollector implements Collector, UprobeCollector {
   }
 
   detach(name: string, reason: string): boolean {
-    return this.probes?.detach(name, reason) ?? false;
+    if (!this.probes?.isAttached(name)) return false;
+    this.ring?.consume(); // the records until now count; those of the background teardown do not
+    this.detachedCounts.freeze(name, this.countedHits().get(name));
+    return this.probes.detach(name, reason);
   }
 
   collect(): KernelMetric[] {

@@ -131,6 +131,11 @@ export interface NativeObject {
   ringBuffer(map: string, onRecords: (records: Buffer[]) => void): NativeRingBuffer;
   /** Detaches every link, frees the ring buffers, closes the object. Idempotent. */
   close(): void;
+  /**
+   * close(), with the kernel-side teardown on a thread of the addon's own: returns at once. Detaching a uprobe waits
+   * for RCU grace periods (about 110 ms each here); a detach while the application runs must not stall its loop.
+   */
+  closeInBackground(): void;
 }
 
 export interface NativeAddon {

@@ -287,7 +287,7 @@ export class ProbeSet {
   detach(name: string, reason: string): boolean {
     const w = this.winners.get(name);
     if (!w) return false;
-    w.object.close();
+    w.object.closeInBackground(); // the application keeps running: no RCU wait on its event loop
     this.winners.delete(name);
     const s = this.statuses.find(p => p.name === name);
     if (s) {

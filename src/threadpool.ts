@@ -9,6 +9,7 @@ import type { Capabilities } from './capabilities';
 import type { Collector, KernelMetric, KernelPoint } from './collector';
 import type { ResolvedConfig } from './config';
 import { decodeTpHealth, decodeTpStats, TP_KINDS, TpHealth } from './bpf-layout';
+import { DetachedCounts } from './budget';
 import type { UprobeCollector, UprobeHits } from './budget';
 import { count } from './histogram';
 import { BPF_OBJECT_DIR, NativeAddon, NativeObject } from './native';
@@ -96,6 +97,7 @@ export function threadpoolMeasurements(binary: string = process.execPath, symbol
 
 export class ThreadpoolCollector implements Collector, UprobeCollector {
   readonly name = 'threadpool';
+  private readonly detachedCounts = new DetachedCounts();
   private probes?: ProbeSet;
   private off?: ProbeStatus;
   private readonly measurements: Measurement[];
@@ -161,6 +163,10 @@ export class ThreadpoolCollector implements Collector, UprobeCollector {
   }
 
   uprobeHits(): Map<string, UprobeHits[]> {
+    return this.detachedCounts.apply(this.countedHits());
+  }
+
+  private countedHits(): Map<string, UprobeHits[]> {
     const h = this.health();
     if (!h) return new Map();
     const emulated = (symbol: string) => this.symbols.get(symbol)?.emulated ?? false;
@@ -181,7 +187,9 @@ export class ThreadpoolCollector implements Collector, UprobeCollector {
   }
 
   detach(name: string, reason: string): boolean {
-    return this.probes?.detach(name, reason) ?? false;
+    if (!this.probes?.isAttached(name)) return false;
+    this.detachedCounts.freeze(name, this.countedHits().get(name));
+    return this.probes.detach(name, reason);
   }
 
   collect(): KernelMetric[] {

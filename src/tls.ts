@@ -19,6 +19,7 @@ import {
   TlsHealth,
 } from './bpf-layout';
 import { EventLog } from './eventlog';
+import { DetachedCounts } from './budget';
 import type { UprobeCollector, UprobeHits } from './budget';
 import { BPF_OBJECT_DIR, NativeAddon, NativeObject, NativeRingBuffer } from './native';
 import { disabledReason, Measurement, ProbeRunStats, ProbeSet, ProbeStatus, UprobeTarget } from './probes';
@@ -122,6 +123,7 @@ export function tlsErrorType(err: number): string {
 
 export class TlsCollector implements Collector, UprobeCollector {
   readonly name = 'tls';
+  private readonly detachedCounts = new DetachedCounts();
   private probes?: ProbeSet;
   private ring?: NativeRingBuffer;
   private readonly measurements: Measurement[];
@@ -149,7 +151,7 @@ export class TlsCollector implements Collector, UprobeCollector {
     this.probes = probes;
     try {
       this.ring = probes.baseObject().ringBuffer('tls_events', records => {
-        for (const r of records) this.recent.push(decodeTlsEvent(r));
+        if (!this.detachedCounts.has('tls.handshake')) for (const r of records) this.recent.push(decodeTlsEvent(r));
       });
       probes.attach(this.config.attachMode, name => disabledReason(this.config, name, this.measurements.find(m => m.name === name)?.optIn));
     } catch (err) {
@@ -172,6 +174,10 @@ export class TlsCollector implements Collector, UprobeCollector {
   }
 
   uprobeHits(): Map<string, UprobeHits[]> {
+    return this.detachedCounts.apply(this.countedHits());
+  }
+
+  private countedHits(): Map<string, UprobeHits[]> {
     const h = this.health();
     if (!h) return new Map();
     const emulated = (symbol: string) =>
@@ -199,7 +205,10 @@ export class TlsCollector implements Collector, UprobeCollector {
   }
 
   detach(name: string, reason: string): boolean {
-    return this.probes?.detach(name, reason) ?? false;
+    if (!this.probes?.isAttached(name)) return false;
+    this.ring?.consume(); // the records until now count; those of the background teardown do not
+    this.detachedCounts.freeze(name, this.countedHits().get(name));
+    return this.probes.detach(name, reason);
   }
 
   collect(): KernelMetric[] {
