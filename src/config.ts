@@ -73,6 +73,12 @@ export interface StartOptions {
   overheadWindowMillis?: number;
   /** Fail loudly: start() throws if any enabled measurement cannot attach. Env: `OTEL_NODE_EBPF_STRICT`. Default false. */
   strict?: boolean;
+  /**
+   * Turn BPF run-time statistics on (BPF_ENABLE_STATS) for the kernel time per probe and the kernel-timed budget. They
+   * are machine-wide: every BPF program on the machine then reads the clock twice per run. Env:
+   * `OTEL_NODE_EBPF_KERNEL_STATS`. Default true.
+   */
+  kernelStats?: boolean;
   /** Flush the last values on SIGTERM and SIGINT (the application's own reaction is kept). Default true. */
   flushOnSignals?: boolean;
   /**
@@ -105,6 +111,7 @@ export interface ResolvedConfig {
   overheadBudget: number;
   overheadWindowMillis: number;
   strict: boolean;
+  kernelStats: boolean;
   flushOnSignals: boolean;
   tracesExporter: TracesExporter;
   metricsExporter: MetricsExporter;
@@ -254,6 +261,7 @@ export function resolveConfig(options: StartOptions = {}, env: Env = process.env
       checkedOption('overheadWindowMillis', options.overheadWindowMillis, v => Number.isInteger(v) && v >= 100, DEFAULTS.overheadWindowMillis) ??
       r.int('OTEL_NODE_EBPF_OVERHEAD_WINDOW', DEFAULTS.overheadWindowMillis, 100),
     strict: options.strict ?? r.bool('OTEL_NODE_EBPF_STRICT', false),
+    kernelStats: options.kernelStats ?? r.bool('OTEL_NODE_EBPF_KERNEL_STATS', true),
     flushOnSignals: options.flushOnSignals ?? true,
     tracesExporter:
       checkedOption('tracesExporter', options.tracesExporter, v => TRACES_EXPORTERS.includes(v), 'none') ??

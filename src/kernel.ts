@@ -116,15 +116,21 @@ export class KernelTelemetry {
     // opt-in collectors that are off start without loading anything: they do not make a failed start a success
     if (failures.length > 0 && this.collectors.every(c => c.status().every(p => !p.attached))) throw new Error(failures.join('; '));
     for (const f of failures) warnOnce(`collector ${f}`);
-    let statsOn = true;
-    try {
-      this.stats = addon.enableStats();
-      this.kernelTime = 'on (BPF_ENABLE_STATS)';
-    } catch (err) {
-      statsOn = !!this.caps.bpfStatsEnabled;
-      this.kernelTime = statsOn
-        ? 'on (kernel.bpf_stats_enabled=1)'
-        : `off: BPF run-time statistics need CAP_SYS_ADMIN or sysctl kernel.bpf_stats_enabled=1 (${(err as Error).message})`;
+    let statsOn = false;
+    if (this.config.kernelStats) {
+      try {
+        this.stats = addon.enableStats();
+        this.kernelTime = 'on (BPF_ENABLE_STATS)';
+        statsOn = true;
+      } catch (err) {
+        this.kernelTime = `off: BPF run-time statistics need CAP_SYS_ADMIN or sysctl kernel.bpf_stats_enabled=1 (${(err as Error).message})`;
+      }
+    } else {
+      this.kernelTime = 'off (OTEL_NODE_EBPF_KERNEL_STATS=false)';
+    }
+    if (!statsOn && this.caps.bpfStatsEnabled) {
+      statsOn = true;
+      this.kernelTime = 'on (kernel.bpf_stats_enabled=1)';
     }
     this.startBudget(addon, statsOn);
     // libbpf parsed the kernel's BTF for every object it loaded (calibration's included); give those megabytes back.

@@ -126,6 +126,17 @@ describe('privileges and failure', function () {
     ]);
   });
 
+  it('OTEL_NODE_EBPF_KERNEL_STATS=false: BPF run-time statistics stay off, everything else runs', async () => {
+    const r = await runWorkload(work(), { address, env: { OTEL_NODE_EBPF_KERNEL_STATS: 'false' } });
+    assert.strictEqual(r.code, 0, r.stderr);
+    const { status } = r.lines.find(l => l.done);
+    assert.ok(status.probes.filter(p => p.name.startsWith('tcp.')).every(p => p.attached), JSON.stringify(status.probes));
+    // the SDK did not turn them on (another process may have, machine-wide: then the sysctl shows it)
+    assert.match(status.kernelTime, /^off \(OTEL_NODE_EBPF_KERNEL_STATS=false\)$|^on \(kernel\.bpf_stats_enabled=1\)$/);
+    const points = receiver.points().filter(p => p.resource['process.pid'] === r.child.pid);
+    assert.strictEqual(total(points, 'process.network.io', { 'network.io.direction': 'transmit', 'tcp.connection.side': 'client', 'server.port': peer.port }), SENT);
+  });
+
   it('OTEL_METRICS_EXPORTER=none: the probes run, no metric is exported', async () => {
     const r = await runWorkload(work(), { address, env: { OTEL_METRICS_EXPORTER: 'none' } });
     assert.strictEqual(r.code, 0, r.stderr);
