@@ -11,8 +11,7 @@
 const fs = require('fs');
 const path = require('path');
 
-const steps = JSON.parse(process.argv[2]);
-const out = obj => process.stdout.write(JSON.stringify(obj) + '\n');
+const { out, run } = require('./steps');
 let keepOpen;
 
 const handlers = {
@@ -40,14 +39,4 @@ const handlers = {
   },
 };
 
-(async () => {
-  for (const step of steps) {
-    const name = Object.keys(handlers).find(k => k in step);
-    await handlers[name](step);
-  }
-  const handle = globalThis[Symbol.for('otel-node-ebpf')];
-  out({ done: true, status: handle ? handle.status() : null });
-})().catch(err => {
-  out({ error: err.message });
-  process.exitCode = 1;
-});
+run(handlers);

@@ -20,8 +20,7 @@ const zlib = require('zlib');
 const { execFileSync } = require('child_process');
 const { promisify } = require('util');
 
-const steps = JSON.parse(process.argv[2]);
-const out = obj => process.stdout.write(JSON.stringify(obj) + '\n');
+const { out, run } = require('./steps');
 const WORKERS = Number(process.env.UV_THREADPOOL_SIZE);
 
 const handlers = {
@@ -72,14 +71,4 @@ const handlers = {
   },
 };
 
-(async () => {
-  for (const step of steps) {
-    const name = Object.keys(handlers).find(k => k in step);
-    await handlers[name](step);
-  }
-  const handle = globalThis[Symbol.for('otel-node-ebpf')];
-  out({ done: true, status: handle ? handle.status() : null });
-})().catch(err => {
-  out({ error: err.message });
-  process.exitCode = 1;
-});
+run(handlers);

@@ -15,8 +15,7 @@ const dns = require('dns');
 const fs = require('fs');
 const tls = require('tls');
 
-const steps = JSON.parse(process.argv[2]);
-const out = obj => process.stdout.write(JSON.stringify(obj) + '\n');
+const { out, run } = require('./steps');
 
 function tlsServer(step, options = {}) {
   const server = tls.createServer({ key: fs.readFileSync(step.key), cert: fs.readFileSync(step.cert), ...options }, s => {
@@ -103,14 +102,4 @@ const handlers = {
   },
 };
 
-(async () => {
-  for (const step of steps) {
-    const name = Object.keys(handlers).find(k => k in step);
-    await handlers[name](step);
-  }
-  const handle = globalThis[Symbol.for('otel-node-ebpf')];
-  out({ done: true, status: handle ? handle.status() : null });
-})().catch(err => {
-  out({ error: err.message });
-  process.exitCode = 1;
-});
+run(handlers);
