@@ -37,7 +37,8 @@ function connectionId(localAddress: string | undefined, localPort: number, peerA
   return `${unmapped(localAddress) ?? ''}|${localPort}|${unmapped(peerAddress) ?? ''}|${peerPort}`;
 }
 
-function seriesId(k: SeriesKey): string {
+/** A series' identity, as a map key (the attributes it is exported with follow from it: src/sockets.ts). */
+export function seriesId(k: SeriesKey): string {
   return `${k.side}|${k.family}|${k.address ?? ''}|${k.port}|${k.err}`;
 }
 
@@ -112,7 +113,7 @@ export class ConnectionCounters {
   /** The series of a live socket: its peer if the process opened it, its own listening port if it accepted it. */
   private keyOf(s: NativeTcpSocket): SeriesKey {
     const peer = unmapped(s.peerAddress);
-    const family = s.family === 6 && peer !== undefined && !peer.includes(':') ? NET_IPV4 : s.family === 4 ? NET_IPV4 : NET_IPV6;
+    const family = peer?.includes(':') ? NET_IPV6 : NET_IPV4; // an IPv4 peer of a dual-stack socket is IPv4
     if (this.listening.has(s.localPort)) return { port: s.localPort, family, side: SIDE_SERVER, err: 0 };
     return { address: peer, port: s.peerPort ?? 0, family, side: SIDE_CLIENT, err: 0 };
   }

@@ -27,7 +27,7 @@ import { debug } from './diag';
 import { BPF_OBJECT_DIR, NativeAddon, NativeObject, NativeRingBuffer } from './native';
 import { disabledReason, Measurement, ProbeRunStats, ProbeSet, ProbeStatus } from './probes';
 import { ATTRS, METRICS, VALUES } from './semconv';
-import { ConnectionCounters } from './connections';
+import { ConnectionCounters, seriesId } from './connections';
 import { addHist } from './histogram';
 import { setTarget } from './target';
 
@@ -225,14 +225,14 @@ export class SocketsCollector implements Collector {
       counter(resets, s.resetsReceived, { [ATTRS.TCP_RESET_DIRECTION]: VALUES.RESET_RECEIVED });
       if (s.connect.slots.some(c => c > 0)) connect.push({ attributes: attrs, hist: s.connect });
       if (s.lifetime.slots.some(c => c > 0)) lifetime.push({ attributes: attrs, hist: s.lifetime });
-      if (s.rtt.slots.some(c => c > 0)) rttAtClose.set(seriesAttributesId(key), { attributes: attrs, hist: s.rtt });
+      if (s.rtt.slots.some(c => c > 0)) rttAtClose.set(seriesId(key), { attributes: attrs, hist: s.rtt });
     }
     for (const t of this.live?.values() ?? []) {
       const attrs = seriesAttributes(t.key);
       if (t.txBytes > 0) io.push({ attributes: { ...attrs, [ATTRS.NETWORK_IO_DIRECTION]: VALUES.DIRECTION_TRANSMIT }, value: t.txBytes });
       if (t.rxBytes > 0) io.push({ attributes: { ...attrs, [ATTRS.NETWORK_IO_DIRECTION]: VALUES.DIRECTION_RECEIVE }, value: t.rxBytes });
       if (!t.rtt.slots.some(c => c > 0) || this.liveDisabled('tcp.rtt')) continue;
-      const id = seriesAttributesId(t.key);
+      const id = seriesId(t.key);
       const atClose = rttAtClose.get(id);
       rttAtClose.set(id, { attributes: attrs, hist: atClose ? addHist(atClose.hist, t.rtt) : t.rtt });
     }
@@ -254,10 +254,6 @@ export class SocketsCollector implements Collector {
     this.ring = undefined;
     this.probes?.close();
   }
-}
-
-function seriesAttributesId(key: SeriesKey): string {
-  return `${key.side}|${key.family}|${key.address ?? ''}|${key.port}`;
 }
 
 export function seriesAttributes(key: SeriesKey): Attributes {
