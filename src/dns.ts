@@ -17,13 +17,14 @@ import { emptyHist, recordNs } from './histogram';
 import { BPF_OBJECT_DIR, NativeAddon, NativeObject, NativeRingBuffer } from './native';
 import { disabledReason, Measurement, ProbeRunStats, ProbeSet, ProbeStatus } from './probes';
 import { ATTRS, METRICS, VALUES } from './semconv';
-import { resolveSymbols } from './symbols';
+import { declareSymbols, resolveSymbols } from './symbols';
 import { setTarget } from './target';
 
 export const DNS_OBJECT = path.join(BPF_OBJECT_DIR, 'dns.bpf.o');
 
 const LOOKUP_SYMBOL = 'uv_getaddrinfo';
 const DONE_SYMBOL = 'uv__getaddrinfo_done';
+declareSymbols([LOOKUP_SYMBOL, DONE_SYMBOL]);
 
 /** Uprobes on the running node binary: symbols differ between versions, so each is resolved from it at start. */
 export function dnsMeasurements(binary: string = process.execPath): Measurement[] {

@@ -75,18 +75,37 @@ export function isEmulatedFirstInstruction(b: Buffer): boolean {
 }
 
 /**
+ * Names the collectors will ask for (their modules declare them when loaded): the first request for a file resolves
+ * them all in the same scan, so that the DNS, TLS and thread-pool collectors read the node binary's tables once.
+ */
+const declared = new Set<string>();
+
+export function declareSymbols(names: readonly string[]): void {
+  for (const n of names) declared.add(n);
+}
+
+/** Per file: name -> symbol, or null if the file lacks it. The node binary does not change under a running process. */
+const cache = new Map<string, Map<string, ElfSymbol | null>>();
+
+/**
  * Resolves function symbols of an ELF file. Names that are missing are absent from the result; a name defined more
  * than once at different addresses resolves to its global definition (libbpf refuses two non-weak ones; so do we).
  */
-export function resolveSymbols(file: string, names: string[]): Map<string, ElfSymbol> {
-  const key = `${file}\0${names.join(',')}`;
-  let out = cache.get(key);
-  if (!out) cache.set(key, (out = readSymbols(file, names)));
+export function resolveSymbols(file: string, names: readonly string[]): Map<string, ElfSymbol> {
+  let known = cache.get(file);
+  if (!known) cache.set(file, (known = new Map()));
+  if (names.some(n => !known!.has(n))) {
+    const wanted = [...new Set([...names, ...declared])].filter(n => !known!.has(n));
+    const found = readSymbols(file, wanted);
+    for (const n of wanted) known.set(n, found.get(n) ?? null);
+  }
+  const out = new Map<string, ElfSymbol>();
+  for (const n of names) {
+    const s = known.get(n);
+    if (s) out.set(n, s);
+  }
   return out;
 }
-
-/** One read per binary and set of names per process: the node binary does not change under a running process. */
-const cache = new Map<string, Map<string, ElfSymbol>>();
 
 function readSymbols(file: string, names: string[]): Map<string, ElfSymbol> {
   const out = new Map<string, ElfSymbol>();

@@ -15,7 +15,7 @@ import { count } from './histogram';
 import { BPF_OBJECT_DIR, NativeAddon, NativeObject } from './native';
 import { disabledReason, Measurement, ProbeRunStats, ProbeSet, ProbeStatus, UprobeTarget } from './probes';
 import { ATTRS, METRICS } from './semconv';
-import { ElfSymbol, isEmulatedFirstInstruction, resolveSymbols, runtimeAddress } from './symbols';
+import { declareSymbols, ElfSymbol, isEmulatedFirstInstruction, resolveSymbols, runtimeAddress } from './symbols';
 import { setTarget, u32, u64 } from './target';
 
 export const THREADPOOL_OBJECT = path.join(BPF_OBJECT_DIR, 'threadpool.bpf.o');
@@ -30,6 +30,7 @@ const QUEUE_WORK = 'uv__queue_work';
 /** node::ThreadPoolWork::ScheduleWork()::{lambda(uv_work_s*)#1}::_FUN: every crypto, zlib and N-API job runs in it. */
 const NODE_JOB = '_ZZN4node14ThreadPoolWork12ScheduleWorkEvENUlP9uv_work_sE_4_FUNES2_';
 const SYMBOLS = [SUBMIT, QUEUE, FS_WORK, GETADDRINFO_WORK, GETNAMEINFO_WORK, QUEUE_WORK, NODE_JOB];
+declareSymbols(SYMBOLS);
 
 /**
  * Node 24's uv_queue_work starts with `test %rdx,%rdx; je` (its work_cb argument check), which a uprobe would

@@ -24,12 +24,13 @@ import type { UprobeCollector, UprobeHits } from './budget';
 import { BPF_OBJECT_DIR, NativeAddon, NativeObject, NativeRingBuffer } from './native';
 import { disabledReason, Measurement, ProbeRunStats, ProbeSet, ProbeStatus, UprobeTarget } from './probes';
 import { ATTRS, METRICS, VALUES } from './semconv';
-import { resolveSymbols } from './symbols';
+import { declareSymbols, resolveSymbols } from './symbols';
 import { setTarget } from './target';
 
 export const TLS_OBJECT = path.join(BPF_OBJECT_DIR, 'tls.bpf.o');
 
 const SYMBOLS = ['ossl_statem_connect', 'ossl_statem_accept', 'ossl_statem_fatal', 'SSL_free', 'SSL_read', 'SSL_write'] as const;
+declareSymbols(SYMBOLS);
 
 /** Uprobes on the OpenSSL inside the running node binary, resolved from it at start. */
 export function tlsMeasurements(binary: string = process.execPath): Measurement[] {
