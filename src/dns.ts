@@ -10,12 +10,12 @@ import type { Capabilities } from './capabilities';
 import type { Collector, KernelMetric, KernelPoint } from './collector';
 import type { ResolvedConfig } from './config';
 import { decodeDnsEvent, decodeDnsHealth, DnsEvent, DnsHealth, Log2Histogram } from './bpf-layout';
-import { DetachedCounts } from './budget';
-import type { UprobeCollector, UprobeHits } from './budget';
+import type { UprobeHits } from './budget';
+import { UprobeCollectorBase } from './uprobe-collector';
 import { EventLog } from './eventlog';
 import { emptyHist, recordNs } from './histogram';
-import { BPF_OBJECT_DIR, NativeAddon, NativeObject, NativeRingBuffer } from './native';
-import { disabledReason, Measurement, ProbeRunStats, ProbeSet, ProbeStatus } from './probes';
+import { BPF_OBJECT_DIR, NativeAddon, NativeObject } from './native';
+import { disabledReason, Measurement, ProbeSet } from './probes';
 import { ATTRS, METRICS, VALUES } from './semconv';
 import { declareSymbols, resolveSymbols } from './symbols';
 import { setTarget } from './target';
@@ -60,11 +60,8 @@ export function dnsErrorType(status: number): string {
   }
 }
 
-export class DnsCollector implements Collector, UprobeCollector {
+export class DnsCollector extends UprobeCollectorBase implements Collector {
   readonly name = 'dns';
-  private readonly detachedCounts = new DetachedCounts();
-  private probes?: ProbeSet;
-  private ring?: NativeRingBuffer;
   /** name -> error.type ('' for success) -> durations. */
   private readonly series = new Map<string, Map<string, Log2Histogram>>();
   private lookups = 0;
@@ -80,6 +77,7 @@ export class DnsCollector implements Collector, UprobeCollector {
     private readonly objectPath: string = DNS_OBJECT,
     binary: string = process.execPath,
   ) {
+    super();
     this.measurements = dnsMeasurements(binary);
   }
 
@@ -119,14 +117,6 @@ export class DnsCollector implements Collector, UprobeCollector {
     this.onLookup?.(e);
   }
 
-  status(): ProbeStatus[] {
-    return this.probes?.status() ?? [];
-  }
-
-  runStats(): Map<string, ProbeRunStats> {
-    return this.probes?.runStats() ?? new Map();
-  }
-
   health(): DnsHealth | undefined {
     const v = this.probes?.bss();
     return v ? decodeDnsHealth(v) : undefined;
@@ -144,11 +134,7 @@ export class DnsCollector implements Collector, UprobeCollector {
     return this.recent;
   }
 
-  uprobeHits(): Map<string, UprobeHits[]> {
-    return this.detachedCounts.apply(this.countedHits());
-  }
-
-  private countedHits(): Map<string, UprobeHits[]> {
+  protected countedHits(): Map<string, UprobeHits[]> {
     const h = this.health();
     if (!h) return new Map();
     const [lookup, done] = this.measurements[0].variants[0].uprobes!;
@@ -161,13 +147,6 @@ export class DnsCollector implements Collector, UprobeCollector {
         ],
       ],
     ]);
-  }
-
-  detach(name: string, reason: string): boolean {
-    if (!this.probes?.isAttached(name)) return false;
-    this.ring?.consume(); // the records until now count; those of the background teardown do not
-    this.detachedCounts.freeze(name, this.countedHits().get(name));
-    return this.probes.detach(name, reason);
   }
 
   collect(): KernelMetric[] {
@@ -184,12 +163,5 @@ export class DnsCollector implements Collector, UprobeCollector {
     return [
       { name: METRICS.DNS_LOOKUP_DURATION, unit: 's', description: 'Duration of DNS lookups (getaddrinfo through libuv), by name asked for.', kind: 'histogram', points },
     ];
-  }
-
-  stop(): void {
-    this.ring?.close();
-    this.ring = undefined;
-    this.probes?.close();
-    this.probes = undefined;
   }
 }

@@ -9,11 +9,11 @@ import type { Capabilities } from './capabilities';
 import type { Collector, KernelMetric, KernelPoint } from './collector';
 import type { ResolvedConfig } from './config';
 import { decodeTpHealth, decodeTpStats, TP_KINDS, TpHealth } from './bpf-layout';
-import { DetachedCounts } from './budget';
-import type { UprobeCollector, UprobeHits } from './budget';
+import type { UprobeHits } from './budget';
+import { UprobeCollectorBase } from './uprobe-collector';
 import { count } from './histogram';
 import { BPF_OBJECT_DIR, NativeAddon, NativeObject } from './native';
-import { disabledReason, Measurement, ProbeRunStats, ProbeSet, ProbeStatus, UprobeTarget } from './probes';
+import { disabledReason, Measurement, ProbeSet, ProbeStatus, UprobeTarget } from './probes';
 import { ATTRS, METRICS } from './semconv';
 import { declareSymbols, ElfSymbol, isEmulatedFirstInstruction, resolveSymbols, runtimeAddress } from './symbols';
 import { setTarget, u32, u64 } from './target';
@@ -96,10 +96,8 @@ export function threadpoolMeasurements(binary: string = process.execPath, symbol
   ];
 }
 
-export class ThreadpoolCollector implements Collector, UprobeCollector {
+export class ThreadpoolCollector extends UprobeCollectorBase implements Collector {
   readonly name = 'threadpool';
-  private readonly detachedCounts = new DetachedCounts();
-  private probes?: ProbeSet;
   private off?: ProbeStatus;
   private readonly measurements: Measurement[];
   private readonly symbols: Map<string, ElfSymbol>;
@@ -111,6 +109,7 @@ export class ThreadpoolCollector implements Collector, UprobeCollector {
     private readonly objectPath: string = THREADPOOL_OBJECT,
     private readonly binary: string = process.execPath,
   ) {
+    super();
     this.symbols = resolveAll(binary);
     this.measurements = threadpoolMeasurements(binary, this.symbols);
   }
@@ -150,12 +149,8 @@ export class ThreadpoolCollector implements Collector, UprobeCollector {
     }
   }
 
-  status(): ProbeStatus[] {
+  override status(): ProbeStatus[] {
     return this.probes?.status() ?? (this.off ? [this.off] : []);
-  }
-
-  runStats(): Map<string, ProbeRunStats> {
-    return this.probes?.runStats() ?? new Map();
   }
 
   health(): TpHealth | undefined {
@@ -163,11 +158,7 @@ export class ThreadpoolCollector implements Collector, UprobeCollector {
     return v ? decodeTpHealth(v) : undefined;
   }
 
-  uprobeHits(): Map<string, UprobeHits[]> {
-    return this.detachedCounts.apply(this.countedHits());
-  }
-
-  private countedHits(): Map<string, UprobeHits[]> {
+  protected countedHits(): Map<string, UprobeHits[]> {
     const h = this.health();
     if (!h) return new Map();
     const emulated = (symbol: string) => this.symbols.get(symbol)?.emulated ?? false;
@@ -187,12 +178,6 @@ export class ThreadpoolCollector implements Collector, UprobeCollector {
     ]);
   }
 
-  detach(name: string, reason: string): boolean {
-    if (!this.probes?.isAttached(name)) return false;
-    this.detachedCounts.freeze(name, this.countedHits().get(name));
-    return this.probes.detach(name, reason);
-  }
-
   collect(): KernelMetric[] {
     if (!this.probes) return [];
     const wait: KernelPoint[] = [];
@@ -210,10 +195,5 @@ export class ThreadpoolCollector implements Collector, UprobeCollector {
       { name: METRICS.NODEJS_THREADPOOL_WAIT_DURATION, unit: 's', description: 'Time libuv thread-pool work waited in the queue, from submission to a worker picking it up, by kind of work.', kind: 'histogram', points: wait },
       { name: METRICS.NODEJS_THREADPOOL_RUN_DURATION, unit: 's', description: 'Time libuv thread-pool work ran on a worker thread, by kind of work.', kind: 'histogram', points: run },
     ];
-  }
-
-  stop(): void {
-    this.probes?.close();
-    this.probes = undefined;
   }
 }

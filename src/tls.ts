@@ -19,10 +19,10 @@ import {
   TlsHealth,
 } from './bpf-layout';
 import { EventLog } from './eventlog';
-import { DetachedCounts } from './budget';
-import type { UprobeCollector, UprobeHits } from './budget';
-import { BPF_OBJECT_DIR, NativeAddon, NativeObject, NativeRingBuffer } from './native';
-import { disabledReason, Measurement, ProbeRunStats, ProbeSet, ProbeStatus, UprobeTarget } from './probes';
+import type { UprobeHits } from './budget';
+import { UprobeCollectorBase } from './uprobe-collector';
+import { BPF_OBJECT_DIR, NativeAddon, NativeObject } from './native';
+import { disabledReason, Measurement, ProbeSet, UprobeTarget } from './probes';
 import { ATTRS, METRICS, VALUES } from './semconv';
 import { declareSymbols, resolveSymbols } from './symbols';
 import { setTarget } from './target';
@@ -122,11 +122,8 @@ export function tlsErrorType(err: number): string {
   return 'tls_error';
 }
 
-export class TlsCollector implements Collector, UprobeCollector {
+export class TlsCollector extends UprobeCollectorBase implements Collector {
   readonly name = 'tls';
-  private readonly detachedCounts = new DetachedCounts();
-  private probes?: ProbeSet;
-  private ring?: NativeRingBuffer;
   private readonly measurements: Measurement[];
   /** The last finished handshakes, numbered (src/spans.ts takes the one a connection's own handshake produced). */
   readonly recent = new EventLog<TlsEvent>();
@@ -138,6 +135,7 @@ export class TlsCollector implements Collector, UprobeCollector {
     private readonly objectPath: string = TLS_OBJECT,
     binary: string = process.execPath,
   ) {
+    super();
     this.measurements = tlsMeasurements(binary);
   }
 
@@ -161,24 +159,12 @@ export class TlsCollector implements Collector, UprobeCollector {
     }
   }
 
-  status(): ProbeStatus[] {
-    return this.probes?.status() ?? [];
-  }
-
-  runStats(): Map<string, ProbeRunStats> {
-    return this.probes?.runStats() ?? new Map();
-  }
-
   health(): TlsHealth | undefined {
     const v = this.probes?.bss();
     return v ? decodeTlsHealth(v) : undefined;
   }
 
-  uprobeHits(): Map<string, UprobeHits[]> {
-    return this.detachedCounts.apply(this.countedHits());
-  }
-
-  private countedHits(): Map<string, UprobeHits[]> {
+  protected countedHits(): Map<string, UprobeHits[]> {
     const h = this.health();
     if (!h) return new Map();
     const emulated = (symbol: string) =>
@@ -203,13 +189,6 @@ export class TlsCollector implements Collector, UprobeCollector {
         ],
       ],
     ]);
-  }
-
-  detach(name: string, reason: string): boolean {
-    if (!this.probes?.isAttached(name)) return false;
-    this.ring?.consume(); // the records until now count; those of the background teardown do not
-    this.detachedCounts.freeze(name, this.countedHits().get(name));
-    return this.probes.detach(name, reason);
   }
 
   collect(): KernelMetric[] {
@@ -239,12 +218,5 @@ export class TlsCollector implements Collector, UprobeCollector {
   handshakeLog(): EventLog<TlsEvent> {
     this.ring?.consume();
     return this.recent;
-  }
-
-  stop(): void {
-    this.ring?.close();
-    this.ring = undefined;
-    this.probes?.close();
-    this.probes = undefined;
   }
 }
