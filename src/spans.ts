@@ -1,6 +1,6 @@
 /**
  * Kernel-enriched spans: the kernel's view of the TCP connection that carried a span, put on the application's own
- * span (HTTP server and client, anything built on `net`) before it becomes read-only.
+ * span (HTTP and gRPC, server and client; anything built on `net`) before it becomes read-only.
  *
  * The hook: SpanProcessor#onEnding(span), called by the SDK's Span.end() while the span is still writable (the
  * OpenTelemetry specification's OnEnding; @opentelemetry/sdk-trace-base 2.x, experimental there; tested with 2.12).
@@ -14,6 +14,9 @@
  *   - HTTP client spans: the HTTP instrumentation's `requestHook(span, request)` gives the span's ClientRequest, and
  *     the request's 'socket' event its socket. `register` sets the hook; an application with its own
  *     HttpInstrumentation passes `processor.httpInstrumentationConfig()` (or calls `processor.requestHook`).
+ *   - gRPC (@grpc/grpc-js with @opentelemetry/instrumentation-grpc): `processor.grpcInstrumentation()` tells this
+ *     processor of each call inside its span, and the call's peer names its socket (src/grpc.ts). HTTP/2 carries
+ *     concurrent calls on one connection: a span's window holds whatever crossed the connection meanwhile.
  *   - anything else: `processor.attachSocket(span, socket)`.
  *
  * What is read, per span:
@@ -33,18 +36,23 @@
  *     OpenSSL's state machine, before the call that finished the handshake returns). Records are numbered, and a
  *     record is taken by its number, never by its time.
  *
+ * Only while the SDK's kernel telemetry sees the process's connections (its `tcp.bytes` measurement attached): without
+ * privileges the spans are exported unchanged.
+ *
  * Never throws into the application: a failure is said once and that span stays as it was.
  */
 import { executionAsyncId } from 'async_hooks';
 import * as dc from 'diagnostics_channel';
 import { ClientRequest, IncomingMessage } from 'http';
 import type { Socket } from 'net';
-import { SpanKind } from '@opentelemetry/api';
+import { SpanKind, trace } from '@opentelemetry/api';
 import type { Context } from '@opentelemetry/api';
 import type { ReadableSpan, Span, SpanProcessor } from '@opentelemetry/sdk-trace-base';
 import { TLS_ERR_NONE, TLS_SIDE_CLIENT } from './bpf-layout';
 import type { DnsCollector } from './dns';
 import { warnOnce } from './diag';
+import { GrpcConnectionInstrumentation, http2StreamOf, PeerSockets } from './grpc';
+import type { GrpcCallSink, PeerCall } from './grpc';
 import { BpfError, loadAddon, NativeAddon } from './native';
 import { SPAN_ATTRS } from './semconv';
 import { readTcpCounters, TCP_INFO_SLOTS, TcpCounters } from './tcpinfo';
@@ -55,10 +63,17 @@ interface RecordSources {
   collectorsByName(): Map<string, unknown>;
 }
 let sources: RecordSources | undefined;
+/**
+ * The kernel sees this process's connections: the SDK's connection measurement (`tcp.bytes`) is attached. Without
+ * it (no privileges, the measurement off or refused, no start() at all) spans are exported unchanged, although
+ * TCP_INFO itself needs no privilege: a span carries what the SDK's own metrics carry, or nothing.
+ */
+let kernelSees = false;
 
 /** Called by start() and createMetricProducer(): their DNS and TLS collectors feed every KernelSpanProcessor. */
-export function useKernelTelemetry(telemetry: RecordSources | undefined): void {
+export function useKernelTelemetry(telemetry: (RecordSources & { status(): { probes: { name: string; attached: boolean }[] } }) | undefined): void {
   sources = telemetry;
+  kernelSees = telemetry?.status().probes.some(p => p.name === 'tcp.bytes' && p.attached) ?? false;
 }
 
 const ZERO: TcpCounters = { state: 0, txBytes: 0, rxBytes: 0, retransmits: 0, srttUs: 0 };
@@ -73,6 +88,8 @@ interface Setup {
   /** TLS records seen at 'secureConnect': the handshake's record is the next one. */
   tlsSeq?: number;
   claimed: boolean;
+  /** performance.now() when the socket was first seen: a gRPC call started before it may have opened it. */
+  seenAt: number;
 }
 
 /** Per connection, on the socket object itself. */
@@ -82,6 +99,9 @@ interface Connection {
   /** Server: TCP_INFO when the current response finished. */
   finished?: TcpCounters;
   setup?: Setup;
+  /** gRPC server: calls seen on this connection, and TCP_INFO after the last call's stream closed. */
+  grpcCalls?: number;
+  quiet?: TcpCounters;
 }
 
 interface SpanState {
@@ -91,6 +111,8 @@ interface SpanState {
   server: boolean;
   /** The span opened its connection: it gets the connection's setup times. */
   setup?: Setup;
+  /** A gRPC client call: its connection is known once it has one, at the latest at the span's end. */
+  grpc?: { call: PeerCall; startedAt: number };
 }
 
 const CONNECTION = Symbol('otel-node-ebpf.connection');
@@ -135,6 +157,8 @@ export class KernelSpanProcessor implements SpanProcessor {
   /** The newest DNS record a connection took: a record is taken once. */
   private dnsTaken = 0;
   private readonly subscriptions: [string, (message: unknown) => void][] = [];
+  /** gRPC calls name their connection by peer address (src/grpc.ts); made when grpc-js loads. */
+  private peers?: PeerSockets;
 
   constructor(options: KernelSpanProcessorOptions = {}) {
     if (options.disabled) return;
@@ -179,7 +203,7 @@ export class KernelSpanProcessor implements SpanProcessor {
   private trackSetup(socket: TrackedSocket): Setup {
     const c = connectionOf(socket);
     if (c.setup) return c.setup;
-    const setup: Setup = { dnsSeq: collector<DnsCollector>('dns')?.lookupLog().seq ?? -1, claimed: false };
+    const setup: Setup = { dnsSeq: collector<DnsCollector>('dns')?.lookupLog().seq ?? -1, claimed: false, seenAt: performance.now() };
     c.setup = setup;
     socket.on('lookup', (err: Error | null, _address: unknown, _family: unknown, host: string) => {
       if (err || setup.dnsSeq < 0) return;
@@ -259,9 +283,74 @@ export class KernelSpanProcessor implements SpanProcessor {
     };
   }
 
+  /**
+   * For @grpc/grpc-js with @opentelemetry/instrumentation-grpc: register this with your instrumentations (before or
+   * after GrpcInstrumentation; `register` does). It tells this processor which connection carried each call.
+   */
+  grpcInstrumentation(): GrpcConnectionInstrumentation {
+    const spanOfCall = (kind: SpanKind): Span | undefined => {
+      const span = trace.getActiveSpan() as Span | undefined;
+      return span && span.kind === kind && !span.ended && !this.spans.has(span) ? span : undefined;
+    };
+    const sink: GrpcCallSink = {
+      grpcLoaded: () => {
+        if (this.addon) this.peers ??= new PeerSockets();
+      },
+      serverCall: call => {
+        const span = spanOfCall(SpanKind.SERVER);
+        const socket = span && (this.peers?.socketOf(call.getPeer()) as TrackedSocket | undefined);
+        if (!socket || !kernelSees) return;
+        // The request arrived before the handler ran, and the response leaves after the span ended: the window
+        // starts where the previous call's stream closed on this connection (zero for the connection's first call).
+        // Without that reading (the stream was not reachable) the span gets the RTT only.
+        const c = connectionOf(socket);
+        const base = c.grpcCalls ? c.quiet : ZERO;
+        c.grpcCalls = (c.grpcCalls ?? 0) + 1;
+        c.quiet = undefined;
+        this.spans.set(span, { socket, base, server: true });
+        // The stream closes once its trailers are handed to the session; Node writes them to the socket within
+        // the same turn of the loop. A reading in the next turn is where the next call's window starts.
+        http2StreamOf(call)?.once('close', () => setImmediate(() => this.quiet(socket)));
+      },
+      clientCall: call => {
+        const span = spanOfCall(SpanKind.CLIENT);
+        if (span && this.peers && kernelSees) this.spans.set(span, { server: false, grpc: { call, startedAt: performance.now() } });
+      },
+    };
+    return new GrpcConnectionInstrumentation(sink);
+  }
+
+  private quiet(socket: TrackedSocket): void {
+    try {
+      const reading = this.read(socket);
+      if (reading) connectionOf(socket).quiet = reading;
+    } catch (err) {
+      warnOnce(`kernel-enriched spans: ${(err as Error).message}`, 'spans-quiet');
+    }
+  }
+
+  /**
+   * A gRPC client span's connection, found at its end through the call's peer. Its window: from the end of the
+   * previous gRPC span on the connection, or from zero for a connection first seen after the span started that no
+   * span claimed yet (the span opened it: it also gets the handshake time). A connection the SDK saw neither open
+   * nor carry an earlier span gives the RTT only.
+   */
+  private grpcConnection(state: SpanState, grpc: NonNullable<SpanState['grpc']>): void {
+    const socket = this.peers?.socketOf(grpc.call.getPeer()) as TrackedSocket | undefined;
+    if (!socket) return;
+    state.socket = socket;
+    const c = connectionOf(socket);
+    if (c.setup && !c.setup.claimed && c.setup.seenAt >= grpc.startedAt) {
+      state.base = ZERO;
+      state.setup = c.setup;
+    } else {
+      state.base = c.last;
+    }
+  }
+
   onStart(span: Span, _parentContext: Context): void {
     const socket = this.pending;
-    if (!socket || span.kind !== SpanKind.SERVER) return;
+    if (!socket || span.kind !== SpanKind.SERVER || !kernelSees) return;
     this.pending = undefined;
     if (executionAsyncId() !== this.pendingAsyncId) return;
     this.spans.set(span, { socket, base: connectionOf(socket).last ?? ZERO, server: true });
@@ -279,6 +368,8 @@ export class KernelSpanProcessor implements SpanProcessor {
   }
 
   private enrich(span: Span, state: SpanState): void {
+    if (!kernelSees) return;
+    if (state.grpc && !state.socket) this.grpcConnection(state, state.grpc);
     const socket = state.socket as TrackedSocket | undefined;
     if (!socket) return;
     const c = connectionOf(socket);
@@ -291,11 +382,13 @@ export class KernelSpanProcessor implements SpanProcessor {
     }
     const base = state.base;
     const attrs: Record<string, number> = {};
-    if (end && base) {
+    if (end) {
       c.last = end;
-      attrs[SPAN_ATTRS.TCP_IO_TRANSMIT] = end.txBytes - base.txBytes;
-      attrs[SPAN_ATTRS.TCP_IO_RECEIVE] = end.rxBytes - base.rxBytes;
-      attrs[SPAN_ATTRS.TCP_RETRANSMITS] = end.retransmits - base.retransmits;
+      if (base) {
+        attrs[SPAN_ATTRS.TCP_IO_TRANSMIT] = end.txBytes - base.txBytes;
+        attrs[SPAN_ATTRS.TCP_IO_RECEIVE] = end.rxBytes - base.rxBytes;
+        attrs[SPAN_ATTRS.TCP_RETRANSMITS] = end.retransmits - base.retransmits;
+      }
       if (end.srttUs > 0) attrs[SPAN_ATTRS.TCP_RTT] = end.srttUs / 1e6;
     }
     const setup = state.setup;
@@ -319,6 +412,8 @@ export class KernelSpanProcessor implements SpanProcessor {
 
   shutdown(): Promise<void> {
     for (const [name, handler] of this.subscriptions.splice(0)) dc.unsubscribe(name, handler);
+    this.peers?.close();
+    this.peers = undefined;
     return Promise.resolve();
   }
 }

@@ -48,7 +48,7 @@ export function startTracing(config: ResolvedConfig, resource: Resource): Tracin
   provider.register();
   const unregister = registerInstrumentations({
     tracerProvider: provider,
-    instrumentations: [new HttpInstrumentation(processor.httpInstrumentationConfig()), new GrpcInstrumentation()],
+    instrumentations: [new HttpInstrumentation(processor.httpInstrumentationConfig()), new GrpcInstrumentation(), processor.grpcInstrumentation()],
   });
   return {
     processor,

@@ -109,6 +109,8 @@ async function main() {
     OTEL_EXPORTER_OTLP_PROTOCOL: protocol,
     OTEL_METRIC_EXPORT_INTERVAL: process.env.OTEL_METRIC_EXPORT_INTERVAL || '2000',
     OTEL_NODE_EBPF_STRICT: process.env.OTEL_NODE_EBPF_STRICT || 'true',
+    // the service's gRPC spans, with what the kernel saw of each call's connection
+    OTEL_TRACES_EXPORTER: process.env.OTEL_TRACES_EXPORTER || 'otlp',
     PORT: process.env.PORT || '50051',
   };
 
@@ -121,8 +123,9 @@ async function main() {
   );
   console.log(`  2. a separate load generator calls it ${rate} times a second for ${duration} s (10% bad cards)`);
   console.log(
-    `  3. the service is stopped (SIGTERM: the SDK exports a last time) and the metrics received are summarized`,
+    `  3. the service is stopped (SIGTERM: the SDK exports a last time) and the metrics received are summarized,`,
   );
+  console.log(`     with one of its gRPC server spans and the kernel attributes the SDK put on it`);
   console.log('');
 
   const service = start('payment', ['--require', REGISTER, path.join(__dirname, 'payment-service.js')], env);
@@ -188,6 +191,21 @@ async function main() {
     console.log(
       'to the receiver. Bytes, connections and latencies are counted by the kernel, not by wrapping Node APIs.',
     );
+    const charges = receiver.spans().filter((s) => s.kind === 'server' && s.attributes['rpc.method'] === 'Charge');
+    const enriched = charges.filter((s) => s.attributes['tcp.io.receive'] !== undefined);
+    if (env.OTEL_TRACES_EXPORTER === 'otlp') {
+      console.log('');
+      console.log(`gRPC server spans of Charge: ${charges.length}, ${enriched.length} with kernel attributes. The last one:`);
+      const last = enriched.at(-1);
+      if (last) {
+        const ms = Number(last.endTimeUnixNano - last.startTimeUnixNano) / 1e6;
+        console.log(`  ${last.name}  ${ms.toFixed(3)} ms  status ${last.attributes['rpc.grpc.status_code']}`);
+        for (const [k, v] of Object.entries(last.attributes)) if (/^(tcp|dns|tls)\./.test(k)) console.log(`    ${k} = ${v}`);
+        console.log('  (its window: from where the previous call on the connection ended to the handler\'s answer; see README)');
+      } else {
+        problems.push(`no Charge server span with kernel attributes arrived (${charges.length} without)`);
+      }
+    }
     if (!points.some((p) => p.name === METRICS.PROCESS_NETWORK_IO)) {
       problems.push(
         `no ${METRICS.PROCESS_NETWORK_IO} metrics arrived, so the kernel measurements did not reach the receiver` +

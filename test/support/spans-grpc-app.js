@@ -1,0 +1,76 @@
+'use strict';
+// A gRPC application with the SDK preloaded (node --require dist/register.js, OTEL_TRACES_EXPORTER=otlp): a grpc-js
+// server and a client of it on one channel, traced by the gRPC instrumentation that register loads. Unary calls, one
+// after the other. It measures, independently of the SDK, what crossed the connection's two sockets (Node's own
+// socket.bytesWritten/bytesRead, which count what the HTTP/2 session wrote and read), at the instants that bound the
+// spans' windows: the client span ends just before the call's callback; the server span just after the handler,
+// which answers at once; the server's window starts where the previous response was written, before that call's
+// client callback.
+//
+// Config (argv[2], JSON): { calls: [{ body: bytes, reply: bytes }] }.
+// stdout, one JSON line each: {"request": i, "client": {written, read}, "server": {written, read}, "peerPort"},
+// {"done": status}.
+const dc = require('diagnostics_channel');
+const grpc = require('@grpc/grpc-js');
+
+const config = JSON.parse(process.argv[2]);
+const out = o => process.stdout.write(JSON.stringify(o) + '\n');
+
+// the test's own view of the two ends of the connection
+let clientSocket, serverSocket;
+dc.subscribe('net.client.socket', m => (clientSocket = m.socket));
+dc.subscribe('net.server.socket', m => (serverSocket = m.socket));
+const counts = s => ({ written: s.bytesWritten, read: s.bytesRead });
+const minus = (a, b) => ({ written: a.written - b.written, read: a.read - b.read });
+
+const identity = b => b;
+const service = {
+  Echo: { path: '/oneb.test.Bytes/Echo', requestStream: false, responseStream: false, requestSerialize: identity, requestDeserialize: identity, responseSerialize: identity, responseDeserialize: identity },
+};
+const replies = [];
+let atHandler;
+const server = new grpc.Server();
+server.addService(service, {
+  Echo: (call, callback) => {
+    const i = call.request.readUInt32BE(0);
+    atHandler = counts(serverSocket);
+    callback(null, Buffer.alloc(replies[i], 7));
+  },
+});
+
+function call(client, i, { body, reply }) {
+  replies[i] = reply;
+  const request = Buffer.alloc(body, 1);
+  request.writeUInt32BE(i, 0);
+  return new Promise((resolve, reject) =>
+    client.Echo(request, (err, response) => {
+      if (err) return reject(err);
+      if (response.length !== reply) return reject(new Error(`reply of ${response.length} bytes, not ${reply}`));
+      resolve({ client: counts(clientSocket), server: counts(serverSocket), handler: atHandler });
+    }),
+  );
+}
+
+server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), async (err, port) => {
+  try {
+    if (err) throw err;
+    const Client = grpc.makeGenericClientConstructor(service);
+    const client = new Client(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
+    const zero = { written: 0, read: 0 };
+    let previous = { client: zero, server: zero };
+    for (const [i, c] of config.calls.entries()) {
+      const now = await call(client, i, c);
+      out({ request: i, client: minus(now.client, previous.client), server: minus(now.handler, previous.server), peerPort: port });
+      previous = now;
+    }
+    client.close();
+    server.forceShutdown();
+    const handle = globalThis[Symbol.for('otel-node-ebpf')];
+    const status = handle.status();
+    await handle.shutdown();
+    out({ done: status });
+  } catch (e) {
+    out({ error: e.stack });
+    process.exitCode = 1;
+  }
+});
