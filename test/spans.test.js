@@ -1,9 +1,10 @@
 'use strict';
-// Kernel-enriched spans, end to end: an application (test/support/spans-app.js) with the SDK preloaded by register
-// and OTEL_TRACES_EXPORTER=otlp runs a real HTTP(S) server and real client requests to it; its HTTP spans go over
-// OTLP to a real receiver. Every expected value is measured independently: what crossed the client's socket
-// (Node's socket.bytesWritten/bytesRead at the other end of the server's connection), the kernel's own count of
-// retransmits (ss), and the DNS and TLS metrics that the same records feed.
+// Kernel-enriched spans, end to end: an application (test/support/spans-app.js, test/support/spans-grpc-app.js) with
+// the SDK preloaded by register and OTEL_TRACES_EXPORTER=otlp runs a real HTTP(S) or gRPC server and real client
+// calls to it; its spans go over OTLP to a real receiver. Every expected value is measured independently: what
+// crossed the sockets (Node's own socket.bytesWritten/bytesRead), the kernel's own count of retransmits (ss), and the
+// DNS and TLS metrics that the same records feed. The HTTP, DNS, TLS and gRPC tests run under this machine's node
+// (20) and the official 22 and 24 binaries.
 const assert = require('assert');
 const { spawn, spawnSync } = require('child_process');
 const fs = require('fs');
@@ -11,7 +12,7 @@ const os = require('os');
 const path = require('path');
 const readline = require('readline');
 const { CI, startReceiver, runWorkload, total } = require('./support/harness');
-const { selfSignedCert } = require('./support/uprobes');
+const { NODE_VERSIONS, nodeBinary, selfSignedCert } = require('./support/uprobes');
 
 const APP = path.join(__dirname, 'support', 'spans-app.js');
 const GRPC_APP = path.join(__dirname, 'support', 'spans-grpc-app.js');
@@ -71,7 +72,7 @@ describe('kernel-enriched spans (HTTP client and server, OTLP traces)', function
     if (dir) fs.rmSync(dir, { recursive: true, force: true });
   });
 
-  const runApp = (config, { env = {}, wrap = [] } = {}) =>
+  const runAppWith = (config, { env = {}, wrap = [] } = {}) =>
     runWorkload(config, { address, script: APP, wrap, env: { OTEL_TRACES_EXPORTER: 'otlp', ...env } });
   const spansOf = r => receiver.spans().filter(s => s.resource['process.pid'] === r.child.pid);
   const ok = r => {
@@ -79,67 +80,8 @@ describe('kernel-enriched spans (HTTP client and server, OTLP traces)', function
     return r.lines.filter(l => l.request !== undefined);
   };
 
-  it('a request with a known body: both spans carry exactly the bytes that crossed the socket', async () => {
-    const r = await runApp({ requests: [{ body: 1_234_567, reply: 765_432 }] });
-    const [line] = ok(r);
-    assert.ok(line.written > 1_234_567 && line.read > 765_432, JSON.stringify(line)); // body + headers
-    const { client, server } = assertBytes(spansOf(r), line);
-    // the client opened the connection during its span: its TCP handshake, within the span
-    const connect = client.attributes['tcp.connect.duration'];
-    assert.ok(connect > 0 && connect < seconds(client), `tcp.connect.duration ${connect} s of a ${seconds(client)} s span`);
-    assert.strictEqual(server.attributes['tcp.connect.duration'], undefined, 'a server span does not open its connection');
-  });
-
-  it('two sequential requests on one keep-alive connection get their own deltas', async () => {
-    const r = await runApp({ requests: [{ body: 3000, reply: 5000 }, { body: 700, reply: 90_000 }] });
-    const [first, second] = ok(r);
-    assert.strictEqual(second.reused, true);
-    assert.strictEqual(second.localPort, first.localPort);
-    const spans = spansOf(r);
-    assertBytes(spans, first);
-    const { client } = assertBytes(spans, second);
-    assert.strictEqual(client.attributes['tcp.connect.duration'], undefined, 'the connection was opened by the first request');
-  });
-
-  it('a client span to a name from a test-controlled hosts file carries its DNS lookup time', async () => {
-    fs.writeFileSync(path.join(dir, 'hosts'), '127.0.0.1 alpha.test\n');
-    fs.writeFileSync(path.join(dir, 'nsswitch.conf'), 'hosts: files\n');
-    const setup = ['hosts', 'nsswitch.conf'].map(f => `mount --bind ${dir}/${f} /etc/${f}`).join(' && ');
-    const wrap = ['unshare', '--mount', '--propagation', 'private', '--', 'sh', '-c', `${setup} && exec "$0" "$@"`];
-    const r = await runApp({ host: 'alpha.test', requests: [{ body: 10, reply: 10 }, { body: 10, reply: 10 }] }, { wrap });
-    const lines = ok(r);
-    const spans = spansOf(r);
-    const first = pair(spans, 0).client;
-    // one lookup: the span carries the very record the metric's single sample came from
-    const points = receiver.points().filter(p => p.resource['process.pid'] === r.child.pid && p.name === 'dns.lookup.duration' && p.attributes['dns.question.name'] === 'alpha.test');
-    assert.strictEqual(total(points, 'dns.lookup.duration', { 'dns.question.name': 'alpha.test' }), 1);
-    assert.strictEqual(first.attributes['dns.lookup.duration'], points.at(-1).sum);
-    assert.ok(first.attributes['dns.lookup.duration'] > 0 && first.attributes['dns.lookup.duration'] < seconds(first));
-    assert.strictEqual(pair(spans, 1).client.attributes['dns.lookup.duration'], undefined, 'the reused connection did no lookup');
-    assertBytes(spans, lines[1]);
-  });
-
-  it('a TLS request carries the handshake time of its own connection', async () => {
-    const r = await runApp({ tls, requests: [{ body: 20_000, reply: 30_000 }, { body: 10, reply: 10 }] });
-    const lines = ok(r);
-    const spans = spansOf(r);
-    const { client, server } = pair(spans, 0);
-    const clientSamples = receiver.points().filter(p => p.resource['process.pid'] === r.child.pid && p.name === 'tls.handshake.duration' && p.attributes['tls.connection.side'] === 'client');
-    assert.strictEqual(total(clientSamples, 'tls.handshake.duration', {}), 1);
-    assert.strictEqual(client.attributes['tls.handshake.duration'], clientSamples.at(-1).sum);
-    assert.ok(client.attributes['tls.handshake.duration'] < seconds(client));
-    assert.strictEqual(server.attributes['tls.handshake.duration'], undefined);
-    assert.strictEqual(pair(spans, 1).client.attributes['tls.handshake.duration'], undefined, 'the reused connection did no handshake');
-    // TCP_INFO counts what crossed the TCP socket: the TLS records, more than the plaintext Node's TLS socket counts
-    assert.ok(client.attributes['tcp.io.transmit'] > lines[0].written && client.attributes['tcp.io.receive'] > lines[0].read);
-    assert.strictEqual(client.attributes['tcp.io.transmit'], server.attributes['tcp.io.receive']);
-    const second = pair(spans, 1);
-    assert.strictEqual(second.client.attributes['tcp.io.transmit'], second.server.attributes['tcp.io.receive']);
-    assert.strictEqual(second.client.attributes['tcp.io.receive'], second.server.attributes['tcp.io.transmit']);
-  });
-
   it('without privileges: the spans are exported unchanged, nothing breaks', async () => {
-    const r = await runApp({ tls, host: 'localhost', requests: [{ body: 5000, reply: 6000 }] }, { wrap: NOBODY, env: { OTEL_NODE_EBPF_STRICT: 'false' } });
+    const r = await runAppWith({ tls, host: 'localhost', requests: [{ body: 5000, reply: 6000 }] }, { wrap: NOBODY, env: { OTEL_NODE_EBPF_STRICT: 'false' } });
     const [line] = ok(r);
     assert.match(r.stderr, /CAP_BPF/);
     assert.strictEqual(r.lines.find(l => l.done).done.active, false);
@@ -149,43 +91,127 @@ describe('kernel-enriched spans (HTTP client and server, OTLP traces)', function
     assert.strictEqual(server.attributes['http.status_code'] ?? server.attributes['http.response.status_code'], 200);
   });
 
-  it('gRPC: unary calls on one connection: each client and server span carries exactly its window\'s bytes', async () => {
-    const calls = [{ body: 3000, reply: 5000 }, { body: 70_000, reply: 100 }, { body: 10, reply: 9000 }];
-    const r = await runWorkload({ calls }, { address, script: GRPC_APP, env: { OTEL_TRACES_EXPORTER: 'otlp' } });
-    const lines = ok(r);
-    assert.strictEqual(lines.length, calls.length);
-    const grpcSpans = kind =>
-      spansOf(r)
-        .filter(s => s.kind === kind && s.attributes['rpc.system'] === 'grpc')
-        .sort((a, b) => (a.startTimeUnixNano < b.startTimeUnixNano ? -1 : 1));
-    const clients = grpcSpans('client');
-    const servers = grpcSpans('server');
-    assert.strictEqual(clients.length, calls.length, JSON.stringify(spansOf(r).map(s => [s.kind, s.name])));
-    assert.strictEqual(servers.length, calls.length);
-    for (const [i, line] of lines.entries()) {
-      const [client, server] = [clients[i].attributes, servers[i].attributes];
-      assert.ok(line.client.written > calls[i].body && line.client.read > calls[i].reply, JSON.stringify(line)); // HTTP/2 framing
-      // client: from the end of its previous call (zero: its first call opened the connection) to its callback
-      assert.strictEqual(client['tcp.io.transmit'], line.client.written, `call ${i}: client transmit`);
-      assert.strictEqual(client['tcp.io.receive'], line.client.read, `call ${i}: client receive`);
-      // server: from where the previous call's stream closed to the handler's answer; the response leaves after
-      // the instrumentation ended the span, so it is not in the window
-      assert.strictEqual(server['tcp.io.receive'], line.server.read, `call ${i}: server receive`);
-      assert.strictEqual(server['tcp.io.transmit'], line.server.written, `call ${i}: server transmit`);
-      for (const a of [client, server]) {
-        assert.strictEqual(a['tcp.retransmits'], 0);
-        assert.ok(a['tcp.rtt'] > 0 && a['tcp.rtt'] < 1, `tcp.rtt ${a['tcp.rtt']}`);
-      }
-      assert.strictEqual(server['tcp.connect.duration'], undefined);
-      assert.strictEqual(server['rpc.method'], 'Echo', 'the instrumentation attributes are kept');
-    }
-    const connect = clients[0].attributes['tcp.connect.duration'];
-    assert.ok(connect > 0 && connect < seconds(clients[0]), `the first call opened the connection: tcp.connect.duration ${connect}`);
-    for (const c of clients.slice(1)) assert.strictEqual(c.attributes['tcp.connect.duration'], undefined);
-  });
+  for (const v of NODE_VERSIONS) {
+    describe(v.label, function () {
+      let node;
+      before(function () {
+        try {
+          node = nodeBinary(v.major);
+        } catch (err) {
+          if (CI) throw err;
+          this.skip();
+        }
+      });
+      // runWorkload starts this machine's node; a shell replaces it with the version's binary
+      const underVersion = async run => {
+        const r = await run;
+        const done = r.lines.find(l => l.done);
+        assert.strictEqual(done?.node, node.version, `the application ran under ${node.binary}: ${r.stderr}`);
+        return r;
+      };
+      const exec = ['sh', '-c', 'exec "$NODE_BINARY" "$@"'];
+      const runApp = (config, { env = {}, wrap = [] } = {}) => underVersion(runAppWith(config, { env: { NODE_BINARY: node.binary, ...env }, wrap: [...wrap, ...exec] }));
+      const runGrpc = config => underVersion(runWorkload(config, { address, script: GRPC_APP, wrap: exec, env: { OTEL_TRACES_EXPORTER: 'otlp', NODE_BINARY: node.binary } }));
+
+      it('a request with a known body: both spans carry exactly the bytes that crossed the socket', async () => {
+        const r = await runApp({ requests: [{ body: 1_234_567, reply: 765_432 }] });
+        const [line] = ok(r);
+        assert.ok(line.written > 1_234_567 && line.read > 765_432, JSON.stringify(line)); // body + headers
+        const { client, server } = assertBytes(spansOf(r), line);
+        // the client opened the connection during its span: its TCP handshake, within the span
+        const connect = client.attributes['tcp.connect.duration'];
+        assert.ok(connect > 0 && connect < seconds(client), `tcp.connect.duration ${connect} s of a ${seconds(client)} s span`);
+        assert.strictEqual(server.attributes['tcp.connect.duration'], undefined, 'a server span does not open its connection');
+      });
+
+      it('two sequential requests on one keep-alive connection get their own deltas', async () => {
+        const r = await runApp({ requests: [{ body: 3000, reply: 5000 }, { body: 700, reply: 90_000 }] });
+        const [first, second] = ok(r);
+        assert.strictEqual(second.reused, true);
+        assert.strictEqual(second.localPort, first.localPort);
+        const spans = spansOf(r);
+        assertBytes(spans, first);
+        const { client } = assertBytes(spans, second);
+        assert.strictEqual(client.attributes['tcp.connect.duration'], undefined, 'the connection was opened by the first request');
+      });
+
+      it('a client span to a name from a test-controlled hosts file carries its DNS lookup time', async () => {
+        fs.writeFileSync(path.join(dir, 'hosts'), '127.0.0.1 alpha.test\n');
+        fs.writeFileSync(path.join(dir, 'nsswitch.conf'), 'hosts: files\n');
+        const setup = ['hosts', 'nsswitch.conf'].map(f => `mount --bind ${dir}/${f} /etc/${f}`).join(' && ');
+        const wrap = ['unshare', '--mount', '--propagation', 'private', '--', 'sh', '-c', `${setup} && exec "$0" "$@"`];
+        const r = await runApp({ host: 'alpha.test', requests: [{ body: 10, reply: 10 }, { body: 10, reply: 10 }] }, { wrap });
+        const lines = ok(r);
+        const spans = spansOf(r);
+        const first = pair(spans, 0).client;
+        // one lookup: the span carries the very record the metric's single sample came from
+        const points = receiver.points().filter(p => p.resource['process.pid'] === r.child.pid && p.name === 'dns.lookup.duration' && p.attributes['dns.question.name'] === 'alpha.test');
+        assert.strictEqual(total(points, 'dns.lookup.duration', { 'dns.question.name': 'alpha.test' }), 1);
+        assert.strictEqual(first.attributes['dns.lookup.duration'], points.at(-1).sum);
+        assert.ok(first.attributes['dns.lookup.duration'] > 0 && first.attributes['dns.lookup.duration'] < seconds(first));
+        assert.strictEqual(pair(spans, 1).client.attributes['dns.lookup.duration'], undefined, 'the reused connection did no lookup');
+        assertBytes(spans, lines[1]);
+      });
+
+      it('a TLS request carries the handshake time of its own connection', async () => {
+        const r = await runApp({ tls, requests: [{ body: 20_000, reply: 30_000 }, { body: 10, reply: 10 }] });
+        const lines = ok(r);
+        const spans = spansOf(r);
+        const { client, server } = pair(spans, 0);
+        const clientSamples = receiver.points().filter(p => p.resource['process.pid'] === r.child.pid && p.name === 'tls.handshake.duration' && p.attributes['tls.connection.side'] === 'client');
+        assert.strictEqual(total(clientSamples, 'tls.handshake.duration', {}), 1);
+        assert.strictEqual(client.attributes['tls.handshake.duration'], clientSamples.at(-1).sum);
+        assert.ok(client.attributes['tls.handshake.duration'] < seconds(client));
+        assert.strictEqual(server.attributes['tls.handshake.duration'], undefined);
+        assert.strictEqual(pair(spans, 1).client.attributes['tls.handshake.duration'], undefined, 'the reused connection did no handshake');
+        // TCP_INFO counts what crossed the TCP socket: the TLS records, more than the plaintext Node's TLS socket counts
+        assert.ok(client.attributes['tcp.io.transmit'] > lines[0].written && client.attributes['tcp.io.receive'] > lines[0].read);
+        assert.strictEqual(client.attributes['tcp.io.transmit'], server.attributes['tcp.io.receive']);
+        const second = pair(spans, 1);
+        assert.strictEqual(second.client.attributes['tcp.io.transmit'], second.server.attributes['tcp.io.receive']);
+        assert.strictEqual(second.client.attributes['tcp.io.receive'], second.server.attributes['tcp.io.transmit']);
+      });
+
+      it('gRPC: unary calls on one connection: each client and server span carries exactly its window\'s bytes', async () => {
+        const calls = [{ body: 3000, reply: 5000 }, { body: 70_000, reply: 100 }, { body: 10, reply: 9000 }];
+        const r = await runGrpc({ calls });
+        const lines = ok(r);
+        assert.strictEqual(lines.length, calls.length);
+        const grpcSpans = kind =>
+          spansOf(r)
+            .filter(s => s.kind === kind && s.attributes['rpc.system'] === 'grpc')
+            .sort((a, b) => (a.startTimeUnixNano < b.startTimeUnixNano ? -1 : 1));
+        const clients = grpcSpans('client');
+        const servers = grpcSpans('server');
+        assert.strictEqual(clients.length, calls.length, JSON.stringify(spansOf(r).map(s => [s.kind, s.name])));
+        assert.strictEqual(servers.length, calls.length);
+        for (const [i, line] of lines.entries()) {
+          const [client, server] = [clients[i].attributes, servers[i].attributes];
+          assert.ok(line.client.written > calls[i].body && line.client.read > calls[i].reply, JSON.stringify(line)); // HTTP/2 framing
+          // client: from the end of its previous call (zero: its first call opened the connection) to its callback
+          assert.strictEqual(client['tcp.io.transmit'], line.client.written, `call ${i}: client transmit`);
+          assert.strictEqual(client['tcp.io.receive'], line.client.read, `call ${i}: client receive`);
+          // server: from where the previous call's stream closed to the handler's answer; the response leaves after
+          // the instrumentation ended the span, so it is not in the window
+          assert.strictEqual(server['tcp.io.receive'], line.server.read, `call ${i}: server receive`);
+          assert.strictEqual(server['tcp.io.transmit'], line.server.written, `call ${i}: server transmit`);
+          for (const a of [client, server]) {
+            assert.strictEqual(a['tcp.retransmits'], 0);
+            assert.ok(a['tcp.rtt'] > 0 && a['tcp.rtt'] < 1, `tcp.rtt ${a['tcp.rtt']}`);
+          }
+          assert.strictEqual(server['tcp.connect.duration'], undefined);
+          assert.strictEqual(server['rpc.method'], 'Echo', 'the instrumentation attributes are kept');
+        }
+        const connect = clients[0].attributes['tcp.connect.duration'];
+        assert.ok(connect > 0 && connect < seconds(clients[0]), `the first call opened the connection: tcp.connect.duration ${connect}`);
+        for (const c of clients.slice(1)) assert.strictEqual(c.attributes['tcp.connect.duration'], undefined);
+      });
+
+    });
+  }
 
   it('with OTEL_SDK_DISABLED nothing is traced and the application runs', async () => {
-    const r = await runApp({ requests: [{ body: 10, reply: 10 }] }, { env: { OTEL_SDK_DISABLED: 'true' } });
+    const r = await runAppWith({ requests: [{ body: 10, reply: 10 }] }, { env: { OTEL_SDK_DISABLED: 'true' } });
     ok(r);
     assert.deepStrictEqual(spansOf(r).filter(s => Object.keys(s.attributes).some(k => KERNEL_ATTRS.test(k))), []);
   });

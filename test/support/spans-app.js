@@ -63,7 +63,7 @@ server.listen(config.port ?? 0, '127.0.0.1', async () => {
     const handle = globalThis[Symbol.for('otel-node-ebpf')];
     const status = handle.status();
     await handle.shutdown();
-    out({ done: status });
+    out({ done: status, node: process.version });
   } catch (err) {
     out({ error: err.stack });
     process.exitCode = 1;

@@ -68,7 +68,7 @@ server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), async (
     const handle = globalThis[Symbol.for('otel-node-ebpf')];
     const status = handle.status();
     await handle.shutdown();
-    out({ done: status });
+    out({ done: status, node: process.version });
   } catch (e) {
     out({ error: e.stack });
     process.exitCode = 1;
