@@ -33,6 +33,24 @@ function createSpanExporter(protocol: ResolvedConfig['tracesProtocol']): SpanExp
   }
 }
 
+/**
+ * Loaded with `--import` (an ES module application): the instrumentations see ES module imports, `node:http`
+ * included, only through import-in-the-middle's loader hook, which @opentelemetry/instrumentation ships. It is
+ * registered here, before the application's entry module loads. Not for `--require`: the hook runs the loader on a
+ * thread of its own, which a CommonJS application does not need.
+ */
+function esmEntry(): boolean {
+  const flags = [...process.execArgv, ...(process.env.NODE_OPTIONS ?? '').split(/\s+/)];
+  return flags.some(flag => flag === '--import' || flag.startsWith('--import='));
+}
+
+function registerEsmHook(): void {
+  const { register } = require('module') as { register?: (specifier: string, parentURL: string) => void };
+  const { pathToFileURL } = require('url') as typeof import('url');
+  if (!register) return; // Node < 20.6: engines says >= 20.6
+  register('@opentelemetry/instrumentation/hook.mjs', pathToFileURL(__filename).href);
+}
+
 /** Starts tracing if OTEL_TRACES_EXPORTER=otlp; undefined otherwise. Throws only on a broken installation. */
 export function startTracing(config: ResolvedConfig, resource: Resource): Tracing | undefined {
   if (config.tracesExporter !== 'otlp') return undefined;
@@ -46,6 +64,7 @@ export function startTracing(config: ResolvedConfig, resource: Resource): Tracin
     spanProcessors: [processor, new BatchSpanProcessor(createSpanExporter(config.tracesProtocol))],
   });
   provider.register();
+  if (esmEntry()) registerEsmHook();
   const unregister = registerInstrumentations({
     tracerProvider: provider,
     instrumentations: [new HttpInstrumentation(processor.httpInstrumentationConfig()), new GrpcInstrumentation(), processor.grpcInstrumentation()],

@@ -16,6 +16,7 @@ const { NODE_VERSIONS, nodeBinary, selfSignedCert } = require('./support/uprobes
 
 const APP = path.join(__dirname, 'support', 'spans-app.js');
 const GRPC_APP = path.join(__dirname, 'support', 'spans-grpc-app.js');
+const ESM_APP = path.join(__dirname, 'support', 'spans-esm-app.mjs');
 const PEER = path.join(__dirname, 'support', 'netns-peer.js');
 const NOBODY = ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups'];
 const KERNEL_ATTRS = /^(tcp|dns|tls)\./;
@@ -209,6 +210,12 @@ describe('kernel-enriched spans (HTTP client and server, OTLP traces)', function
 
     });
   }
+
+  it('an ES module application started with --import: its HTTP spans carry the bytes too', async () => {
+    const r = await runWorkload({ requests: [{ body: 40_000, reply: 2000 }] }, { address, script: ESM_APP, preloadFlag: '--import', env: { OTEL_TRACES_EXPORTER: 'otlp' } });
+    const [line] = ok(r);
+    assertBytes(spansOf(r), line);
+  });
 
   it('with OTEL_SDK_DISABLED nothing is traced and the application runs', async () => {
     const r = await runAppWith({ requests: [{ body: 10, reply: 10 }] }, { env: { OTEL_SDK_DISABLED: 'true' } });
