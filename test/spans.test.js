@@ -173,41 +173,42 @@ describe('kernel-enriched spans (HTTP client and server, OTLP traces)', function
         assert.strictEqual(second.client.attributes['tcp.io.receive'], second.server.attributes['tcp.io.transmit']);
       });
 
-      it('gRPC: unary calls on one connection: each client and server span carries exactly its window\'s bytes', async () => {
-        const calls = [{ body: 3000, reply: 5000 }, { body: 70_000, reply: 100 }, { body: 10, reply: 9000 }];
-        const r = await runGrpc({ calls });
-        const lines = ok(r);
-        assert.strictEqual(lines.length, calls.length);
-        const grpcSpans = kind =>
-          spansOf(r)
-            .filter(s => s.kind === kind && s.attributes['rpc.system'] === 'grpc')
-            .sort((a, b) => (a.startTimeUnixNano < b.startTimeUnixNano ? -1 : 1));
-        const clients = grpcSpans('client');
-        const servers = grpcSpans('server');
-        assert.strictEqual(clients.length, calls.length, JSON.stringify(spansOf(r).map(s => [s.kind, s.name])));
-        assert.strictEqual(servers.length, calls.length);
-        for (const [i, line] of lines.entries()) {
-          const [client, server] = [clients[i].attributes, servers[i].attributes];
-          assert.ok(line.client.written > calls[i].body && line.client.read > calls[i].reply, JSON.stringify(line)); // HTTP/2 framing
-          // client: from the end of its previous call (zero: its first call opened the connection) to its callback
-          assert.strictEqual(client['tcp.io.transmit'], line.client.written, `call ${i}: client transmit`);
-          assert.strictEqual(client['tcp.io.receive'], line.client.read, `call ${i}: client receive`);
-          // server: from where the previous call's stream closed to the handler's answer; the response leaves after
-          // the instrumentation ended the span, so it is not in the window
-          assert.strictEqual(server['tcp.io.receive'], line.server.read, `call ${i}: server receive`);
-          assert.strictEqual(server['tcp.io.transmit'], line.server.written, `call ${i}: server transmit`);
-          for (const a of [client, server]) {
-            assert.strictEqual(a['tcp.retransmits'], 0);
-            assert.ok(a['tcp.rtt'] > 0 && a['tcp.rtt'] < 1, `tcp.rtt ${a['tcp.rtt']}`);
+      for (const secure of [false, true]) {
+        it(`gRPC${secure ? ' over TLS' : ''}: unary calls on one connection: each client and server span carries exactly its window's bytes`, async () => {
+          const calls = [{ body: 3000, reply: 5000 }, { body: 70_000, reply: 100 }, { body: 10, reply: 9000 }];
+          const r = await runGrpc({ calls, ...(secure && { tls }) });
+          const lines = ok(r);
+          assert.strictEqual(lines.length, calls.length);
+          const grpcSpans = kind =>
+            spansOf(r)
+              .filter(s => s.kind === kind && s.attributes['rpc.system'] === 'grpc')
+              .sort((a, b) => (a.startTimeUnixNano < b.startTimeUnixNano ? -1 : 1));
+          const clients = grpcSpans('client');
+          const servers = grpcSpans('server');
+          assert.strictEqual(clients.length, calls.length, JSON.stringify(spansOf(r).map(s => [s.kind, s.name])));
+          assert.strictEqual(servers.length, calls.length);
+          for (const [i, line] of lines.entries()) {
+            const [client, server] = [clients[i].attributes, servers[i].attributes];
+            assert.ok(line.client.written > calls[i].body && line.client.read > calls[i].reply, JSON.stringify(line)); // HTTP/2 framing
+            // client: from the end of its previous call (zero: its first call opened the connection) to its callback
+            assert.strictEqual(client['tcp.io.transmit'], line.client.written, `call ${i}: client transmit`);
+            assert.strictEqual(client['tcp.io.receive'], line.client.read, `call ${i}: client receive`);
+            // server: from where the previous call's stream closed to the handler's answer; the response leaves after
+            // the instrumentation ended the span, so it is not in the window
+            assert.strictEqual(server['tcp.io.receive'], line.server.read, `call ${i}: server receive`);
+            assert.strictEqual(server['tcp.io.transmit'], line.server.written, `call ${i}: server transmit`);
+            for (const a of [client, server]) {
+              assert.strictEqual(a['tcp.retransmits'], 0);
+              assert.ok(a['tcp.rtt'] > 0 && a['tcp.rtt'] < 1, `tcp.rtt ${a['tcp.rtt']}`);
+            }
+            assert.strictEqual(server['tcp.connect.duration'], undefined);
+            assert.strictEqual(server['rpc.method'], 'Echo', 'the instrumentation attributes are kept');
           }
-          assert.strictEqual(server['tcp.connect.duration'], undefined);
-          assert.strictEqual(server['rpc.method'], 'Echo', 'the instrumentation attributes are kept');
-        }
-        const connect = clients[0].attributes['tcp.connect.duration'];
-        assert.ok(connect > 0 && connect < seconds(clients[0]), `the first call opened the connection: tcp.connect.duration ${connect}`);
-        for (const c of clients.slice(1)) assert.strictEqual(c.attributes['tcp.connect.duration'], undefined);
-      });
-
+          const connect = clients[0].attributes['tcp.connect.duration'];
+          assert.ok(connect > 0 && connect < seconds(clients[0]), `the first call opened the connection: tcp.connect.duration ${connect}`);
+          for (const c of clients.slice(1)) assert.strictEqual(c.attributes['tcp.connect.duration'], undefined);
+        });
+      }
     });
   }
 
