@@ -1,7 +1,7 @@
 /**
  * gRPC spans: which TCP connection carried a call of @grpc/grpc-js (1.10 and later; tested with 1.14), for the spans
  * that @opentelemetry/instrumentation-grpc makes. The instrumentation offers no hook that reaches a call's
- * connection, so this module patches two places of grpc-js, neither of which it needs to see inside of:
+ * connection, so this module wraps two public methods of grpc-js:
  *   - Server#register: the service handler it is given is wrapped before grpc-js stores it. Whatever wraps the stored
  *     handler later (instrumentation-grpc, registered before or after this), it runs around ours: inside our wrapper
  *     the call's SERVER span is started and active.
@@ -11,6 +11,8 @@
  * connection is the one socket of this process with that peer: a socket registry keyed by peer, filled from Node's
  * `net.server.socket` and `net.client.socket` diagnostics channels. Two sockets with the same peer (two listeners of
  * this process reached from one client port) make the peer ambiguous: those calls get no attributes.
+ * One internal of grpc-js is read: a server call's HTTP/2 stream (http2StreamOf), whose 'close' marks where the next
+ * call's window starts; where it is not found, server spans after a connection's first get the RTT only.
  */
 import * as dc from 'diagnostics_channel';
 import type { Socket } from 'net';

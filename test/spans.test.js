@@ -173,10 +173,10 @@ describe('kernel-enriched spans (HTTP client and server, OTLP traces)', function
         assert.strictEqual(second.client.attributes['tcp.io.receive'], second.server.attributes['tcp.io.transmit']);
       });
 
-      for (const secure of [false, true]) {
-        it(`gRPC${secure ? ' over TLS' : ''}: unary calls on one connection: each client and server span carries exactly its window's bytes`, async () => {
+      for (const variant of [{ label: '' }, { label: ' over TLS', secure: true }, { label: ' over IPv6', ipv6: true }]) {
+        it(`gRPC${variant.label}: unary calls on one connection: each client and server span carries exactly its window's bytes`, async () => {
           const calls = [{ body: 3000, reply: 5000 }, { body: 70_000, reply: 100 }, { body: 10, reply: 9000 }];
-          const r = await runGrpc({ calls, ...(secure && { tls }) });
+          const r = await runGrpc({ calls, ...(variant.secure && { tls }), ipv6: variant.ipv6 });
           const lines = ok(r);
           assert.strictEqual(lines.length, calls.length);
           const grpcSpans = kind =>

@@ -7,7 +7,8 @@
 // which answers at once; the server's window starts where the previous response was written, before that call's
 // client callback.
 //
-// Config (argv[2], JSON): { calls: [{ body: bytes, reply: bytes }], tls?: {key, cert} (PEM paths: TLS to localhost) }.
+// Config (argv[2], JSON): { calls: [{ body: bytes, reply: bytes }], tls?: {key, cert} (PEM paths: TLS to localhost),
+// ipv6?: true (over ::1) }.
 // With TLS the sockets counted are the TCP ones under it, as the kernel's.
 // stdout, one JSON line each: {"request": i, "client": {written, read}, "server": {written, read}, "peerPort"},
 // {"done": status}.
@@ -55,11 +56,12 @@ function call(client, i, { body, reply }) {
 
 const tls = config.tls && { key: fs.readFileSync(config.tls.key), cert: fs.readFileSync(config.tls.cert) };
 const serverCredentials = tls ? grpc.ServerCredentials.createSsl(null, [{ private_key: tls.key, cert_chain: tls.cert }]) : grpc.ServerCredentials.createInsecure();
-server.bindAsync('127.0.0.1:0', serverCredentials, async (err, port) => {
+const host = config.ipv6 ? '[::1]' : '127.0.0.1';
+server.bindAsync(`${host}:0`, serverCredentials, async (err, port) => {
   try {
     if (err) throw err;
     const Client = grpc.makeGenericClientConstructor(service);
-    const client = tls ? new Client(`localhost:${port}`, grpc.credentials.createSsl(tls.cert)) : new Client(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
+    const client = tls ? new Client(`localhost:${port}`, grpc.credentials.createSsl(tls.cert)) : new Client(`${host}:${port}`, grpc.credentials.createInsecure());
     const zero = { written: 0, read: 0 };
     let previous = { client: zero, server: zero };
     for (const [i, c] of config.calls.entries()) {
