@@ -95,6 +95,12 @@ export class KernelStats {
   /** Turns the statistics on (always) or opens the first window (sampled). Never throws. */
   start(): void {
     const mode = this.config.kernelStats;
+    if (mode === 'sampled' && this.caps.bpfStatsEnabled) {
+      // on all the time already, set by hand: measured exactly, nothing to sample
+      this.source = 'measured';
+      this.text = 'on (kernel.bpf_stats_enabled=1)';
+      return;
+    }
     if (mode === 'off') {
       this.text = 'off (OTEL_NODE_EBPF_KERNEL_STATS=false)';
     } else {
