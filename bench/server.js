@@ -78,6 +78,7 @@ async function sample() {
     out.status = {
       active: s.active,
       kernelTime: s.kernelTime,
+      kernelTimeSampling: s.kernelTimeSampling ?? null,
       probes: s.probes.map((p) => ({ name: p.name, hook: p.hook ?? null, attached: p.attached })),
     };
     // Every point of this export is stamped at or after this time: the parent waits for it in its receiver.

@@ -9,12 +9,14 @@
  *   with one warning saying which and why; status() and `doctor` show it.
  *
  * The opt-in raw-tracepoint measurements that run for every syscall of the machine (nodejs.syscalls, file.io) are held
- * to the same budget by their measured kernel time (BPF run-time statistics, on when the SDK has CAP_SYS_ADMIN), which
- * is what their programs cost; not counted is the syscall slow path that attaching them switches on.
+ * to the same budget by their kernel time (BPF run-time statistics, on when the SDK has CAP_SYS_ADMIN: measured, or by
+ * default estimated from sampled windows, src/kernel-stats.ts), which is what their programs cost; not counted is the
+ * syscall slow path that attaching them switches on.
  */
 import * as path from 'path';
 import type { Capabilities } from './capabilities';
 import type { Collector } from './collector';
+import type { RunEstimate } from './kernel-stats';
 import { ADDON_PATH, BPF_OBJECT_DIR, NativeAddon } from './native';
 import { resolveSymbols } from './symbols';
 import { setTarget } from './target';
@@ -149,7 +151,7 @@ export interface ProbeCost {
   hits: number;
   /**
    * CPU seconds since start: for uprobes estimated, entry hits x entry cost + return hits x return cost; for
-   * kernel-timed measurements their programs' measured run time.
+   * kernel-timed measurements their programs' run time (measured, or estimated from sampled windows).
    */
   cpuSeconds: number;
   kernelTimed?: boolean;
@@ -179,6 +181,10 @@ export class Budget {
     private readonly warn: (message: string) => void,
     /** Collectors with kernel-timed measurements, when BPF run-time statistics are on; none otherwise. */
     private readonly kernelTimed: () => Array<Collector & KernelTimedCollector> = () => [],
+    /** Their kernel time and runs, as the SDK reports them (src/kernel-stats.ts). */
+    private readonly runStats: (c: Collector) => Map<string, RunEstimate> = () => new Map(),
+    /** The share of the time the statistics are on, when kernel time is estimated from sampled windows. */
+    private readonly sampledShare?: number,
   ) {
     this.snapshot(Date.now());
   }
@@ -204,10 +210,10 @@ export class Budget {
       }
     }
     for (const c of this.kernelTimed()) {
-      const stats = c.runStats();
+      const stats = this.runStats(c);
       for (const name of c.kernelTimed()) {
         const s = stats.get(name);
-        if (s) out.set(name, { hits: Number(s.runCount), cpuSeconds: Number(s.runTimeNs) / 1e9, kernelTimed: true });
+        if (s) out.set(name, { hits: s.runCount, cpuSeconds: s.runTimeNs / 1e9, kernelTimed: true });
       }
     }
     return out;
@@ -244,8 +250,9 @@ export class Budget {
       if (share <= this.budget) continue;
       const rate = (cost.hits - before.hits) / seconds;
       const how = cost.kernelTimed
-        ? `a measured ${pct(share)} of one CPU in its programs over ${seconds.toFixed(1)} s (${Math.round(rate)} runs/s, ` +
-          'BPF run-time statistics)'
+        ? `${this.sampledShare === undefined ? 'a measured' : 'an estimated'} ${pct(share)} of one CPU in its programs ` +
+          `over ${seconds.toFixed(1)} s (${Math.round(rate)} runs/s, BPF run-time statistics` +
+          `${this.sampledShare === undefined ? '' : ` sampled ${pct(this.sampledShare)} of the time`})`
         : `an estimated ${pct(share)} of one CPU over ${seconds.toFixed(1)} s (${Math.round(rate)} uprobe hits/s; a hit ` +
           `costs ${fmt(this.cost.emulatedNs / 1000)} to ${fmt(this.cost.steppedNs / 1000)} us here)`;
       const reason = `detached: over the overhead budget (OTEL_NODE_EBPF_OVERHEAD_BUDGET=${this.budget}): ${how}`;

@@ -29,6 +29,12 @@ export const TRACES_EXPORTERS: readonly TracesExporter[] = ['none', 'otlp'];
 export type MetricsExporter = 'none' | 'otlp';
 export const METRICS_EXPORTERS: readonly MetricsExporter[] = ['none', 'otlp'];
 
+/**
+ * BPF run-time statistics (machine-wide while on): `sampled` turns them on in short windows and reports kernel time as
+ * an estimate scaled from the windows, `always` keeps them on (exact), `off` never turns them on.
+ */
+export type KernelStatsMode = 'sampled' | 'always' | 'off';
+
 export interface StartOptions {
   /** Do nothing at all. Env: `OTEL_SDK_DISABLED`. Default false. */
   disabled?: boolean;
@@ -74,11 +80,17 @@ export interface StartOptions {
   /** Fail loudly: start() throws if any enabled measurement cannot attach. Env: `OTEL_NODE_EBPF_STRICT`. Default false. */
   strict?: boolean;
   /**
-   * Turn BPF run-time statistics on (BPF_ENABLE_STATS) for the kernel time per probe and the kernel-timed budget. They
-   * are machine-wide: every BPF program on the machine then reads the clock twice per run. Env:
-   * `OTEL_NODE_EBPF_KERNEL_STATS`. Default true.
+   * BPF run-time statistics (BPF_ENABLE_STATS), for the kernel time per probe and the kernel-timed budget. They are
+   * machine-wide: every BPF program on the machine reads the clock twice per run while they are on. `sampled`: on for
+   * `kernelStatsWindowMillis` of every `kernelStatsPeriodMillis`, kernel time and runs estimated from the windows;
+   * `always` (or true): on all the time, exact; `off` (or false): never. Env: `OTEL_NODE_EBPF_KERNEL_STATS`
+   * (`sampled`, `always`, `false`; `true` is `always`). Default `sampled`.
    */
-  kernelStats?: boolean;
+  kernelStats?: KernelStatsMode | boolean;
+  /** ms the statistics are on in each period (`sampled`). Env: `OTEL_NODE_EBPF_KERNEL_STATS_WINDOW`. Default 100. */
+  kernelStatsWindowMillis?: number;
+  /** ms of one sampling period (`sampled`). Env: `OTEL_NODE_EBPF_KERNEL_STATS_PERIOD`. Default 1000. */
+  kernelStatsPeriodMillis?: number;
   /** Flush the last values on SIGTERM and SIGINT (the application's own reaction is kept). Default true. */
   flushOnSignals?: boolean;
   /**
@@ -111,7 +123,9 @@ export interface ResolvedConfig {
   overheadBudget: number;
   overheadWindowMillis: number;
   strict: boolean;
-  kernelStats: boolean;
+  kernelStats: KernelStatsMode;
+  kernelStatsWindowMillis: number;
+  kernelStatsPeriodMillis: number;
   flushOnSignals: boolean;
   tracesExporter: TracesExporter;
   metricsExporter: MetricsExporter;
@@ -131,6 +145,9 @@ export const DEFAULTS = {
   fileMaxPaths: 100,
   overheadBudget: 0.01,
   overheadWindowMillis: 10000,
+  kernelStats: 'sampled',
+  kernelStatsWindowMillis: 100,
+  kernelStatsPeriodMillis: 1000,
 } as const satisfies Partial<ResolvedConfig>;
 
 type Env = Record<string, string | undefined>;
@@ -261,7 +278,17 @@ export function resolveConfig(options: StartOptions = {}, env: Env = process.env
       checkedOption('overheadWindowMillis', options.overheadWindowMillis, v => Number.isInteger(v) && v >= 100, DEFAULTS.overheadWindowMillis) ??
       r.int('OTEL_NODE_EBPF_OVERHEAD_WINDOW', DEFAULTS.overheadWindowMillis, 100),
     strict: options.strict ?? r.bool('OTEL_NODE_EBPF_STRICT', false),
-    kernelStats: options.kernelStats ?? r.bool('OTEL_NODE_EBPF_KERNEL_STATS', true),
+    kernelStats:
+      kernelStatsMode(
+        checkedOption('kernelStats', options.kernelStats, v => kernelStatsMode(v) !== undefined, DEFAULTS.kernelStats) ??
+          r.oneOf(['OTEL_NODE_EBPF_KERNEL_STATS'], KERNEL_STATS_VALUES, DEFAULTS.kernelStats),
+      )!,
+    kernelStatsWindowMillis:
+      checkedOption('kernelStatsWindowMillis', options.kernelStatsWindowMillis, v => Number.isInteger(v) && v >= 10, DEFAULTS.kernelStatsWindowMillis) ??
+      r.int('OTEL_NODE_EBPF_KERNEL_STATS_WINDOW', DEFAULTS.kernelStatsWindowMillis, 10),
+    kernelStatsPeriodMillis:
+      checkedOption('kernelStatsPeriodMillis', options.kernelStatsPeriodMillis, v => Number.isInteger(v) && v >= 20, DEFAULTS.kernelStatsPeriodMillis) ??
+      r.int('OTEL_NODE_EBPF_KERNEL_STATS_PERIOD', DEFAULTS.kernelStatsPeriodMillis, 20),
     flushOnSignals: options.flushOnSignals ?? true,
     tracesExporter:
       checkedOption('tracesExporter', options.tracesExporter, v => TRACES_EXPORTERS.includes(v), 'none') ??
@@ -282,5 +309,23 @@ export function resolveConfig(options: StartOptions = {}, env: Env = process.env
     );
     config.exportTimeoutMillis = config.exportIntervalMillis;
   }
+  if (config.kernelStatsWindowMillis >= config.kernelStatsPeriodMillis) {
+    r.warnings.push(
+      `OTEL_NODE_EBPF_KERNEL_STATS_WINDOW (${config.kernelStatsWindowMillis}) is not shorter than ` +
+        `OTEL_NODE_EBPF_KERNEL_STATS_PERIOD (${config.kernelStatsPeriodMillis}); using ` +
+        `${DEFAULTS.kernelStatsWindowMillis} and ${DEFAULTS.kernelStatsPeriodMillis}`,
+    );
+    config.kernelStatsWindowMillis = DEFAULTS.kernelStatsWindowMillis;
+    config.kernelStatsPeriodMillis = DEFAULTS.kernelStatsPeriodMillis;
+  }
   return { config, warnings: r.warnings };
+}
+
+/** OTEL_NODE_EBPF_KERNEL_STATS values: `false` is `off`; `true`, what it meant before `sampled` existed, is `always`. */
+const KERNEL_STATS_VALUES = ['sampled', 'always', 'false', 'true'] as const;
+
+function kernelStatsMode(v: KernelStatsMode | boolean | (typeof KERNEL_STATS_VALUES)[number] | undefined): KernelStatsMode | undefined {
+  if (v === true || v === 'true' || v === 'always') return 'always';
+  if (v === false || v === 'false' || v === 'off') return 'off';
+  return v === 'sampled' ? 'sampled' : undefined;
 }

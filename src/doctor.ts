@@ -130,7 +130,7 @@ export function formatDoctor(r: DoctorReport): string {
     `uprobes       ${c.uprobePmu ? 'yes' : 'no (uprobe PMU missing)'}`,
     `tracefs       ${c.tracefs ? 'mounted' : 'not mounted (raw tracepoints, kprobes and uprobes do not need it)'}`,
     `pid namespace ${c.pidNamespace ? `own (ino ${c.pidNamespace.ino}): filtering by the namespace's pid` : 'initial'}`,
-    `BPF stats     ${c.bpfStatsEnabled === undefined ? 'unknown' : c.bpfStatsEnabled ? 'on' : 'off (turned on while the SDK runs, with CAP_SYS_ADMIN)'}`,
+    `BPF stats     ${c.bpfStatsEnabled === undefined ? 'unknown' : c.bpfStatsEnabled ? 'on' : 'off (the SDK turns them on in windows, or always, with CAP_SYS_ADMIN: OTEL_NODE_EBPF_KERNEL_STATS)'}`,
     `addon         ${r.addon.ok ? 'loaded' : `not loaded: ${r.addon.error}`}`,
   ];
   if (r.advice) lines.push('', r.advice);

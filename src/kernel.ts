@@ -16,6 +16,7 @@ import { SocketsCollector } from './sockets';
 import { TlsCollector } from './tls';
 import { ThreadpoolCollector } from './threadpool';
 import { FilesCollector } from './files';
+import { KernelStats } from './kernel-stats';
 
 export interface EbpfStatus {
   /** Whether any probe is attached. */
@@ -24,8 +25,13 @@ export interface EbpfStatus {
   reason?: string;
   kernelRelease: string;
   probes: ProbeStatus[];
-  /** Kernel time per probe: 'on', or why it is not measured. */
+  /** Kernel time per probe: 'on (...)' with how it is measured or estimated, or 'off...' with why it is not. */
   kernelTime: string;
+  /**
+   * Present when kernel time and runs are estimates (OTEL_NODE_EBPF_KERNEL_STATS=sampled): BPF run-time statistics
+   * are on for windowMillis of every periodMillis, and the figures are scaled from the windows.
+   */
+  kernelTimeSampling?: { windowMillis: number; periodMillis: number };
   /** The uprobe cost budget: the cost of one hit measured at start, the budget, what it detached. */
   overhead?: {
     /**
@@ -46,9 +52,8 @@ export interface EbpfStatus {
 export class KernelTelemetry {
   readonly caps: Capabilities = detectCapabilities();
   private collectors: Collector[] = [];
-  private stats?: { close(): void };
+  private stats?: KernelStats;
   private reason?: string;
-  private kernelTime = 'not started';
   private budget?: Budget;
   private budgetReason?: string = 'no uprobe measurement attached';
   private stopped = false;
@@ -116,23 +121,9 @@ export class KernelTelemetry {
     // opt-in collectors that are off start without loading anything: they do not make a failed start a success
     if (failures.length > 0 && this.collectors.every(c => c.status().every(p => !p.attached))) throw new Error(failures.join('; '));
     for (const f of failures) warnOnce(`collector ${f}`);
-    let statsOn = false;
-    if (this.config.kernelStats) {
-      try {
-        this.stats = addon.enableStats();
-        this.kernelTime = 'on (BPF_ENABLE_STATS)';
-        statsOn = true;
-      } catch (err) {
-        this.kernelTime = `off: BPF run-time statistics need CAP_SYS_ADMIN or sysctl kernel.bpf_stats_enabled=1 (${(err as Error).message})`;
-      }
-    } else {
-      this.kernelTime = 'off (OTEL_NODE_EBPF_KERNEL_STATS=false)';
-    }
-    if (!statsOn && this.caps.bpfStatsEnabled) {
-      statsOn = true;
-      this.kernelTime = 'on (kernel.bpf_stats_enabled=1)';
-    }
-    this.startBudget(addon, statsOn);
+    this.stats = new KernelStats(addon, this.config, this.caps, () => this.collectors, m => warnOnce(m));
+    this.stats.start();
+    this.startBudget(addon, this.stats);
     // libbpf parsed the kernel's BTF for every object it loaded (calibration's included); give those megabytes back.
     addon.trimMemory();
   }
@@ -141,7 +132,8 @@ export class KernelTelemetry {
    * Starts enforcing the budget over the uprobe measurements (measuring the cost of a uprobe hit once) and over the
    * kernel-timed ones (their measured run time: only with BPF run-time statistics on).
    */
-  private startBudget(addon: Exclude<ReturnType<typeof loadAddon>, BpfError>, statsOn: boolean): void {
+  private startBudget(addon: Exclude<ReturnType<typeof loadAddon>, BpfError>, stats: KernelStats): void {
+    const statsOn = stats.on;
     const uprobes = this.collectors.filter(isUprobeCollector);
     const anyUprobe = uprobes.some(c => c.status().some(p => p.attached && p.hook === 'uprobe'));
     const timed = this.collectors.filter(isKernelTimedCollector).filter(c => c.kernelTimed().length > 0);
@@ -170,6 +162,8 @@ export class KernelTelemetry {
       () => this.collectors.filter(isUprobeCollector),
       m => warnOnce(m),
       () => kernelTimed,
+      c => stats.runStats(c),
+      stats.sampledShare,
     );
     this.budget.start();
   }
@@ -186,7 +180,10 @@ export class KernelTelemetry {
       reason: active ? undefined : (this.reason ?? (this.config.disabled ? 'disabled (OTEL_SDK_DISABLED)' : 'no probe attached')),
       kernelRelease: this.caps.kernelRelease,
       probes,
-      kernelTime: this.kernelTime,
+      kernelTime: this.stats?.text ?? 'not started',
+      kernelTimeSampling: this.stats?.sampledShare !== undefined
+        ? { windowMillis: this.config.kernelStatsWindowMillis, periodMillis: this.config.kernelStatsPeriodMillis }
+        : undefined,
       overhead: {
         uprobeHitNs: this.budget?.cost.iterations
           ? { emulated: Math.round(this.budget.cost.emulatedNs), stepped: Math.round(this.budget.cost.steppedNs) }
@@ -209,19 +206,22 @@ export class KernelTelemetry {
     const runs: KernelPoint[] = [];
     const cpu: KernelPoint[] = [];
     const costs = this.budget?.costs();
+    // estimates (sampled windows) say so, with the share of the time they were measured in
+    const share = this.stats?.sampledShare;
+    const sampled = share === undefined ? {} : { [ATTRS.SELF_KERNEL_STATS_SAMPLED]: share };
     for (const c of this.collectors) {
       out.push(...c.collect());
-      const stats = c.runStats();
+      const stats = this.stats?.runStats(c);
       const hits = isUprobeCollector(c) ? c.uprobeHits() : undefined;
       for (const p of c.status()) {
         const attrs = { [ATTRS.SELF_PROBE]: p.name, [ATTRS.SELF_HOOK]: p.hook ?? 'none' };
         attached.push({ attributes: attrs, value: p.attached ? 1 : 0 });
-        const s = stats.get(p.name);
-        if (s && s.runCount > 0n) time.push({ attributes: attrs, value: Number(s.runTimeNs) / 1e9 });
+        const s = stats?.get(p.name);
+        if (s && s.runCount > 0) time.push({ attributes: { ...attrs, ...sampled }, value: s.runTimeNs / 1e9 });
         // Uprobe programs count their own hits (BPF statistics need CAP_SYS_ADMIN, and stop at a detach).
         const h = hits?.get(p.name);
-        const n = h ? h.reduce((a, x) => a + x.hits, 0) : Number(s?.runCount ?? 0n);
-        if (n > 0) runs.push({ attributes: attrs, value: n });
+        const n = h ? h.reduce((a, x) => a + x.hits, 0) : Math.round(s?.runCount ?? 0);
+        if (n > 0) runs.push({ attributes: h ? attrs : { ...attrs, ...sampled }, value: n });
         const cost = costs?.get(p.name);
         if (cost && n > 0) cpu.push({ attributes: attrs, value: cost.cpuSeconds });
       }
@@ -240,8 +240,8 @@ export class KernelTelemetry {
     }
     out.push(
       { name: METRICS.SELF_PROBE_ATTACHED, unit: '1', description: 'Whether the probe is attached (1) or not (0), and with which hook.', kind: 'gauge', points: attached },
-      { name: METRICS.SELF_PROBE_KERNEL_TIME, unit: 's', description: 'Kernel time spent in the probe\'s BPF programs.', kind: 'counter', points: time },
-      { name: METRICS.SELF_PROBE_RUNS, unit: '{run}', description: 'Runs of the probe\'s BPF programs.', kind: 'counter', points: runs },
+      { name: METRICS.SELF_PROBE_KERNEL_TIME, unit: 's', description: 'Kernel time spent in the probe\'s BPF programs (an estimate from sampled windows when otel_node_ebpf.kernel_stats.sampled is set).', kind: 'counter', points: time },
+      { name: METRICS.SELF_PROBE_RUNS, unit: '{run}', description: 'Runs of the probe\'s BPF programs (an estimate from sampled windows when otel_node_ebpf.kernel_stats.sampled is set).', kind: 'counter', points: runs },
       { name: METRICS.SELF_PROBE_CPU_TIME, unit: 's', description: 'Estimated CPU time of the probe\'s uprobe hits: hits times the cost of one hit measured at start.', kind: 'counter', points: cpu },
       { name: METRICS.SELF_DROPPED, unit: '{event}', description: 'Updates the kernel side could not record as such.', kind: 'counter', points: dropped },
     );
@@ -252,8 +252,7 @@ export class KernelTelemetry {
     this.budget?.stop();
     for (const c of this.collectors) c.stop();
     this.collectors = [];
-    this.stats?.close();
-    this.stats = undefined;
+    this.stats?.stop();
   }
 
   /** Detaches everything. Idempotent; collect() returns nothing afterwards. */

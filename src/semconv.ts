@@ -49,9 +49,9 @@ export const METRICS = {
 
   /** ours, self-telemetry: 1 if the probe is attached, 0 if not; attributes otel_node_ebpf.probe and .hook. */
   SELF_PROBE_ATTACHED: 'otel_node_ebpf.probe.attached',
-  /** ours, self-telemetry: kernel time spent in the probe's programs (BPF run-time statistics), counter, s. */
+  /** ours, self-telemetry: kernel time spent in the probe's programs (BPF run-time statistics; estimated from windows when sampled), counter, s. */
   SELF_PROBE_KERNEL_TIME: 'otel_node_ebpf.probe.kernel.time',
-  /** ours, self-telemetry: program runs, counter (uprobe measurements: hits, counted by the programs). */
+  /** ours, self-telemetry: program runs, counter (BPF run-time statistics, estimated when sampled; uprobe measurements: hits, counted by the programs). */
   SELF_PROBE_RUNS: 'otel_node_ebpf.probe.runs',
   /** ours, self-telemetry: estimated CPU time of a uprobe measurement (hits x the cost of one hit measured at start), counter, s. */
   SELF_PROBE_CPU_TIME: 'otel_node_ebpf.probe.cpu.time',
@@ -104,6 +104,12 @@ export const ATTRS = {
   SELF_PROBE: 'otel_node_ebpf.probe',
   /** ours, self-telemetry: kprobe | fentry | tracepoint | none. */
   SELF_HOOK: 'otel_node_ebpf.hook',
+  /**
+   * ours, self-telemetry: on otel_node_ebpf.probe.kernel.time and .runs (those from BPF run-time statistics) when
+   * they are estimates: the share of the time the statistics were on (0.1: measured in windows of 10 % of the time,
+   * scaled to the whole; OTEL_NODE_EBPF_KERNEL_STATS=sampled). Absent when measured all the time.
+   */
+  SELF_KERNEL_STATS_SAMPLED: 'otel_node_ebpf.kernel_stats.sampled',
   /** ours, self-telemetry: why the kernel dropped something. */
   SELF_DROP_REASON: 'otel_node_ebpf.drop.reason',
 } as const;

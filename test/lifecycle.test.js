@@ -116,14 +116,16 @@ describe('privileges and failure', function () {
   it('a bad environment value: one warning naming the variable and the value used instead', async () => {
     const r = await runWorkload(work(), {
       address,
-      env: { OTEL_NODE_EBPF_MAX_SERIES: 'lots', OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE: 'sometimes' },
+      env: { OTEL_NODE_EBPF_MAX_SERIES: 'lots', OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE: 'sometimes', OTEL_NODE_EBPF_KERNEL_STATS: 'mostly' },
     });
     assert.strictEqual(r.code, 0, r.stderr);
     const warnings = sdkLines(r.stderr);
     assert.deepStrictEqual(warnings.sort(), [
       'OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE="sometimes" is not one of cumulative, delta, lowmemory; using cumulative',
+      'OTEL_NODE_EBPF_KERNEL_STATS="mostly" is not one of sampled, always, false, true; using sampled',
       'OTEL_NODE_EBPF_MAX_SERIES="lots" is not an integer in [1, 1048576]; using 1024',
     ]);
+    assert.match(r.lines.find(l => l.done).status.kernelTime, /^on \(sampled 10 %: BPF_ENABLE_STATS 100 ms in every 1000 ms;/);
   });
 
   it('OTEL_NODE_EBPF_KERNEL_STATS=false: BPF run-time statistics stay off, everything else runs', async () => {

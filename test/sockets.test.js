@@ -150,9 +150,12 @@ describe('socket probes', function () {
   });
 
   it('reports each probe, its hook and its kernel time as self-telemetry', async () => {
-    const { points, result } = await exactBytes('127.0.0.1');
+    // a workload this short may fall between two sampled windows: statistics on all the time, measured exactly
+    const { points, result } = await exactBytes('127.0.0.1', { env: { OTEL_NODE_EBPF_KERNEL_STATS: 'always' } });
     const status = result.lines.find(l => l.done).status;
     assert.strictEqual(status.active, true);
+    assert.strictEqual(status.kernelTime, 'on (BPF_ENABLE_STATS)');
+    assert.strictEqual(status.kernelTimeSampling, undefined);
     for (const p of status.probes.filter(notOptIn)) {
       assert.strictEqual(p.attached, true, `${p.name}: ${p.reason}`);
       assert.strictEqual(total(points, 'otel_node_ebpf.probe.attached', { 'otel_node_ebpf.probe': p.name, 'otel_node_ebpf.hook': p.hook }), 1);
@@ -160,6 +163,10 @@ describe('socket probes', function () {
     const runs = total(points, 'otel_node_ebpf.probe.runs', { 'otel_node_ebpf.probe': 'tcp.state' });
     const time = total(points, 'otel_node_ebpf.probe.kernel.time', { 'otel_node_ebpf.probe': 'tcp.state' });
     assert.ok(runs > 0 && time > 0, `runs ${runs}, time ${time}, kernelTime ${status.kernelTime}`);
+    // measured, not estimated: no sampling attribute
+    for (const m of ['otel_node_ebpf.probe.runs', 'otel_node_ebpf.probe.kernel.time']) {
+      assert.ok(pointsOf(points, m).every(p => !('otel_node_ebpf.kernel_stats.sampled' in p.attributes)), m);
+    }
     // bytes and RTT come from the kernel's counters, read from user space: no program, no kernel time
     assert.deepStrictEqual(
       status.probes.filter(p => p.hook === 'tcp_info').map(p => p.name),

@@ -36,8 +36,14 @@ async function scenario(mode, address, receiver) {
     ],
     {
       address,
-      // the test decides what counts as a failure: every attempt is reported, none is fatal
-      env: { OTEL_NODE_EBPF_ATTACH_MODE: mode, OTEL_NODE_EBPF_STRICT: 'false', OTEL_NODE_EBPF_DISABLED_PROBES: 'nodejs,dns,tls' },
+      // the test decides what counts as a failure: every attempt is reported, none is fatal; BPF run-time statistics
+      // on all the time, so that each program's runs are counted (sampled windows may miss a reset or two)
+      env: {
+        OTEL_NODE_EBPF_ATTACH_MODE: mode,
+        OTEL_NODE_EBPF_STRICT: 'false',
+        OTEL_NODE_EBPF_DISABLED_PROBES: 'nodejs,dns,tls',
+        OTEL_NODE_EBPF_KERNEL_STATS: 'always',
+      },
       onLine: o => o.listening && (accepted = sendTo('127.0.0.1', o.listening, ACCEPTED)),
     },
   );
