@@ -36,9 +36,9 @@ const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 
+const { REGISTER, startServer: startServerProcess, nextMessage, stopServer } = require('./server-process');
+
 const ROOT = path.resolve(__dirname, '..');
-const REGISTER = path.join(ROOT, 'dist', 'register.js');
-const SERVER = path.join(__dirname, 'server.js');
 const WRK_SCRIPT = path.join(__dirname, 'wrk-report.lua');
 
 const TARGETS = {
@@ -242,64 +242,13 @@ function mapMemlockBytes(mapIds) {
 
 /** bench/server.js, with or without the SDK preloaded. */
 function startServer(withSdk, mode, receiverEndpoint) {
-  const env = { ...process.env };
-  if (!withSdk) {
-    for (const k of Object.keys(env)) if (k.startsWith('OTEL_')) delete env[k];
-  } else {
-    Object.assign(env, {
-      OTEL_SERVICE_NAME: 'bench-server',
-      OTEL_EXPORTER_OTLP_ENDPOINT: receiverEndpoint,
-      OTEL_EXPORTER_OTLP_PROTOCOL: 'http/protobuf',
-      OTEL_METRIC_EXPORT_INTERVAL: String(CONFIG.exportIntervalMs),
-      OTEL_NODE_EBPF_STRICT: env.OTEL_NODE_EBPF_STRICT ?? 'true',
-    });
-    delete env.OTEL_EXPORTER_OTLP_METRICS_ENDPOINT;
-    delete env.OTEL_EXPORTER_OTLP_METRICS_PROTOCOL;
-    delete env.OTEL_SDK_DISABLED;
-  }
-  let cmd = process.execPath;
-  let args = withSdk ? ['--require', REGISTER, SERVER] : [SERVER];
-  if (withSdk && mode.setpriv) {
-    // What a least-privileged deployment runs with: the SDK cannot turn BPF run-time statistics on, and the uprobe
-    // measurements (DNS, TLS: they never run in this benchmark) need CAP_SYS_ADMIN here, which strict mode would not
-    // forgive.
-    env.OTEL_NODE_EBPF_STRICT = 'false';
-    args = ['--reuid=nobody', '--regid=nogroup', '--clear-groups', '--inh-caps', '+bpf,+perfmon', '--ambient-caps', '+bpf,+perfmon', cmd, ...args];
-    cmd = 'setpriv';
-  }
-  [cmd, args] = pinned(CONFIG.serverCpu, cmd, args);
-  const child = spawn(cmd, args, { env, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
-  child.exited = new Promise((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
-  return child;
-}
-
-function nextMessage(child, type, timeoutMs) {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => finish(new Error(`server sent no "${type}" within ${timeoutMs} ms`)), timeoutMs);
-    const onMessage = (msg) => {
-      if (msg && msg.type === 'error') finish(new Error(`server: ${msg.message}`));
-      else if (msg && msg.type === type) finish(null, msg);
-    };
-    const onExit = (code, signal) => finish(new Error(`server exited (${signal || `code ${code}`})`));
-    function finish(err, msg) {
-      clearTimeout(timer);
-      child.off('message', onMessage);
-      child.off('exit', onExit);
-      if (err) reject(err);
-      else resolve(msg);
-    }
-    child.on('message', onMessage);
-    child.on('exit', onExit);
+  return startServerProcess({
+    withSdk,
+    endpoint: receiverEndpoint,
+    exportIntervalMs: CONFIG.exportIntervalMs,
+    cpu: CONFIG.pin ? CONFIG.serverCpu : undefined,
+    setpriv: mode.setpriv,
   });
-}
-
-async function stopServer(child) {
-  if (child.exitCode !== null || child.signalCode !== null) return child.exited;
-  child.kill('SIGTERM');
-  const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
-  const result = await child.exited;
-  clearTimeout(timer);
-  return result;
 }
 
 /** Runs wrk; its result line, plus its own CPU time (the shell's `times` after it: children's user and system). */
