@@ -142,9 +142,11 @@ async function sample(child) {
   return { ...breakdown(maps, msg), threads: threads(child.pid), maps, moduleList: msg.modules };
 }
 
+/** Runs wrk; returns its requests per second (the heap the server needs grows with the rate). */
 function runWrk(port, seconds) {
   const [cmd, args] = pinned(1, 'wrk', ['-t1', '-c32', `-d${seconds}s`, `http://127.0.0.1:${port}/`]);
-  execFileSync(cmd, args, { stdio: 'ignore' });
+  const out = execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+  return Number((out.match(/Requests\/sec:\s+([\d.]+)/) || [])[1]);
 }
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -157,8 +159,8 @@ async function round(withSdk, endpoint) {
     await sleep(CONFIG.idleWaitMs);
     const out = { idle: await sample(child) };
     if (CONFIG.loadS > 0) {
-      runWrk(port, CONFIG.loadS);
-      out.load = await sample(child);
+      const requestsPerSecond = runWrk(port, CONFIG.loadS);
+      out.load = { ...(await sample(child)), requestsPerSecond };
     }
     return out;
   } finally {
@@ -240,7 +242,8 @@ async function main() {
         const r = await round(mode === 'on', httpEndpoint);
         results[mode].push(r);
         const fmt = (s) => `${(s.rss / MB).toFixed(1)} MB`;
-        console.log(`  round ${i + 1} ${mode}: idle ${fmt(r.idle)}${r.load ? `, after load ${fmt(r.load)}` : ''}`);
+        const load = r.load ? `, after load ${fmt(r.load)} (${Math.round(r.load.requestsPerSecond)} req/s; V8 ${(r.load.v8Heap / MB).toFixed(1)} MB)` : '';
+        console.log(`  round ${i + 1} ${mode}: idle ${fmt(r.idle)}${load}`);
       }
     }
   } finally {

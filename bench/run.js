@@ -330,6 +330,8 @@ async function sample(child, edge) {
     systemUs: cpu.system,
     ctxSwitches: cpu.voluntaryCtxSwitches + cpu.involuntaryCtxSwitches,
     rss: msg.memory.rss,
+    // Physical size of each V8 heap space: the part of RSS that is the JavaScript heap (bench/memory.js has the rest)
+    heapSpaces: Object.fromEntries((msg.heap?.spaces ?? []).filter((s) => s.physical > 0).map((s) => [s.name, s.physical])),
     hrtimeNs: BigInt(cpu.hrtimeNs),
   };
 }
@@ -420,6 +422,8 @@ async function round(index, modeName, warmup, receiver) {
       serverCpuUtilization: ((b.cpuUs - a.cpuUs) * 1000) / windowNs,
       ctxSwitchesPerRequest: (b.ctxSwitches - a.ctxSwitches) / requests,
       rssMB: b.rss / 1e6,
+      v8HeapMB: Object.values(b.heapSpaces).reduce((sum, x) => sum + x, 0) / 1e6,
+      v8SpacesMB: Object.fromEntries(Object.entries(b.heapSpaces).map(([k, v]) => [k, v / 1e6])),
       wrkCpuUtilization: (w.cpuUs * 1000) / windowNs,
       machineCpu,
       // Tick-based accounting charges a process with the softirq time that ran in its context: compare with busy.
@@ -725,7 +729,7 @@ async function main() {
       rounds.push(r);
       console.log(
         `  round ${i}${r.warmup ? ' (warm-up)' : ''} ${r.mode}: ${fmt(r.throughput)} req/s, p99 ${r.p99Us} µs, ` +
-          `${fmt(r.cpuUsPerRequest, 2)} µs CPU/req, RSS ${fmt(r.rssMB, 1)} MB` +
+          `${fmt(r.cpuUsPerRequest, 2)} µs CPU/req, RSS ${fmt(r.rssMB, 1)} MB (V8 heap ${fmt(r.v8HeapMB, 1)})` +
           (r.kernelNsPerRequest !== undefined ? `, BPF ${fmt(r.kernelNsPerRequest)} ns/req` : '') +
           (r.errors ? `, ${r.errors} ERRORS` : '') +
           `; wrk CPU ${pct(r.wrkCpuUtilization)}, others ${pct(r.otherCpu)}, steal ≤ ${pct(r.maxSteal)}`,
