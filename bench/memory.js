@@ -26,7 +26,7 @@
 // The SDK's own variables pass through to the SDK's process (for example OTEL_NODE_EBPF_DISABLED_PROBES), and so do
 // glibc's (MALLOC_ARENA_MAX, ...) to both modes. Run it under `flock /tmp/bench.lock` on a shared machine.
 
-const { execFileSync } = require('node:child_process');
+const { execFile } = require('node:child_process');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
@@ -142,11 +142,18 @@ async function sample(child) {
   return { ...breakdown(maps, msg), threads: threads(child.pid), maps, moduleList: msg.modules };
 }
 
-/** Runs wrk; returns its requests per second (the heap the server needs grows with the rate). */
+/**
+ * Runs wrk; resolves to its requests per second (the heap the server needs grows with the rate). Asynchronously: the
+ * OTLP receiver in this process must answer the SDK's periodic exports meanwhile, or they would time out and retry.
+ */
 function runWrk(port, seconds) {
   const [cmd, args] = pinned(1, 'wrk', ['-t1', '-c32', `-d${seconds}s`, `http://127.0.0.1:${port}/`]);
-  const out = execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
-  return Number((out.match(/Requests\/sec:\s+([\d.]+)/) || [])[1]);
+  return new Promise((resolve, reject) => {
+    execFile(cmd, args, { encoding: 'utf8' }, (err, stdout) => {
+      if (err) reject(new Error(`wrk failed: ${err.message}`));
+      else resolve(Number((stdout.match(/Requests\/sec:\s+([\d.]+)/) || [])[1]));
+    });
+  });
 }
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -159,7 +166,7 @@ async function round(withSdk, endpoint) {
     await sleep(CONFIG.idleWaitMs);
     const out = { idle: await sample(child) };
     if (CONFIG.loadS > 0) {
-      const requestsPerSecond = runWrk(port, CONFIG.loadS);
+      const requestsPerSecond = await runWrk(port, CONFIG.loadS);
       out.load = { ...(await sample(child)), requestsPerSecond };
     }
     return out;
