@@ -133,7 +133,7 @@ export class KernelTelemetry {
       this.kernelTime = 'on (kernel.bpf_stats_enabled=1)';
     }
     this.startBudget(addon, statsOn);
-    // libbpf parsed the kernel's BTF for every object it loaded (calibration's included); give those megabytes back.
+    // libbpf parsed the kernel's BTF for every object it loaded (calibration's included); give back what free() kept.
     addon.trimMemory();
   }
 
