@@ -251,6 +251,17 @@ function startServer(withSdk, mode, receiverEndpoint) {
   });
 }
 
+/** /proc/PID/smaps_rollup in bytes (Rss, Anonymous, ...): where a round's RSS is, anonymous or mapped from files (BPF maps included). */
+function smapsRollup(pid) {
+  const out = {};
+  try {
+    for (const m of fs.readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8').matchAll(/^(\w+):\s+(\d+) kB/gm)) out[m[1]] = Number(m[2]) * 1024;
+  } catch {
+    return { Rss: NaN, Anonymous: NaN };
+  }
+  return out;
+}
+
 /** Runs wrk; its result line, plus its own CPU time (the shell's `times` after it: children's user and system). */
 function runWrk(port, seconds) {
   const wrkArgs = [`-t${CONFIG.threads}`, `-c${CONFIG.connections}`, `-d${seconds}s`, '--timeout', '5s', '-s', WRK_SCRIPT, `http://127.0.0.1:${port}/`];
@@ -391,6 +402,7 @@ async function round(index, modeName, warmup, receiver) {
     const a = await edge('start');
     const w = await runWrk(port, CONFIG.durationS);
     const b = await edge('end');
+    const rollup = smapsRollup(server.pid);
 
     const requests = w.requests;
     const windowNs = Number(b.hrtimeNs - a.hrtimeNs);
@@ -423,6 +435,8 @@ async function round(index, modeName, warmup, receiver) {
       ctxSwitchesPerRequest: (b.ctxSwitches - a.ctxSwitches) / requests,
       rssMB: b.rss / 1e6,
       v8HeapMB: Object.values(b.heapSpaces).reduce((sum, x) => sum + x, 0) / 1e6,
+      anonymousMB: rollup.Anonymous / 1e6,
+      fileMB: (rollup.Rss - rollup.Anonymous) / 1e6,
       v8SpacesMB: Object.fromEntries(Object.entries(b.heapSpaces).map(([k, v]) => [k, v / 1e6])),
       wrkCpuUtilization: (w.cpuUs * 1000) / windowNs,
       machineCpu,
@@ -729,7 +743,7 @@ async function main() {
       rounds.push(r);
       console.log(
         `  round ${i}${r.warmup ? ' (warm-up)' : ''} ${r.mode}: ${fmt(r.throughput)} req/s, p99 ${r.p99Us} µs, ` +
-          `${fmt(r.cpuUsPerRequest, 2)} µs CPU/req, RSS ${fmt(r.rssMB, 1)} MB (V8 heap ${fmt(r.v8HeapMB, 1)})` +
+          `${fmt(r.cpuUsPerRequest, 2)} µs CPU/req, RSS ${fmt(r.rssMB, 1)} MB (V8 heap ${fmt(r.v8HeapMB, 1)}, other anonymous ${fmt(r.anonymousMB - r.v8HeapMB, 1)}, files and BPF maps ${fmt(r.fileMB, 1)})` +
           (r.kernelNsPerRequest !== undefined ? `, BPF ${fmt(r.kernelNsPerRequest)} ns/req` : '') +
           (r.errors ? `, ${r.errors} ERRORS` : '') +
           `; wrk CPU ${pct(r.wrkCpuUtilization)}, others ${pct(r.otherCpu)}, steal ≤ ${pct(r.maxSteal)}`,
