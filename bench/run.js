@@ -39,9 +39,9 @@ const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 
+const { REGISTER, startServer: startServerProcess, nextMessage, stopServer } = require('./server-process');
+
 const ROOT = path.resolve(__dirname, '..');
-const REGISTER = path.join(ROOT, 'dist', 'register.js');
-const SERVER = path.join(__dirname, 'server.js');
 const WRK_SCRIPT = path.join(__dirname, 'wrk-report.lua');
 
 const TARGETS = {
@@ -265,65 +265,25 @@ function mapMemlockBytes(mapIds) {
 
 /** bench/server.js, with or without the SDK preloaded. */
 function startServer(withSdk, mode, receiverEndpoint) {
-  const env = { ...process.env };
-  if (!withSdk) {
-    for (const k of Object.keys(env)) if (k.startsWith('OTEL_')) delete env[k];
-  } else {
-    Object.assign(env, {
-      OTEL_SERVICE_NAME: 'bench-server',
-      OTEL_EXPORTER_OTLP_ENDPOINT: receiverEndpoint,
-      OTEL_EXPORTER_OTLP_PROTOCOL: 'http/protobuf',
-      OTEL_METRIC_EXPORT_INTERVAL: String(CONFIG.exportIntervalMs),
-      OTEL_NODE_EBPF_STRICT: env.OTEL_NODE_EBPF_STRICT ?? 'true',
-    });
-    delete env.OTEL_EXPORTER_OTLP_METRICS_ENDPOINT;
-    delete env.OTEL_EXPORTER_OTLP_METRICS_PROTOCOL;
-    delete env.OTEL_SDK_DISABLED;
-    Object.assign(env, mode.env);
-  }
-  let cmd = process.execPath;
-  let args = withSdk ? ['--require', REGISTER, SERVER] : [SERVER];
-  if (withSdk && mode.setpriv) {
-    // What a least-privileged deployment runs with: the SDK cannot turn BPF run-time statistics on, and the uprobe
-    // measurements (DNS, TLS: they never run in this benchmark) need CAP_SYS_ADMIN here, which strict mode would not
-    // forgive.
-    env.OTEL_NODE_EBPF_STRICT = 'false';
-    args = ['--reuid=nobody', '--regid=nogroup', '--clear-groups', '--inh-caps', '+bpf,+perfmon', '--ambient-caps', '+bpf,+perfmon', cmd, ...args];
-    cmd = 'setpriv';
-  }
-  [cmd, args] = pinned(CONFIG.serverCpu, cmd, args);
-  const child = spawn(cmd, args, { env, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
-  child.exited = new Promise((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
-  return child;
-}
-
-function nextMessage(child, type, timeoutMs) {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => finish(new Error(`server sent no "${type}" within ${timeoutMs} ms`)), timeoutMs);
-    const onMessage = (msg) => {
-      if (msg && msg.type === 'error') finish(new Error(`server: ${msg.message}`));
-      else if (msg && msg.type === type) finish(null, msg);
-    };
-    const onExit = (code, signal) => finish(new Error(`server exited (${signal || `code ${code}`})`));
-    function finish(err, msg) {
-      clearTimeout(timer);
-      child.off('message', onMessage);
-      child.off('exit', onExit);
-      if (err) reject(err);
-      else resolve(msg);
-    }
-    child.on('message', onMessage);
-    child.on('exit', onExit);
+  return startServerProcess({
+    withSdk,
+    endpoint: receiverEndpoint,
+    exportIntervalMs: CONFIG.exportIntervalMs,
+    cpu: CONFIG.pin ? CONFIG.serverCpu : undefined,
+    setpriv: mode.setpriv,
+    env: mode.env,
   });
 }
 
-async function stopServer(child) {
-  if (child.exitCode !== null || child.signalCode !== null) return child.exited;
-  child.kill('SIGTERM');
-  const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
-  const result = await child.exited;
-  clearTimeout(timer);
-  return result;
+/** /proc/PID/smaps_rollup in bytes (Rss, Anonymous, ...): where a round's RSS is, anonymous or mapped from files (BPF maps included). */
+function smapsRollup(pid) {
+  const out = {};
+  try {
+    for (const m of fs.readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8').matchAll(/^(\w+):\s+(\d+) kB/gm)) out[m[1]] = Number(m[2]) * 1024;
+  } catch {
+    return { Rss: NaN, Anonymous: NaN };
+  }
+  return out;
 }
 
 /** Runs wrk; its result line, plus its own CPU time (the shell's `times` after it: children's user and system). */
@@ -405,6 +365,8 @@ async function sample(child, edge) {
     systemUs: cpu.system,
     ctxSwitches: cpu.voluntaryCtxSwitches + cpu.involuntaryCtxSwitches,
     rss: msg.memory.rss,
+    // Physical size of each V8 heap space: the part of RSS that is the JavaScript heap (bench/memory.js has the rest)
+    heapSpaces: Object.fromEntries((msg.heap?.spaces ?? []).filter((s) => s.physical > 0).map((s) => [s.name, s.physical])),
     hrtimeNs: BigInt(cpu.hrtimeNs),
   };
 }
@@ -464,6 +426,7 @@ async function round(index, modeName, warmup, receiver) {
     const a = await edge('start');
     const w = await runWrk(port, CONFIG.durationS);
     const b = await edge('end');
+    const rollup = smapsRollup(server.pid);
 
     const requests = w.requests;
     const windowNs = Number(b.hrtimeNs - a.hrtimeNs);
@@ -495,6 +458,10 @@ async function round(index, modeName, warmup, receiver) {
       serverCpuUtilization: ((b.cpuUs - a.cpuUs) * 1000) / windowNs,
       ctxSwitchesPerRequest: (b.ctxSwitches - a.ctxSwitches) / requests,
       rssMB: b.rss / 1e6,
+      v8HeapMB: Object.values(b.heapSpaces).reduce((sum, x) => sum + x, 0) / 1e6,
+      anonymousMB: rollup.Anonymous / 1e6,
+      fileMB: (rollup.Rss - rollup.Anonymous) / 1e6,
+      v8SpacesMB: Object.fromEntries(Object.entries(b.heapSpaces).map(([k, v]) => [k, v / 1e6])),
       wrkCpuUtilization: (w.cpuUs * 1000) / windowNs,
       machineCpu,
       // Tick-based accounting charges a process with the softirq time that ran in its context: compare with busy.
@@ -809,7 +776,7 @@ async function main() {
       rounds.push(r);
       console.log(
         `  round ${i}${r.warmup ? ' (warm-up)' : ''} ${r.mode}: ${fmt(r.throughput)} req/s, p99 ${r.p99Us} µs, ` +
-          `${fmt(r.cpuUsPerRequest, 2)} µs CPU/req, RSS ${fmt(r.rssMB, 1)} MB` +
+          `${fmt(r.cpuUsPerRequest, 2)} µs CPU/req, RSS ${fmt(r.rssMB, 1)} MB (V8 heap ${fmt(r.v8HeapMB, 1)}, other anonymous ${fmt(r.anonymousMB - r.v8HeapMB, 1)}, files and BPF maps ${fmt(r.fileMB, 1)})` +
           (r.kernelNsPerRequest !== undefined ? `, BPF ${fmt(r.kernelNsPerRequest)} ns/req` : '') +
           (r.errors ? `, ${r.errors} ERRORS` : '') +
           `; wrk CPU ${pct(r.wrkCpuUtilization)}, others ${pct(r.otherCpu)}, steal ≤ ${pct(r.maxSteal)}`,

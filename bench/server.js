@@ -9,10 +9,13 @@
 //                                                        with the SDK it first exports (forceFlush), so that the
 //                                                        parent's OTLP receiver holds the kernel run-time statistics
 //                                                        as of this moment; CPU time is read before and after
+//                                                        (bench/memory.js also reads V8's heap spaces and the
+//                                                        modules loaded: `heap`, `modules`)
 // It exits on SIGTERM (the SDK, when loaded, exports a last time) or when the parent goes away.
 
 const fs = require('node:fs');
 const http = require('node:http');
+const v8 = require('node:v8');
 
 // A realistic small API response: an order with a few items. JSON.stringify runs per request, as in an application.
 const order = {
@@ -89,6 +92,9 @@ async function sample() {
   // periodic ones, every OTEL_METRIC_EXPORT_INTERVAL, are).
   out.cpuAfterFlush = cpuNow();
   out.memory = process.memoryUsage();
+  // Physical (resident) size of each V8 heap space: the part of the anonymous memory that is the JavaScript heap.
+  out.heap = { spaces: v8.getHeapSpaceStatistics().map((s) => ({ name: s.space_name, used: s.space_used_size, physical: s.physical_space_size })), ...v8.getHeapStatistics() };
+  out.modules = Object.keys(require.cache);
   return out;
 }
 

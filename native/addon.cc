@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <mutex>
 #include <ctime>
@@ -148,7 +149,46 @@ Napi::Value Addon::SetErrorClass(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+namespace {
+
+// Whether the user chose glibc's malloc thresholds (environment or tunables): then glibc's dynamic threshold is
+// already off, libbpf cannot raise it, and the choice is theirs.
+bool MallocConfiguredByUser() {
+  for (const char* name : {"MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "MALLOC_MMAP_MAX_"}) {
+    if (getenv(name) != nullptr) return true;
+  }
+  const char* tunables = getenv("GLIBC_TUNABLES");
+  if (tunables == nullptr) return false;
+  for (const char* name : {"glibc.malloc.mmap_threshold", "glibc.malloc.trim_threshold", "glibc.malloc.top_pad",
+                           "glibc.malloc.mmap_max"}) {
+    if (strstr(tunables, name) != nullptr) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+// Every object load has libbpf read and parse the kernel's BTF (/sys/kernel/btf/vmlinux, 5.5 MB here) into buffers
+// of that size, which glibc serves with mmap. Freeing such a chunk makes glibc's dynamic threshold jump: mmap only
+// above 5.5 MB from then on, and a heap's free top returned only beyond twice that (M_TRIM_THRESHOLD 11 MB). The
+// threshold is process-wide, and each thread has its own arena: V8's compiler threads then keep up to 11 MB of freed
+// zone memory each, which malloc_trim() does not return (it never trims a thread arena's top). Measured with
+// bench/memory.js: +6.2 MB resident in thread arenas after load, +0.5 MB with the thresholds fixed. So, before
+// libbpf's first parse, the thresholds are fixed at glibc's defaults (128 KiB each); this ends glibc's dynamic
+// adjustment for the process (as MALLOC_TRIM_THRESHOLD_ would), unless the user configured malloc already.
+void FixMallocThresholds() {
+#ifdef __GLIBC__
+  static std::once_flag once;
+  std::call_once(once, [] {
+    if (MallocConfiguredByUser()) return;
+    mallopt(M_MMAP_THRESHOLD, 128 * 1024);
+    mallopt(M_TRIM_THRESHOLD, 128 * 1024);
+  });
+#endif
+}
+
 Napi::Value Addon::Open(const Napi::CallbackInfo& info) {
+  FixMallocThresholds();
   return OpenObject(info.Env(), StringArg(info, 0, "open", "path"));
 }
 
@@ -158,8 +198,9 @@ Napi::Value Addon::EnableStats(const Napi::CallbackInfo& info) {
   return NewStatsHandle(info.Env(), fd);
 }
 
-// libbpf parses the kernel's BTF (megabytes) for every object it loads and frees it afterwards; glibc keeps the
-// freed pages. Giving them back after start is what keeps the SDK's resident memory small.
+// Returns the free pages inside the heap after the objects are loaded. With the thresholds fixed (above) free()
+// already gives back the top of each heap, and this adds nothing measurable here (bench/memory.js: main arena 4.0 MB
+// with or without); it still matters when the user's own malloc settings let libbpf's freed BTF stay in the heap.
 void Addon::TrimMemory(const Napi::CallbackInfo&) {
 #ifdef __GLIBC__
   malloc_trim(0);

@@ -124,7 +124,7 @@ export class KernelTelemetry {
     this.stats = new KernelStats(addon, this.config, this.caps, () => this.collectors, m => warnOnce(m));
     this.stats.start();
     this.startBudget(addon, this.stats);
-    // libbpf parsed the kernel's BTF for every object it loaded (calibration's included); give those megabytes back.
+    // libbpf parsed the kernel's BTF for every object it loaded (calibration's included); give back what free() kept.
     addon.trimMemory();
   }
 

@@ -147,7 +147,7 @@ export interface NativeAddon {
    * Needs CAP_SYS_ADMIN on most kernels; throws BpfError(step 'stats') otherwise.
    */
   enableStats(): { close(): void };
-  /** Returns the heap pages freed after loading (libbpf's parsed kernel BTF) to the system (glibc malloc_trim). */
+  /** Returns the free pages left in the heap after loading (libbpf's parsed kernel BTF) to the system (glibc malloc_trim). */
   trimMemory(): void;
   /** libbpf's version, e.g. "1.1". */
   libbpfVersion(): string;
