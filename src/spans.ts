@@ -55,7 +55,7 @@ import { GrpcConnectionInstrumentation, http2StreamOf, PeerSockets } from './grp
 import type { GrpcCallSink, PeerCall } from './grpc';
 import { BpfError, loadAddon, NativeAddon } from './native';
 import { SPAN_ATTRS } from './semconv';
-import { readTcpCounters, TCP_INFO_SLOTS, TcpCounters } from './tcpinfo';
+import { tcpCountersReader, TcpCounters } from './tcpinfo';
 import type { TlsCollector } from './tls';
 
 /** Where DNS and TLS records come from: the kernel telemetry that start() or createMetricProducer() runs. */
@@ -148,7 +148,7 @@ export interface HttpHooksConfig {
 
 export class KernelSpanProcessor implements SpanProcessor {
   private readonly addon?: NativeAddon;
-  private readonly scratch = new Float64Array(TCP_INFO_SLOTS);
+  private readonly readCounters?: (fd: number) => TcpCounters | undefined;
   private readonly spans = new WeakMap<object, SpanState>();
   /** The socket of the HTTP request being dispatched right now (see the file's comment). */
   private pending?: Socket;
@@ -168,6 +168,7 @@ export class KernelSpanProcessor implements SpanProcessor {
       return;
     }
     this.addon = addon;
+    this.readCounters = tcpCountersReader(addon);
     this.subscribe('http.server.request.start', m => {
       this.pending = (m as { socket: Socket }).socket;
       this.pendingAsyncId = executionAsyncId();
@@ -196,7 +197,7 @@ export class KernelSpanProcessor implements SpanProcessor {
 
   private read(socket: TrackedSocket): TcpCounters | undefined {
     const fd = fdOf(socket);
-    return fd >= 0 && this.addon ? readTcpCounters(this.addon, fd, this.scratch) : undefined;
+    return fd >= 0 && this.readCounters ? this.readCounters(fd) : undefined;
   }
 
   /** Follows a client connection's setup: its lookup, connect and TLS handshake. Once per connection. */
