@@ -224,6 +224,21 @@ describe('kernel-enriched spans (HTTP client and server, OTLP traces)', function
     assert.deepStrictEqual(spansOf(r).filter(s => Object.keys(s.attributes).some(k => KERNEL_ATTRS.test(k))), []);
   });
 
+  it('pipelined requests on one connection: each server span carries exactly its own response', async () => {
+    const r = await runAppWith({ requests: [], pipelined: [{ reply: 3000 }, { reply: 50_000 }, { reply: 10 }] });
+    ok(r);
+    const line = r.lines.find(l => l.pipelined);
+    const spans = line.pipelined.map((_, i) => {
+      const [s, ...more] = spansOf(r).filter(x => x.kind === 'server' && pathOf(x) === `/p${i}`);
+      assert.ok(s && !more.length, `one server span for /p${i}`);
+      return s;
+    });
+    // a window ends where its response finished, and the next response is written only after that
+    assert.deepStrictEqual(spans.map(s => s.attributes['tcp.io.transmit']), line.pipelined);
+    // the requests arrived in one write, before the first response finished: the windows share them out, exactly
+    assert.strictEqual(spans.reduce((sum, s) => sum + s.attributes['tcp.io.receive'], 0), line.written);
+  });
+
   describe('inside a network namespace with a random-drop rule', function () {
     const NS = `oneb-spans-${process.pid}`;
     const PORT = 8080;
