@@ -239,6 +239,16 @@ describe('kernel-enriched spans (HTTP client and server, OTLP traces)', function
     assert.strictEqual(spans.reduce((sum, s) => sum + s.attributes['tcp.io.receive'], 0), line.written);
   });
 
+  it('OTEL_NODE_EBPF_SPANS=false: the spans are traced and exported without the kernel attributes', async () => {
+    const r = await runAppWith({ requests: [{ body: 5000, reply: 6000 }] }, { env: { OTEL_NODE_EBPF_SPANS: 'false' } });
+    const [line] = ok(r);
+    assert.strictEqual(r.lines.find(l => l.done).done.active, true, 'the kernel telemetry runs');
+    const { client, server } = pair(spansOf(r), line.request);
+    for (const s of [client, server]) assert.deepStrictEqual(Object.keys(s.attributes).filter(k => KERNEL_ATTRS.test(k)), [], s.kind);
+    assert.strictEqual(client.attributes['http.status_code'] ?? client.attributes['http.response.status_code'], 200);
+    assert.strictEqual(server.attributes['http.status_code'] ?? server.attributes['http.response.status_code'], 200);
+  });
+
   describe('inside a network namespace with a random-drop rule', function () {
     const NS = `oneb-spans-${process.pid}`;
     const PORT = 8080;
