@@ -18,7 +18,11 @@
 //   BENCH_MODES        the modes each pair runs, in order (default off,on); also available, to find out where time
 //                      goes: nostats (the SDK on, run as `nobody` with only CAP_BPF+CAP_PERFMON, so without BPF
 //                      run-time statistics) and bystander (the server without the SDK, and an idle process with the
-//                      SDK beside it: what its programs cost the processes it does not watch)
+//                      SDK beside it: what its programs cost the processes it does not watch); tracing (the SDK on
+//                      with OTEL_TRACES_EXPORTER=otlp: HTTP instrumentation, kernel-enriched server spans, spans
+//                      exported to this process's receiver) and tracing-plain (the same with OTEL_NODE_EBPF_SPANS=false:
+//                      KernelSpanProcessor inert); with both, the summary gives their difference: what the processor
+//                      costs per span under load (one server span per request)
 //   BENCH_QUIET_WAIT   seconds to wait before each round for a quiet machine: no other process's tracing BPF programs
 //                      loaded (they tax every syscall, SDK off or on) and both CPUs mostly idle (default 120; the
 //                      round then runs anyway)
@@ -53,6 +57,8 @@ const MODES = {
   on: { label: 'SDK on', sdk: 'server', stats: true },
   nostats: { label: 'SDK on, no BPF stats', sdk: 'server', stats: false, setpriv: true },
   bystander: { label: 'SDK in an idle neighbour', sdk: 'neighbour', stats: true },
+  tracing: { label: 'SDK on, tracing, kernel-enriched spans', sdk: 'server', stats: true, tracing: true, spans: true },
+  'tracing-plain': { label: 'SDK on, tracing, OTEL_NODE_EBPF_SPANS=false', sdk: 'server', stats: true, tracing: true, spans: false },
 };
 
 // A round is run again when anything else used more than a tenth of a CPU, or the hypervisor took (steal) more than
@@ -256,6 +262,9 @@ function startServer(withSdk, mode, receiverEndpoint) {
     delete env.OTEL_EXPORTER_OTLP_METRICS_ENDPOINT;
     delete env.OTEL_EXPORTER_OTLP_METRICS_PROTOCOL;
     delete env.OTEL_SDK_DISABLED;
+    // Spans, in the tracing modes only, go to the same receiver (OTEL_EXPORTER_OTLP_ENDPOINT + /v1/traces).
+    for (const k of ['OTEL_TRACES_EXPORTER', 'OTEL_NODE_EBPF_SPANS', 'OTEL_EXPORTER_OTLP_TRACES_ENDPOINT', 'OTEL_EXPORTER_OTLP_TRACES_PROTOCOL']) delete env[k];
+    if (mode.tracing) Object.assign(env, { OTEL_TRACES_EXPORTER: 'otlp', OTEL_NODE_EBPF_SPANS: String(mode.spans) });
   }
   let cmd = process.execPath;
   let args = withSdk ? ['--require', REGISTER, SERVER] : [SERVER];
@@ -366,6 +375,23 @@ async function sdkFiguresAfter(receiver, sampleMsg) {
   return { probes, serverTxBytes, mainThreadSyscalls };
 }
 
+/**
+ * The spans the receiver got, per process (tracing modes): all, the server spans, and those with the kernel's
+ * attributes. Counted as they arrive; the receiver keeps them only until the next round's clear().
+ */
+const spanTally = new Map();
+
+function countSpans(spans) {
+  for (const s of spans) {
+    const pid = s.resource['process.pid'];
+    let t = spanTally.get(pid);
+    if (!t) spanTally.set(pid, (t = { spans: 0, server: 0, enriched: 0 }));
+    t.spans++;
+    if (s.kind === 'server') t.server++;
+    if (s.attributes['tcp.io.transmit'] !== undefined) t.enriched++;
+  }
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // One round
 
@@ -435,6 +461,7 @@ async function round(index, modeName, warmup, receiver) {
       s.machine = cpuTimes();
       if (sdkProc) s.sdk = await sampleSdk(sdkProc, mode, receiver, s);
       s.foreign = progStats(sdkProc?.pid).foreign;
+      s.spans = { ...(spanTally.get(server.pid) ?? { spans: 0, server: 0, enriched: 0 }) };
       return s;
     };
     const a = await edge('start');
@@ -480,6 +507,11 @@ async function round(index, modeName, warmup, receiver) {
       quiet,
     };
     if (sdkProc) Object.assign(r, sdkRoundFigures(a.sdk, b.sdk, requests, mode));
+    if (mode.tracing) {
+      // Exported between the two flushes: a batch in flight at an edge counts in the next window.
+      const d = (k) => b.spans[k] - a.spans[k];
+      Object.assign(r, { spansPerRequest: d('spans') / requests, serverSpansPerRequest: d('server') / requests, enrichedSpansPerRequest: d('enriched') / requests });
+    }
     return r;
   } finally {
     for (const p of procs) {
@@ -565,7 +597,8 @@ function stats(rows, key) {
 const KEYS = [
   'throughput', 'p50Us', 'p99Us', 'cpuUsPerRequest', 'userUsPerRequest', 'systemUsPerRequest', 'serverCpuUtilization',
   'ctxSwitchesPerRequest', 'rssMB', 'wrkCpuUtilization', 'kernelNsPerRequest', 'kernelRunsPerRequest', 'kernelNsPerRun',
-  'sdkServerTxBytesPerRequest', 'mainThreadSyscallsPerRequest', 'mapMemlockMB',
+  'sdkServerTxBytesPerRequest', 'mainThreadSyscallsPerRequest', 'mapMemlockMB', 'spansPerRequest', 'serverSpansPerRequest',
+  'enrichedSpansPerRequest',
 ];
 
 function breakdown(rows, pick) {
@@ -617,6 +650,21 @@ function summarize(rounds) {
   const pairStats = {};
   for (const k of Object.keys(pairs[0] ?? {})) pairStats[k] = stats(pairs, k);
 
+  // KernelSpanProcessor under load: tracing against tracing-plain, which differ in the processor only. One server
+  // span per request, so CPU per request is CPU per span.
+  let spanCost;
+  if (modes.tracing && modes['tracing-plain']) {
+    const withRows = measured.filter((r) => r.mode === 'tracing');
+    const plainRows = measured.filter((r) => r.mode === 'tracing-plain');
+    const spanPairs = plainRows.slice(0, withRows.length).map((p, i) => ({ cpuUsPerSpanAdded: withRows[i].cpuUsPerRequest - p.cpuUsPerRequest }));
+    spanCost = {
+      cpuUsPerSpanAdded: modes.tracing.cpuUsPerRequest.median - modes['tracing-plain'].cpuUsPerRequest.median,
+      pairs: stats(spanPairs, 'cpuUsPerSpanAdded'),
+      throughputRatio: modes.tracing.throughput.median / modes['tracing-plain'].throughput.median,
+      p99Ratio: modes.tracing.p99Us.median / modes['tracing-plain'].p99Us.median,
+    };
+  }
+
   const v = versusOff.on;
   const figures = {
     throughputRatio: v.throughputRatio,
@@ -633,7 +681,7 @@ function summarize(rounds) {
     kernelNsPerRequest: { target: `<= ${TARGETS.kernelNsPerRequest}`, value: figures.kernelNsPerRequest, met: figures.kernelNsPerRequest <= TARGETS.kernelNsPerRequest },
     rssAddedMB: { target: `<= ${TARGETS.rssAddedMB}`, value: figures.rssAddedMB, met: figures.rssAddedMB <= TARGETS.rssAddedMB },
   };
-  return { modes, versusOff, figures, targets, pairs, pairStats };
+  return { modes, versusOff, figures, targets, pairs, pairStats, spanCost };
 }
 
 const fmt = (x, d = 0) => (Number.isFinite(x) ? x.toFixed(d) : '');
@@ -715,6 +763,20 @@ function report(result) {
       ),
     );
   }
+  const traced = CONFIG.modes.filter((x) => MODES[x].tracing);
+  if (traced.length) {
+    lines.push('');
+    lines.push('Tracing modes: spans the receiver got per request (medians): all, server spans, with the kernel\'s attributes:');
+    lines.push(table(['mode', 'spans/req', 'server spans/req', 'enriched/req'], traced.map((x) => [x, fmt(m[x].spansPerRequest?.median, 3), fmt(m[x].serverSpansPerRequest?.median, 3), fmt(m[x].enrichedSpansPerRequest?.median, 3)])));
+  }
+  if (sm.spanCost) {
+    const c = sm.spanCost;
+    lines.push(
+      `KernelSpanProcessor under load (tracing − tracing-plain, one server span per request): ${signed(c.cpuUsPerSpanAdded, 2)} µs CPU per span ` +
+        `(per pair ${signed(c.pairs.min, 2)}…${signed(c.pairs.max, 2)} µs); throughput ${pct(c.throughputRatio)}, p99 ${pct(c.p99Ratio)} of tracing-plain. ` +
+        'In process, without load: node bench/spans.js (docs/benchmark.md).',
+    );
+  }
   for (const x of CONFIG.modes.filter((y) => m[y].perProbe && m[y].kernelNsPerRequest)) {
     lines.push('');
     lines.push(`BPF kernel time per probe, mode ${x} (the SDK's otel_node_ebpf.probe.kernel.time and .runs; medians):`);
@@ -757,6 +819,7 @@ async function main() {
   pinSelf();
   const receiver = new OtlpReceiver();
   receiver.endpoint = (await receiver.start()).httpEndpoint;
+  receiver.on('spans', countSpans);
 
   const plan = [{ mode: 'on', warmup: true }];
   for (let i = 0; i < CONFIG.pairs; i++) for (const mode of CONFIG.modes) plan.push({ mode, warmup: false });
