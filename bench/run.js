@@ -661,10 +661,17 @@ function summarize(rounds) {
   if (modes.tracing && modes['tracing-plain']) {
     const withRows = measured.filter((r) => r.mode === 'tracing');
     const plainRows = measured.filter((r) => r.mode === 'tracing-plain');
-    const spanPairs = plainRows.slice(0, withRows.length).map((p, i) => ({ cpuUsPerSpanAdded: withRows[i].cpuUsPerRequest - p.cpuUsPerRequest }));
+    const spanPairs = plainRows.slice(0, withRows.length).map((p, i) => ({
+      cpuUsPerSpanAdded: withRows[i].cpuUsPerRequest - p.cpuUsPerRequest,
+      disturbed: Boolean(withRows[i].disturbed || p.disturbed),
+    }));
+    // The median of the pairs' differences: a round disturbed (steal, say) moves one pair, not the figure.
+    const pairs = stats(spanPairs, 'cpuUsPerSpanAdded');
     spanCost = {
-      cpuUsPerSpanAdded: modes.tracing.cpuUsPerRequest.median - modes['tracing-plain'].cpuUsPerRequest.median,
-      pairs: stats(spanPairs, 'cpuUsPerSpanAdded'),
+      cpuUsPerSpanAdded: pairs.median,
+      differenceOfMedians: modes.tracing.cpuUsPerRequest.median - modes['tracing-plain'].cpuUsPerRequest.median,
+      pairs,
+      undisturbedPairs: spanPairs.filter((x) => !x.disturbed).map((x) => x.cpuUsPerSpanAdded),
       throughputRatio: modes.tracing.throughput.median / modes['tracing-plain'].throughput.median,
       p99Ratio: modes.tracing.p99Us.median / modes['tracing-plain'].p99Us.median,
     };
@@ -777,9 +784,10 @@ function report(result) {
   if (sm.spanCost) {
     const c = sm.spanCost;
     lines.push(
-      `KernelSpanProcessor under load (tracing − tracing-plain, one server span per request): ${signed(c.cpuUsPerSpanAdded, 2)} µs CPU per span ` +
-        `(per pair ${signed(c.pairs.min, 2)}…${signed(c.pairs.max, 2)} µs); throughput ${pct(c.throughputRatio)}, p99 ${pct(c.p99Ratio)} of tracing-plain. ` +
-        'In process, without load: node bench/spans.js (docs/benchmark.md).',
+      `KernelSpanProcessor under load (tracing − tracing-plain, one server span per request): ${signed(c.cpuUsPerSpanAdded, 2)} µs CPU per span, ` +
+        `the median of ${c.pairs.values.length} pairs (per pair ${signed(c.pairs.min, 2)}…${signed(c.pairs.max, 2)} µs; ` +
+        `pairs with neither round disturbed: ${c.undisturbedPairs.map((x) => signed(x, 2)).join(', ') || 'none'}); ` +
+        `throughput ${pct(c.throughputRatio)}, p99 ${pct(c.p99Ratio)} of tracing-plain. In process, without load: node bench/spans.js (docs/benchmark.md).`,
     );
   }
   for (const x of CONFIG.modes.filter((y) => m[y].perProbe && m[y].kernelNsPerRequest)) {
