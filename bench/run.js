@@ -21,7 +21,10 @@
 //                      time: OTEL_NODE_EBPF_KERNEL_STATS=always), nostats (the SDK on, run as `nobody` with only
 //                      CAP_BPF+CAP_PERFMON, so without BPF run-time statistics) and bystander (the server without the
 //                      SDK, and an idle process with the SDK beside it: what its programs cost the processes it does
-//                      not watch)
+//                      not watch); tracing (the SDK on with OTEL_TRACES_EXPORTER=otlp: HTTP instrumentation,
+//                      kernel-enriched server spans, spans exported to this process's receiver) and tracing-plain (the
+//                      same with OTEL_NODE_EBPF_SPANS=false: KernelSpanProcessor inert); with both, the summary gives
+//                      their difference: what the processor costs per span under load (one server span per request)
 //   BENCH_QUIET_WAIT   seconds to wait before each round for a quiet machine: no other process's tracing BPF programs
 //                      loaded (they tax every syscall, SDK off or on) and both CPUs mostly idle (default 120; the
 //                      round then runs anyway)
@@ -59,6 +62,8 @@ const MODES = {
   always: { label: 'SDK on, BPF stats always on', sdk: 'server', stats: 'always', env: { OTEL_NODE_EBPF_KERNEL_STATS: 'always' } },
   nostats: { label: 'SDK on, no BPF stats', sdk: 'server', stats: false, setpriv: true },
   bystander: { label: 'SDK in an idle neighbour', sdk: 'neighbour', stats: 'default' },
+  tracing: { label: 'SDK on, tracing, kernel-enriched spans', sdk: 'server', stats: 'default', tracing: true, env: { OTEL_TRACES_EXPORTER: 'otlp', OTEL_NODE_EBPF_SPANS: 'true' } },
+  'tracing-plain': { label: 'SDK on, tracing, OTEL_NODE_EBPF_SPANS=false', sdk: 'server', stats: 'default', tracing: true, env: { OTEL_TRACES_EXPORTER: 'otlp', OTEL_NODE_EBPF_SPANS: 'false' } },
 };
 
 /** The statistics mode a mode's SDK runs with: sampled, always or off (OTEL_NODE_EBPF_KERNEL_STATS's spellings). */
@@ -350,6 +355,23 @@ async function sdkFiguresAfter(receiver, sampleMsg) {
   return { probes, serverTxBytes, mainThreadSyscalls };
 }
 
+/**
+ * The spans the receiver got, per process (tracing modes): all, the server spans, and those with the kernel's
+ * attributes. Counted as they arrive; the receiver keeps them only until the next round's clear().
+ */
+const spanTally = new Map();
+
+function countSpans(spans) {
+  for (const s of spans) {
+    const pid = s.resource['process.pid'];
+    let t = spanTally.get(pid);
+    if (!t) spanTally.set(pid, (t = { spans: 0, server: 0, enriched: 0 }));
+    t.spans++;
+    if (s.kind === 'server') t.server++;
+    if (s.attributes['tcp.io.transmit'] !== undefined) t.enriched++;
+  }
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // One round
 
@@ -419,8 +441,11 @@ async function round(index, modeName, warmup, receiver) {
       const s = await sample(server, name);
       s.proc = server;
       s.machine = cpuTimes();
+      const own = process.cpuUsage();
+      s.driverCpuUs = own.user + own.system;
       if (sdkProc) s.sdk = await sampleSdk(sdkProc, mode, receiver, s);
       s.foreign = progStats(sdkProc?.pid).foreign;
+      s.spans = { ...(spanTally.get(server.pid) ?? { spans: 0, server: 0, enriched: 0 }) };
       return s;
     };
     const a = await edge('start');
@@ -463,14 +488,22 @@ async function round(index, modeName, warmup, receiver) {
       fileMB: (rollup.Rss - rollup.Anonymous) / 1e6,
       v8SpacesMB: Object.fromEntries(Object.entries(b.heapSpaces).map(([k, v]) => [k, v / 1e6])),
       wrkCpuUtilization: (w.cpuUs * 1000) / windowNs,
+      // this process, beside wrk on its CPU: its OTLP receiver decodes what the SDK exports (in the tracing modes,
+      // every span)
+      driverCpuUtilization: ((b.driverCpuUs - a.driverCpuUs) * 1000) / windowNs,
       machineCpu,
       // Tick-based accounting charges a process with the softirq time that ran in its context: compare with busy.
-      otherCpu: (machineBusyUs - (b.cpuUs - a.cpuUs) - w.cpuUs) / (windowNs / 1000),
+      otherCpu: (machineBusyUs - (b.cpuUs - a.cpuUs) - w.cpuUs - (b.driverCpuUs - a.driverCpuUs)) / (windowNs / 1000),
       maxSteal: Math.max(...Object.values(machineCpu).map((c) => c.steal)),
       foreignPrograms: [...new Set([...a.foreign, ...b.foreign])],
       quiet,
     };
     if (sdkProc) Object.assign(r, sdkRoundFigures(a.sdk, b.sdk, requests, mode));
+    if (mode.tracing) {
+      // Exported between the two flushes: a batch in flight at an edge counts in the next window.
+      const d = (k) => b.spans[k] - a.spans[k];
+      Object.assign(r, { spansPerRequest: d('spans') / requests, serverSpansPerRequest: d('server') / requests, enrichedSpansPerRequest: d('enriched') / requests });
+    }
     return r;
   } finally {
     for (const p of procs) {
@@ -561,7 +594,8 @@ function stats(rows, key) {
 const KEYS = [
   'throughput', 'p50Us', 'p99Us', 'cpuUsPerRequest', 'userUsPerRequest', 'systemUsPerRequest', 'serverCpuUtilization',
   'ctxSwitchesPerRequest', 'rssMB', 'wrkCpuUtilization', 'kernelNsPerRequest', 'kernelRunsPerRequest', 'kernelNsPerRun',
-  'sdkServerTxBytesPerRequest', 'mainThreadSyscallsPerRequest', 'mapMemlockMB',
+  'sdkServerTxBytesPerRequest', 'mainThreadSyscallsPerRequest', 'mapMemlockMB', 'spansPerRequest', 'serverSpansPerRequest',
+  'enrichedSpansPerRequest',
 ];
 
 function breakdown(rows, pick) {
@@ -613,6 +647,28 @@ function summarize(rounds) {
   const pairStats = {};
   for (const k of Object.keys(pairs[0] ?? {})) pairStats[k] = stats(pairs, k);
 
+  // KernelSpanProcessor under load: tracing against tracing-plain, which differ in the processor only. One server
+  // span per request, so CPU per request is CPU per span.
+  let spanCost;
+  if (modes.tracing && modes['tracing-plain']) {
+    const withRows = measured.filter((r) => r.mode === 'tracing');
+    const plainRows = measured.filter((r) => r.mode === 'tracing-plain');
+    const spanPairs = plainRows.slice(0, withRows.length).map((p, i) => ({
+      cpuUsPerSpanAdded: withRows[i].cpuUsPerRequest - p.cpuUsPerRequest,
+      disturbed: Boolean(withRows[i].disturbed || p.disturbed),
+    }));
+    // The median of the pairs' differences: a round disturbed (steal, say) moves one pair, not the figure.
+    const pairs = stats(spanPairs, 'cpuUsPerSpanAdded');
+    spanCost = {
+      cpuUsPerSpanAdded: pairs.median,
+      differenceOfMedians: modes.tracing.cpuUsPerRequest.median - modes['tracing-plain'].cpuUsPerRequest.median,
+      pairs,
+      undisturbedPairs: spanPairs.filter((x) => !x.disturbed).map((x) => x.cpuUsPerSpanAdded),
+      throughputRatio: modes.tracing.throughput.median / modes['tracing-plain'].throughput.median,
+      p99Ratio: modes.tracing.p99Us.median / modes['tracing-plain'].p99Us.median,
+    };
+  }
+
   const v = versusOff.on;
   const figures = {
     throughputRatio: v.throughputRatio,
@@ -629,7 +685,7 @@ function summarize(rounds) {
     kernelNsPerRequest: { target: `<= ${TARGETS.kernelNsPerRequest}`, value: figures.kernelNsPerRequest, met: figures.kernelNsPerRequest <= TARGETS.kernelNsPerRequest },
     rssAddedMB: { target: `<= ${TARGETS.rssAddedMB}`, value: figures.rssAddedMB, met: figures.rssAddedMB <= TARGETS.rssAddedMB },
   };
-  return { modes, versusOff, figures, targets, pairs, pairStats };
+  return { modes, versusOff, figures, targets, pairs, pairStats, spanCost };
 }
 
 const fmt = (x, d = 0) => (Number.isFinite(x) ? x.toFixed(d) : '');
@@ -711,6 +767,21 @@ function report(result) {
       ),
     );
   }
+  const traced = CONFIG.modes.filter((x) => MODES[x].tracing);
+  if (traced.length) {
+    lines.push('');
+    lines.push('Tracing modes: spans the receiver got per request (medians): all, server spans, with the kernel\'s attributes:');
+    lines.push(table(['mode', 'spans/req', 'server spans/req', 'enriched/req'], traced.map((x) => [x, fmt(m[x].spansPerRequest?.median, 3), fmt(m[x].serverSpansPerRequest?.median, 3), fmt(m[x].enrichedSpansPerRequest?.median, 3)])));
+  }
+  if (sm.spanCost) {
+    const c = sm.spanCost;
+    lines.push(
+      `KernelSpanProcessor under load (tracing − tracing-plain, one server span per request): ${signed(c.cpuUsPerSpanAdded, 2)} µs CPU per span, ` +
+        `the median of ${c.pairs.values.length} pairs (per pair ${signed(c.pairs.min, 2)}…${signed(c.pairs.max, 2)} µs; ` +
+        `pairs with neither round disturbed: ${c.undisturbedPairs.map((x) => signed(x, 2)).join(', ') || 'none'}); ` +
+        `throughput ${pct(c.throughputRatio)}, p99 ${pct(c.p99Ratio)} of tracing-plain. In process, without load: node bench/spans.js (docs/benchmark.md).`,
+    );
+  }
   for (const x of CONFIG.modes.filter((y) => m[y].perProbe && m[y].kernelNsPerRequest)) {
     lines.push('');
     const sampled = statsModeOf(MODES[x]) === 'sampled';
@@ -757,6 +828,7 @@ async function main() {
   pinSelf();
   const receiver = new OtlpReceiver();
   receiver.endpoint = (await receiver.start()).httpEndpoint;
+  receiver.on('spans', countSpans);
 
   const plan = [{ mode: 'on', warmup: true }];
   for (let i = 0; i < CONFIG.pairs; i++) for (const mode of CONFIG.modes) plan.push({ mode, warmup: false });
@@ -779,7 +851,7 @@ async function main() {
           `${fmt(r.cpuUsPerRequest, 2)} µs CPU/req, RSS ${fmt(r.rssMB, 1)} MB (V8 heap ${fmt(r.v8HeapMB, 1)}, other anonymous ${fmt(r.anonymousMB - r.v8HeapMB, 1)}, files and BPF maps ${fmt(r.fileMB, 1)})` +
           (r.kernelNsPerRequest !== undefined ? `, BPF ${fmt(r.kernelNsPerRequest)} ns/req` : '') +
           (r.errors ? `, ${r.errors} ERRORS` : '') +
-          `; wrk CPU ${pct(r.wrkCpuUtilization)}, others ${pct(r.otherCpu)}, steal ≤ ${pct(r.maxSteal)}`,
+          `; wrk CPU ${pct(r.wrkCpuUtilization)}, driver ${pct(r.driverCpuUtilization)}, others ${pct(r.otherCpu)}, steal ≤ ${pct(r.maxSteal)}`,
       );
     }
   } finally {

@@ -30,6 +30,8 @@ function startServer({ withSdk, endpoint, exportIntervalMs, cpu, setpriv = false
     delete env.OTEL_EXPORTER_OTLP_METRICS_ENDPOINT;
     delete env.OTEL_EXPORTER_OTLP_METRICS_PROTOCOL;
     delete env.OTEL_SDK_DISABLED;
+    // spans only where a mode asks for them (bench/run.js tracing modes): to the same receiver, /v1/traces
+    for (const k of ['OTEL_TRACES_EXPORTER', 'OTEL_NODE_EBPF_SPANS', 'OTEL_EXPORTER_OTLP_TRACES_ENDPOINT', 'OTEL_EXPORTER_OTLP_TRACES_PROTOCOL']) delete env[k];
     Object.assign(env, sdkEnv);
   }
   let cmd = process.execPath;

@@ -1,32 +1,52 @@
 'use strict';
-// What KernelSpanProcessor adds to one HTTP server span: node bench/spans.js (after npm run build).
+// What KernelSpanProcessor adds to one HTTP server span: node bench/spans.js (after npm run build; as root).
 // A real keep-alive TCP connection on loopback; each iteration does what Node and the HTTP instrumentation do for one
 // request on it: the http.server.request.start message, a SERVER span started, the http.server.response.finish
-// message (the processor reads TCP_INFO here), the span ended (the processor sets its attributes). Two tracer
-// providers, the same but for the processor, alternate in rounds; the difference of their medians is the cost.
+// message (the processor reads TCP_INFO and sets the span's attributes here), the span ended. Two tracer providers,
+// the same but for the processor, alternate in short rounds; the cost is the median of each pair's difference, in
+// CPU time of this process (process.cpuUsage: time the machine's other work takes from it is not counted; wall-clock
+// figures are printed beside). The processor enriches spans only while the SDK's connection measurement (tcp.bytes)
+// is attached: the kernel telemetry runs here as in an application (createMetricProducer, the tcp measurements only),
+// and the run fails if the check span at the end does not carry the bytes written.
+//
+// Environment: BENCH_SPANS spans per round (default 30000), BENCH_ROUNDS pairs of rounds (default 31).
 const dc = require('diagnostics_channel');
+const { IncomingMessage } = require('http');
 const net = require('net');
 const { SpanKind } = require('@opentelemetry/api');
 const { BasicTracerProvider } = require('@opentelemetry/sdk-trace-base');
 const { KernelSpanProcessor } = require('../dist/spans');
+const { createMetricProducer } = require('../dist/sdk');
 
-const N = Number(process.env.BENCH_SPANS ?? 200_000);
-const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 7);
+const N = Number(process.env.BENCH_SPANS ?? 30_000);
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 31);
 const start = dc.channel('http.server.request.start');
 const finish = dc.channel('http.server.response.finish');
 
+/** ns per span of one round: { cpu, wall }. */
 function round(tracer, socket) {
+  const cpu0 = process.cpuUsage();
   const t0 = process.hrtime.bigint();
   for (let i = 0; i < N; i++) {
-    start.publish({ socket });
+    const message = { request: new IncomingMessage(socket), socket }; // as Node publishes it, less the response
+    start.publish(message);
     const span = tracer.startSpan('GET', { kind: SpanKind.SERVER });
-    finish.publish({ socket });
+    finish.publish(message);
     span.end();
   }
-  return Number(process.hrtime.bigint() - t0) / N;
+  const wall = Number(process.hrtime.bigint() - t0) / N;
+  const cpu = process.cpuUsage(cpu0);
+  return { cpu: ((cpu.user + cpu.system) * 1000) / N, wall };
 }
 
 const median = xs => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+
+// Only the tcp measurements: nothing else of the SDK runs beside the loop (no runtime or uprobe measurements).
+const telemetry = createMetricProducer({ disabledProbes: ['nodejs', 'dns', 'tls'], kernelStats: false, strict: true });
+if (!telemetry.status().probes.some(p => p.name === 'tcp.bytes' && p.attached)) {
+  console.error('bench/spans.js: the tcp.bytes measurement is not attached (run as root, after npm run build)');
+  process.exit(1);
+}
 
 const server = net.createServer(() => {}).listen(0, '127.0.0.1', () => {
   const client = net.connect(server.address().port, '127.0.0.1', async () => {
@@ -42,33 +62,41 @@ const server = net.createServer(() => {}).listen(0, '127.0.0.1', () => {
         await processor.shutdown();
       }
     };
-    const ns = { off: [], on: [] };
+    const rounds = [];
     round(off, client); // warm-up
     await withProcessor(on => round(on, client));
-    for (let r = 0; r < ROUNDS; r++) {
-      ns.off.push(round(off, client));
-      ns.on.push(await withProcessor(on => round(on, client)));
-    }
+    for (let r = 0; r < ROUNDS; r++) rounds.push({ off: round(off, client), on: await withProcessor(on => round(on, client)) });
     // the spans are enriched: one more, after 1000 more bytes arrived on the server's... here the client's socket
     const s2 = await withProcessor(async on => {
-      start.publish({ socket: client });
+      const message = { request: new IncomingMessage(client), socket: client };
+      start.publish(message);
       const span = on.startSpan('GET', { kind: SpanKind.SERVER });
       client.write('y'.repeat(1000));
-      finish.publish({ socket: client });
+      finish.publish(message);
       span.end();
       return span;
     });
+    const of = (mode, clock) => Math.round(median(rounds.map(r => r[mode][clock])));
+    const added = clock => rounds.map(r => r.on[clock] - r.off[clock]);
     const result = {
       spansPerRound: N,
       rounds: ROUNDS,
-      offNsPerSpan: Math.round(median(ns.off)),
-      onNsPerSpan: Math.round(median(ns.on)),
-      addedNsPerSpan: Math.round(median(ns.on) - median(ns.off)),
+      offNsPerSpan: of('off', 'cpu'),
+      onNsPerSpan: of('on', 'cpu'),
+      addedNsPerSpan: Math.round(median(added('cpu'))),
+      // the middle half of the pairs' differences: how much the machine's state moved the figure during the run
+      addedNsPerSpanQuartiles: [0.25, 0.75].map(q => Math.round([...added('cpu')].sort((a, b) => a - b)[Math.floor(q * ROUNDS)])),
+      wall: { offNsPerSpan: of('off', 'wall'), onNsPerSpan: of('on', 'wall'), addedNsPerSpan: Math.round(median(added('wall'))) },
       enriched: s2.attributes,
       node: process.version,
     };
     console.log(JSON.stringify(result, null, 2));
     client.destroy();
     server.close();
+    await telemetry.shutdown();
+    if (s2.attributes['tcp.io.transmit'] !== 1000) {
+      console.error('bench/spans.js: the check span does not carry the 1000 bytes written: the processor did not enrich');
+      process.exitCode = 1;
+    }
   });
 });

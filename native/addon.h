@@ -123,6 +123,7 @@ class Addon : public Napi::Addon<Addon> {
   Napi::Value ProbeProgramType(const Napi::CallbackInfo& info);
   Napi::Value Calibrate(const Napi::CallbackInfo& info);
   Napi::Value TcpInfo(const Napi::CallbackInfo& info);     // tcp.cc
+  Napi::Value TcpInfoReader(const Napi::CallbackInfo& info);  // tcp.cc
   Napi::Value TcpSockets(const Napi::CallbackInfo& info);  // tcp.cc
 
   static void CloseAll(void* arg);  // environment cleanup hook

@@ -35,9 +35,52 @@ Napi::Value Address(Napi::Env env, const sockaddr_storage& sa, int* port) {
   return Napi::String::New(env, text);
 }
 
+// A function of tcpInfoReader(): fd -> 0 or -errno, TCP_INFO into the reader's own array. Called per span, so it
+// takes the shortest N-API path: plain N-API (it cannot fail, so node-addon-api's exception wrapper has nothing to
+// do), one argument, the array's data pointer resolved once. tcpInfo(fd, out) resolves its array on every call
+// (napi_get_typedarray_info and V8's buffer look-up): about 500 ns more per call here (docs/benchmark.md).
+struct ReaderState {
+  Napi::Reference<Napi::Float64Array> array;  // keeps `out` (and so `slots`) alive as long as the function
+  double* slots;
+};
+
+napi_value ReadTcpInfo(napi_env env, napi_callback_info cbinfo) {
+  size_t argc = 1;
+  napi_value arg;
+  void* data = nullptr;
+  int32_t fd = -1;
+  napi_value result = nullptr;
+  if (napi_get_cb_info(env, cbinfo, &argc, &arg, nullptr, &data) != napi_ok) return nullptr;
+  // Not a number: -EBADF from the kernel, like any other fd that is not ours.
+  if (argc < 1 || napi_get_value_int32(env, arg, &fd) != napi_ok) fd = -1;
+  napi_create_int32(env, otel_read_tcp_info(fd, static_cast<ReaderState*>(data)->slots), &result);
+  return result;
+}
+
 }  // namespace
 
-// tcpInfo(fd, out: Float64Array(kSlots)): 0 or -errno. Cheap enough to call per span (one getsockopt).
+// tcpInfoReader(out: Float64Array(kSlots)): a function read(fd) that fills `out` with fd's TCP_INFO and returns 0
+// or -errno; the per-span path (see ReadTcpInfo).
+Napi::Value Addon::TcpInfoReader(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array ||
+      info[0].As<Napi::Float64Array>().ElementLength() < kSlots) {
+    ThrowBpfError(env, "config", EINVAL, "tcpInfoReader", "argument: a Float64Array of " + std::to_string(kSlots));
+  }
+  Napi::Float64Array out = info[0].As<Napi::Float64Array>();
+  // Data() materialises an on-heap typed array's buffer off the heap: the pointer stays valid while `out` lives.
+  auto* reader = new ReaderState{Napi::Persistent(out), out.Data()};
+  napi_value fn;
+  if (napi_create_function(env, "readTcpInfo", NAPI_AUTO_LENGTH, ReadTcpInfo, reader, &fn) != napi_ok) {
+    delete reader;
+    ThrowBpfError(env, "config", ENOMEM, "tcpInfoReader", "napi_create_function failed");
+  }
+  Napi::Function read(env, fn);
+  read.AddFinalizer([](Napi::Env, ReaderState* r) { delete r; }, reader);
+  return read;
+}
+
+// tcpInfo(fd, out: Float64Array(kSlots)): 0 or -errno. One getsockopt; per span, use tcpInfoReader().
 Napi::Value Addon::TcpInfo(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 2 || !info[0].IsNumber() || !info[1].IsTypedArray() ||

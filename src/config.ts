@@ -100,6 +100,11 @@ export interface StartOptions {
   tracesExporter?: TracesExporter;
   /** `none`: start() exports no metrics (the probes still run). Env: `OTEL_METRICS_EXPORTER`. Default `otlp`. */
   metricsExporter?: MetricsExporter;
+  /**
+   * With tracing on: put the kernel's attributes on the spans (KernelSpanProcessor). false: the spans are traced and
+   * exported without them (the processor stays in place, inert). Env: `OTEL_NODE_EBPF_SPANS`. Default true.
+   */
+  spans?: boolean;
   /** Env: `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`, then `OTEL_EXPORTER_OTLP_PROTOCOL`. Default `http/protobuf`. */
   tracesProtocol?: OtlpProtocol;
 }
@@ -129,6 +134,7 @@ export interface ResolvedConfig {
   flushOnSignals: boolean;
   tracesExporter: TracesExporter;
   metricsExporter: MetricsExporter;
+  spans: boolean;
   tracesProtocol: OtlpProtocol;
 }
 
@@ -296,6 +302,7 @@ export function resolveConfig(options: StartOptions = {}, env: Env = process.env
     metricsExporter:
       checkedOption('metricsExporter', options.metricsExporter, v => METRICS_EXPORTERS.includes(v), 'otlp') ??
       r.oneOf(['OTEL_METRICS_EXPORTER'], METRICS_EXPORTERS, 'otlp'),
+    spans: options.spans ?? r.bool('OTEL_NODE_EBPF_SPANS', true),
     tracesProtocol:
       checkedOption('tracesProtocol', options.tracesProtocol, v => OTLP_PROTOCOLS.includes(v), DEFAULTS.protocol) ??
       r.oneOf(['OTEL_EXPORTER_OTLP_TRACES_PROTOCOL', 'OTEL_EXPORTER_OTLP_PROTOCOL'], OTLP_PROTOCOLS, DEFAULTS.protocol),

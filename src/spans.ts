@@ -4,13 +4,16 @@
  *
  * The hook: SpanProcessor#onEnding(span), called by the SDK's Span.end() while the span is still writable (the
  * OpenTelemetry specification's OnEnding; @opentelemetry/sdk-trace-base 2.x, experimental there; tested with 2.12).
- * An SDK without it calls only onEnd, with a read-only span: the spans are then exported unchanged.
+ * An SDK without it calls only onEnd, with a read-only span: the spans are then exported unchanged. HTTP server spans
+ * need no hook: they get theirs when the response finished, while the span is still recording (the HTTP
+ * instrumentation ends it at the response's 'close', a tick later).
  *
  * Which connection carried a span is never guessed: it comes from Node's own objects.
- *   - HTTP server spans: the `http.server.request.start` diagnostics channel gives the request's socket just before
- *     Node emits 'request', inside which the HTTP instrumentation starts the SERVER span synchronously; the socket is
- *     offered to the SERVER span started in that same synchronous dispatch only (same async execution id: a span
- *     started later, in another callback, never takes it).
+ *   - HTTP server spans: the `http.server.request.start` diagnostics channel gives the request and its socket just
+ *     before Node emits 'request', inside which the HTTP instrumentation starts the SERVER span synchronously; the
+ *     request is offered to the SERVER span started in that same synchronous dispatch only (same async execution id:
+ *     a span started later, in another callback, never takes it). The span waits on the request for its response's
+ *     `http.server.response.finish`.
  *   - HTTP client spans: the HTTP instrumentation's `requestHook(span, request)` gives the span's ClientRequest, and
  *     the request's 'socket' event its socket. `register` sets the hook; an application with its own
  *     HttpInstrumentation passes `processor.httpInstrumentationConfig()` (or calls `processor.requestHook`).
@@ -55,7 +58,7 @@ import { GrpcConnectionInstrumentation, http2StreamOf, PeerSockets } from './grp
 import type { GrpcCallSink, PeerCall } from './grpc';
 import { BpfError, loadAddon, NativeAddon } from './native';
 import { SPAN_ATTRS } from './semconv';
-import { readTcpCounters, TCP_INFO_SLOTS, TcpCounters } from './tcpinfo';
+import { tcpCountersReader, TcpCounters } from './tcpinfo';
 import type { TlsCollector } from './tls';
 
 /** Where DNS and TLS records come from: the kernel telemetry that start() or createMetricProducer() runs. */
@@ -96,8 +99,6 @@ interface Setup {
 interface Connection {
   /** TCP_INFO at the end of the last span on this connection. */
   last?: TcpCounters;
-  /** Server: TCP_INFO when the current response finished. */
-  finished?: TcpCounters;
   setup?: Setup;
   /** gRPC server: calls seen on this connection, and TCP_INFO after the last call's stream closed. */
   grpcCalls?: number;
@@ -108,7 +109,6 @@ interface SpanState {
   socket?: Socket;
   /** TCP_INFO at the start of the span's window; undefined until known (a client waiting for its socket). */
   base?: TcpCounters;
-  server: boolean;
   /** The span opened its connection: it gets the connection's setup times. */
   setup?: Setup;
   /** A gRPC client call: its connection is known once it has one, at the latest at the span's end. */
@@ -118,6 +118,15 @@ interface SpanState {
 const CONNECTION = Symbol('otel-node-ebpf.connection');
 type TrackedSocket = Socket & { [CONNECTION]?: Connection; _handle?: { fd?: number } | null };
 
+/** An HTTP server span waits on its request (IncomingMessage) for the response to finish: no state per span. */
+const SERVER_SPAN = Symbol('otel-node-ebpf.server-span');
+type TrackedRequest = IncomingMessage & { [SERVER_SPAN]?: Span };
+/** The message of Node's `http.server.request.start` and `http.server.response.finish` channels (the part used). */
+interface ServerMessage {
+  request: TrackedRequest;
+  socket: TrackedSocket;
+}
+
 function connectionOf(socket: TrackedSocket): Connection {
   return (socket[CONNECTION] ??= {});
 }
@@ -125,6 +134,16 @@ function connectionOf(socket: TrackedSocket): Connection {
 function fdOf(socket: TrackedSocket): number {
   const fd = socket._handle?.fd;
   return typeof fd === 'number' ? fd : -1;
+}
+
+/** A span's TCP_INFO attributes: its window from `base` to `end`; without a base (the window's start unknown), the RTT only. */
+function putTcpAttributes(attrs: Record<string, number>, end: TcpCounters, base: TcpCounters | undefined): void {
+  if (base) {
+    attrs[SPAN_ATTRS.TCP_IO_TRANSMIT] = end.txBytes - base.txBytes;
+    attrs[SPAN_ATTRS.TCP_IO_RECEIVE] = end.rxBytes - base.rxBytes;
+    attrs[SPAN_ATTRS.TCP_RETRANSMITS] = end.retransmits - base.retransmits;
+  }
+  if (end.srttUs > 0) attrs[SPAN_ATTRS.TCP_RTT] = end.srttUs / 1e6;
 }
 
 function collector<T>(name: string): T | undefined {
@@ -148,10 +167,10 @@ export interface HttpHooksConfig {
 
 export class KernelSpanProcessor implements SpanProcessor {
   private readonly addon?: NativeAddon;
-  private readonly scratch = new Float64Array(TCP_INFO_SLOTS);
+  private readonly readCounters?: (fd: number) => TcpCounters | undefined;
   private readonly spans = new WeakMap<object, SpanState>();
-  /** The socket of the HTTP request being dispatched right now (see the file's comment). */
-  private pending?: Socket;
+  /** The HTTP request being dispatched right now, and its socket (see the file's comment). */
+  private pending?: ServerMessage;
   /** executionAsyncId() of the dispatch that offered `pending`: a cheap "same synchronous dispatch" test. */
   private pendingAsyncId = -1;
   /** The newest DNS record a connection took: a record is taken once. */
@@ -168,15 +187,13 @@ export class KernelSpanProcessor implements SpanProcessor {
       return;
     }
     this.addon = addon;
+    this.readCounters = tcpCountersReader(addon);
     this.subscribe('http.server.request.start', m => {
-      this.pending = (m as { socket: Socket }).socket;
+      const message = m as Partial<ServerMessage>;
+      this.pending = message.request && message.socket ? (message as ServerMessage) : undefined;
       this.pendingAsyncId = executionAsyncId();
     });
-    this.subscribe('http.server.response.finish', m => {
-      const socket = (m as { socket: TrackedSocket }).socket;
-      const c = socket[CONNECTION];
-      if (c) c.finished = this.read(socket);
-    });
+    this.subscribe('http.server.response.finish', m => this.responseFinished(m as ServerMessage));
     // Sockets of net.connect() (plain HTTP clients): seen before connect() is called, so that none of their setup
     // events are missed. TLS sockets are seen at their request's 'socket' event.
     this.subscribe('net.client.socket', m => this.trackSetup((m as { socket: Socket }).socket));
@@ -196,7 +213,7 @@ export class KernelSpanProcessor implements SpanProcessor {
 
   private read(socket: TrackedSocket): TcpCounters | undefined {
     const fd = fdOf(socket);
-    return fd >= 0 && this.addon ? readTcpCounters(this.addon, fd, this.scratch) : undefined;
+    return fd >= 0 && this.readCounters ? this.readCounters(fd) : undefined;
   }
 
   /** Follows a client connection's setup: its lookup, connect and TLS handshake. Once per connection. */
@@ -243,7 +260,7 @@ export class KernelSpanProcessor implements SpanProcessor {
   attachSocket(span: Span | import('@opentelemetry/api').Span, socket: Socket): void {
     if (!this.addon) return;
     try {
-      const state: SpanState = { server: false };
+      const state: SpanState = {};
       this.spans.set(span, state);
       this.onClientSocket(state, socket);
     } catch (err) {
@@ -259,12 +276,12 @@ export class KernelSpanProcessor implements SpanProcessor {
     if (!this.addon) return;
     try {
       if (request instanceof ClientRequest) {
-        const state: SpanState = { server: false };
+        const state: SpanState = {};
         this.spans.set(span, state);
         if (request.socket) this.onClientSocket(state, request.socket);
         else request.once('socket', (socket: Socket) => this.onClientSocket(state, socket));
-      } else if (request instanceof IncomingMessage && !this.spans.has(span)) {
-        this.spans.set(span, { socket: request.socket, base: connectionOf(request.socket).last ?? ZERO, server: true });
+      } else if (request instanceof IncomingMessage && kernelSees) {
+        (request as TrackedRequest)[SERVER_SPAN] ??= span as Span;
       }
     } catch (err) {
       warnOnce(`kernel-enriched spans: requestHook: ${(err as Error).message}`, 'spans-hook');
@@ -307,14 +324,14 @@ export class KernelSpanProcessor implements SpanProcessor {
         const base = c.grpcCalls ? c.quiet : ZERO;
         c.grpcCalls = (c.grpcCalls ?? 0) + 1;
         c.quiet = undefined;
-        this.spans.set(span, { socket, base, server: true });
+        this.spans.set(span, { socket, base });
         // The stream closes once its trailers are handed to the session; Node writes them to the socket within
         // the same turn of the loop. A reading in the next turn is where the next call's window starts.
         http2StreamOf(call)?.once('close', () => setImmediate(() => this.quiet(socket)));
       },
       clientCall: call => {
         const span = spanOfCall(SpanKind.CLIENT);
-        if (span && this.peers && kernelSees) this.spans.set(span, { server: false, grpc: { call, startedAt: performance.now() } });
+        if (span && this.peers && kernelSees) this.spans.set(span, { grpc: { call, startedAt: performance.now() } });
       },
     };
     return new GrpcConnectionInstrumentation(sink);
@@ -349,11 +366,29 @@ export class KernelSpanProcessor implements SpanProcessor {
   }
 
   onStart(span: Span, _parentContext: Context): void {
-    const socket = this.pending;
-    if (!socket || span.kind !== SpanKind.SERVER || !kernelSees) return;
+    const pending = this.pending;
+    if (!pending || span.kind !== SpanKind.SERVER || !kernelSees) return;
     this.pending = undefined;
     if (executionAsyncId() !== this.pendingAsyncId) return;
-    this.spans.set(span, { socket, base: connectionOf(socket).last ?? ZERO, server: true });
+    pending.request[SERVER_SPAN] = span;
+  }
+
+  /**
+   * An HTTP server span gets its attributes when its response finished: its window ends there, and the span is still
+   * recording (the HTTP instrumentation ends it at the response's 'close', a tick later). A span ended before (an
+   * aborted response) gets nothing.
+   */
+  private responseFinished({ request, socket }: ServerMessage): void {
+    const span = request[SERVER_SPAN];
+    if (!span) return;
+    request[SERVER_SPAN] = undefined;
+    const end = span.isRecording() ? this.read(socket) : undefined;
+    if (!end) return;
+    const c = connectionOf(socket);
+    const attrs: Record<string, number> = {};
+    putTcpAttributes(attrs, end, c.last ?? ZERO);
+    c.last = end;
+    span.setAttributes(attrs);
   }
 
   onEnding(span: Span): void {
@@ -372,24 +407,11 @@ export class KernelSpanProcessor implements SpanProcessor {
     if (state.grpc && !state.socket) this.grpcConnection(state, state.grpc);
     const socket = state.socket as TrackedSocket | undefined;
     if (!socket) return;
-    const c = connectionOf(socket);
-    let end: TcpCounters | undefined;
-    if (state.server && c.finished) {
-      end = c.finished;
-      c.finished = undefined;
-    } else {
-      end = this.read(socket);
-    }
-    const base = state.base;
+    const end = this.read(socket);
     const attrs: Record<string, number> = {};
     if (end) {
-      c.last = end;
-      if (base) {
-        attrs[SPAN_ATTRS.TCP_IO_TRANSMIT] = end.txBytes - base.txBytes;
-        attrs[SPAN_ATTRS.TCP_IO_RECEIVE] = end.rxBytes - base.rxBytes;
-        attrs[SPAN_ATTRS.TCP_RETRANSMITS] = end.retransmits - base.retransmits;
-      }
-      if (end.srttUs > 0) attrs[SPAN_ATTRS.TCP_RTT] = end.srttUs / 1e6;
+      putTcpAttributes(attrs, end, state.base);
+      connectionOf(socket).last = end;
     }
     const setup = state.setup;
     if (setup && !setup.claimed) {

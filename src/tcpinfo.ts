@@ -66,7 +66,12 @@ export function countersOf(info: Float64Array): TcpCounters | undefined {
   };
 }
 
-/** The counters of one of the process's own sockets, by fd; undefined if it is not a readable TCP socket. */
-export function readTcpCounters(addon: NativeAddon, fd: number, scratch = new Float64Array(TCP_INFO_SLOTS)): TcpCounters | undefined {
-  return addon.tcpInfo(fd, scratch) === 0 ? countersOf(scratch) : undefined;
+/**
+ * A reader of the counters of the process's own sockets, by fd: undefined for an fd that is not a readable TCP
+ * socket. One getsockopt per call, through the addon's shortest path (tcpInfoReader).
+ */
+export function tcpCountersReader(addon: NativeAddon): (fd: number) => TcpCounters | undefined {
+  const scratch = new Float64Array(TCP_INFO_SLOTS);
+  const read = addon.tcpInfoReader(scratch);
+  return fd => (read(fd) === 0 ? countersOf(scratch) : undefined);
 }

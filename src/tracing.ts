@@ -58,7 +58,7 @@ export function startTracing(config: ResolvedConfig, resource: Resource): Tracin
   const { registerInstrumentations } = require('@opentelemetry/instrumentation') as typeof import('@opentelemetry/instrumentation');
   const { HttpInstrumentation } = require('@opentelemetry/instrumentation-http') as typeof import('@opentelemetry/instrumentation-http');
   const { GrpcInstrumentation } = require('@opentelemetry/instrumentation-grpc') as typeof import('@opentelemetry/instrumentation-grpc');
-  const processor = new KernelSpanProcessor();
+  const processor = new KernelSpanProcessor({ disabled: !config.spans });
   const provider = new NodeTracerProvider({
     resource,
     spanProcessors: [processor, new BatchSpanProcessor(createSpanExporter(config.tracesProtocol))],

@@ -606,6 +606,13 @@ describe('native addon', function () {
         assert.strictEqual(addon.tcpInfo(peer._handle.fd, out), 0);
         assert.deepStrictEqual([countersOf(out).txBytes, countersOf(out).rxBytes], [7654321, 1234567]);
         assert.strictEqual(out[TCP_INFO.STATE], TCP_STATES.ESTABLISHED);
+        // the per-span path reads the same counters into the array it was made with
+        const mine = new Float64Array(TCP_INFO_SLOTS);
+        const read = addon.tcpInfoReader(mine);
+        assert.strictEqual(read(client._handle.fd), 0);
+        assert.deepStrictEqual([countersOf(mine).txBytes, countersOf(mine).rxBytes], [1234567, 7654321]);
+        assert.strictEqual(read(peer._handle.fd), 0);
+        assert.deepStrictEqual([...mine], [...out]);
 
         // The peer half-closes: the client's bytes_received grows by one for the FIN, the count does not.
         client.allowHalfOpen = true;
@@ -640,6 +647,10 @@ describe('native addon', function () {
         const out = new Float64Array(TCP_INFO_SLOTS);
         const file = fs.openSync(__filename, 'r');
         assert.strictEqual(addon.tcpInfo(file, out), -88 /* ENOTSOCK */);
+        const read = addon.tcpInfoReader(out);
+        assert.strictEqual(read(file), -88 /* ENOTSOCK */);
+        assert.strictEqual(read('not an fd'), -9 /* EBADF */);
+        assert.throws(() => addon.tcpInfoReader(new Float64Array(TCP_INFO_SLOTS - 1)), err => err instanceof BpfError && /tcpInfoReader/.test(err.message));
         fs.closeSync(file);
         assert.strictEqual(find(file), undefined);
       } finally {

@@ -198,7 +198,8 @@ describe('kernel-enriched spans (HTTP client and server, OTLP traces)', function
             assert.strictEqual(server['tcp.io.receive'], line.server.read, `call ${i}: server receive`);
             assert.strictEqual(server['tcp.io.transmit'], line.server.written, `call ${i}: server transmit`);
             for (const a of [client, server]) {
-              assert.strictEqual(a['tcp.retransmits'], 0);
+              // on a loaded machine loopback retransmits too, rarely: present and whole; exact counts are the netns test's
+              assert.ok(Number.isInteger(a['tcp.retransmits']) && a['tcp.retransmits'] >= 0, `tcp.retransmits ${a['tcp.retransmits']}`);
               assert.ok(a['tcp.rtt'] > 0 && a['tcp.rtt'] < 1, `tcp.rtt ${a['tcp.rtt']}`);
             }
             assert.strictEqual(server['tcp.connect.duration'], undefined);
@@ -222,6 +223,31 @@ describe('kernel-enriched spans (HTTP client and server, OTLP traces)', function
     const r = await runAppWith({ requests: [{ body: 10, reply: 10 }] }, { env: { OTEL_SDK_DISABLED: 'true' } });
     ok(r);
     assert.deepStrictEqual(spansOf(r).filter(s => Object.keys(s.attributes).some(k => KERNEL_ATTRS.test(k))), []);
+  });
+
+  it('pipelined requests on one connection: each server span carries exactly its own response', async () => {
+    const r = await runAppWith({ requests: [], pipelined: [{ reply: 3000 }, { reply: 50_000 }, { reply: 10 }] });
+    ok(r);
+    const line = r.lines.find(l => l.pipelined);
+    const spans = line.pipelined.map((_, i) => {
+      const [s, ...more] = spansOf(r).filter(x => x.kind === 'server' && pathOf(x) === `/p${i}`);
+      assert.ok(s && !more.length, `one server span for /p${i}`);
+      return s;
+    });
+    // a window ends where its response finished, and the next response is written only after that
+    assert.deepStrictEqual(spans.map(s => s.attributes['tcp.io.transmit']), line.pipelined);
+    // the requests arrived in one write, before the first response finished: the windows share them out, exactly
+    assert.strictEqual(spans.reduce((sum, s) => sum + s.attributes['tcp.io.receive'], 0), line.written);
+  });
+
+  it('OTEL_NODE_EBPF_SPANS=false: the spans are traced and exported without the kernel attributes', async () => {
+    const r = await runAppWith({ requests: [{ body: 5000, reply: 6000 }] }, { env: { OTEL_NODE_EBPF_SPANS: 'false' } });
+    const [line] = ok(r);
+    assert.strictEqual(r.lines.find(l => l.done).done.active, true, 'the kernel telemetry runs');
+    const { client, server } = pair(spansOf(r), line.request);
+    for (const s of [client, server]) assert.deepStrictEqual(Object.keys(s.attributes).filter(k => KERNEL_ATTRS.test(k)), [], s.kind);
+    assert.strictEqual(client.attributes['http.status_code'] ?? client.attributes['http.response.status_code'], 200);
+    assert.strictEqual(server.attributes['http.status_code'] ?? server.attributes['http.response.status_code'], 200);
   });
 
   describe('inside a network namespace with a random-drop rule', function () {

@@ -6,12 +6,14 @@
 //
 // Config (argv[2], JSON): { tls?: {key, cert} (PEM paths), host?: name or address to connect to (default
 // 127.0.0.1), port?: the server's (default any), requests: [{ body: bytes, reply: bytes }], hold?: true (after the requests, print {"holding"} and wait
-// for a line on stdin: the connection stays open and idle meanwhile) }.
+// for a line on stdin: the connection stays open and idle meanwhile), pipelined?: [{ reply: bytes }] (then, plain
+// HTTP only: GET /p0, /p1, ... written back to back in one write on a connection of their own, HTTP/1.1 pipelining) }.
 // stdout, one JSON line each: {"request": i, "localPort", "reused", "written", "read", "serverPort"}, {"holding"},
-// {"done": status}.
+// {"pipelined": [bytes of each response as it came back], "written"}, {"done": status}.
 const fs = require('fs');
 const http = require('http');
 const https = require('https');
+const net = require('net');
 const readline = require('readline');
 
 const config = JSON.parse(process.argv[2]);
@@ -48,9 +50,34 @@ function request(i, { body, reply }) {
   });
 }
 
+/** Pipelined requests: the bytes of each response, split where its Content-Length says it ends. */
+function pipelined(list) {
+  const text = list.map((r, i) => (replies.set(`/p${i}`, r.reply), `GET /p${i} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n`)).join('');
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(server.address().port, '127.0.0.1', () => socket.write(text));
+    const sizes = [];
+    let buf = Buffer.alloc(0);
+    socket.on('data', d => {
+      buf = Buffer.concat([buf, d]);
+      for (let head; (head = buf.indexOf('\r\n\r\n')) >= 0; ) {
+        const size = head + 4 + Number(/^content-length: *(\d+)/im.exec(buf.subarray(0, head).toString())[1]);
+        if (buf.length < size) break;
+        sizes.push(size);
+        buf = buf.subarray(size);
+      }
+      if (sizes.length === list.length) {
+        socket.end();
+        resolve({ pipelined: sizes, written: Buffer.byteLength(text) });
+      }
+    });
+    socket.on('error', reject);
+  });
+}
+
 server.listen(config.port ?? 0, '127.0.0.1', async () => {
   try {
     for (const [i, r] of config.requests.entries()) out(await request(i, r));
+    if (config.pipelined) out(await pipelined(config.pipelined));
     if (config.hold) {
       out({ holding: true });
       const rl = readline.createInterface({ input: process.stdin });
