@@ -17,7 +17,7 @@ const net = require('net');
 const readline = require('readline');
 
 const config = JSON.parse(process.argv[2]);
-const out = o => process.stdout.write(JSON.stringify(o) + '\n');
+const { out, shutdownAndReport } = require('./spans-end');
 const mod = config.tls ? https : http;
 
 const replies = new Map(); // path -> bytes
@@ -87,10 +87,7 @@ server.listen(config.port ?? 0, '127.0.0.1', async () => {
     }
     agent.destroy();
     server.close();
-    const handle = globalThis[Symbol.for('otel-node-ebpf')];
-    const status = handle.status();
-    await handle.shutdown();
-    out({ done: status, node: process.version });
+    await shutdownAndReport();
   } catch (err) {
     out({ error: err.stack });
     process.exitCode = 1;

@@ -2,9 +2,9 @@
 // node:http below is what the instrumentation sees only through the loader hook that register adds for --import.
 // One POST to its own server; the same output as spans-app.js: {"request": 0, "written", "read", ...}, {"done"}.
 import { createServer, request } from 'node:http';
+import { out, shutdownAndReport } from './spans-end.js';
 
 const config = JSON.parse(process.argv[2]);
-const out = o => process.stdout.write(JSON.stringify(o) + '\n');
 const { body, reply } = config.requests[0];
 
 const server = createServer((req, res) => {
@@ -19,10 +19,7 @@ server.listen(0, '127.0.0.1', () => {
       out({ request: 0, localPort: s.localPort, written: s.bytesWritten, read: s.bytesRead, serverPort: server.address().port });
       s.destroy();
       server.close();
-      const handle = globalThis[Symbol.for('otel-node-ebpf')];
-      const status = handle.status();
-      await handle.shutdown();
-      out({ done: status, node: process.version });
+      await shutdownAndReport();
     });
   });
   req.end(Buffer.alloc(body, 1));

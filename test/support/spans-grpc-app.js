@@ -17,7 +17,7 @@ const fs = require('fs');
 const grpc = require('@grpc/grpc-js');
 
 const config = JSON.parse(process.argv[2]);
-const out = o => process.stdout.write(JSON.stringify(o) + '\n');
+const { out, shutdownAndReport } = require('./spans-end');
 
 // the test's own view of the two ends of the connection
 let clientSocket, serverSocket;
@@ -71,10 +71,7 @@ server.bindAsync(`${host}:0`, serverCredentials, async (err, port) => {
     }
     client.close();
     server.forceShutdown();
-    const handle = globalThis[Symbol.for('otel-node-ebpf')];
-    const status = handle.status();
-    await handle.shutdown();
-    out({ done: status, node: process.version });
+    await shutdownAndReport();
   } catch (e) {
     out({ error: e.stack });
     process.exitCode = 1;
