@@ -64,24 +64,25 @@ export function peerKey(peer: string): string {
  */
 export class PeerSockets {
   private readonly byPeer = new Map<string, Socket[]>();
-  private readonly subscriptions: [string, (message: unknown) => void][] = [];
+
+  private readonly accepted = (message: unknown) => {
+    try {
+      this.add((message as { socket: Socket }).socket);
+    } catch (err) {
+      warnOnce(`kernel-enriched spans: net.server.socket: ${(err as Error).message}`, 'grpc-net.server.socket');
+    }
+  };
 
   constructor() {
-    this.subscribe('net.server.socket', socket => this.add(socket));
-    // published before connect() is called: the peer is known at 'connect'
-    this.subscribe('net.client.socket', socket => socket.once('connect', () => this.add(socket)));
+    dc.subscribe('net.server.socket', this.accepted);
   }
 
-  private subscribe(name: string, add: (socket: Socket) => void): void {
-    const handler = (message: unknown) => {
-      try {
-        add((message as { socket: Socket }).socket);
-      } catch (err) {
-        warnOnce(`kernel-enriched spans: ${name}: ${(err as Error).message}`, `grpc-${name}`);
-      }
-    };
-    dc.subscribe(name, handler);
-    this.subscriptions.push([name, handler]);
+  /**
+   * A socket of net.connect(), from the `net.client.socket` message (which the span processor already follows):
+   * published before connect() is called, its peer is known at 'connect'.
+   */
+  client(socket: Socket): void {
+    socket.once('connect', () => this.add(socket));
   }
 
   private add(socket: Socket): void {
@@ -105,7 +106,7 @@ export class PeerSockets {
   }
 
   close(): void {
-    for (const [name, handler] of this.subscriptions.splice(0)) dc.unsubscribe(name, handler);
+    dc.unsubscribe('net.server.socket', this.accepted);
     this.byPeer.clear();
   }
 }

@@ -100,8 +100,8 @@ interface Connection {
   /** TCP_INFO at the end of the last span on this connection. */
   last?: TcpCounters;
   setup?: Setup;
-  /** gRPC server: calls seen on this connection, and TCP_INFO after the last call's stream closed. */
-  grpcCalls?: number;
+  /** gRPC server: the connection carried a call already, and TCP_INFO after the last call's stream closed. */
+  grpcServed?: boolean;
   quiet?: TcpCounters;
 }
 
@@ -196,7 +196,12 @@ export class KernelSpanProcessor implements SpanProcessor {
     this.subscribe('http.server.response.finish', m => this.responseFinished(m as ServerMessage));
     // Sockets of net.connect() (plain HTTP clients): seen before connect() is called, so that none of their setup
     // events are missed. TLS sockets are seen at their request's 'socket' event.
-    this.subscribe('net.client.socket', m => this.trackSetup((m as { socket: Socket }).socket));
+    // The gRPC socket registry (once grpc-js loaded) follows the same sockets.
+    this.subscribe('net.client.socket', m => {
+      const socket = (m as { socket: Socket }).socket;
+      this.trackSetup(socket);
+      this.peers?.client(socket);
+    });
   }
 
   private subscribe(name: string, handler: (message: unknown) => void): void {
@@ -321,8 +326,8 @@ export class KernelSpanProcessor implements SpanProcessor {
         // starts where the previous call's stream closed on this connection (zero for the connection's first call).
         // Without that reading (the stream was not reachable) the span gets the RTT only.
         const c = connectionOf(socket);
-        const base = c.grpcCalls ? c.quiet : ZERO;
-        c.grpcCalls = (c.grpcCalls ?? 0) + 1;
+        const base = c.grpcServed ? c.quiet : ZERO;
+        c.grpcServed = true;
         c.quiet = undefined;
         this.spans.set(span, { socket, base });
         // The stream closes once its trailers are handed to the session; Node writes them to the socket within
