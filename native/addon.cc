@@ -107,7 +107,6 @@ Addon::Addon(Napi::Env env, Napi::Object exports) : env_(env) {
                            InstanceMethod<&Addon::ProbeProgramType>("probeProgramType"),
                            InstanceMethod<&Addon::Calibrate>("calibrate"),
                            InstanceMethod<&Addon::TrimMemory>("trimMemory"),
-                           InstanceMethod<&Addon::TcpInfo>("tcpInfo"),
                            InstanceMethod<&Addon::TcpInfoReader>("tcpInfoReader"),
                            InstanceMethod<&Addon::TcpSockets>("tcpSockets"),
                        });

@@ -122,7 +122,6 @@ class Addon : public Napi::Addon<Addon> {
   void TrimMemory(const Napi::CallbackInfo& info);
   Napi::Value ProbeProgramType(const Napi::CallbackInfo& info);
   Napi::Value Calibrate(const Napi::CallbackInfo& info);
-  Napi::Value TcpInfo(const Napi::CallbackInfo& info);     // tcp.cc
   Napi::Value TcpInfoReader(const Napi::CallbackInfo& info);  // tcp.cc
   Napi::Value TcpSockets(const Napi::CallbackInfo& info);  // tcp.cc
 

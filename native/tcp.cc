@@ -37,8 +37,8 @@ Napi::Value Address(Napi::Env env, const sockaddr_storage& sa, int* port) {
 
 // A function of tcpInfoReader(): fd -> 0 or -errno, TCP_INFO into the reader's own array. Called per span, so it
 // takes the shortest N-API path: plain N-API (it cannot fail, so node-addon-api's exception wrapper has nothing to
-// do), one argument, the array's data pointer resolved once. tcpInfo(fd, out) resolves its array on every call
-// (napi_get_typedarray_info and V8's buffer look-up): about 500 ns more per call here (docs/benchmark.md).
+// do), one argument, the array's data pointer resolved once. Resolving the array on every call (napi_get_typedarray_info
+// and V8's buffer look-up), as a tcpInfo(fd, out) did, cost about 500 ns more per call here (docs/benchmark.md).
 struct ReaderState {
   Napi::Reference<Napi::Float64Array> array;  // keeps `out` (and so `slots`) alive as long as the function
   double* slots;
@@ -78,17 +78,6 @@ Napi::Value Addon::TcpInfoReader(const Napi::CallbackInfo& info) {
   Napi::Function read(env, fn);
   read.AddFinalizer([](Napi::Env, ReaderState* r) { delete r; }, reader);
   return read;
-}
-
-// tcpInfo(fd, out: Float64Array(kSlots)): 0 or -errno. One getsockopt; per span, use tcpInfoReader().
-Napi::Value Addon::TcpInfo(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  if (info.Length() < 2 || !info[0].IsNumber() || !info[1].IsTypedArray() ||
-      info[1].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array ||
-      info[1].As<Napi::Float64Array>().ElementLength() < kSlots) {
-    ThrowBpfError(env, "config", EINVAL, "tcpInfo", "arguments: an fd and a Float64Array of " + std::to_string(kSlots));
-  }
-  return Napi::Number::New(env, otel_read_tcp_info(info[0].As<Napi::Number>().Int32Value(), info[1].As<Napi::Float64Array>().Data()));
 }
 
 // tcpSockets(): every TCP socket among the process's fds, listening ones included:

@@ -160,13 +160,10 @@ export interface NativeAddon {
    */
   calibrate(iterations: number, stepped?: boolean): number;
   /**
-   * TCP_INFO of one of the process's own sockets into `out` (TCP_INFO_SLOTS doubles, see src/tcpinfo.ts): 0, or
-   * -errno (not a TCP socket, closed, or a kernel older than 4.19). One getsockopt(); needs no privilege.
-   */
-  tcpInfo(fd: number, out: Float64Array): number;
-  /**
-   * The per-span form of tcpInfo(): a function that fills `out` with an fd's TCP_INFO and returns 0 or -errno. It
-   * resolves `out` once, here, instead of on every call (about 500 ns less per call on this project's machine).
+   * A function that fills `out` (TCP_INFO_SLOTS doubles, see src/tcpinfo.ts) with the TCP_INFO of one of the
+   * process's own sockets, by fd, and returns 0 or -errno (not a TCP socket, closed, or a kernel older than 4.19). One
+   * getsockopt() per call; needs no privilege. It resolves `out` once, here, instead of on every call (about 500 ns
+   * less per call on this project's machine): the per-span path.
    */
   tcpInfoReader(out: Float64Array): (fd: number) => number;
   /** Every TCP socket among the process's fds (listening ones included), with its addresses and TCP_INFO. */
@@ -181,7 +178,7 @@ export interface NativeTcpSocket {
   /** Absent when the socket has no peer (listening, or not connected). */
   peerAddress?: string;
   peerPort?: number;
-  /** TCP_INFO_SLOTS doubles, as tcpInfo() fills them. */
+  /** TCP_INFO_SLOTS doubles, as tcpInfoReader() fills them. */
   info: Float64Array;
 }
 

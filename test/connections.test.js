@@ -75,7 +75,7 @@ describe('connection counters (TCP_INFO of own sockets)', function () {
     await exchange(1, 2);
     // what bpf/sockets.bpf.c reports at destroy: the final counters and the addresses
     const out = new Float64Array(9);
-    addon.tcpInfo(client._handle.fd, out);
+    addon.tcpInfoReader(out)(client._handle.fd);
     const final = countersOf(out);
     c.closed({
       key: { address: '127.0.0.1', port: server.address().port, family: 4, side: SIDE_CLIENT, err: 0 },
