@@ -30,7 +30,7 @@ const { execFile } = require('node:child_process');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
-const { REGISTER, startServer, nextMessage, stopServer } = require('./server-process');
+const { REGISTER, pinnedTo, startServer, nextMessage, stopServer } = require('./server-process');
 
 const ROOT = path.resolve(__dirname, '..');
 
@@ -130,9 +130,8 @@ function threads(pid) {
 // ---------------------------------------------------------------------------------------------------------------
 // Rounds
 
-function pinned(cpu, cmd, args) {
-  return CONFIG.pin ? ['taskset', ['-c', String(cpu), cmd, ...args]] : [cmd, args];
-}
+/** On `cpu` when pinning is on (two CPUs or more). */
+const pinned = (cpu, cmd, args) => pinnedTo(CONFIG.pin ? cpu : undefined, cmd, args);
 
 /** Asks the server for a sample (with the SDK: after an export), then reads its mappings. */
 async function sample(child) {

@@ -42,7 +42,7 @@ const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 
-const { REGISTER, startServer: startServerProcess, nextMessage, stopServer } = require('./server-process');
+const { REGISTER, pinnedTo, startServer: startServerProcess, nextMessage, stopServer } = require('./server-process');
 
 const ROOT = path.resolve(__dirname, '..');
 const WRK_SCRIPT = path.join(__dirname, 'wrk-report.lua');
@@ -191,9 +191,8 @@ function pinSelf() {
   if (CONFIG.pin) execFileSync('taskset', ['-a', '-cp', String(CONFIG.loadCpu), String(process.pid)], { stdio: 'ignore' });
 }
 
-function pinned(cpu, cmd, args) {
-  return CONFIG.pin ? ['taskset', ['-c', String(cpu), cmd, ...args]] : [cmd, args];
-}
+/** On `cpu` when pinning is on (BENCH_PIN). */
+const pinned = (cpu, cmd, args) => pinnedTo(CONFIG.pin ? cpu : undefined, cmd, args);
 
 /** Per-CPU jiffies from /proc/stat: busy (all but idle, iowait and steal) and steal. */
 function cpuTimes() {

@@ -8,6 +8,11 @@ const path = require('node:path');
 const REGISTER = path.join(__dirname, '..', 'dist', 'register.js');
 const SERVER = path.join(__dirname, 'server.js');
 
+/** `cmd args` on one CPU (taskset), or as it is when `cpu` is undefined: [cmd, args]. */
+function pinnedTo(cpu, cmd, args) {
+  return cpu === undefined ? [cmd, args] : ['taskset', ['-c', String(cpu), cmd, ...args]];
+}
+
 /**
  * Starts bench/server.js with an IPC channel, with or without the SDK preloaded (`--require dist/register.js`).
  * With the SDK: OTLP http/protobuf to `endpoint` every `exportIntervalMs`, strict unless OTEL_NODE_EBPF_STRICT says
@@ -43,7 +48,7 @@ function startServer({ withSdk, endpoint, exportIntervalMs, cpu, setpriv = false
     args = ['--reuid=nobody', '--regid=nogroup', '--clear-groups', '--inh-caps', '+bpf,+perfmon', '--ambient-caps', '+bpf,+perfmon', cmd, ...args];
     cmd = 'setpriv';
   }
-  if (cpu !== undefined) [cmd, args] = ['taskset', ['-c', String(cpu), cmd, ...args]];
+  [cmd, args] = pinnedTo(cpu, cmd, args);
   const child = spawn(cmd, args, { env, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
   child.exited = new Promise((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
   return child;
@@ -80,4 +85,4 @@ async function stopServer(child) {
   return result;
 }
 
-module.exports = { REGISTER, startServer, nextMessage, stopServer };
+module.exports = { REGISTER, pinnedTo, startServer, nextMessage, stopServer };
