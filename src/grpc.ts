@@ -18,6 +18,7 @@ import * as dc from 'diagnostics_channel';
 import type { Socket } from 'net';
 import { InstrumentationBase, InstrumentationNodeModuleDefinition } from '@opentelemetry/instrumentation';
 import { warnOnce } from './diag';
+import { replace } from './replace';
 import { VERSION } from './version';
 
 /** What this module needs of a grpc-js call (server calls and channel calls alike). */
@@ -117,20 +118,6 @@ interface GrpcModule {
 }
 
 const PATCHED = Symbol('otel-node-ebpf.grpc');
-
-/**
- * Replaces `target[name]` by `make(original)` without shimmer's markers: InstrumentationBase#_wrap unwraps any
- * method that carries them before it wraps, so instrumentation-grpc, enabled after this, would silently undo ours
- * (and ours its). Returns the undo, which restores the original only while ours is still the outermost.
- */
-function replace<T extends object, K extends keyof T>(target: T, name: K, make: (original: T[K]) => T[K]): () => void {
-  const original = target[name];
-  const wrapped = make(original);
-  Object.defineProperty(target, name, { value: wrapped, writable: true, configurable: true, enumerable: false });
-  return () => {
-    if (target[name] === wrapped) Object.defineProperty(target, name, { value: original, writable: true, configurable: true, enumerable: false });
-  };
-}
 
 /** Tells a GrpcCallSink of every gRPC call (see the file's comment). Get one from KernelSpanProcessor#grpcInstrumentation(). */
 export class GrpcConnectionInstrumentation extends InstrumentationBase {

@@ -37,7 +37,8 @@
  *     next to the uprobe that records it: the lookup's record is the newest one when the socket's 'lookup' event
  *     fires; the handshake's is the next one after the socket's 'secureConnect' event (Node emits it from inside
  *     OpenSSL's state machine, before the call that finished the handshake returns). Records are numbered, and a
- *     record is taken by its number, never by its time.
+ *     record is taken by its number, never by its time. A TLS socket built over a followed socket with
+ *     tls.connect({ socket }) (grpc-js does) is reached through a wrapper of tls.connect: no channel announces it.
  *
  * Only while the SDK's kernel telemetry sees the process's connections (its `tcp.bytes` measurement attached): without
  * privileges the spans are exported unchanged.
@@ -47,7 +48,9 @@
 import { executionAsyncId } from 'async_hooks';
 import * as dc from 'diagnostics_channel';
 import { ClientRequest, IncomingMessage } from 'http';
-import type { Socket } from 'net';
+import { Socket } from 'net';
+// the module object itself (not an import-star copy): tls.connect is replaced on it
+import tls = require('tls');
 import { SpanKind, trace } from '@opentelemetry/api';
 import type { Context } from '@opentelemetry/api';
 import type { ReadableSpan, Span, SpanProcessor } from '@opentelemetry/sdk-trace-base';
@@ -57,6 +60,7 @@ import { warnOnce } from './diag';
 import { GrpcConnectionInstrumentation, http2StreamOf, PeerSockets } from './grpc';
 import type { GrpcCallSink, PeerCall } from './grpc';
 import { BpfError, loadAddon, NativeAddon } from './native';
+import { replace } from './replace';
 import { SPAN_ATTRS } from './semconv';
 import { tcpCountersReader, TcpCounters } from './tcpinfo';
 import type { TlsCollector } from './tls';
@@ -178,6 +182,8 @@ export class KernelSpanProcessor implements SpanProcessor {
   private readonly subscriptions: [string, (message: unknown) => void][] = [];
   /** gRPC calls name their connection by peer address (src/grpc.ts); made when grpc-js loads. */
   private peers?: PeerSockets;
+  /** Restores tls.connect (see tlsOver). */
+  private undoTlsConnect?: () => void;
 
   constructor(options: KernelSpanProcessorOptions = {}) {
     if (options.disabled) return;
@@ -201,6 +207,37 @@ export class KernelSpanProcessor implements SpanProcessor {
       const socket = (m as { socket: Socket }).socket;
       this.trackSetup(socket);
       this.peers?.client(socket);
+    });
+    // TLS set up over a socket of net.connect() (grpc-js, database clients): the TLS socket is a second object,
+    // which no channel announces; tls.connect's `socket` option ties it to the connection followed above.
+    this.undoTlsConnect = replace(tls, 'connect', original => {
+      const processor = this;
+      return function connect(this: unknown, ...args: unknown[]) {
+        const tlsSocket = (original as (...a: unknown[]) => tls.TLSSocket).apply(this, args);
+        try {
+          processor.tlsOver(args, tlsSocket);
+        } catch (err) {
+          warnOnce(`kernel-enriched spans: tls.connect: ${(err as Error).message}`, 'spans-tls.connect');
+        }
+        return tlsSocket;
+      } as typeof tls.connect;
+    });
+  }
+
+  /** tls.connect(..., { socket }, ...) over a client socket whose setup is followed: its handshake is that connection's. */
+  private tlsOver(args: unknown[], tlsSocket: tls.TLSSocket): void {
+    const options = args.find((a): a is { socket?: unknown } => typeof a === 'object' && a !== null);
+    const socket = options?.socket;
+    if (!(socket instanceof Socket) || !(tlsSocket instanceof Socket)) return;
+    const setup = (socket as TrackedSocket)[CONNECTION]?.setup;
+    if (setup && !setup.claimed && setup.tlsSeq === undefined) this.onSecureConnect(tlsSocket, setup);
+  }
+
+  /** The connection's TLS handshake is the record after the one newest at 'secureConnect' (see the file's comment). */
+  private onSecureConnect(tlsSocket: Socket, setup: Setup): void {
+    tlsSocket.once('secureConnect', () => {
+      const log = collector<TlsCollector>('tls')?.handshakeLog();
+      if (log) setup.tlsSeq = log.seq;
     });
   }
 
@@ -241,10 +278,7 @@ export class KernelSpanProcessor implements SpanProcessor {
     socket.once('connect', () => {
       if (setup.attemptAt !== undefined) setup.connectNs = Number(process.hrtime.bigint() - setup.attemptAt);
     });
-    socket.once('secureConnect', () => {
-      const log = collector<TlsCollector>('tls')?.handshakeLog();
-      if (log) setup.tlsSeq = log.seq;
-    });
+    this.onSecureConnect(socket, setup);
     return setup;
   }
 
@@ -441,6 +475,8 @@ export class KernelSpanProcessor implements SpanProcessor {
     for (const [name, handler] of this.subscriptions.splice(0)) dc.unsubscribe(name, handler);
     this.peers?.close();
     this.peers = undefined;
+    this.undoTlsConnect?.();
+    this.undoTlsConnect = undefined;
     return Promise.resolve();
   }
 }

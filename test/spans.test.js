@@ -208,6 +208,17 @@ describe('kernel-enriched spans (HTTP client and server, OTLP traces)', function
           const connect = clients[0].attributes['tcp.connect.duration'];
           assert.ok(connect > 0 && connect < seconds(clients[0]), `the first call opened the connection: tcp.connect.duration ${connect}`);
           for (const c of clients.slice(1)) assert.strictEqual(c.attributes['tcp.connect.duration'], undefined);
+          // TLS: grpc-js sets it up with tls.connect({ socket }) over the TCP socket; the call that opened the
+          // connection carries its client handshake, as the SDK's own metric recorded it
+          const handshakes = receiver.points().filter(p => p.resource['process.pid'] === r.child.pid && p.name === 'tls.handshake.duration' && p.attributes['tls.connection.side'] === 'client');
+          if (variant.secure) {
+            assert.strictEqual(total(handshakes, 'tls.handshake.duration', {}), 1);
+            assert.strictEqual(clients[0].attributes['tls.handshake.duration'], handshakes.at(-1).sum);
+            assert.ok(clients[0].attributes['tls.handshake.duration'] < seconds(clients[0]));
+          } else {
+            assert.strictEqual(clients[0].attributes['tls.handshake.duration'], undefined);
+          }
+          for (const s of [...clients.slice(1), ...servers]) assert.strictEqual(s.attributes['tls.handshake.duration'], undefined, s.kind);
         });
       }
     });
