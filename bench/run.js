@@ -24,7 +24,9 @@
 //                      not watch); tracing (the SDK on with OTEL_TRACES_EXPORTER=otlp: HTTP instrumentation,
 //                      kernel-enriched server spans, spans exported to this process's receiver) and tracing-plain (the
 //                      same with OTEL_NODE_EBPF_SPANS=false: KernelSpanProcessor inert); with both, the summary gives
-//                      their difference: what the processor costs per span under load (one server span per request)
+//                      their difference: what the processor costs per span under load (one server span per request);
+//                      control (the server without the SDK again, an A/A comparison: how far two modes that do not
+//                      differ at all land apart in this run; the summary says so beside the on-vs-off figures)
 //   BENCH_QUIET_WAIT   seconds to wait before each round for a quiet machine: no other process's tracing BPF programs
 //                      loaded (they tax every syscall, SDK off or on) and both CPUs mostly idle (default 120; the
 //                      round then runs anyway)
@@ -61,6 +63,7 @@ const MODES = {
   on: { label: 'SDK on', sdk: 'server', stats: 'default' },
   always: { label: 'SDK on, BPF stats always on', sdk: 'server', stats: 'always', env: { OTEL_NODE_EBPF_KERNEL_STATS: 'always' } },
   nostats: { label: 'SDK on, no BPF stats', sdk: 'server', stats: false, setpriv: true },
+  control: { label: 'SDK off again: the A/A control', sdk: 'none' },
   bystander: { label: 'SDK in an idle neighbour', sdk: 'neighbour', stats: 'default' },
   tracing: { label: 'SDK on, tracing, kernel-enriched spans', sdk: 'server', stats: 'default', tracing: true, env: { OTEL_TRACES_EXPORTER: 'otlp', OTEL_NODE_EBPF_SPANS: 'true' } },
   'tracing-plain': { label: 'SDK on, tracing, OTEL_NODE_EBPF_SPANS=false', sdk: 'server', stats: 'default', tracing: true, env: { OTEL_TRACES_EXPORTER: 'otlp', OTEL_NODE_EBPF_SPANS: 'false' } },
@@ -745,6 +748,14 @@ function report(result) {
       ],
     ),
   );
+  if (sm.versusOff.control) {
+    const c = sm.versusOff.control;
+    lines.push(
+      `A/A control (SDK off in both, same run): throughput ${pct(c.throughputRatio)}, p99 ${pct(c.p99Ratio)}, ` +
+        `CPU/req ${signed(c.cpuUsPerRequestAdded, 2)} µs, RSS ${signed(c.rssAddedMB, 1)} MB of off. ` +
+        'A difference between on and off no larger than this is not resolved by this run.',
+    );
+  }
   const ps = sm.pairStats;
   lines.push('');
   lines.push(
