@@ -215,7 +215,8 @@ export class KernelSpanProcessor implements SpanProcessor {
       return function connect(this: unknown, ...args: unknown[]) {
         const tlsSocket = (original as (...a: unknown[]) => tls.TLSSocket).apply(this, args);
         try {
-          processor.tlsOver(args, tlsSocket);
+          // inert once this processor shut down, if another wrapper made since keeps this one in place
+          if (processor.undoTlsConnect) processor.tlsOver(args, tlsSocket);
         } catch (err) {
           warnOnce(`kernel-enriched spans: tls.connect: ${(err as Error).message}`, 'spans-tls.connect');
         }

@@ -230,6 +230,32 @@ describe('kernel-enriched spans (HTTP client and server, OTLP traces)', function
     assertBytes(spansOf(r), line);
   });
 
+  it('the processor passes tls.connect through while it runs and restores it at shutdown', async () => {
+    const nodeTls = require('tls');
+    const { KernelSpanProcessor } = require('../dist/spans');
+    const original = nodeTls.connect;
+    const server = nodeTls.createServer({ key: fs.readFileSync(tls.key), cert: fs.readFileSync(tls.cert) }, s => s.end('hello'));
+    await new Promise(resolve => server.listen(0, '127.0.0.1', resolve));
+    const processor = new KernelSpanProcessor();
+    try {
+      assert.notStrictEqual(nodeTls.connect, original, 'wrapped while the processor runs');
+      assert.ok(Object.keys(nodeTls).includes('connect'), 'still an enumerable export');
+      // a TLS socket over a socket of net.connect(), as grpc-js makes it, still works through the wrapper
+      const tcp = require('net').connect(server.address().port, '127.0.0.1');
+      await new Promise((resolve, reject) => tcp.once('connect', resolve).once('error', reject));
+      const socket = nodeTls.connect({ socket: tcp, ca: fs.readFileSync(tls.cert), servername: 'localhost' });
+      assert.ok(socket instanceof nodeTls.TLSSocket);
+      let data = '';
+      socket.on('data', d => (data += d));
+      await new Promise((resolve, reject) => socket.once('end', resolve).once('error', reject));
+      assert.strictEqual(data, 'hello');
+    } finally {
+      await processor.shutdown();
+      server.close();
+    }
+    assert.strictEqual(nodeTls.connect, original, 'restored at shutdown');
+  });
+
   it('with OTEL_SDK_DISABLED nothing is traced and the application runs', async () => {
     const r = await runAppWith({ requests: [{ body: 10, reply: 10 }] }, { env: { OTEL_SDK_DISABLED: 'true' } });
     ok(r);
