@@ -1,0 +1,97 @@
+#!/usr/bin/env node
+'use strict';
+// The overhead benchmark's third method, the one that resolves a few percent on a VM whose speed drifts: the servers
+// of all modes run at once on the same CPU (0), each under its own wrk (all on CPU 1), for several rounds. The
+// kernel's fair scheduler gives each busy server the same share of CPU 0 at every moment, so whatever the machine
+// does affects all of them alike, and their throughputs stand in the inverse ratio of their CPU cost per request.
+// Ratios per round against the first mode, then the median. Latency is not measured: under a shared CPU it says
+// nothing about the SDK. Name a setting twice for an A/A control.
+//
+//   node bench/shared-cpu.js [modes JSON] [rounds]
+//   modes: { name: { sdk: bool, env?: {...} } }; in env, the strings GRPC_ENDPOINT and HTTP_ENDPOINT stand for this
+//   process's OTLP receiver. Default: off, control (off again), on, and on without exporting (OTEL_METRICS_EXPORTER=none).
+//   ROUND_S seconds per round (default 5), after 3 s of warm-up load. Needs root and a build, like bench/run.js.
+
+const { spawn, execFileSync } = require('node:child_process');
+const fs = require('node:fs');
+const path = require('node:path');
+const { startServer, nextMessage, stopServer } = require('./server-process');
+
+const ROOT = path.resolve(__dirname, '..');
+const MODES = JSON.parse(
+  process.argv[2] || '{"off":{"sdk":false},"control":{"sdk":false},"on":{"sdk":true},"on-no-export":{"sdk":true,"env":{"OTEL_METRICS_EXPORTER":"none"}}}',
+);
+const ROUNDS = Number(process.argv[3] || 8);
+const ROUND_S = Number(process.env.ROUND_S || 5);
+
+/** Requests per second of one wrk run against `port`. */
+function wrk(port, seconds) {
+  const args = ['-c', '1', 'wrk', '-t1', '-c32', `-d${seconds}s`, '--timeout', '5s', '-s', path.join(__dirname, 'wrk-report.lua'), `http://127.0.0.1:${port}/`];
+  return new Promise((resolve, reject) => {
+    const child = spawn('taskset', args, { stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    child.stdout.on('data', (d) => (out += d));
+    child.on('close', () => {
+      const m = /requests=(\d+) duration_us=(\d+)/.exec(out);
+      if (m) resolve(Number(m[1]) / (Number(m[2]) / 1e6));
+      else reject(new Error(`wrk: no result (${out.trim()})`));
+    });
+  });
+}
+
+/** User + system CPU of a process so far, in ms (/proc/PID/stat, clock ticks of 10 ms). */
+function cpuMs(pid) {
+  const f = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+  return (Number(f[11]) + Number(f[12])) * 10;
+}
+
+const median = (a) => {
+  const s = [...a].sort((x, y) => x - y);
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+};
+const pct = (x) => `${(100 * x).toFixed(1)} %`;
+
+async function main() {
+  execFileSync('taskset', ['-a', '-cp', '1', String(process.pid)], { stdio: 'ignore' });
+  const { OtlpReceiver } = require(path.join(ROOT, 'dist', 'otlp', 'receiver.js'));
+  const receiver = new OtlpReceiver();
+  const endpoints = await receiver.start();
+  const names = Object.keys(MODES);
+  const servers = {};
+  try {
+    for (const name of names) {
+      const env = JSON.parse(JSON.stringify(MODES[name].env ?? {}).replaceAll('GRPC_ENDPOINT', endpoints.grpcEndpoint).replaceAll('HTTP_ENDPOINT', endpoints.httpEndpoint));
+      const child = startServer({ withSdk: MODES[name].sdk, endpoint: endpoints.httpEndpoint, exportIntervalMs: 10_000, cpu: 0, env });
+      servers[name] = { child, port: (await nextMessage(child, 'listening', 30_000)).port, rps: [], cpuUs: [] };
+    }
+    await Promise.all(names.map((n) => wrk(servers[n].port, 3)));
+    console.log(`shared CPU: ${names.join(', ')} on CPU 0 at once; ${ROUNDS} rounds of ${ROUND_S} s`);
+    for (let round = 0; round < ROUNDS; round++) {
+      const before = names.map((n) => cpuMs(servers[n].child.pid));
+      const rps = await Promise.all(names.map((n) => wrk(servers[n].port, ROUND_S)));
+      names.forEach((n, i) => {
+        servers[n].rps.push(rps[i]);
+        servers[n].cpuUs.push(((cpuMs(servers[n].child.pid) - before[i]) * 1000) / (rps[i] * ROUND_S));
+      });
+      console.log(`  ${round}: ${names.map((n, i) => `${n} ${rps[i].toFixed(0)} req/s ${servers[n].cpuUs[round].toFixed(1)} µs/req`).join(' | ')}`);
+    }
+    const ref = servers[names[0]];
+    console.log(`\nper round against ${names[0]}, median (min–max):`);
+    for (const name of names.slice(1)) {
+      const t = servers[name].rps.map((x, i) => x / ref.rps[i]);
+      const c = servers[name].cpuUs.map((x, i) => x / ref.cpuUs[i]);
+      console.log(`  ${name}: throughput ${pct(median(t))} (${pct(Math.min(...t))}–${pct(Math.max(...t))}), CPU per request ${pct(median(c))} (${pct(Math.min(...c))}–${pct(Math.max(...c))})`);
+    }
+  } finally {
+    for (const s of Object.values(servers)) await stopServer(s.child);
+    await receiver.stop();
+  }
+}
+
+main().then(
+  () => process.exit(0),
+  (err) => {
+    console.error(`shared-cpu: ${err.stack}`);
+    process.exit(1);
+  },
+);
