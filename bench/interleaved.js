@@ -11,36 +11,17 @@
 // Long-lived servers measure a steady state (V8's young generation grown in both), not a fresh process's first
 // seconds; RSS is read once, at the end. Needs root and a build, like bench/run.js.
 
-const { spawn, execFileSync } = require('node:child_process');
+const { execFileSync } = require('node:child_process');
 const fs = require('node:fs');
 const path = require('node:path');
 const { startServer, nextMessage, stopServer } = require('./server-process');
+const { wrkBurst, median } = require('./burst');
 
 const ROOT = path.resolve(__dirname, '..');
 const MODES = JSON.parse(process.argv[2] || '{"off":{"sdk":false},"on":{"sdk":true},"control":{"sdk":false}}');
 const BURSTS = Number(process.argv[3] || 30);
 const BURST_S = Number(process.env.BURST_S || 2);
 
-/** One wrk burst against `port` (asynchronous: the OTLP receiver in this process keeps answering the exports). */
-function wrk(port, seconds) {
-  const args = ['-c', '1', 'wrk', '-t1', '-c32', `-d${seconds}s`, '--timeout', '5s', '-s', path.join(__dirname, 'wrk-report.lua'), `http://127.0.0.1:${port}/`];
-  return new Promise((resolve, reject) => {
-    const child = spawn('taskset', args, { stdio: ['ignore', 'pipe', 'inherit'] });
-    let out = '';
-    child.stdout.on('data', (d) => (out += d));
-    child.on('close', () => {
-      const m = /BENCH-RESULT (.*)/.exec(out);
-      if (!m) return reject(new Error(`wrk: no result (${out.trim()})`));
-      const r = Object.fromEntries(m[1].split(' ').map((kv) => kv.split('=').map((x, i) => (i ? Number(x) : x))));
-      resolve({ rps: r.requests / (r.duration_us / 1e6), p99: r.p99_us });
-    });
-  });
-}
-
-const median = (a) => {
-  const s = [...a].sort((x, y) => x - y);
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-};
 const rssMB = (pid) => Number(/VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))[1]) / 1024;
 
 async function main() {
@@ -54,11 +35,11 @@ async function main() {
     for (const name of names) {
       const child = startServer({ withSdk: MODES[name].sdk, endpoint, exportIntervalMs: 10_000, cpu: 0, env: MODES[name].env ?? {} });
       servers[name] = { child, port: (await nextMessage(child, 'listening', 30_000)).port, bursts: [] };
-      await wrk(servers[name].port, 3); // JIT warm-up
+      await wrkBurst(servers[name].port, 3); // JIT warm-up
     }
     console.log(`interleaved: ${names.join(', ')}; ${BURSTS} bursts of ${BURST_S} s each, ABBA order`);
     for (let b = 0; b < BURSTS; b++) {
-      for (const name of b % 2 ? [...names].reverse() : names) servers[name].bursts.push(await wrk(servers[name].port, BURST_S));
+      for (const name of b % 2 ? [...names].reverse() : names) servers[name].bursts.push(await wrkBurst(servers[name].port, BURST_S));
       console.log(`  ${b}: ${names.map((n) => `${n} ${servers[n].bursts[b].rps.toFixed(0)} req/s p99 ${servers[n].bursts[b].p99} µs`).join(' | ')}`);
     }
     const ref = servers[names[0]].bursts;

@@ -12,10 +12,11 @@
 //   process's OTLP receiver. Default: off, control (off again), on, and on without exporting (OTEL_METRICS_EXPORTER=none).
 //   ROUND_S seconds per round (default 5), after 3 s of warm-up load. Needs root and a build, like bench/run.js.
 
-const { spawn, execFileSync } = require('node:child_process');
+const { execFileSync } = require('node:child_process');
 const fs = require('node:fs');
 const path = require('node:path');
 const { startServer, nextMessage, stopServer } = require('./server-process');
+const { wrkBurst, median } = require('./burst');
 
 const ROOT = path.resolve(__dirname, '..');
 const MODES = JSON.parse(
@@ -24,31 +25,12 @@ const MODES = JSON.parse(
 const ROUNDS = Number(process.argv[3] || 8);
 const ROUND_S = Number(process.env.ROUND_S || 5);
 
-/** Requests per second of one wrk run against `port`. */
-function wrk(port, seconds) {
-  const args = ['-c', '1', 'wrk', '-t1', '-c32', `-d${seconds}s`, '--timeout', '5s', '-s', path.join(__dirname, 'wrk-report.lua'), `http://127.0.0.1:${port}/`];
-  return new Promise((resolve, reject) => {
-    const child = spawn('taskset', args, { stdio: ['ignore', 'pipe', 'inherit'] });
-    let out = '';
-    child.stdout.on('data', (d) => (out += d));
-    child.on('close', () => {
-      const m = /requests=(\d+) duration_us=(\d+)/.exec(out);
-      if (m) resolve(Number(m[1]) / (Number(m[2]) / 1e6));
-      else reject(new Error(`wrk: no result (${out.trim()})`));
-    });
-  });
-}
-
 /** User + system CPU of a process so far, in ms (/proc/PID/stat, clock ticks of 10 ms). */
 function cpuMs(pid) {
   const f = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
   return (Number(f[11]) + Number(f[12])) * 10;
 }
 
-const median = (a) => {
-  const s = [...a].sort((x, y) => x - y);
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-};
 const pct = (x) => `${(100 * x).toFixed(1)} %`;
 
 async function main() {
@@ -64,11 +46,11 @@ async function main() {
       const child = startServer({ withSdk: MODES[name].sdk, endpoint: endpoints.httpEndpoint, exportIntervalMs: 10_000, cpu: 0, env });
       servers[name] = { child, port: (await nextMessage(child, 'listening', 30_000)).port, rps: [], cpuUs: [] };
     }
-    await Promise.all(names.map((n) => wrk(servers[n].port, 3)));
+    await Promise.all(names.map((n) => wrkBurst(servers[n].port, 3)));
     console.log(`shared CPU: ${names.join(', ')} on CPU 0 at once; ${ROUNDS} rounds of ${ROUND_S} s`);
     for (let round = 0; round < ROUNDS; round++) {
       const before = names.map((n) => cpuMs(servers[n].child.pid));
-      const rps = await Promise.all(names.map((n) => wrk(servers[n].port, ROUND_S)));
+      const rps = (await Promise.all(names.map((n) => wrkBurst(servers[n].port, ROUND_S)))).map((b) => b.rps);
       names.forEach((n, i) => {
         servers[n].rps.push(rps[i]);
         servers[n].cpuUs.push(((cpuMs(servers[n].child.pid) - before[i]) * 1000) / (rps[i] * ROUND_S));
