@@ -28,6 +28,8 @@ export const TRACES_EXPORTERS: readonly TracesExporter[] = ['none', 'otlp'];
  * (for kernel-enriched spans, status(), or a pipeline of the application's own through createMetricProducer()). */
 export type MetricsExporter = 'none' | 'otlp';
 export const METRICS_EXPORTERS: readonly MetricsExporter[] = ['none', 'otlp'];
+export type ExportThread = 'main' | 'worker';
+export const EXPORT_THREADS: readonly ExportThread[] = ['main', 'worker'];
 
 /**
  * BPF run-time statistics (machine-wide while on): `sampled` turns them on in short windows and reports kernel time as
@@ -101,6 +103,12 @@ export interface StartOptions {
   /** `none`: start() exports no metrics (the probes still run). Env: `OTEL_METRICS_EXPORTER`. Default `otlp`. */
   metricsExporter?: MetricsExporter;
   /**
+   * Where the metrics exporter sends: `main` (the application's thread) or `worker` (a worker thread of the SDK's
+   * own: the exporter's requests then never pass through the Node functions the application's requests run; costs
+   * about 13 MB of memory). Env: `OTEL_NODE_EBPF_EXPORT_THREAD`. Default `main`.
+   */
+  exportThread?: ExportThread;
+  /**
    * With tracing on: put the kernel's attributes on the spans (KernelSpanProcessor). false: the spans are traced and
    * exported without them (the processor stays in place, inert). Env: `OTEL_NODE_EBPF_SPANS`. Default true.
    */
@@ -134,6 +142,7 @@ export interface ResolvedConfig {
   flushOnSignals: boolean;
   tracesExporter: TracesExporter;
   metricsExporter: MetricsExporter;
+  exportThread: ExportThread;
   spans: boolean;
   tracesProtocol: OtlpProtocol;
 }
@@ -302,6 +311,9 @@ export function resolveConfig(options: StartOptions = {}, env: Env = process.env
     metricsExporter:
       checkedOption('metricsExporter', options.metricsExporter, v => METRICS_EXPORTERS.includes(v), 'otlp') ??
       r.oneOf(['OTEL_METRICS_EXPORTER'], METRICS_EXPORTERS, 'otlp'),
+    exportThread:
+      checkedOption('exportThread', options.exportThread, v => EXPORT_THREADS.includes(v), 'main') ??
+      r.oneOf(['OTEL_NODE_EBPF_EXPORT_THREAD'], EXPORT_THREADS, 'main'),
     spans: options.spans ?? r.bool('OTEL_NODE_EBPF_SPANS', true),
     tracesProtocol:
       checkedOption('tracesProtocol', options.tracesProtocol, v => OTLP_PROTOCOLS.includes(v), DEFAULTS.protocol) ??

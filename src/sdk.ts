@@ -11,6 +11,7 @@ import {
 import { AggregationType, MeterProvider, PeriodicExportingMetricReader, PushMetricExporter } from '@opentelemetry/sdk-metrics';
 import { ResolvedConfig, resolveConfig, StartOptions } from './config';
 import { warnOnce } from './diag';
+import { createWorkerMetricExporter } from './export-thread';
 import { EbpfStatus, KernelTelemetry } from './kernel';
 import { KernelMetricProducer } from './producer';
 import { useKernelTelemetry } from './spans';
@@ -18,7 +19,7 @@ import { startTracing, Tracing } from './tracing';
 
 export interface EbpfHandle {
   /** What is attached, with which hook, and why anything is not. */
-  status(): EbpfStatus & { exporter?: { protocol: string; endpoint?: string } };
+  status(): EbpfStatus & { exporter?: { protocol: string; endpoint?: string; thread?: 'main' | 'worker' } };
   /** Exports what the kernel has counted so far. Never rejects. */
   forceFlush(): Promise<void>;
   /** Exports the last values, then detaches the probes. Idempotent; never rejects. */
@@ -40,6 +41,7 @@ function createExporter(config: ResolvedConfig): PushMetricExporter {
         : { type: AggregationType.DEFAULT },
     ...(config.endpoint ? { url: config.endpoint } : {}),
   };
+  if (config.exportThread === 'worker') return createWorkerMetricExporter(config.protocol, options);
   // Loaded on demand: only the chosen transport's dependencies are required.
   switch (config.protocol) {
     case 'grpc': {
@@ -180,7 +182,7 @@ export function start(options: StartOptions = {}): EbpfHandle {
     Promise.all([provider.forceFlush().catch(swallow('export')), tracing?.forceFlush().catch(swallow('span export'))]).then(() => {});
   const removeExitHooks = flushOnExit(forceFlush, shutdown, config.flushOnSignals);
   return {
-    status: () => ({ ...telemetry.status(), exporter: config.metricsExporter === 'none' ? { protocol: 'none' } : { protocol: config.protocol, endpoint: endpointOf(config) } }),
+    status: () => ({ ...telemetry.status(), exporter: config.metricsExporter === 'none' ? { protocol: 'none' } : { protocol: config.protocol, endpoint: endpointOf(config), thread: config.exportThread } }),
     forceFlush,
     shutdown,
   };

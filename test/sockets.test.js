@@ -91,6 +91,18 @@ describe('socket probes', function () {
     });
   }
 
+  for (const protocol of ['grpc', 'http/protobuf', 'http/json']) {
+    it(`exports exact values over OTLP ${protocol} from a worker thread (OTEL_NODE_EBPF_EXPORT_THREAD=worker), the last export at exit included`, async () => {
+      const { points, peerPort, result } = await exactBytes('127.0.0.1', { protocol, env: { OTEL_NODE_EBPF_EXPORT_THREAD: 'worker' } });
+      assert.ok(points.every(p => p.protocol === protocol));
+      const client = { 'server.port': peerPort, 'tcp.connection.side': 'client' };
+      assert.strictEqual(total(points, 'process.network.io', { ...client, 'network.io.direction': 'transmit' }), SENT);
+      assert.strictEqual(total(points, 'process.network.io', { ...client, 'network.io.direction': 'receive' }), RECEIVED);
+      const status = result.lines.find(l => l.done).status;
+      assert.deepStrictEqual([status.exporter.protocol, status.exporter.thread], [protocol, 'worker']);
+    });
+  }
+
   it('delta points add up to the cumulative values, histograms included', async () => {
     const host = '127.0.0.1';
     const peer = await startPeer(host, 1000);
