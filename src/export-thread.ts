@@ -17,9 +17,8 @@ import * as path from 'path';
 import { Worker } from 'worker_threads';
 import type { ExportResult } from '@opentelemetry/core';
 import type { IOtlpExportDelegate } from '@opentelemetry/otlp-exporter-base';
-import type { ResourceMetrics } from '@opentelemetry/sdk-metrics';
 import type { OTLPMetricExporterOptions } from '@opentelemetry/exporter-metrics-otlp-http';
-import type { PushMetricExporter } from '@opentelemetry/sdk-metrics';
+import type { PushMetricExporter, ResourceMetrics } from '@opentelemetry/sdk-metrics';
 import type { OtlpProtocol } from './config';
 import { warnOnce } from './diag';
 
@@ -109,7 +108,12 @@ class WorkerExportDelegate implements IOtlpExportDelegate<ResourceMetrics> {
       worker.ref();
       const exited = new Promise<void>(resolve => worker.once('exit', () => resolve()));
       worker.postMessage({ shutdown: true } satisfies ToWorker);
+      // the delegate's shutdown closes its connections and the thread ends; whatever it left open cannot hold the
+      // application's exit for more than a second
+      const timer = setTimeout(() => void worker.terminate(), 1000);
+      timer.unref();
       await exited;
+      clearTimeout(timer);
     })();
     return this.shutDown;
   }
