@@ -49,7 +49,8 @@ class WorkerExportDelegate implements IOtlpExportDelegate<ResourceMetrics> {
   /** Started at the first export: a process that never exports never pays for the thread. */
   private start(): Worker {
     if (this.worker) return this.worker;
-    // execArgv []: the worker does not run the application's --require/--import preloads (this SDK's among them)
+    // execArgv []: not the application's --require/--import preloads (NODE_OPTIONS' still run: register starts
+    // nothing outside the main thread)
     const worker = new Worker(path.join(__dirname, 'export-worker.js'), { workerData: this.config, execArgv: [] });
     worker.unref();
     worker.on('message', (m: FromWorker) => {
@@ -87,7 +88,12 @@ class WorkerExportDelegate implements IOtlpExportDelegate<ResourceMetrics> {
       return resultCallback({ code: FAILED, error: err as Error });
     }
     if (!bytes) return resultCallback({ code: FAILED, error: new Error('the metrics could not be serialised') });
-    const worker = this.start();
+    let worker: Worker;
+    try {
+      worker = this.start();
+    } catch (err) {
+      return resultCallback({ code: FAILED, error: err as Error });
+    }
     const id = this.nextId++;
     this.pending.set(id, resultCallback);
     worker.ref(); // an export in flight keeps the process open, as the main-thread exporter's socket does
