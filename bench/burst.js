@@ -1,9 +1,11 @@
 'use strict';
-// What bench/interleaved.js and bench/shared-cpu.js share: one wrk run on CPU 1 against a server of this machine,
-// asynchronous (the OTLP receiver in the driver keeps answering the servers' exports meanwhile), and a median.
+// What bench/interleaved.js and bench/shared-cpu.js share: their driver (this process on CPU 1 with an OTLP
+// receiver, one bench/server.js per mode on CPU 0, all stopped at the end), one wrk run on CPU 1, asynchronous (the
+// receiver keeps answering the servers' exports meanwhile), and the figures' median (min–max).
 
-const { spawn } = require('node:child_process');
+const { execFileSync, spawn } = require('node:child_process');
 const path = require('node:path');
+const { startServer, nextMessage, stopServer } = require('./server-process');
 
 /** wrk -t1 -c32 for `seconds` against 127.0.0.1:port, on CPU 1: { rps, p99 (µs) }. */
 function wrkBurst(port, seconds) {
@@ -26,4 +28,44 @@ const median = (a) => {
   return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
 };
 
-module.exports = { wrkBurst, median };
+/** `median (min–max)` of ratios, in percent. */
+function spread(ratios) {
+  const pct = (x) => `${(100 * x).toFixed(1)} %`;
+  return `${pct(median(ratios))} (${pct(Math.min(...ratios))}–${pct(Math.max(...ratios))})`;
+}
+
+/**
+ * Runs `measure(servers, names)` with one server per mode of `modes` ({ name: { sdk, env } }; in env, GRPC_ENDPOINT
+ * and HTTP_ENDPOINT stand for this process's receiver), each `{ child, port }`, exporting every 10 s; then stops
+ * them all and exits (1 on an error, said as `label: ...`).
+ */
+function runWithServers(label, modes, measure) {
+  const run = async () => {
+    execFileSync('taskset', ['-a', '-cp', '1', String(process.pid)], { stdio: 'ignore' });
+    const { OtlpReceiver } = require(path.join(__dirname, '..', 'dist', 'otlp', 'receiver.js'));
+    const receiver = new OtlpReceiver();
+    const endpoints = await receiver.start();
+    const names = Object.keys(modes);
+    const servers = {};
+    try {
+      for (const name of names) {
+        const env = JSON.parse(JSON.stringify(modes[name].env ?? {}).replaceAll('GRPC_ENDPOINT', endpoints.grpcEndpoint).replaceAll('HTTP_ENDPOINT', endpoints.httpEndpoint));
+        const child = startServer({ withSdk: modes[name].sdk, endpoint: endpoints.httpEndpoint, exportIntervalMs: 10_000, cpu: 0, env });
+        servers[name] = { child, port: (await nextMessage(child, 'listening', 30_000)).port };
+      }
+      await measure(servers, names);
+    } finally {
+      for (const s of Object.values(servers)) await stopServer(s.child);
+      await receiver.stop();
+    }
+  };
+  run().then(
+    () => process.exit(0),
+    (err) => {
+      console.error(`${label}: ${err.stack}`);
+      process.exit(1);
+    },
+  );
+}
+
+module.exports = { wrkBurst, median, spread, runWithServers };

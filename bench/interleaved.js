@@ -11,59 +11,33 @@
 // Long-lived servers measure a steady state (V8's young generation grown in both), not a fresh process's first
 // seconds; RSS is read once, at the end. Needs root and a build, like bench/run.js.
 
-const { execFileSync } = require('node:child_process');
 const fs = require('node:fs');
-const path = require('node:path');
-const { startServer, nextMessage, stopServer } = require('./server-process');
-const { wrkBurst, median } = require('./burst');
+const { runWithServers, spread, wrkBurst } = require('./burst');
 
-const ROOT = path.resolve(__dirname, '..');
 const MODES = JSON.parse(process.argv[2] || '{"off":{"sdk":false},"on":{"sdk":true},"control":{"sdk":false}}');
 const BURSTS = Number(process.argv[3] || 30);
 const BURST_S = Number(process.env.BURST_S || 2);
 
 const rssMB = (pid) => Number(/VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))[1]) / 1024;
 
-async function main() {
-  execFileSync('taskset', ['-a', '-cp', '1', String(process.pid)], { stdio: 'ignore' });
-  const { OtlpReceiver } = require(path.join(ROOT, 'dist', 'otlp', 'receiver.js'));
-  const receiver = new OtlpReceiver();
-  const endpoint = (await receiver.start()).httpEndpoint;
-  const names = Object.keys(MODES);
-  const servers = {};
-  try {
-    for (const name of names) {
-      const child = startServer({ withSdk: MODES[name].sdk, endpoint, exportIntervalMs: 10_000, cpu: 0, env: MODES[name].env ?? {} });
-      servers[name] = { child, port: (await nextMessage(child, 'listening', 30_000)).port, bursts: [] };
-      await wrkBurst(servers[name].port, 3); // JIT warm-up
-    }
-    console.log(`interleaved: ${names.join(', ')}; ${BURSTS} bursts of ${BURST_S} s each, ABBA order`);
-    for (let b = 0; b < BURSTS; b++) {
-      for (const name of b % 2 ? [...names].reverse() : names) servers[name].bursts.push(await wrkBurst(servers[name].port, BURST_S));
-      console.log(`  ${b}: ${names.map((n) => `${n} ${servers[n].bursts[b].rps.toFixed(0)} req/s p99 ${servers[n].bursts[b].p99} µs`).join(' | ')}`);
-    }
-    const ref = servers[names[0]].bursts;
-    console.log(`\nper pair of bursts against ${names[0]}, median (min–max):`);
-    for (const name of names.slice(1)) {
-      const own = servers[name].bursts;
-      const tr = own.map((x, i) => x.rps / ref[i].rps);
-      const pr = own.map((x, i) => x.p99 / ref[i].p99);
-      const pct = (x) => `${(100 * x).toFixed(1)} %`;
-      console.log(
-        `  ${name}: throughput ${pct(median(tr))} (${pct(Math.min(...tr))}–${pct(Math.max(...tr))}), ` +
-          `p99 ${pct(median(pr))} (${pct(Math.min(...pr))}–${pct(Math.max(...pr))}), RSS at the end ${(rssMB(servers[name].child.pid) - rssMB(servers[names[0]].child.pid)).toFixed(1)} MB beside ${names[0]}'s`,
-      );
-    }
-  } finally {
-    for (const s of Object.values(servers)) await stopServer(s.child);
-    await receiver.stop();
+runWithServers('interleaved', MODES, async (servers, names) => {
+  for (const name of names) {
+    servers[name].bursts = [];
+    await wrkBurst(servers[name].port, 3); // JIT warm-up
   }
-}
-
-main().then(
-  () => process.exit(0),
-  (err) => {
-    console.error(`interleaved: ${err.stack}`);
-    process.exit(1);
-  },
-);
+  console.log(`interleaved: ${names.join(', ')}; ${BURSTS} bursts of ${BURST_S} s each, ABBA order`);
+  for (let b = 0; b < BURSTS; b++) {
+    for (const name of b % 2 ? [...names].reverse() : names) servers[name].bursts.push(await wrkBurst(servers[name].port, BURST_S));
+    console.log(`  ${b}: ${names.map((n) => `${n} ${servers[n].bursts[b].rps.toFixed(0)} req/s p99 ${servers[n].bursts[b].p99} µs`).join(' | ')}`);
+  }
+  const ref = servers[names[0]];
+  console.log(`\nper pair of bursts against ${names[0]}, median (min–max):`);
+  for (const name of names.slice(1)) {
+    const own = servers[name].bursts;
+    const rss = (rssMB(servers[name].child.pid) - rssMB(ref.child.pid)).toFixed(1);
+    console.log(
+      `  ${name}: throughput ${spread(own.map((x, i) => x.rps / ref.bursts[i].rps))}, p99 ${spread(own.map((x, i) => x.p99 / ref.bursts[i].p99))}, ` +
+        `RSS at the end ${rss} MB beside ${names[0]}'s`,
+    );
+  }
+});

@@ -12,13 +12,9 @@
 //   process's OTLP receiver. Default: off, control (off again), on, and on without exporting (OTEL_METRICS_EXPORTER=none).
 //   ROUND_S seconds per round (default 5), after 3 s of warm-up load. Needs root and a build, like bench/run.js.
 
-const { execFileSync } = require('node:child_process');
 const fs = require('node:fs');
-const path = require('node:path');
-const { startServer, nextMessage, stopServer } = require('./server-process');
-const { wrkBurst, median } = require('./burst');
+const { runWithServers, spread, wrkBurst } = require('./burst');
 
-const ROOT = path.resolve(__dirname, '..');
 const MODES = JSON.parse(
   process.argv[2] || '{"off":{"sdk":false},"control":{"sdk":false},"on":{"sdk":true},"on-no-export":{"sdk":true,"env":{"OTEL_METRICS_EXPORTER":"none"}}}',
 );
@@ -31,49 +27,23 @@ function cpuMs(pid) {
   return (Number(f[11]) + Number(f[12])) * 10;
 }
 
-const pct = (x) => `${(100 * x).toFixed(1)} %`;
-
-async function main() {
-  execFileSync('taskset', ['-a', '-cp', '1', String(process.pid)], { stdio: 'ignore' });
-  const { OtlpReceiver } = require(path.join(ROOT, 'dist', 'otlp', 'receiver.js'));
-  const receiver = new OtlpReceiver();
-  const endpoints = await receiver.start();
-  const names = Object.keys(MODES);
-  const servers = {};
-  try {
-    for (const name of names) {
-      const env = JSON.parse(JSON.stringify(MODES[name].env ?? {}).replaceAll('GRPC_ENDPOINT', endpoints.grpcEndpoint).replaceAll('HTTP_ENDPOINT', endpoints.httpEndpoint));
-      const child = startServer({ withSdk: MODES[name].sdk, endpoint: endpoints.httpEndpoint, exportIntervalMs: 10_000, cpu: 0, env });
-      servers[name] = { child, port: (await nextMessage(child, 'listening', 30_000)).port, rps: [], cpuUs: [] };
-    }
-    await Promise.all(names.map((n) => wrkBurst(servers[n].port, 3)));
-    console.log(`shared CPU: ${names.join(', ')} on CPU 0 at once; ${ROUNDS} rounds of ${ROUND_S} s`);
-    for (let round = 0; round < ROUNDS; round++) {
-      const before = names.map((n) => cpuMs(servers[n].child.pid));
-      const rps = (await Promise.all(names.map((n) => wrkBurst(servers[n].port, ROUND_S)))).map((b) => b.rps);
-      names.forEach((n, i) => {
-        servers[n].rps.push(rps[i]);
-        servers[n].cpuUs.push(((cpuMs(servers[n].child.pid) - before[i]) * 1000) / (rps[i] * ROUND_S));
-      });
-      console.log(`  ${round}: ${names.map((n, i) => `${n} ${rps[i].toFixed(0)} req/s ${servers[n].cpuUs[round].toFixed(1)} µs/req`).join(' | ')}`);
-    }
-    const ref = servers[names[0]];
-    console.log(`\nper round against ${names[0]}, median (min–max):`);
-    for (const name of names.slice(1)) {
-      const t = servers[name].rps.map((x, i) => x / ref.rps[i]);
-      const c = servers[name].cpuUs.map((x, i) => x / ref.cpuUs[i]);
-      console.log(`  ${name}: throughput ${pct(median(t))} (${pct(Math.min(...t))}–${pct(Math.max(...t))}), CPU per request ${pct(median(c))} (${pct(Math.min(...c))}–${pct(Math.max(...c))})`);
-    }
-  } finally {
-    for (const s of Object.values(servers)) await stopServer(s.child);
-    await receiver.stop();
+runWithServers('shared-cpu', MODES, async (servers, names) => {
+  for (const name of names) Object.assign(servers[name], { rps: [], cpuUs: [] });
+  await Promise.all(names.map((n) => wrkBurst(servers[n].port, 3)));
+  console.log(`shared CPU: ${names.join(', ')} on CPU 0 at once; ${ROUNDS} rounds of ${ROUND_S} s`);
+  for (let round = 0; round < ROUNDS; round++) {
+    const before = names.map((n) => cpuMs(servers[n].child.pid));
+    const rps = (await Promise.all(names.map((n) => wrkBurst(servers[n].port, ROUND_S)))).map((b) => b.rps);
+    names.forEach((n, i) => {
+      servers[n].rps.push(rps[i]);
+      servers[n].cpuUs.push(((cpuMs(servers[n].child.pid) - before[i]) * 1000) / (rps[i] * ROUND_S));
+    });
+    console.log(`  ${round}: ${names.map((n, i) => `${n} ${rps[i].toFixed(0)} req/s ${servers[n].cpuUs[round].toFixed(1)} µs/req`).join(' | ')}`);
   }
-}
-
-main().then(
-  () => process.exit(0),
-  (err) => {
-    console.error(`shared-cpu: ${err.stack}`);
-    process.exit(1);
-  },
-);
+  const ref = servers[names[0]];
+  console.log(`\nper round against ${names[0]}, median (min–max):`);
+  for (const name of names.slice(1)) {
+    const own = servers[name];
+    console.log(`  ${name}: throughput ${spread(own.rps.map((x, i) => x / ref.rps[i]))}, CPU per request ${spread(own.cpuUs.map((x, i) => x / ref.cpuUs[i]))}`);
+  }
+});
