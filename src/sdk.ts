@@ -3,19 +3,17 @@
  * by the standard OTEL_* environment; and createMetricProducer() for an application that has its own pipeline.
  */
 import { DiagConsoleLogger, DiagLogLevel, diag } from '@opentelemetry/api';
-import { detectResources, envDetector, hostDetector, processDetector, resourceFromAttributes } from '@opentelemetry/resources';
-import {
-  AggregationTemporalityPreference,
-  OTLPMetricExporterOptions,
-} from '@opentelemetry/exporter-metrics-otlp-http';
-import { AggregationType, MeterProvider, PeriodicExportingMetricReader, PushMetricExporter } from '@opentelemetry/sdk-metrics';
+import type { OTLPMetricExporterOptions } from '@opentelemetry/exporter-metrics-otlp-http';
+import type { MeterProvider, PushMetricExporter } from '@opentelemetry/sdk-metrics';
+import { useKernelTelemetry } from './active';
 import { ResolvedConfig, resolveConfig, StartOptions } from './config';
 import { warnOnce } from './diag';
-import { createWorkerMetricExporter } from './export-thread';
-import { EbpfStatus, KernelTelemetry } from './kernel';
-import { KernelMetricProducer } from './producer';
-import { useKernelTelemetry } from './spans';
-import { startTracing, Tracing } from './tracing';
+import type { EbpfStatus } from './kernel';
+import type { KernelMetricProducer } from './producer';
+import type { Tracing } from './tracing';
+
+// The pipeline's modules are required when start() or createMetricProducer() needs them, not when this module
+// loads: with OTEL_SDK_DISABLED=true, `register` loads none of them, and without tracing, nothing of tracing.
 
 export interface EbpfHandle {
   /** What is attached, with which hook, and why anything is not. */
@@ -26,13 +24,14 @@ export interface EbpfHandle {
   shutdown(): Promise<void>;
 }
 
-const TEMPORALITY: Record<ResolvedConfig['temporality'], AggregationTemporalityPreference> = {
-  cumulative: AggregationTemporalityPreference.CUMULATIVE,
-  delta: AggregationTemporalityPreference.DELTA,
-  lowmemory: AggregationTemporalityPreference.LOWMEMORY,
-};
-
 function createExporter(config: ResolvedConfig): PushMetricExporter {
+  const { AggregationTemporalityPreference } = require('@opentelemetry/exporter-metrics-otlp-http') as typeof import('@opentelemetry/exporter-metrics-otlp-http');
+  const { AggregationType } = require('@opentelemetry/sdk-metrics') as typeof import('@opentelemetry/sdk-metrics');
+  const TEMPORALITY = {
+    cumulative: AggregationTemporalityPreference.CUMULATIVE,
+    delta: AggregationTemporalityPreference.DELTA,
+    lowmemory: AggregationTemporalityPreference.LOWMEMORY,
+  };
   const options: OTLPMetricExporterOptions = {
     temporalityPreference: TEMPORALITY[config.temporality],
     aggregationPreference: () =>
@@ -41,7 +40,10 @@ function createExporter(config: ResolvedConfig): PushMetricExporter {
         : { type: AggregationType.DEFAULT },
     ...(config.endpoint ? { url: config.endpoint } : {}),
   };
-  if (config.exportThread === 'worker') return createWorkerMetricExporter(config.protocol, options);
+  if (config.exportThread === 'worker') {
+    const { createWorkerMetricExporter } = require('./export-thread') as typeof import('./export-thread');
+    return createWorkerMetricExporter(config.protocol, options);
+  }
   // Loaded on demand: only the chosen transport's dependencies are required.
   switch (config.protocol) {
     case 'grpc': {
@@ -127,6 +129,11 @@ export function start(options: StartOptions = {}): EbpfHandle {
   for (const w of warnings) warnOnce(w);
   if (config.disabled) return INERT;
 
+  const { KernelTelemetry } = require('./kernel') as typeof import('./kernel');
+  const { KernelMetricProducer } = require('./producer') as typeof import('./producer');
+  const { detectResources, envDetector, hostDetector, processDetector, resourceFromAttributes } = require('@opentelemetry/resources') as typeof import('@opentelemetry/resources');
+  const { MeterProvider, PeriodicExportingMetricReader } = require('@opentelemetry/sdk-metrics') as typeof import('@opentelemetry/sdk-metrics');
+  const { startTracing } = require('./tracing') as typeof import('./tracing');
   const telemetry = new KernelTelemetry(config);
   telemetry.start(); // throws only in strict mode
   useKernelTelemetry(telemetry);
@@ -203,6 +210,8 @@ export interface ProducerHandle {
 export function createMetricProducer(options: StartOptions = {}): ProducerHandle {
   const { config, warnings } = resolveConfig(options);
   for (const w of warnings) warnOnce(w);
+  const { KernelTelemetry } = require('./kernel') as typeof import('./kernel');
+  const { KernelMetricProducer } = require('./producer') as typeof import('./producer');
   const telemetry = new KernelTelemetry(config);
   if (!config.disabled) telemetry.start();
   useKernelTelemetry(telemetry);

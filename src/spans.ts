@@ -64,24 +64,7 @@ import { replace } from './replace';
 import { SPAN_ATTRS } from './semconv';
 import { tcpCountersReader, TcpCounters } from './tcpinfo';
 import type { TlsCollector } from './tls';
-
-/** Where DNS and TLS records come from: the kernel telemetry that start() or createMetricProducer() runs. */
-interface RecordSources {
-  collectorsByName(): Map<string, unknown>;
-}
-let sources: RecordSources | undefined;
-/**
- * The kernel sees this process's connections: the SDK's connection measurement (`tcp.bytes`) is attached. Without
- * it (no privileges, the measurement off or refused, no start() at all) spans are exported unchanged, although
- * TCP_INFO itself needs no privilege: a span carries what the SDK's own metrics carry, or nothing.
- */
-let kernelSees = false;
-
-/** Called by start() and createMetricProducer(): their DNS and TLS collectors feed every KernelSpanProcessor. */
-export function useKernelTelemetry(telemetry: (RecordSources & { status(): { probes: { name: string; attached: boolean }[] } }) | undefined): void {
-  sources = telemetry;
-  kernelSees = telemetry?.status().probes.some(p => p.name === 'tcp.bytes' && p.attached) ?? false;
-}
+import { kernelSees, sources } from './active';
 
 const ZERO: TcpCounters = { state: 0, txBytes: 0, rxBytes: 0, retransmits: 0, srttUs: 0 };
 

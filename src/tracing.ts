@@ -6,7 +6,7 @@
 import type { Resource } from '@opentelemetry/resources';
 import type { SpanExporter } from '@opentelemetry/sdk-trace-base';
 import type { ResolvedConfig } from './config';
-import { KernelSpanProcessor } from './spans';
+import type { KernelSpanProcessor } from './spans';
 
 export interface Tracing {
   processor: KernelSpanProcessor;
@@ -58,6 +58,7 @@ export function startTracing(config: ResolvedConfig, resource: Resource): Tracin
   const { registerInstrumentations } = require('@opentelemetry/instrumentation') as typeof import('@opentelemetry/instrumentation');
   const { HttpInstrumentation } = require('@opentelemetry/instrumentation-http') as typeof import('@opentelemetry/instrumentation-http');
   const { GrpcInstrumentation } = require('@opentelemetry/instrumentation-grpc') as typeof import('@opentelemetry/instrumentation-grpc');
+  const { KernelSpanProcessor } = require('./spans') as typeof import('./spans');
   const processor = new KernelSpanProcessor({ disabled: !config.spans });
   const provider = new NodeTracerProvider({
     resource,

@@ -147,13 +147,20 @@ describe('privileges and failure', function () {
     assert.deepStrictEqual(status.exporter, { protocol: 'none' });
     assert.strictEqual(receiver.points().filter(p => p.resource['process.pid'] === r.child.pid).length, 0);
     assert.strictEqual(sdkLines(r.stderr).length, 0, r.stderr);
+    // no exporter, and no tracing: neither their packages nor the span processor's instrumentation are loaded
+    const { packages } = r.lines.find(l => l.done);
+    assert.ok(packages.includes('@opentelemetry/sdk-metrics'), packages.join(' '));
+    assert.deepStrictEqual(packages.filter(p => /exporter|transformer|instrumentation|sdk-trace/.test(p)), []);
   });
 
   it('OTEL_SDK_DISABLED=true: nothing is loaded and nothing exported', async () => {
     const r = await runWorkload(work(), { address, env: { OTEL_SDK_DISABLED: 'true' } });
     assert.strictEqual(r.code, 0, r.stderr);
-    assert.strictEqual(r.lines.find(l => l.done).status.active, false);
+    const { status, packages } = r.lines.find(l => l.done);
+    assert.strictEqual(status.active, false);
     assert.strictEqual(receiver.points().filter(p => p.resource['process.pid'] === r.child.pid).length, 0);
+    // only the API, for the diag logger that says what is wrong with the configuration
+    assert.deepStrictEqual(packages, ['@opentelemetry/api']);
   });
 });
 

@@ -29,6 +29,12 @@ let server;
 const pendingSockets = [];
 let socketWaiter;
 
+/** The npm packages this process has loaded (the SDK's dependencies: the workload itself uses only Node's own). */
+function loadedPackages() {
+  const names = Object.keys(require.cache).map(file => file.match(/node_modules\/((?:@[^/]+\/)?[^/]+)\//)?.[1]);
+  return [...new Set(names.filter(Boolean))].sort();
+}
+
 function nextLine() {
   return lines.length ? Promise.resolve(lines.shift()) : new Promise(r => (lineWaiter = r));
 }
@@ -129,7 +135,7 @@ const handlers = {
   stdinLines.close();
   process.stdin.destroy();
   const handle = globalThis[Symbol.for('otel-node-ebpf')];
-  out({ done: true, status: handle ? handle.status() : null });
+  out({ done: true, status: handle ? handle.status() : null, packages: loadedPackages() });
 })().catch(err => {
   out({ error: err.message });
   process.exitCode = 1;
