@@ -74,6 +74,26 @@ describe('privileges and failure', function () {
     assert.strictEqual(total(points, 'process.network.io', { 'server.port': peer.port, 'network.io.direction': 'receive' }), RECEIVED);
   });
 
+  it('under a sampling profiler (node --cpu-prof: SIGPROF every 50 µs) every probe loads, attaches and counts exactly', async () => {
+    // A pending signal makes the verifier give up (EAGAIN); the addon defers them while the kernel verifies.
+    const dir = fs.mkdtempSync(path.join(require('os').tmpdir(), 'cpu-prof-'));
+    try {
+      const nodeArgs = ['--cpu-prof', '--cpu-prof-interval=50', `--cpu-prof-dir=${dir}`];
+      const r = await runWorkload(work(), { address, nodeArgs, env: lenient });
+      assert.strictEqual(r.code, 0, r.stderr);
+      assert.strictEqual(fs.readdirSync(dir).filter(f => f.endsWith('.cpuprofile')).length, 1, 'the profiler ran');
+      const probes = r.lines.find(l => l.done).status.probes.filter(p => !p.reason?.startsWith('disabled'));
+      assert.ok(probes.length > 0, JSON.stringify(probes));
+      assert.deepStrictEqual(probes.filter(p => !p.attached).map(p => `${p.name}: ${p.reason}`), []);
+      assert.strictEqual(sdkLines(r.stderr).length, 0, r.stderr);
+      const points = receiver.points().filter(p => p.resource['process.pid'] === r.child.pid);
+      assert.strictEqual(total(points, 'process.network.io', { 'server.port': peer.port, 'network.io.direction': 'transmit' }), SENT);
+      assert.strictEqual(total(points, 'process.network.io', { 'server.port': peer.port, 'network.io.direction': 'receive' }), RECEIVED);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('OTEL_NODE_EBPF_ATTACH_MODE=tracepoint attaches every measurement with tracepoints', async () => {
     const r = await runWorkload(work(), { address, env: { OTEL_NODE_EBPF_ATTACH_MODE: 'tracepoint' } });
     assert.strictEqual(r.code, 0, r.stderr);
