@@ -109,6 +109,7 @@ Addon::Addon(Napi::Env env, Napi::Object exports) : env_(env) {
                            InstanceMethod<&Addon::TrimMemory>("trimMemory"),
                            InstanceMethod<&Addon::TcpInfoReader>("tcpInfoReader"),
                            InstanceMethod<&Addon::TcpSockets>("tcpSockets"),
+                           InstanceMethod<&Addon::HttpPost>("httpPost"),
                        });
 }
 

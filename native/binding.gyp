@@ -4,7 +4,7 @@
   "targets": [
     {
       "target_name": "otel_node_ebpf",
-      "sources": ["addon.cc", "errors.cc", "map.cc", "object.cc", "ringbuf.cc", "tcp.cc", "tcp_info.c"],
+      "sources": ["addon.cc", "errors.cc", "http.cc", "map.cc", "object.cc", "ringbuf.cc", "tcp.cc", "tcp_info.c"],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS"],
       "cflags!": ["-fno-exceptions"],

@@ -86,6 +86,12 @@ constexpr ErrnoEntry kErrnoNames[] = {
     {EADDRINUSE, "EADDRINUSE"},
     {ETIMEDOUT, "ETIMEDOUT"},
     {ECONNREFUSED, "ECONNREFUSED"},
+    {ECONNRESET, "ECONNRESET"},
+    {EPIPE, "EPIPE"},
+    {EHOSTUNREACH, "EHOSTUNREACH"},
+    {ENETUNREACH, "ENETUNREACH"},
+    {EADDRNOTAVAIL, "EADDRNOTAVAIL"},
+    {EMSGSIZE, "EMSGSIZE"},
     {EALREADY, "EALREADY"},
     {ECANCELED, "ECANCELED"},
     {524, "ENOTSUPP"},  // kernel-internal, leaks out of bpf(2) for unsupported attach types

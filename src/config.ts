@@ -28,8 +28,8 @@ export const TRACES_EXPORTERS: readonly TracesExporter[] = ['none', 'otlp'];
  * (for kernel-enriched spans, status(), or a pipeline of the application's own through createMetricProducer()). */
 export type MetricsExporter = 'none' | 'otlp';
 export const METRICS_EXPORTERS: readonly MetricsExporter[] = ['none', 'otlp'];
-export type ExportThread = 'main' | 'worker';
-export const EXPORT_THREADS: readonly ExportThread[] = ['main', 'worker'];
+export type ExportThread = 'main' | 'worker' | 'native';
+export const EXPORT_THREADS: readonly ExportThread[] = ['main', 'worker', 'native'];
 
 /**
  * BPF run-time statistics (machine-wide while on): `sampled` turns them on in short windows and reports kernel time as
@@ -103,9 +103,11 @@ export interface StartOptions {
   /** `none`: start() exports no metrics (the probes still run). Env: `OTEL_METRICS_EXPORTER`. Default `otlp`. */
   metricsExporter?: MetricsExporter;
   /**
-   * Where the metrics exporter sends: `main` (the application's thread) or `worker` (a worker thread of the SDK's
-   * own: the exporter's requests then never pass through the Node functions the application's requests run; costs
-   * about 13 MB of memory). Env: `OTEL_NODE_EBPF_EXPORT_THREAD`. Default `main`.
+   * Where the metrics exporter sends: `native` (a thread of the addon; plain `http://` endpoints with http/protobuf
+   * or http/json, `main` for the others), `main` (the application's thread, through Node's `http`) or `worker` (a
+   * worker thread of the SDK's own; costs about 13 MB of memory). With `native` and `worker` the exporter's requests
+   * never pass through the Node functions that the application's requests run. Env: `OTEL_NODE_EBPF_EXPORT_THREAD`.
+   * Default `native`.
    */
   exportThread?: ExportThread;
   /**
@@ -312,8 +314,8 @@ export function resolveConfig(options: StartOptions = {}, env: Env = process.env
       checkedOption('metricsExporter', options.metricsExporter, v => METRICS_EXPORTERS.includes(v), 'otlp') ??
       r.oneOf(['OTEL_METRICS_EXPORTER'], METRICS_EXPORTERS, 'otlp'),
     exportThread:
-      checkedOption('exportThread', options.exportThread, v => EXPORT_THREADS.includes(v), 'main') ??
-      r.oneOf(['OTEL_NODE_EBPF_EXPORT_THREAD'], EXPORT_THREADS, 'main'),
+      checkedOption('exportThread', options.exportThread, v => EXPORT_THREADS.includes(v), 'native') ??
+      r.oneOf(['OTEL_NODE_EBPF_EXPORT_THREAD'], EXPORT_THREADS, 'native'),
     spans: options.spans ?? r.bool('OTEL_NODE_EBPF_SPANS', true),
     tracesProtocol:
       checkedOption('tracesProtocol', options.tracesProtocol, v => OTLP_PROTOCOLS.includes(v), DEFAULTS.protocol) ??

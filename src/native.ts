@@ -168,6 +168,13 @@ export interface NativeAddon {
   tcpInfoReader(out: Float64Array): (fd: number) => number;
   /** Every TCP socket among the process's fds (listening ones included), with its addresses and TCP_INFO. */
   tcpSockets(): NativeTcpSocket[];
+  /**
+   * One HTTP/1.1 POST over plain TCP from a thread of the addon (native/http.cc): `head` is the request line and
+   * headers without Content-Length and the empty line; `gzip` compresses the body there. Resolves with the status
+   * code and Retry-After; rejects with a BpfError (step `http connect`, `http send`, ...; code ETIMEDOUT after
+   * `timeoutMs`). Holds the event loop open until it settles.
+   */
+  httpPost(request: { host: string; port: string; head: string; body: Uint8Array; gzip: boolean; timeoutMs: number }): Promise<{ status: number; retryAfter?: string }>;
 }
 
 export interface NativeTcpSocket {

@@ -6,8 +6,9 @@ import { DiagConsoleLogger, DiagLogLevel, diag } from '@opentelemetry/api';
 import type { OTLPMetricExporterOptions } from '@opentelemetry/exporter-metrics-otlp-http';
 import type { MeterProvider, PushMetricExporter } from '@opentelemetry/sdk-metrics';
 import { useKernelTelemetry } from './active';
-import { ResolvedConfig, resolveConfig, StartOptions } from './config';
+import { ExportThread, ResolvedConfig, resolveConfig, StartOptions } from './config';
 import { warnOnce } from './diag';
+import { BpfError, loadAddon } from './native';
 import type { EbpfStatus } from './kernel';
 import type { KernelMetricProducer } from './producer';
 import type { Tracing } from './tracing';
@@ -17,14 +18,15 @@ import type { Tracing } from './tracing';
 
 export interface EbpfHandle {
   /** What is attached, with which hook, and why anything is not. */
-  status(): EbpfStatus & { exporter?: { protocol: string; endpoint?: string; thread?: 'main' | 'worker' } };
+  status(): EbpfStatus & { exporter?: { protocol: string; endpoint?: string; thread?: ExportThread } };
   /** Exports what the kernel has counted so far. Never rejects. */
   forceFlush(): Promise<void>;
   /** Exports the last values, then detaches the probes. Idempotent; never rejects. */
   shutdown(): Promise<void>;
 }
 
-function createExporter(config: ResolvedConfig): PushMetricExporter {
+/** The exporter, and the thread it sends from: `native` falls back to `main` where the addon cannot send. */
+function createExporter(config: ResolvedConfig): { exporter: PushMetricExporter; thread: ExportThread } {
   const { AggregationTemporalityPreference } = require('@opentelemetry/exporter-metrics-otlp-http') as typeof import('@opentelemetry/exporter-metrics-otlp-http');
   const { AggregationType } = require('@opentelemetry/sdk-metrics') as typeof import('@opentelemetry/sdk-metrics');
   const TEMPORALITY = {
@@ -40,12 +42,22 @@ function createExporter(config: ResolvedConfig): PushMetricExporter {
         : { type: AggregationType.DEFAULT },
     ...(config.endpoint ? { url: config.endpoint } : {}),
   };
+  if (config.exportThread === 'native') {
+    const addon = loadAddon();
+    const { createNativeMetricExporter } = require('./export-native') as typeof import('./export-native');
+    const exporter = addon instanceof BpfError ? undefined : createNativeMetricExporter(addon, config.protocol, options);
+    if (exporter) return { exporter, thread: 'native' };
+  }
   if (config.exportThread === 'worker') {
     const { createWorkerMetricExporter } = require('./export-thread') as typeof import('./export-thread');
-    return createWorkerMetricExporter(config.protocol, options);
+    return { exporter: createWorkerMetricExporter(config.protocol, options), thread: 'worker' };
   }
+  return { exporter: createMainThreadExporter(config.protocol, options), thread: 'main' };
+}
+
+function createMainThreadExporter(protocol: ResolvedConfig['protocol'], options: OTLPMetricExporterOptions): PushMetricExporter {
   // Loaded on demand: only the chosen transport's dependencies are required.
-  switch (config.protocol) {
+  switch (protocol) {
     case 'grpc': {
       const { OTLPMetricExporter } = require('@opentelemetry/exporter-metrics-otlp-grpc') as typeof import('@opentelemetry/exporter-metrics-otlp-grpc');
       return new OTLPMetricExporter(options);
@@ -140,21 +152,24 @@ export function start(options: StartOptions = {}): EbpfHandle {
   const producer = new KernelMetricProducer(() => telemetry.collect(), config);
   let provider: MeterProvider;
   let tracing: Tracing | undefined;
+  let exportThread: ExportThread | undefined;
   try {
     const resource = detectResources({ detectors: [envDetector, processDetector, hostDetector] }).merge(
       config.serviceName ? resourceFromAttributes({ 'service.name': config.serviceName }) : null,
     );
-    const readers =
-      config.metricsExporter === 'none'
-        ? []
-        : [
-            new PeriodicExportingMetricReader({
-              exporter: createExporter(config),
-              exportIntervalMillis: config.exportIntervalMillis,
-              exportTimeoutMillis: config.exportTimeoutMillis,
-              metricProducers: [producer],
-            }),
-          ];
+    const readers = [];
+    if (config.metricsExporter !== 'none') {
+      const { exporter, thread } = createExporter(config);
+      exportThread = thread;
+      readers.push(
+        new PeriodicExportingMetricReader({
+          exporter,
+          exportIntervalMillis: config.exportIntervalMillis,
+          exportTimeoutMillis: config.exportTimeoutMillis,
+          metricProducers: [producer],
+        }),
+      );
+    }
     provider = new MeterProvider({ resource, readers });
     try {
       tracing = startTracing(config, resource);
@@ -189,7 +204,7 @@ export function start(options: StartOptions = {}): EbpfHandle {
     Promise.all([provider.forceFlush().catch(swallow('export')), tracing?.forceFlush().catch(swallow('span export'))]).then(() => {});
   const removeExitHooks = flushOnExit(forceFlush, shutdown, config.flushOnSignals);
   return {
-    status: () => ({ ...telemetry.status(), exporter: config.metricsExporter === 'none' ? { protocol: 'none' } : { protocol: config.protocol, endpoint: endpointOf(config), thread: config.exportThread } }),
+    status: () => ({ ...telemetry.status(), exporter: config.metricsExporter === 'none' ? { protocol: 'none' } : { protocol: config.protocol, endpoint: endpointOf(config), thread: exportThread } }),
     forceFlush,
     shutdown,
   };

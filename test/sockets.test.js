@@ -80,14 +80,14 @@ describe('socket probes', function () {
   });
 
   for (const protocol of ['grpc', 'http/protobuf', 'http/json']) {
-    it(`exports exact values over OTLP ${protocol}`, async () => {
-      const { points, peerPort, result } = await exactBytes('127.0.0.1', { protocol });
+    it(`exports exact values over OTLP ${protocol} from the application's thread (OTEL_NODE_EBPF_EXPORT_THREAD=main)`, async () => {
+      const { points, peerPort, result } = await exactBytes('127.0.0.1', { protocol, env: { OTEL_NODE_EBPF_EXPORT_THREAD: 'main' } });
       assert.ok(points.every(p => p.protocol === protocol));
       const client = { 'server.port': peerPort, 'tcp.connection.side': 'client' };
       assert.strictEqual(total(points, 'process.network.io', { ...client, 'network.io.direction': 'transmit' }), SENT);
       assert.strictEqual(total(points, 'process.network.io', { ...client, 'network.io.direction': 'receive' }), RECEIVED);
       const status = result.lines.find(l => l.done).status;
-      assert.strictEqual(status.exporter.protocol, protocol);
+      assert.deepStrictEqual([status.exporter.protocol, status.exporter.thread], [protocol, 'main']);
     });
   }
 
@@ -102,6 +102,33 @@ describe('socket probes', function () {
       assert.deepStrictEqual([status.exporter.protocol, status.exporter.thread], [protocol, 'worker']);
     });
   }
+
+  for (const protocol of ['http/protobuf', 'http/json', 'grpc']) {
+    // gRPC (and https) stay with OpenTelemetry's exporter on the application's thread
+    const thread = protocol === 'grpc' ? 'main' : 'native';
+    it(`exports exact values over OTLP ${protocol} by default (OTEL_NODE_EBPF_EXPORT_THREAD=native: sent from the ${thread} thread), gzip, headers and the last export at exit included`, async () => {
+      const env = { OTEL_EXPORTER_OTLP_COMPRESSION: 'gzip', OTEL_EXPORTER_OTLP_HEADERS: 'x-tenant=t1,authorization=Api-Token%20abc' };
+      const { points, peerPort, result } = await exactBytes('127.0.0.1', { protocol, env });
+      assert.ok(points.length > 0 && points.every(p => p.protocol === protocol));
+      const client = { 'server.port': peerPort, 'tcp.connection.side': 'client' };
+      assert.strictEqual(total(points, 'process.network.io', { ...client, 'network.io.direction': 'transmit' }), SENT);
+      assert.strictEqual(total(points, 'process.network.io', { ...client, 'network.io.direction': 'receive' }), RECEIVED);
+      const status = result.lines.find(l => l.done).status;
+      assert.deepStrictEqual([status.exporter.protocol, status.exporter.thread], [protocol, thread]);
+      for (const { headers } of points) {
+        assert.strictEqual(headers['x-tenant'], 't1');
+        assert.strictEqual(headers.authorization, 'Api-Token abc');
+        if (protocol !== 'grpc') assert.strictEqual(headers['content-encoding'], 'gzip');
+      }
+    });
+  }
+
+  it('an https:// endpoint: OTEL_NODE_EBPF_EXPORT_THREAD=native sends from the application\'s thread (TLS is OpenTelemetry\'s)', async () => {
+    const r = await runWorkload([], { address, env: { OTEL_EXPORTER_OTLP_METRICS_ENDPOINT: 'https://127.0.0.1:9/v1/metrics', OTEL_EXPORTER_OTLP_TIMEOUT: '500', OTEL_METRIC_EXPORT_TIMEOUT: '500' } });
+    assert.strictEqual(r.code, 0, r.stderr);
+    const { exporter } = r.lines.find(l => l.done).status;
+    assert.deepStrictEqual(exporter, { protocol: 'http/protobuf', endpoint: 'https://127.0.0.1:9/v1/metrics', thread: 'main' });
+  });
 
   it('delta points add up to the cumulative values, histograms included', async () => {
     const host = '127.0.0.1';

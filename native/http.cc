@@ -1,0 +1,265 @@
+// httpPost(): one OTLP/HTTP request over plain TCP, sent from a thread of its own. The metrics exporter hands it the
+// bytes that OpenTelemetry's serializer made (src/export-native.ts), so the request never passes through Node's own
+// HTTP, stream and socket functions in JavaScript: the application's optimised code of those functions stays as it
+// was (docs/benchmark.md, "Shared CPU"), and no second V8 isolate is needed (a worker thread costs 12-15 MB).
+//
+// Deliberately small: HTTP/1.1, one request per connection (Connection: close; an export every few seconds does not
+// need keep-alive), `http://` only (TLS and gRPC stay with OpenTelemetry's exporters on the JavaScript side), gzip
+// with the zlib the addon links anyway. It reports the status code and Retry-After; retries, timeouts of the whole
+// export, headers and compression come from OpenTelemetry's configuration in JavaScript.
+#include <netdb.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include <cerrno>
+#include <chrono>
+#include <csignal>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <system_error>
+#include <thread>
+#include <vector>
+
+#include "addon.h"
+
+namespace otel_ebpf {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+struct Post {
+  // request
+  std::string host;
+  std::string port;
+  std::string head;  // request line and headers, up to the empty line
+  std::vector<uint8_t> body;
+  bool gzip = false;
+  Clock::time_point deadline;
+  // result: a status code, or an errno and the step that failed
+  int status = 0;
+  std::string retry_after;
+  int err = 0;
+  std::string step;
+  std::string detail;  // instead of the errno's text
+};
+
+class Fd {
+ public:
+  explicit Fd(int fd) : fd_(fd) {}
+  ~Fd() {
+    if (fd_ >= 0) close(fd_);
+  }
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  int get() const { return fd_; }
+
+ private:
+  int fd_;
+};
+
+bool Fail(Post& post, const char* step, int err) {
+  post.step = step;
+  post.err = err;
+  return false;
+}
+
+// Waits until fd is ready for `events` or the deadline passes (ETIMEDOUT).
+bool Wait(Post& post, int fd, short events, const char* step) {
+  for (;;) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(post.deadline - Clock::now()).count();
+    if (left <= 0) return Fail(post, step, ETIMEDOUT);
+    pollfd p = {fd, events, 0};
+    int n = poll(&p, 1, static_cast<int>(left));
+    if (n > 0) return true;
+    if (n < 0 && errno != EINTR) return Fail(post, step, errno);
+  }
+}
+
+bool Gzip(Post& post) {
+  z_stream z = {};
+  // windowBits 15 + 16: a gzip header and trailer instead of zlib's
+  if (deflateInit2(&z, Z_DEFAULT_COMPRESSION, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK) {
+    return Fail(post, "gzip", ENOMEM);
+  }
+  std::vector<uint8_t> out(deflateBound(&z, post.body.size()));
+  z.next_in = post.body.data();
+  z.avail_in = static_cast<uInt>(post.body.size());
+  z.next_out = out.data();
+  z.avail_out = static_cast<uInt>(out.size());
+  int rc = deflate(&z, Z_FINISH);
+  out.resize(z.total_out);
+  deflateEnd(&z);
+  if (rc != Z_STREAM_END) return Fail(post, "gzip", EIO);
+  post.body.swap(out);
+  return true;
+}
+
+int Connect(Post& post) {
+  addrinfo hints = {};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* found = nullptr;
+  int rc = getaddrinfo(post.host.c_str(), post.port.c_str(), &hints, &found);
+  if (rc != 0) {
+    Fail(post, "resolve", rc == EAI_SYSTEM ? errno : EHOSTUNREACH);
+    if (rc != EAI_SYSTEM) post.detail = gai_strerror(rc);
+    return -1;
+  }
+  std::unique_ptr<addrinfo, decltype(&freeaddrinfo)> addresses(found, freeaddrinfo);
+  int err = EHOSTUNREACH;
+  for (addrinfo* a = found; a != nullptr; a = a->ai_next) {
+    int fd = socket(a->ai_family, a->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, a->ai_protocol);
+    if (fd < 0) {
+      err = errno;
+      continue;
+    }
+    if (connect(fd, a->ai_addr, a->ai_addrlen) == 0) return fd;
+    err = errno;
+    if (err == EINPROGRESS && Wait(post, fd, POLLOUT, "connect")) {
+      socklen_t len = sizeof(err);
+      if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err == 0) return fd;
+    } else if (err == EINPROGRESS) {
+      err = post.err;
+    }
+    close(fd);
+  }
+  Fail(post, "connect", err);
+  return -1;
+}
+
+bool SendAll(Post& post, int fd, const uint8_t* data, size_t size) {
+  while (size > 0) {
+    ssize_t n = send(fd, data, size, MSG_NOSIGNAL);
+    if (n > 0) {
+      data += n;
+      size -= static_cast<size_t>(n);
+    } else if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+      if (!Wait(post, fd, POLLOUT, "send")) return false;
+    } else {
+      return Fail(post, "send", n < 0 ? errno : EPIPE);
+    }
+  }
+  return true;
+}
+
+// The value of header `name` (lower case) in a response head, or "".
+std::string Header(const std::string& head, const std::string& name) {
+  size_t line = head.find("\r\n");
+  while (line != std::string::npos && line + 2 < head.size()) {
+    size_t start = line + 2;
+    size_t end = head.find("\r\n", start);
+    std::string field = head.substr(start, end == std::string::npos ? std::string::npos : end - start);
+    size_t colon = field.find(':');
+    if (colon == name.size() && strncasecmp(field.c_str(), name.c_str(), colon) == 0) {
+      size_t value = field.find_first_not_of(" \t", colon + 1);
+      return value == std::string::npos ? "" : field.substr(value);
+    }
+    line = end;
+  }
+  return "";
+}
+
+// Reads the response up to the end of its head (the body is not needed: partial-success details are not read back),
+// then parses the status line.
+bool ReadStatus(Post& post, int fd) {
+  std::string response;
+  char buf[4096];
+  while (response.find("\r\n\r\n") == std::string::npos) {
+    if (response.size() > 64 * 1024) return Fail(post, "response", EMSGSIZE);
+    ssize_t n = recv(fd, buf, sizeof(buf), 0);
+    if (n > 0) {
+      response.append(buf, static_cast<size_t>(n));
+    } else if (n == 0) {
+      break;
+    } else if (errno == EAGAIN || errno == EINTR) {
+      if (!Wait(post, fd, POLLIN, "response")) return false;
+    } else {
+      return Fail(post, "response", errno);
+    }
+  }
+  // "HTTP/1.1 200 OK"
+  if (response.compare(0, 5, "HTTP/") != 0) return Fail(post, "response", EPROTO);
+  size_t space = response.find(' ');
+  if (space == std::string::npos) return Fail(post, "response", EPROTO);
+  post.status = atoi(response.c_str() + space + 1);
+  if (post.status < 100 || post.status > 599) return Fail(post, "response", EPROTO);
+  if (post.status < 200) return Fail(post, "response", EPROTO);  // 1xx: not sent to a request without Expect
+  post.retry_after = Header(response.substr(0, response.find("\r\n\r\n")), "retry-after");
+  return true;
+}
+
+void Run(Post& post) {
+  if (post.gzip && !Gzip(post)) return;
+  Fd fd(Connect(post));
+  if (fd.get() < 0) return;
+  std::string head = post.head + "Content-Length: " + std::to_string(post.body.size()) + "\r\n\r\n";
+  if (!SendAll(post, fd.get(), reinterpret_cast<const uint8_t*>(head.data()), head.size())) return;
+  if (!SendAll(post, fd.get(), post.body.data(), post.body.size())) return;
+  ReadStatus(post, fd.get());
+}
+
+std::string StringProperty(Napi::Object options, const char* name) {
+  Napi::Value v = options.Get(name);
+  if (!v.IsString()) ThrowBpfError(options.Env(), "http", EINVAL, "httpPost", std::string(name) + " must be a string");
+  return v.As<Napi::String>();
+}
+
+}  // namespace
+
+Napi::Value Addon::HttpPost(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsObject()) ThrowBpfError(env, "http", EINVAL, "httpPost", "options must be an object");
+  Napi::Object options = info[0].As<Napi::Object>();
+  auto post = std::make_shared<Post>();
+  post->host = StringProperty(options, "host");
+  post->port = StringProperty(options, "port");
+  post->head = StringProperty(options, "head");
+  Napi::Value body = options.Get("body");
+  if (!body.IsTypedArray()) ThrowBpfError(env, "http", EINVAL, "httpPost", "body must be a Uint8Array");
+  Napi::Uint8Array bytes = body.As<Napi::Uint8Array>();
+  post->body.assign(bytes.Data(), bytes.Data() + bytes.ByteLength());
+  post->gzip = options.Get("gzip").ToBoolean();
+  double timeout = options.Get("timeoutMs").ToNumber().DoubleValue();
+  post->deadline = Clock::now() + std::chrono::milliseconds(timeout > 0 ? static_cast<int64_t>(timeout) : 10000);
+
+  auto deferred = std::make_shared<Napi::Promise::Deferred>(env);
+  // The function keeps the event loop alive until the thread has answered: an export in flight at exit still leaves.
+  auto done = Napi::ThreadSafeFunction::New(env, Napi::Function::New(env, [](const Napi::CallbackInfo&) {}),
+                                            "otel-node-ebpf:httpPost", 0, 1);
+  // The thread inherits this one's signal mask: with every signal blocked, signals meant for the process go to the
+  // application's threads, as with libuv's thread pool.
+  sigset_t all, saved;
+  sigfillset(&all);
+  pthread_sigmask(SIG_BLOCK, &all, &saved);
+  try {
+    std::thread([post, deferred, done]() mutable {
+      Run(*post);
+      done.BlockingCall([post, deferred](Napi::Env env, Napi::Function) {
+        if (post->err != 0) {
+          std::string step = "http " + post->step;
+          deferred->Reject(MakeBpfError(env, step.c_str(), post->err, post->host + ":" + post->port, post->detail));
+          return;
+        }
+        Napi::Object result = Napi::Object::New(env);
+        result.Set("status", post->status);
+        if (!post->retry_after.empty()) result.Set("retryAfter", post->retry_after);
+        deferred->Resolve(result);
+      });
+      done.Release();
+    }).detach();
+  } catch (const std::system_error& e) {
+    pthread_sigmask(SIG_SETMASK, &saved, nullptr);
+    done.Release();
+    deferred->Reject(MakeBpfError(env, "http thread", e.code().value(), post->host + ":" + post->port));
+    return deferred->Promise();
+  }
+  pthread_sigmask(SIG_SETMASK, &saved, nullptr);
+  return deferred->Promise();
+}
+
+}  // namespace otel_ebpf

@@ -1,0 +1,133 @@
+/**
+ * The metrics exporter's network side in the addon (OTEL_NODE_EBPF_EXPORT_THREAD=native): OpenTelemetry's export
+ * delegate and serializer on the application's thread, and a transport whose request leaves from a native thread
+ * (native/http.cc) instead of Node's `http` module.
+ *
+ * Why: an exporter that sends through `http` passes its own request, socket and response objects through the Node
+ * functions that the application's requests run (streams, sockets, OutgoingMessage). V8 then throws their optimised
+ * code away and compiles slower code for more shapes: a small HTTP server ran at 84-91 % of its throughput with
+ * the SDK exporting every 10 s (docs/benchmark.md, "Shared CPU"). A worker thread avoids that for 12-15 MB; the
+ * addon's thread costs no V8 isolate.
+ *
+ * Plain `http://` endpoints with http/protobuf or http/json only: TLS and gRPC stay with OpenTelemetry's exporters.
+ * Endpoint, headers, compression and timeout come from the same OTEL_EXPORTER_OTLP_* variables, read by
+ * OpenTelemetry's own configuration code; retries follow its exporters (below).
+ */
+import type { ExportResponse, IExporterTransport } from '@opentelemetry/otlp-exporter-base';
+import type { OTLPMetricExporterOptions } from '@opentelemetry/exporter-metrics-otlp-http';
+import type { PushMetricExporter } from '@opentelemetry/sdk-metrics';
+import type { OtlpProtocol } from './config';
+import { warnOnce } from './diag';
+import { BpfError, NativeAddon } from './native';
+import { VERSION } from './version';
+
+// What OpenTelemetry's HTTP exporters retry (is-export-retryable.ts, retrying-transport.ts)
+const RETRYABLE_STATUS = new Set([429, 502, 503, 504]);
+const RETRYABLE_ERRNO = new Set(['ECONNRESET', 'ECONNREFUSED', 'EPIPE', 'ETIMEDOUT']);
+const MAX_ATTEMPTS = 5;
+const INITIAL_BACKOFF_MS = 1000;
+const MAX_BACKOFF_MS = 5000;
+const BACKOFF_MULTIPLIER = 1.5;
+const JITTER = 0.2;
+
+/** Retry-After: seconds, or an HTTP date (RFC 9110 10.2.3); undefined when absent or unreadable. */
+export function retryAfterMillis(value: string | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  const seconds = Number(value);
+  if (value.trim() !== '' && Number.isFinite(seconds)) return Math.max(0, seconds * 1000);
+  const date = Date.parse(value);
+  return Number.isNaN(date) ? undefined : Math.max(0, date - Date.now());
+}
+
+interface Endpoint {
+  host: string;
+  port: string;
+  /** Request line and the headers that do not change: Host, User-Agent, Content-Type, Content-Encoding. */
+  fixedHead: string;
+}
+
+const headerSafe = (s: string) => !/[\r\n\0]/.test(s);
+
+class NativeHttpTransport implements IExporterTransport {
+  constructor(
+    private readonly addon: NativeAddon,
+    private readonly endpoint: Endpoint,
+    private readonly headers: () => Promise<Record<string, string>>,
+    private readonly gzip: boolean,
+  ) {}
+
+  async send(data: Uint8Array, timeoutMillis: number): Promise<ExportResponse> {
+    const deadline = Date.now() + timeoutMillis;
+    let backoff = INITIAL_BACKOFF_MS;
+    for (let attempt = 1; ; attempt++) {
+      const response = await this.once(data, deadline - Date.now());
+      if (response.status !== 'retryable' || attempt === MAX_ATTEMPTS) return response;
+      const wait = response.retryInMillis ?? backoff * (1 + (Math.random() * 2 - 1) * JITTER);
+      backoff = Math.min(backoff * BACKOFF_MULTIPLIER, MAX_BACKOFF_MS);
+      if (Date.now() + wait >= deadline) return response;
+      await new Promise(resolve => setTimeout(resolve, wait));
+    }
+  }
+
+  private async once(data: Uint8Array, timeoutMs: number): Promise<ExportResponse> {
+    let head = this.endpoint.fixedHead;
+    for (const [name, value] of Object.entries(await this.headers())) {
+      if (headerSafe(name) && headerSafe(String(value))) head += `${name}: ${value}\r\n`;
+      else warnOnce(`OTLP header ${JSON.stringify(name)} has a line break in its name or value; it is not sent`, `header-${name}`);
+    }
+    try {
+      const { status, retryAfter } = await this.addon.httpPost({ ...this.endpoint, head, body: data, gzip: this.gzip, timeoutMs });
+      if (status >= 200 && status <= 299) return { status: 'success' };
+      if (RETRYABLE_STATUS.has(status)) return { status: 'retryable', retryInMillis: retryAfterMillis(retryAfter) };
+      return { status: 'failure', error: new Error(`the OTLP endpoint answered HTTP ${status}`) };
+    } catch (err) {
+      const error = err as BpfError;
+      return RETRYABLE_ERRNO.has(error.code) ? { status: 'retryable', error } : { status: 'failure', error };
+    }
+  }
+
+  shutdown(): void {}
+}
+
+/**
+ * A PushMetricExporter whose requests leave from the addon's thread, or undefined where it cannot send (not a plain
+ * `http://` endpoint, gRPC, no addon): the caller uses OpenTelemetry's exporter instead.
+ */
+export function createNativeMetricExporter(
+  addon: NativeAddon,
+  protocol: OtlpProtocol,
+  options: OTLPMetricExporterOptions,
+): PushMetricExporter | undefined {
+  if (protocol === 'grpc') return undefined;
+  const base = require('@opentelemetry/otlp-exporter-base') as typeof import('@opentelemetry/otlp-exporter-base');
+  const nodeHttp = require('@opentelemetry/otlp-exporter-base/node-http') as typeof import('@opentelemetry/otlp-exporter-base/build/src/index-node-http');
+  const { OTLPMetricExporterBase } = require('@opentelemetry/exporter-metrics-otlp-http') as typeof import('@opentelemetry/exporter-metrics-otlp-http');
+  const transformer = require('@opentelemetry/otlp-transformer') as typeof import('@opentelemetry/otlp-transformer');
+  const json = protocol === 'http/json';
+  const contentType = json ? 'application/json' : 'application/x-protobuf';
+  const config = nodeHttp.convertLegacyHttpOptions(options, 'METRICS', 'v1/metrics', { 'Content-Type': contentType });
+  let url: URL;
+  try {
+    url = new URL(config.url);
+  } catch {
+    return undefined;
+  }
+  if (url.protocol !== 'http:') return undefined;
+  const gzip = config.compression === 'gzip';
+  const userAgent = `${config.userAgent ? `${config.userAgent} ` : ''}otel-node-ebpf/${VERSION}`;
+  const fixedHead =
+    `POST ${url.pathname}${url.search} HTTP/1.1\r\nHost: ${url.host}\r\nUser-Agent: ${userAgent}\r\n` +
+    (gzip ? 'Content-Encoding: gzip\r\n' : '') +
+    'Connection: close\r\n';
+  const endpoint = { host: url.hostname.replace(/^\[(.*)\]$/, '$1'), port: url.port || '80', fixedHead };
+  // Content-Type is among OpenTelemetry's headers (the required ones), with the user's OTEL_EXPORTER_OTLP_HEADERS
+  const transport = new NativeHttpTransport(addon, endpoint, config.headers, gzip);
+  const serializer = json ? transformer.JsonMetricsSerializer : transformer.ProtobufMetricsSerializer;
+  const delegate = base.createOtlpNetworkExportDelegate(
+    config,
+    serializer,
+    nodeHttp.createOtlpHttpExporterMetrics(json ? 'otlp_http_json_metric_exporter' : 'otlp_http_metric_exporter', transformer.MetricsExporterMetricsHelper, config.url, undefined),
+    transport,
+  );
+  return new OTLPMetricExporterBase(delegate, options);
+}
