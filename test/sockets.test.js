@@ -123,6 +123,37 @@ describe('socket probes', function () {
     });
   }
 
+  it('the addon\'s exporter retries what the endpoint answers with 503 and Retry-After, as OpenTelemetry\'s HTTP exporter does', async () => {
+    // In front of the receiver: the first request gets 503 (Retry-After: 1), the others go through.
+    const http = require('http');
+    const bodies = [];
+    const front = http.createServer((req, res) => {
+      const chunks = [];
+      req.on('data', c => chunks.push(c));
+      req.on('end', () => {
+        bodies.push(Buffer.concat(chunks));
+        if (bodies.length === 1) return res.writeHead(503, { 'retry-after': '1' }).end();
+        const forward = http.request(`${address.httpEndpoint}${req.url}`, { method: 'POST', headers: req.headers }, back => {
+          res.writeHead(back.statusCode, back.headers);
+          back.pipe(res);
+        });
+        forward.end(Buffer.concat(chunks));
+      });
+    });
+    await new Promise(resolve => front.listen(0, '127.0.0.1', resolve));
+    try {
+      const endpoint = `http://127.0.0.1:${front.address().port}`;
+      const { points, peerPort, result } = await exactBytes('127.0.0.1', { env: { OTEL_EXPORTER_OTLP_ENDPOINT: endpoint } });
+      assert.strictEqual(result.lines.find(l => l.done).status.exporter.thread, 'native');
+      assert.strictEqual(bodies.length, 2, 'one refused request, one retry');
+      assert.ok(bodies[0].equals(bodies[1]), 'the retry sends the same bytes');
+      const client = { 'server.port': peerPort, 'tcp.connection.side': 'client' };
+      assert.strictEqual(total(points, 'process.network.io', { ...client, 'network.io.direction': 'transmit' }), SENT);
+    } finally {
+      front.close();
+    }
+  });
+
   it('an https:// endpoint: OTEL_NODE_EBPF_EXPORT_THREAD=native sends from the application\'s thread (TLS is OpenTelemetry\'s)', async () => {
     const r = await runWorkload([], { address, env: { OTEL_EXPORTER_OTLP_METRICS_ENDPOINT: 'https://127.0.0.1:9/v1/metrics', OTEL_EXPORTER_OTLP_TIMEOUT: '500', OTEL_METRIC_EXPORT_TIMEOUT: '500' } });
     assert.strictEqual(r.code, 0, r.stderr);
