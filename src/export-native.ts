@@ -1,7 +1,7 @@
 /**
- * The metrics exporter's network side in the addon (OTEL_NODE_EBPF_EXPORT_THREAD=native): OpenTelemetry's export
- * delegate and serializer on the application's thread, and a transport whose request leaves from a native thread
- * (native/http.cc) instead of Node's `http` module.
+ * The exporters' network side in the addon (OTEL_NODE_EBPF_EXPORT_THREAD=native), for metrics and for the spans of
+ * `register`'s tracing: OpenTelemetry's export delegate and serializer on the application's thread, and a transport
+ * whose request leaves from a native thread (native/http.cc) instead of Node's `http` module.
  *
  * Why: an exporter that sends through `http` passes its own request, socket and response objects through the Node
  * functions that the application's requests run (streams, sockets, OutgoingMessage). V8 then throws their optimised
@@ -16,9 +16,10 @@
 import type { ExportResponse, IExporterTransport } from '@opentelemetry/otlp-exporter-base';
 import type { OTLPMetricExporterOptions } from '@opentelemetry/exporter-metrics-otlp-http';
 import type { PushMetricExporter } from '@opentelemetry/sdk-metrics';
+import type { SpanExporter } from '@opentelemetry/sdk-trace-base';
 import type { OtlpProtocol } from './config';
 import { warnOnce } from './diag';
-import { BpfError, NativeAddon } from './native';
+import { BpfError, loadAddon, NativeAddon } from './native';
 import { VERSION } from './version';
 
 // What OpenTelemetry's HTTP exporters retry (is-export-retryable.ts, retrying-transport.ts)
@@ -89,23 +90,27 @@ class NativeHttpTransport implements IExporterTransport {
   shutdown(): void {}
 }
 
+type Signal = 'METRICS' | 'TRACES';
+
 /**
- * A PushMetricExporter whose requests leave from the addon's thread, or undefined where it cannot send (not a plain
- * `http://` endpoint, gRPC, no addon): the caller uses OpenTelemetry's exporter instead.
+ * OpenTelemetry's export delegate for `signal` with a transport through the addon, or undefined where the addon cannot
+ * send (not a plain `http://` endpoint, gRPC, the addon not loadable): the caller uses OpenTelemetry's exporter then.
  */
-export function createNativeMetricExporter(
-  addon: NativeAddon,
+function createNativeDelegate<Internal>(
+  signal: Signal,
   protocol: OtlpProtocol,
-  options: OTLPMetricExporterOptions,
-): PushMetricExporter | undefined {
-  if (protocol === 'grpc') return undefined;
+  userOptions: object,
+  serializers: Record<'json' | 'protobuf', import('@opentelemetry/otlp-transformer').ISerializer<Internal, unknown>>,
+  helper: import('@opentelemetry/otlp-transformer').IExporterMetricsHelper<Internal>,
+): import('@opentelemetry/otlp-exporter-base').IOtlpExportDelegate<Internal> | undefined {
+  const addon = loadAddon();
+  if (protocol === 'grpc' || addon instanceof BpfError) return undefined;
   const base = require('@opentelemetry/otlp-exporter-base') as typeof import('@opentelemetry/otlp-exporter-base');
   const nodeHttp = require('@opentelemetry/otlp-exporter-base/node-http') as typeof import('@opentelemetry/otlp-exporter-base/build/src/index-node-http');
-  const { OTLPMetricExporterBase } = require('@opentelemetry/exporter-metrics-otlp-http') as typeof import('@opentelemetry/exporter-metrics-otlp-http');
-  const transformer = require('@opentelemetry/otlp-transformer') as typeof import('@opentelemetry/otlp-transformer');
   const json = protocol === 'http/json';
   const contentType = json ? 'application/json' : 'application/x-protobuf';
-  const config = nodeHttp.convertLegacyHttpOptions(options, 'METRICS', 'v1/metrics', { 'Content-Type': contentType });
+  const path = signal === 'METRICS' ? 'v1/metrics' : 'v1/traces';
+  const config = nodeHttp.convertLegacyHttpOptions(userOptions, signal, path, { 'Content-Type': contentType });
   let url: URL;
   try {
     url = new URL(config.url);
@@ -122,12 +127,33 @@ export function createNativeMetricExporter(
   const endpoint = { host: url.hostname.replace(/^\[(.*)\]$/, '$1'), port: url.port || '80', fixedHead };
   // Content-Type is among OpenTelemetry's headers (the required ones), with the user's OTEL_EXPORTER_OTLP_HEADERS
   const transport = new NativeHttpTransport(addon, endpoint, config.headers, gzip);
-  const serializer = json ? transformer.JsonMetricsSerializer : transformer.ProtobufMetricsSerializer;
-  const delegate = base.createOtlpNetworkExportDelegate(
+  // the component type of OpenTelemetry's own exporters (their self-observability metrics)
+  const component = `otlp_http${json ? '_json' : ''}_${signal === 'METRICS' ? 'metric' : 'span'}_exporter`;
+  return base.createOtlpNetworkExportDelegate(
     config,
-    serializer,
-    nodeHttp.createOtlpHttpExporterMetrics(json ? 'otlp_http_json_metric_exporter' : 'otlp_http_metric_exporter', transformer.MetricsExporterMetricsHelper, config.url, undefined),
+    json ? serializers.json : serializers.protobuf,
+    nodeHttp.createOtlpHttpExporterMetrics(component, helper, config.url, undefined),
     transport,
   );
-  return new OTLPMetricExporterBase(delegate, options);
+}
+
+/** A PushMetricExporter whose requests leave from the addon's thread, or undefined where it cannot send. */
+export function createNativeMetricExporter(
+  protocol: OtlpProtocol,
+  options: OTLPMetricExporterOptions,
+): PushMetricExporter | undefined {
+  const transformer = require('@opentelemetry/otlp-transformer') as typeof import('@opentelemetry/otlp-transformer');
+  const { OTLPMetricExporterBase } = require('@opentelemetry/exporter-metrics-otlp-http') as typeof import('@opentelemetry/exporter-metrics-otlp-http');
+  const serializers = { json: transformer.JsonMetricsSerializer, protobuf: transformer.ProtobufMetricsSerializer };
+  const delegate = createNativeDelegate('METRICS', protocol, options, serializers, transformer.MetricsExporterMetricsHelper);
+  return delegate && new OTLPMetricExporterBase(delegate, options);
+}
+
+/** A SpanExporter whose requests leave from the addon's thread, or undefined where it cannot send. */
+export function createNativeSpanExporter(protocol: OtlpProtocol): SpanExporter | undefined {
+  const transformer = require('@opentelemetry/otlp-transformer') as typeof import('@opentelemetry/otlp-transformer');
+  const { OTLPExporterBase } = require('@opentelemetry/otlp-exporter-base') as typeof import('@opentelemetry/otlp-exporter-base');
+  const serializers = { json: transformer.JsonTraceSerializer, protobuf: transformer.ProtobufTraceSerializer };
+  const delegate = createNativeDelegate('TRACES', protocol, {}, serializers, transformer.TraceExporterMetricsHelper);
+  return delegate && new OTLPExporterBase(delegate);
 }

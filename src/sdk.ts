@@ -8,7 +8,6 @@ import type { MeterProvider, PushMetricExporter } from '@opentelemetry/sdk-metri
 import { useKernelTelemetry } from './active';
 import { ExportThread, ResolvedConfig, resolveConfig, StartOptions } from './config';
 import { warnOnce } from './diag';
-import { BpfError, loadAddon } from './native';
 import type { EbpfStatus } from './kernel';
 import type { KernelMetricProducer } from './producer';
 import type { Tracing } from './tracing';
@@ -18,7 +17,11 @@ import type { Tracing } from './tracing';
 
 export interface EbpfHandle {
   /** What is attached, with which hook, and why anything is not. */
-  status(): EbpfStatus & { exporter?: { protocol: string; endpoint?: string; thread?: ExportThread } };
+  status(): EbpfStatus & {
+    exporter?: { protocol: string; endpoint?: string; thread?: ExportThread };
+    /** With OTEL_TRACES_EXPORTER=otlp: the span exporter's protocol and where it sends from. */
+    tracing?: { protocol: string; thread: 'main' | 'native' };
+  };
   /** Exports what the kernel has counted so far. Never rejects. */
   forceFlush(): Promise<void>;
   /** Exports the last values, then detaches the probes. Idempotent; never rejects. */
@@ -43,9 +46,8 @@ function createExporter(config: ResolvedConfig): { exporter: PushMetricExporter;
     ...(config.endpoint ? { url: config.endpoint } : {}),
   };
   if (config.exportThread === 'native') {
-    const addon = loadAddon();
     const { createNativeMetricExporter } = require('./export-native') as typeof import('./export-native');
-    const exporter = addon instanceof BpfError ? undefined : createNativeMetricExporter(addon, config.protocol, options);
+    const exporter = createNativeMetricExporter(config.protocol, options);
     if (exporter) return { exporter, thread: 'native' };
   }
   if (config.exportThread === 'worker') {
@@ -204,7 +206,7 @@ export function start(options: StartOptions = {}): EbpfHandle {
     Promise.all([provider.forceFlush().catch(swallow('export')), tracing?.forceFlush().catch(swallow('span export'))]).then(() => {});
   const removeExitHooks = flushOnExit(forceFlush, shutdown, config.flushOnSignals);
   return {
-    status: () => ({ ...telemetry.status(), exporter: config.metricsExporter === 'none' ? { protocol: 'none' } : { protocol: config.protocol, endpoint: endpointOf(config), thread: exportThread } }),
+    status: () => ({ ...telemetry.status(), exporter: config.metricsExporter === 'none' ? { protocol: 'none' } : { protocol: config.protocol, endpoint: endpointOf(config), thread: exportThread }, ...(tracing ? { tracing: { protocol: config.tracesProtocol, thread: tracing.thread } } : {}) }),
     forceFlush,
     shutdown,
   };

@@ -10,11 +10,22 @@ import type { KernelSpanProcessor } from './spans';
 
 export interface Tracing {
   processor: KernelSpanProcessor;
+  /** Where the span exporter sends from (OTEL_NODE_EBPF_EXPORT_THREAD; `native` falls back to `main`). */
+  thread: 'main' | 'native';
   forceFlush(): Promise<void>;
   shutdown(): Promise<void>;
 }
 
-function createSpanExporter(protocol: ResolvedConfig['tracesProtocol']): SpanExporter {
+function createSpanExporter(config: ResolvedConfig): { exporter: SpanExporter; thread: 'main' | 'native' } {
+  if (config.exportThread === 'native') {
+    const { createNativeSpanExporter } = require('./export-native') as typeof import('./export-native');
+    const exporter = createNativeSpanExporter(config.tracesProtocol);
+    if (exporter) return { exporter, thread: 'native' };
+  }
+  return { exporter: createMainThreadSpanExporter(config.tracesProtocol), thread: 'main' };
+}
+
+function createMainThreadSpanExporter(protocol: ResolvedConfig['tracesProtocol']): SpanExporter {
   // Loaded on demand: only the chosen transport's dependencies are required. Endpoint, headers, timeout and
   // compression come from the standard OTEL_EXPORTER_OTLP_(TRACES_)* variables, read by the exporter.
   switch (protocol) {
@@ -60,9 +71,10 @@ export function startTracing(config: ResolvedConfig, resource: Resource): Tracin
   const { GrpcInstrumentation } = require('@opentelemetry/instrumentation-grpc') as typeof import('@opentelemetry/instrumentation-grpc');
   const { KernelSpanProcessor } = require('./spans') as typeof import('./spans');
   const processor = new KernelSpanProcessor({ disabled: !config.spans });
+  const { exporter, thread } = createSpanExporter(config);
   const provider = new NodeTracerProvider({
     resource,
-    spanProcessors: [processor, new BatchSpanProcessor(createSpanExporter(config.tracesProtocol))],
+    spanProcessors: [processor, new BatchSpanProcessor(exporter)],
   });
   provider.register();
   if (esmEntry()) registerEsmHook();
@@ -72,6 +84,7 @@ export function startTracing(config: ResolvedConfig, resource: Resource): Tracin
   });
   return {
     processor,
+    thread,
     forceFlush: () => provider.forceFlush(),
     shutdown: async () => {
       unregister();

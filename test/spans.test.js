@@ -117,6 +117,8 @@ describe('kernel-enriched spans (HTTP client and server, OTLP traces)', function
       it('a request with a known body: both spans carry exactly the bytes that crossed the socket', async () => {
         const r = await runApp({ requests: [{ body: 1_234_567, reply: 765_432 }] });
         const [line] = ok(r);
+        // the spans left from the addon's thread (OTEL_NODE_EBPF_EXPORT_THREAD=native, the default)
+        assert.deepStrictEqual(r.lines.find(l => l.done).done.tracing, { protocol: 'http/protobuf', thread: 'native' });
         assert.ok(line.written > 1_234_567 && line.read > 765_432, JSON.stringify(line)); // body + headers
         const { client, server } = assertBytes(spansOf(r), line);
         // the client opened the connection during its span: its TCP handshake, within the span
