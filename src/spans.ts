@@ -39,6 +39,9 @@
  *     OpenSSL's state machine, before the call that finished the handshake returns). Records are numbered, and a
  *     record is taken by its number, never by its time. A TLS socket built over a followed socket with
  *     tls.connect({ socket }) (grpc-js does) is reached through a wrapper of tls.connect: no channel announces it.
+ *   - a name the client span resolved itself with dns.promises.lookup while it was active (grpc-js's resolver, once
+ *     per channel, in the call that woke the channel): a wrapper of dns.promises.lookup takes the lookup's record,
+ *     the newest when its promise settles.
  *
  * Only while the SDK's kernel telemetry sees the process's connections (its `tcp.bytes` measurement attached): without
  * privileges the spans are exported unchanged.
@@ -51,6 +54,7 @@ import { ClientRequest, IncomingMessage } from 'http';
 import { Socket } from 'net';
 // the module object itself (not an import-star copy): tls.connect is replaced on it
 import tls = require('tls');
+import dns = require('dns');
 import { SpanKind, trace } from '@opentelemetry/api';
 import type { Context } from '@opentelemetry/api';
 import type { ReadableSpan, Span, SpanProcessor } from '@opentelemetry/sdk-trace-base';
@@ -167,6 +171,10 @@ export class KernelSpanProcessor implements SpanProcessor {
   private peers?: PeerSockets;
   /** Restores tls.connect (see tlsOver). */
   private undoTlsConnect?: () => void;
+  /** Restores dns.promises.lookup (see lookupIn). */
+  private undoPromisesLookup?: () => void;
+  /** The DNS lookup a client span made itself, by dns.promises.lookup in its context (gRPC's resolver), in ns. */
+  private readonly spanLookups = new WeakMap<object, number>();
 
   constructor(options: KernelSpanProcessorOptions = {}) {
     if (options.disabled) return;
@@ -206,6 +214,43 @@ export class KernelSpanProcessor implements SpanProcessor {
         return tlsSocket;
       } as typeof tls.connect;
     });
+    // grpc-js resolves a channel's name with dns.promises.lookup and connects to the address: no socket 'lookup'
+    // event. The lookup runs in the context of the call that woke the channel, so its span is the active one.
+    this.undoPromisesLookup = replace(dns.promises, 'lookup', original => {
+      const processor = this;
+      return function lookup(this: unknown, ...args: unknown[]) {
+        const result = (original as (...a: unknown[]) => Promise<unknown>).apply(this, args);
+        try {
+          if (processor.undoPromisesLookup) processor.lookupIn(args[0], result);
+        } catch (err) {
+          warnOnce(`kernel-enriched spans: dns.promises.lookup: ${(err as Error).message}`, 'spans-dns.promises.lookup');
+        }
+        return result;
+      } as typeof dns.promises.lookup;
+    });
+  }
+
+  /**
+   * A lookup made inside a client span that this processor follows: when it resolves, its record is the newest (the
+   * promise's reactions run in the microtask checkpoint right after the getaddrinfo callback that the uprobe saw
+   * finish), and this reaction was registered before the caller's. The returned promise is the caller's, untouched.
+   */
+  private lookupIn(hostname: unknown, result: Promise<unknown>): void {
+    const span = trace.getActiveSpan() as unknown as Span | undefined;
+    if (typeof hostname !== 'string' || !span || span.kind !== SpanKind.CLIENT || !this.spans.has(span)) return;
+    const seq = collector<DnsCollector>('dns')?.lookupLog().seq;
+    if (seq === undefined) return;
+    result.then(
+      () => {
+        const log = collector<DnsCollector>('dns')?.lookupLog();
+        if (!log || log.seq <= seq || log.seq <= this.dnsTaken || this.spanLookups.has(span)) return;
+        const e = log.at(log.seq);
+        if (!e || e.status !== 0 || e.name !== hostname) return;
+        this.dnsTaken = log.seq;
+        this.spanLookups.set(span, Number(e.durationNs));
+      },
+      () => {},
+    );
   }
 
   /** tls.connect(..., { socket }, ...) over a client socket whose setup is followed: its handshake is that connection's. */
@@ -436,6 +481,8 @@ export class KernelSpanProcessor implements SpanProcessor {
       putTcpAttributes(attrs, end, state.base);
       connectionOf(socket).last = end;
     }
+    const lookupNs = this.spanLookups.get(span);
+    if (lookupNs !== undefined) attrs[SPAN_ATTRS.DNS_LOOKUP_DURATION] = lookupNs / 1e9;
     const setup = state.setup;
     if (setup && !setup.claimed) {
       setup.claimed = true;
@@ -461,6 +508,8 @@ export class KernelSpanProcessor implements SpanProcessor {
     this.peers = undefined;
     this.undoTlsConnect?.();
     this.undoTlsConnect = undefined;
+    this.undoPromisesLookup?.();
+    this.undoPromisesLookup = undefined;
     return Promise.resolve();
   }
 }

@@ -221,6 +221,19 @@ describe('kernel-enriched spans (HTTP client and server, OTLP traces)', function
             assert.strictEqual(clients[0].attributes['tls.handshake.duration'], undefined);
           }
           for (const s of [...clients.slice(1), ...servers]) assert.strictEqual(s.attributes['tls.handshake.duration'], undefined, s.kind);
+          // DNS: the TLS variant's target is "localhost", which grpc-js resolves (dns.promises.lookup) when the first
+          // call wakes the channel; the others connect to an address. The first call carries the lookup, as the
+          // SDK's own metric recorded it.
+          const lookups = receiver.points().filter(p => p.resource['process.pid'] === r.child.pid && p.name === 'dns.lookup.duration' && p.attributes['dns.question.name'] === 'localhost');
+          if (variant.secure) {
+            assert.strictEqual(total(lookups, 'dns.lookup.duration', { 'dns.question.name': 'localhost' }), 1);
+            assert.strictEqual(clients[0].attributes['dns.lookup.duration'], lookups.at(-1).sum);
+            assert.ok(clients[0].attributes['dns.lookup.duration'] < seconds(clients[0]));
+          } else {
+            assert.strictEqual(lookups.length, 0);
+            assert.strictEqual(clients[0].attributes['dns.lookup.duration'], undefined);
+          }
+          for (const s of [...clients.slice(1), ...servers]) assert.strictEqual(s.attributes['dns.lookup.duration'], undefined, s.kind);
         });
       }
     });
@@ -232,10 +245,12 @@ describe('kernel-enriched spans (HTTP client and server, OTLP traces)', function
     assertBytes(spansOf(r), line);
   });
 
-  it('the processor passes tls.connect through while it runs and restores it at shutdown', async () => {
+  it('the processor passes tls.connect and dns.promises.lookup through while it runs and restores them at shutdown', async () => {
     const nodeTls = require('tls');
+    const dnsPromises = require('dns').promises;
     const { KernelSpanProcessor } = require('../dist/spans');
     const original = nodeTls.connect;
+    const originalLookup = dnsPromises.lookup;
     const server = nodeTls.createServer({ key: fs.readFileSync(tls.key), cert: fs.readFileSync(tls.cert) }, s => s.end('hello'));
     await new Promise(resolve => server.listen(0, '127.0.0.1', resolve));
     const processor = new KernelSpanProcessor();
@@ -251,11 +266,15 @@ describe('kernel-enriched spans (HTTP client and server, OTLP traces)', function
       socket.on('data', d => (data += d));
       await new Promise((resolve, reject) => socket.once('end', resolve).once('error', reject));
       assert.strictEqual(data, 'hello');
+      assert.notStrictEqual(dnsPromises.lookup, originalLookup, 'lookup wrapped while the processor runs');
+      assert.deepStrictEqual(await dnsPromises.lookup('127.0.0.1', { all: true }), [{ address: '127.0.0.1', family: 4 }]);
+      await assert.rejects(dnsPromises.lookup('no-such-name.invalid'));
     } finally {
       await processor.shutdown();
       server.close();
     }
     assert.strictEqual(nodeTls.connect, original, 'restored at shutdown');
+    assert.strictEqual(dnsPromises.lookup, originalLookup, 'lookup restored at shutdown');
   });
 
   it('with OTEL_SDK_DISABLED nothing is traced and the application runs', async () => {
