@@ -76,6 +76,11 @@ describe('kernel-enriched spans (HTTP client and server, OTLP traces)', function
   const runAppWith = (config, { env = {}, wrap = [] } = {}) =>
     runWorkload(config, { address, script: APP, wrap, env: { OTEL_TRACES_EXPORTER: 'otlp', ...env } });
   const spansOf = r => receiver.spans().filter(s => s.resource['process.pid'] === r.child.pid);
+  /** The run's gRPC spans of one kind, in the order they started. */
+  const grpcSpansOf = (r, kind) =>
+    spansOf(r)
+      .filter(s => s.kind === kind && s.attributes['rpc.system'] === 'grpc')
+      .sort((a, b) => (a.startTimeUnixNano < b.startTimeUnixNano ? -1 : 1));
   const ok = r => {
     assert.strictEqual(r.code, 0, `${r.stderr}\n${JSON.stringify(r.lines)}`);
     return r.lines.filter(l => l.request !== undefined);
@@ -181,12 +186,8 @@ describe('kernel-enriched spans (HTTP client and server, OTLP traces)', function
           const r = await runGrpc({ calls, ...(variant.secure && { tls }), ipv6: variant.ipv6 });
           const lines = ok(r);
           assert.strictEqual(lines.length, calls.length);
-          const grpcSpans = kind =>
-            spansOf(r)
-              .filter(s => s.kind === kind && s.attributes['rpc.system'] === 'grpc')
-              .sort((a, b) => (a.startTimeUnixNano < b.startTimeUnixNano ? -1 : 1));
-          const clients = grpcSpans('client');
-          const servers = grpcSpans('server');
+          const clients = grpcSpansOf(r, 'client');
+          const servers = grpcSpansOf(r, 'server');
           assert.strictEqual(clients.length, calls.length, JSON.stringify(spansOf(r).map(s => [s.kind, s.name])));
           assert.strictEqual(servers.length, calls.length);
           for (const [i, line] of lines.entries()) {
@@ -236,6 +237,31 @@ describe('kernel-enriched spans (HTTP client and server, OTLP traces)', function
           for (const s of [...clients.slice(1), ...servers]) assert.strictEqual(s.attributes['dns.lookup.duration'], undefined, s.kind);
         });
       }
+
+      it('gRPC server streaming: the stream\'s spans carry exactly its window\'s bytes, the unary calls around it their own', async () => {
+        const calls = [{ body: 10, reply: 10 }, { body: 100, reply: 20_000, stream: 5 }, { body: 10, reply: 10 }];
+        const r = await runGrpc({ calls });
+        const lines = ok(r);
+        assert.strictEqual(lines.length, calls.length);
+        const [clients, servers] = [grpcSpansOf(r, 'client'), grpcSpansOf(r, 'server')];
+        assert.deepStrictEqual([clients.length, servers.length], [3, 3], JSON.stringify(spansOf(r).map(s => [s.kind, s.name])));
+        assert.deepStrictEqual(clients.map(s => s.attributes['rpc.method']), ['Echo', 'Stream', 'Echo']);
+        assert.ok(lines[1].client.read > 5 * 20_000, JSON.stringify(lines[1])); // the five messages and their framing
+        for (const [i, line] of lines.entries()) {
+          const [client, server] = [clients[i].attributes, servers[i].attributes];
+          assert.strictEqual(client['tcp.io.transmit'], line.client.written, `call ${i}: client transmit`);
+          assert.strictEqual(client['tcp.io.receive'], line.client.read, `call ${i}: client receive`);
+          assert.strictEqual(server['tcp.io.transmit'], line.server.written, `call ${i}: server transmit`);
+          // The client answers the stream's data with flow-control frames (WINDOW_UPDATE, 13 bytes each). The kernel
+          // counts one when it arrives, Node when it reads it: around the stream the two can differ by such frames.
+          const ahead = server['tcp.io.receive'] - line.server.read; // kernel − Node
+          const frames = d => d >= 0 && d % 13 === 0 && d <= 5 * 13;
+          const why = `call ${i}: server receive ${server['tcp.io.receive']}, Node read ${line.server.read}`;
+          if (i === 0) assert.strictEqual(ahead, 0, why);
+          if (i === 1) assert.ok(frames(ahead), why); // arrived before the stream's span ended, not yet read
+          if (i === 2) assert.ok(frames(-ahead), why); // arrived before the next window started, read after it
+        }
+      });
     });
   }
 

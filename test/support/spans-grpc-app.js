@@ -1,13 +1,13 @@
 'use strict';
 // A gRPC application with the SDK preloaded (node --require dist/register.js, OTEL_TRACES_EXPORTER=otlp): a grpc-js
-// server and a client of it on one channel, traced by the gRPC instrumentation that register loads. Unary calls, one
-// after the other. It measures, independently of the SDK, what crossed the connection's two sockets (Node's own
-// socket.bytesWritten/bytesRead, which count what the HTTP/2 session wrote and read), at the instants that bound the
-// spans' windows: the client span ends just before the call's callback; the server span just after the handler,
-// which answers at once; the server's window starts where the previous response was written, before that call's
-// client callback.
+// server and a client of it on one channel, traced by the gRPC instrumentation that register loads. Unary and
+// server-streaming calls, one after the other. It measures, with Node's own counters rather than the kernel's
+// (socket.bytesWritten/bytesRead, which count what the HTTP/2 session wrote and read), at the instants that bound the
+// spans' windows: the client span ends just before the call's callback (a stream: at its 'status'); the server span
+// just after the handler, which answers at once (a stream: at its 'finish'); the server's window starts a tick after
+// the previous call's HTTP/2 stream closed.
 //
-// Config (argv[2], JSON): { calls: [{ body: bytes, reply: bytes }], tls?: {key, cert} (PEM paths: TLS to localhost),
+// Config (argv[2], JSON): { calls: [{ body: bytes, reply: bytes, stream?: messages (server streaming, `stream` replies) }], tls?: {key, cert} (PEM paths: TLS to localhost),
 // ipv6?: true (over ::1) }.
 // With TLS the sockets counted are the TCP ones under it, as the kernel's.
 // stdout, one JSON line each: {"request": i, "client": {written, read}, "server": {written, read}, "peerPort"},
@@ -29,27 +29,63 @@ const minus = (a, b) => ({ written: a.written - b.written, read: a.read - b.read
 const identity = b => b;
 const service = {
   Echo: { path: '/oneb.test.Bytes/Echo', requestStream: false, responseStream: false, requestSerialize: identity, requestDeserialize: identity, responseSerialize: identity, responseDeserialize: identity },
+  Stream: { path: '/oneb.test.Bytes/Stream', requestStream: false, responseStream: true, requestSerialize: identity, requestDeserialize: identity, responseSerialize: identity, responseDeserialize: identity },
 };
 const replies = [];
 let atHandler;
+// The server's counts a tick after the previous call's HTTP/2 stream closed: where the server span's window starts
+// (zero before the first call). After a stream, the client's flow-control frames for it arrive until then.
+const { http2StreamOf } = require('../../dist/grpc');
+let quiet = { written: 0, read: 0 };
+let quietAtHandler;
+function served(call) {
+  quietAtHandler = quiet;
+  http2StreamOf(call)?.once('close', () => setImmediate(() => (quiet = counts(serverSocket))));
+}
 const server = new grpc.Server();
 server.addService(service, {
   Echo: (call, callback) => {
     const i = call.request.readUInt32BE(0);
     atHandler = counts(serverSocket);
+    served(call);
     callback(null, Buffer.alloc(replies[i], 7));
   },
+  // server streaming: `stream` messages of `reply` bytes; the server span ends at the call's 'finish' (the
+  // instrumentation's listener runs first), where the server's counts are taken
+  Stream: call => {
+    const i = call.request.readUInt32BE(0);
+    served(call);
+    call.on('finish', () => (atHandler = counts(serverSocket)));
+    for (let n = 0; n < streams[i]; n++) call.write(Buffer.alloc(replies[i], 7));
+    call.end();
+  },
 });
+const streams = [];
 
-function call(client, i, { body, reply }) {
+function call(client, i, { body, reply, stream }) {
   replies[i] = reply;
   const request = Buffer.alloc(body, 1);
   request.writeUInt32BE(i, 0);
+  if (stream) {
+    // the client span ends at the call's 'status' (the instrumentation's listener runs first): the counts are taken there
+    streams[i] = stream;
+    return new Promise((resolve, reject) => {
+      let received = 0;
+      const s = client.Stream(request);
+      s.on('data', m => (received += m.length));
+      s.on('error', reject);
+      s.on('status', status => {
+        if (status.code !== grpc.status.OK) return reject(new Error(status.details));
+        if (received !== stream * reply) return reject(new Error(`streamed ${received} bytes, not ${stream * reply}`));
+        resolve({ client: counts(clientSocket), handler: atHandler, quiet: quietAtHandler });
+      });
+    });
+  }
   return new Promise((resolve, reject) =>
     client.Echo(request, (err, response) => {
       if (err) return reject(err);
       if (response.length !== reply) return reject(new Error(`reply of ${response.length} bytes, not ${reply}`));
-      resolve({ client: counts(clientSocket), server: counts(serverSocket), handler: atHandler });
+      resolve({ client: counts(clientSocket), handler: atHandler, quiet: quietAtHandler });
     }),
   );
 }
@@ -63,10 +99,10 @@ server.bindAsync(`${host}:0`, serverCredentials, async (err, port) => {
     const Client = grpc.makeGenericClientConstructor(service);
     const client = tls ? new Client(`localhost:${port}`, grpc.credentials.createSsl(tls.cert)) : new Client(`${host}:${port}`, grpc.credentials.createInsecure());
     const zero = { written: 0, read: 0 };
-    let previous = { client: zero, server: zero };
+    let previous = { client: zero };
     for (const [i, c] of config.calls.entries()) {
       const now = await call(client, i, c);
-      out({ request: i, client: minus(now.client, previous.client), server: minus(now.handler, previous.server), peerPort: port });
+      out({ request: i, client: minus(now.client, previous.client), server: minus(now.handler, now.quiet), peerPort: port });
       previous = now;
     }
     client.close();
