@@ -14,8 +14,10 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <cmath>
 #include <csignal>
 #include <cstring>
 #include <memory>
@@ -224,8 +226,10 @@ Napi::Value Addon::HttpPost(const Napi::CallbackInfo& info) {
   Napi::Uint8Array bytes = body.As<Napi::Uint8Array>();
   post->body.assign(bytes.Data(), bytes.Data() + bytes.ByteLength());
   post->gzip = options.Get("gzip").ToBoolean();
+  // a deadline already passed fails at the first wait (ETIMEDOUT); no number at all: OpenTelemetry's default, 10 s
   double timeout = options.Get("timeoutMs").ToNumber().DoubleValue();
-  post->deadline = Clock::now() + std::chrono::milliseconds(timeout > 0 ? static_cast<int64_t>(timeout) : 10000);
+  int64_t timeout_ms = std::isfinite(timeout) ? static_cast<int64_t>(std::max(0.0, timeout)) : 10000;
+  post->deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
 
   auto deferred = std::make_shared<Napi::Promise::Deferred>(env);
   // The function keeps the event loop alive until the thread has answered: an export in flight at exit still leaves.

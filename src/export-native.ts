@@ -32,7 +32,7 @@ const BACKOFF_MULTIPLIER = 1.5;
 const JITTER = 0.2;
 
 /** Retry-After: seconds, or an HTTP date (RFC 9110 10.2.3); undefined when absent or unreadable. */
-export function retryAfterMillis(value: string | undefined): number | undefined {
+function retryAfterMillis(value: string | undefined): number | undefined {
   if (value === undefined) return undefined;
   const seconds = Number(value);
   if (value.trim() !== '' && Number.isFinite(seconds)) return Math.max(0, seconds * 1000);
@@ -43,7 +43,7 @@ export function retryAfterMillis(value: string | undefined): number | undefined 
 interface Endpoint {
   host: string;
   port: string;
-  /** Request line and the headers that do not change: Host, User-Agent, Content-Type, Content-Encoding. */
+  /** Request line and the headers that do not change: Host, User-Agent, Content-Encoding, Connection. */
   fixedHead: string;
 }
 
