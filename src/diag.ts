@@ -17,6 +17,11 @@ function diagLoggerInstalled(): boolean {
 export function warnOnce(message: string, key: string = message): void {
   if (said.has(key)) return;
   said.add(key);
+  warn(message);
+}
+
+/** A warning said every time: for a state that changes (an endpoint that fails, then works again), said per change. */
+export function warn(message: string): void {
   if (diagLoggerInstalled()) logger.warn(message);
   else process.stderr.write(`otel-node-ebpf: ${message}\n`);
 }

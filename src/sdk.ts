@@ -8,6 +8,7 @@ import type { MeterProvider, PushMetricExporter } from '@opentelemetry/sdk-metri
 import { useKernelTelemetry } from './active';
 import { ExportThread, ResolvedConfig, resolveConfig, StartOptions } from './config';
 import { warnOnce } from './diag';
+import { reportFailuresOnce } from './export-failures';
 import type { EbpfStatus } from './kernel';
 import type { KernelMetricProducer } from './producer';
 import type { Tracing } from './tracing';
@@ -162,6 +163,7 @@ export function start(options: StartOptions = {}): EbpfHandle {
     const readers = [];
     if (config.metricsExporter !== 'none') {
       const { exporter, thread } = createExporter(config);
+      reportFailuresOnce(exporter, 'metrics export', endpointOf(config));
       exportThread = thread;
       readers.push(
         new PeriodicExportingMetricReader({

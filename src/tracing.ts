@@ -6,6 +6,7 @@
 import type { Resource } from '@opentelemetry/resources';
 import type { SpanExporter } from '@opentelemetry/sdk-trace-base';
 import type { ResolvedConfig } from './config';
+import { reportFailuresOnce } from './export-failures';
 import type { KernelSpanProcessor } from './spans';
 
 export interface Tracing {
@@ -72,6 +73,7 @@ export function startTracing(config: ResolvedConfig, resource: Resource): Tracin
   const { KernelSpanProcessor } = require('./spans') as typeof import('./spans');
   const processor = new KernelSpanProcessor({ disabled: !config.spans });
   const { exporter, thread } = createSpanExporter(config);
+  reportFailuresOnce(exporter, 'span export', undefined);
   const provider = new NodeTracerProvider({
     resource,
     spanProcessors: [processor, new BatchSpanProcessor(exporter)],

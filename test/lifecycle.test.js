@@ -4,7 +4,7 @@
 const assert = require('assert');
 const fs = require('fs');
 const path = require('path');
-const { ROOT, startReceiver, runWorkload, startPeer, total } = require('./support/harness');
+const { ROOT, startReceiver, startFront, runWorkload, startPeer, total } = require('./support/harness');
 
 const SENT = 1_234_567;
 const RECEIVED = 7_654_321;
@@ -158,6 +158,28 @@ describe('privileges and failure', function () {
     const points = receiver.points().filter(p => p.resource['process.pid'] === r.child.pid);
     assert.strictEqual(total(points, 'process.network.io', { 'network.io.direction': 'transmit', 'tcp.connection.side': 'client', 'server.port': peer.port }), SENT);
   });
+
+  for (const thread of ['native', 'main']) {
+    it(`an endpoint that refuses exports (${thread} thread): one warning that names it and what to check, one when it works again, exact values after`, async () => {
+      // the first two exports get 400 (not retried), the others pass
+      const front = await startFront(address, n => (n <= 2 ? { status: 400 } : undefined));
+      try {
+        const env = { OTEL_EXPORTER_OTLP_ENDPOINT: front.endpoint, OTEL_METRIC_EXPORT_INTERVAL: '300', OTEL_NODE_EBPF_EXPORT_THREAD: thread };
+        const r = await runWorkload([...work(), { sleep: 1500 }], { address, env });
+        assert.strictEqual(r.code, 0, r.stderr);
+        assert.ok(front.bodies.length >= 4, `${front.bodies.length} exports`);
+        const lines = sdkLines(r.stderr);
+        assert.strictEqual(lines.length, 2, r.stderr);
+        assert.match(lines[0], new RegExp(`^metrics export to ${front.endpoint}/v1/metrics failed: .*400.*Check that the collector runs there`));
+        assert.strictEqual(lines[1], `metrics export to ${front.endpoint}/v1/metrics works again (2 exports failed)`);
+        assert.ok(!/"stack"/.test(r.stderr), r.stderr);
+        const points = receiver.points().filter(p => p.resource['process.pid'] === r.child.pid);
+        assert.strictEqual(total(points, 'process.network.io', { 'server.port': peer.port, 'network.io.direction': 'transmit' }), SENT);
+      } finally {
+        front.close();
+      }
+    });
+  }
 
   it('OTEL_METRICS_EXPORTER=none: the probes run, no metric is exported', async () => {
     const r = await runWorkload(work(), { address, env: { OTEL_METRICS_EXPORTER: 'none' } });

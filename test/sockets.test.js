@@ -2,7 +2,7 @@
 // The socket probes end to end: a workload process with the SDK preloaded does known TCP work; its exporter sends
 // to a real OTLP receiver in this process; the decoded values must be exactly what crossed the sockets.
 const assert = require('assert');
-const { startReceiver, runWorkload, startPeer, sendTo, closedPort, pointsOf, total, describe: show } = require('./support/harness');
+const { startReceiver, startFront, runWorkload, startPeer, sendTo, closedPort, pointsOf, total, describe: show } = require('./support/harness');
 
 const SENT = 1_234_567;
 const RECEIVED = 7_654_321;
@@ -125,28 +125,12 @@ describe('socket probes', function () {
 
   it('the addon\'s exporter retries what the endpoint answers with 503 and Retry-After, as OpenTelemetry\'s HTTP exporter does', async () => {
     // In front of the receiver: the first request gets 503 (Retry-After: 1), the others go through.
-    const http = require('http');
-    const bodies = [];
-    const front = http.createServer((req, res) => {
-      const chunks = [];
-      req.on('data', c => chunks.push(c));
-      req.on('end', () => {
-        bodies.push(Buffer.concat(chunks));
-        if (bodies.length === 1) return res.writeHead(503, { 'retry-after': '1' }).end();
-        const forward = http.request(`${address.httpEndpoint}${req.url}`, { method: 'POST', headers: req.headers }, back => {
-          res.writeHead(back.statusCode, back.headers);
-          back.pipe(res);
-        });
-        forward.end(Buffer.concat(chunks));
-      });
-    });
-    await new Promise(resolve => front.listen(0, '127.0.0.1', resolve));
+    const front = await startFront(address, n => (n === 1 ? { status: 503, headers: { 'retry-after': '1' } } : undefined));
     try {
-      const endpoint = `http://127.0.0.1:${front.address().port}`;
-      const { points, peerPort, result } = await exactBytes('127.0.0.1', { env: { OTEL_EXPORTER_OTLP_ENDPOINT: endpoint } });
+      const { points, peerPort, result } = await exactBytes('127.0.0.1', { env: { OTEL_EXPORTER_OTLP_ENDPOINT: front.endpoint } });
       assert.strictEqual(result.lines.find(l => l.done).status.exporter.thread, 'native');
-      assert.strictEqual(bodies.length, 2, 'one refused request, one retry');
-      assert.ok(bodies[0].equals(bodies[1]), 'the retry sends the same bytes');
+      assert.strictEqual(front.bodies.length, 2, 'one refused request, one retry');
+      assert.ok(front.bodies[0].equals(front.bodies[1]), 'the retry sends the same bytes');
       const client = { 'server.port': peerPort, 'tcp.connection.side': 'client' };
       assert.strictEqual(total(points, 'process.network.io', { ...client, 'network.io.direction': 'transmit' }), SENT);
     } finally {

@@ -116,4 +116,30 @@ function describe_(points, name) {
     .join('\n');
 }
 
-module.exports = { ROOT, REGISTER, CI, startReceiver, runWorkload, startPeer, sendTo, closedPort, pointsOf, total, describe: describe_ };
+/**
+ * An OTLP/HTTP endpoint in front of the receiver: `refuse(n, headers)` decides, for the n-th request (from 1), a
+ * status to answer with instead of passing it on (undefined: passed on). Resolves with { endpoint, bodies, close }.
+ */
+async function startFront(address, refuse) {
+  const http = require('http');
+  const bodies = [];
+  const front = http.createServer((req, res) => {
+    const chunks = [];
+    req.on('data', c => chunks.push(c));
+    req.on('end', () => {
+      const body = Buffer.concat(chunks);
+      bodies.push(body);
+      const refused = refuse(bodies.length);
+      if (refused) return res.writeHead(refused.status, refused.headers ?? {}).end();
+      const forward = http.request(`${address.httpEndpoint}${req.url}`, { method: 'POST', headers: req.headers }, back => {
+        res.writeHead(back.statusCode, back.headers);
+        back.pipe(res);
+      });
+      forward.end(body);
+    });
+  });
+  await new Promise(resolve => front.listen(0, '127.0.0.1', resolve));
+  return { endpoint: `http://127.0.0.1:${front.address().port}`, bodies, close: () => front.close() };
+}
+
+module.exports = { ROOT, REGISTER, CI, startReceiver, startFront, runWorkload, startPeer, sendTo, closedPort, pointsOf, total, describe: describe_ };
