@@ -138,6 +138,19 @@ describe('socket probes', function () {
     }
   });
 
+  it('the addon\'s exporter sends to an IPv6 endpoint (http://[::1]:port)', async () => {
+    const front = await startFront(address, () => undefined, '::1');
+    try {
+      const { points, peerPort, result } = await exactBytes('127.0.0.1', { env: { OTEL_EXPORTER_OTLP_ENDPOINT: front.endpoint } });
+      assert.deepStrictEqual(result.lines.find(l => l.done).status.exporter, { protocol: 'http/protobuf', endpoint: `${front.endpoint}/v1/metrics`, thread: 'native' });
+      assert.ok(front.bodies.length > 0);
+      const client = { 'server.port': peerPort, 'tcp.connection.side': 'client' };
+      assert.strictEqual(total(points, 'process.network.io', { ...client, 'network.io.direction': 'receive' }), RECEIVED);
+    } finally {
+      front.close();
+    }
+  });
+
   it('an https:// endpoint: OTEL_NODE_EBPF_EXPORT_THREAD=native sends from the application\'s thread (TLS is OpenTelemetry\'s)', async () => {
     const r = await runWorkload([], { address, env: { OTEL_EXPORTER_OTLP_METRICS_ENDPOINT: 'https://127.0.0.1:9/v1/metrics', OTEL_EXPORTER_OTLP_TIMEOUT: '500', OTEL_METRIC_EXPORT_TIMEOUT: '500' } });
     assert.strictEqual(r.code, 0, r.stderr);

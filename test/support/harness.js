@@ -117,10 +117,10 @@ function describe_(points, name) {
 }
 
 /**
- * An OTLP/HTTP endpoint in front of the receiver: `refuse(n, headers)` decides, for the n-th request (from 1), a
+ * An OTLP/HTTP endpoint in front of the receiver, on `host`: `refuse(n)` decides, for the n-th request (from 1), a
  * status to answer with instead of passing it on (undefined: passed on). Resolves with { endpoint, bodies, close }.
  */
-async function startFront(address, refuse) {
+async function startFront(address, refuse, host = '127.0.0.1') {
   const http = require('http');
   const bodies = [];
   const front = http.createServer((req, res) => {
@@ -138,8 +138,9 @@ async function startFront(address, refuse) {
       forward.end(body);
     });
   });
-  await new Promise(resolve => front.listen(0, '127.0.0.1', resolve));
-  return { endpoint: `http://127.0.0.1:${front.address().port}`, bodies, close: () => front.close() };
+  await new Promise(resolve => front.listen(0, host, resolve));
+  const name = net.isIPv6(host) ? `[${host}]` : host;
+  return { endpoint: `http://${name}:${front.address().port}`, bodies, close: () => front.close() };
 }
 
 module.exports = { ROOT, REGISTER, CI, startReceiver, startFront, runWorkload, startPeer, sendTo, closedPort, pointsOf, total, describe: describe_ };
