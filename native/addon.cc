@@ -2,6 +2,7 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <malloc.h>
+#include <pthread.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -48,6 +49,17 @@ class JsStatsHandle : public Napi::ObjectWrap<JsStatsHandle> {
 };
 
 }  // namespace
+
+SignalsBlocked::SignalsBlocked(Which which) {
+  sigset_t blocked;
+  sigfillset(&blocked);
+  if (which == kAsynchronous) {
+    for (int sig : {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGABRT, SIGSYS}) sigdelset(&blocked, sig);
+  }
+  pthread_sigmask(SIG_BLOCK, &blocked, &saved_);
+}
+
+SignalsBlocked::~SignalsBlocked() { pthread_sigmask(SIG_SETMASK, &saved_, nullptr); }
 
 Napi::External<void> ConstructToken(Napi::Env env) { return Napi::External<void>::New(env, &construct_token_tag); }
 

@@ -10,6 +10,7 @@
 #pragma once
 
 #include <napi.h>
+#include <signal.h>
 #include <uv.h>
 
 #include <bpf/libbpf.h>
@@ -41,6 +42,21 @@ class LogCapture {
  private:
   std::string text_;
   LogCapture* outer_;
+};
+
+// While alive, this thread blocks signals (pthread_sigmask), then its mask is restored. kAsynchronous leaves the
+// synchronous ones (faults: SIGSEGV, SIGBUS, ...) alone; kAll blocks everything, for a thread to be created with
+// that mask (a thread inherits its creator's).
+class SignalsBlocked {
+ public:
+  enum Which { kAsynchronous, kAll };
+  explicit SignalsBlocked(Which which);
+  ~SignalsBlocked();
+  SignalsBlocked(const SignalsBlocked&) = delete;
+  SignalsBlocked& operator=(const SignalsBlocked&) = delete;
+
+ private:
+  sigset_t saved_;
 };
 
 // The errno name ("EPERM"), or "E<number>" for a number without one.

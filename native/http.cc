@@ -9,7 +9,6 @@
 // export, headers and compression come from OpenTelemetry's configuration in JavaScript.
 #include <netdb.h>
 #include <poll.h>
-#include <pthread.h>
 #include <sys/socket.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -18,7 +17,6 @@
 #include <cerrno>
 #include <chrono>
 #include <cmath>
-#include <csignal>
 #include <cstring>
 #include <memory>
 #include <string>
@@ -235,12 +233,10 @@ Napi::Value Addon::HttpPost(const Napi::CallbackInfo& info) {
   // The function keeps the event loop alive until the thread has answered: an export in flight at exit still leaves.
   auto done = Napi::ThreadSafeFunction::New(env, Napi::Function::New(env, [](const Napi::CallbackInfo&) {}),
                                             "otel-node-ebpf:httpPost", 0, 1);
-  // The thread inherits this one's signal mask: with every signal blocked, signals meant for the process go to the
-  // application's threads, as with libuv's thread pool.
-  sigset_t all, saved;
-  sigfillset(&all);
-  pthread_sigmask(SIG_BLOCK, &all, &saved);
   try {
+    // The thread inherits this one's signal mask: with every signal blocked, signals meant for the process go to the
+    // application's threads, as with libuv's thread pool.
+    SignalsBlocked inherited(SignalsBlocked::kAll);
     std::thread([post, deferred, done]() mutable {
       Run(*post);
       done.BlockingCall([post, deferred](Napi::Env env, Napi::Function) {
@@ -257,12 +253,9 @@ Napi::Value Addon::HttpPost(const Napi::CallbackInfo& info) {
       done.Release();
     }).detach();
   } catch (const std::system_error& e) {
-    pthread_sigmask(SIG_SETMASK, &saved, nullptr);
     done.Release();
     deferred->Reject(MakeBpfError(env, "http thread", e.code().value(), post->host + ":" + post->port));
-    return deferred->Promise();
   }
-  pthread_sigmask(SIG_SETMASK, &saved, nullptr);
   return deferred->Promise();
 }
 

@@ -3,11 +3,8 @@
 #include <bpf/btf.h>
 #include <bpf/libbpf.h>
 
-#include <pthread.h>
-
 #include <algorithm>
 #include <cerrno>
-#include <csignal>
 #include <cstring>
 #include <system_error>
 #include <thread>
@@ -106,28 +103,6 @@ std::string LoadCulprit(const std::string& log) {
   name = NameBefore(log, "map", "failed to create");
   return name.empty() ? "" : "map " + name;
 }
-
-// The verifier gives up with EAGAIN whenever a signal is pending for the loading thread (kernel/bpf/verifier.c,
-// do_check: signal_pending). A sampling profiler in the application (node --cpu-prof, or an in-process continuous
-// profiler through V8's CPU profiler) sends this thread SIGPROF every 50 µs to 10 ms, more often than a program of
-// ours verifies, so libbpf's five attempts fail alike and the probe is lost. While the kernel verifies, this thread
-// defers the asynchronous signals: they arrive when it is done (a late profiler sample). Signals sent to the process
-// go to one of its other threads meanwhile; the synchronous ones (faults) are left alone.
-class SignalsDeferred {
- public:
-  SignalsDeferred() {
-    sigset_t deferred;
-    sigfillset(&deferred);
-    for (int sig : {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGABRT, SIGSYS}) sigdelset(&deferred, sig);
-    pthread_sigmask(SIG_BLOCK, &deferred, &saved_);
-  }
-  ~SignalsDeferred() { pthread_sigmask(SIG_SETMASK, &saved_, nullptr); }
-  SignalsDeferred(const SignalsDeferred&) = delete;
-  SignalsDeferred& operator=(const SignalsDeferred&) = delete;
-
- private:
-  sigset_t saved_;
-};
 
 struct GlobalVar {
   std::string section;  // ".rodata", ".data" or ".bss"
@@ -343,7 +318,13 @@ class JsObject : public Napi::ObjectWrap<JsObject> {
     LogCapture capture;
     int err;
     {
-      SignalsDeferred deferred;
+      // The verifier gives up with EAGAIN whenever a signal is pending for the loading thread (kernel/bpf/verifier.c,
+      // do_check: signal_pending). A sampling profiler in the application (node --cpu-prof, or an in-process
+      // continuous profiler through V8's CPU profiler) sends this thread SIGPROF every 50 µs to 10 ms, more often
+      // than a program of ours verifies, so libbpf's five attempts fail alike and the probe is lost. While the kernel
+      // verifies, the asynchronous signals wait: they arrive when it is done (a late profiler sample), and signals
+      // sent to the process go to one of its other threads meanwhile.
+      SignalsBlocked deferred(SignalsBlocked::kAsynchronous);
       err = bpf_object__load(state.obj);
     }
     if (err < 0) {

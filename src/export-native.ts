@@ -13,7 +13,8 @@
  * Endpoint, headers, compression and timeout come from the same OTEL_EXPORTER_OTLP_* variables, read by
  * OpenTelemetry's own configuration code; retries follow its exporters (below).
  */
-import type { ExportResponse, IExporterTransport } from '@opentelemetry/otlp-exporter-base';
+import { createOtlpNetworkExportDelegate, OTLPExporterBase, OTLPExporterError } from '@opentelemetry/otlp-exporter-base';
+import type { ExportResponse, IExporterTransport, IOtlpExportDelegate } from '@opentelemetry/otlp-exporter-base';
 import type { OTLPMetricExporterOptions } from '@opentelemetry/exporter-metrics-otlp-http';
 import type { PushMetricExporter } from '@opentelemetry/sdk-metrics';
 import type { SpanExporter } from '@opentelemetry/sdk-trace-base';
@@ -80,7 +81,8 @@ class NativeHttpTransport implements IExporterTransport {
       const { status, retryAfter } = await this.addon.httpPost({ ...this.endpoint, head, body: data, gzip: this.gzip, timeoutMs });
       if (status >= 200 && status <= 299) return { status: 'success' };
       if (RETRYABLE_STATUS.has(status)) return { status: 'retryable', retryInMillis: retryAfterMillis(retryAfter) };
-      return { status: 'failure', error: new Error(`the OTLP endpoint answered HTTP ${status}`) };
+      // the error OpenTelemetry's HTTP transport gives, so that its exporter metrics record the status code
+      return { status: 'failure', error: new OTLPExporterError(`the OTLP endpoint answered HTTP ${status}`, status) };
     } catch (err) {
       const error = err as BpfError;
       return RETRYABLE_ERRNO.has(error.code) ? { status: 'retryable', error } : { status: 'failure', error };
@@ -102,10 +104,9 @@ function createNativeDelegate<Internal>(
   userOptions: object,
   serializers: Record<'json' | 'protobuf', import('@opentelemetry/otlp-transformer').ISerializer<Internal, unknown>>,
   helper: import('@opentelemetry/otlp-transformer').IExporterMetricsHelper<Internal>,
-): import('@opentelemetry/otlp-exporter-base').IOtlpExportDelegate<Internal> | undefined {
+): IOtlpExportDelegate<Internal> | undefined {
   const addon = loadAddon();
   if (protocol === 'grpc' || addon instanceof BpfError) return undefined;
-  const base = require('@opentelemetry/otlp-exporter-base') as typeof import('@opentelemetry/otlp-exporter-base');
   const nodeHttp = require('@opentelemetry/otlp-exporter-base/node-http') as typeof import('@opentelemetry/otlp-exporter-base/build/src/index-node-http');
   const json = protocol === 'http/json';
   const contentType = json ? 'application/json' : 'application/x-protobuf';
@@ -129,7 +130,7 @@ function createNativeDelegate<Internal>(
   const transport = new NativeHttpTransport(addon, endpoint, config.headers, gzip);
   // the component type of OpenTelemetry's own exporters (their self-observability metrics)
   const component = `otlp_http${json ? '_json' : ''}_${signal === 'METRICS' ? 'metric' : 'span'}_exporter`;
-  return base.createOtlpNetworkExportDelegate(
+  return createOtlpNetworkExportDelegate(
     config,
     json ? serializers.json : serializers.protobuf,
     nodeHttp.createOtlpHttpExporterMetrics(component, helper, config.url, undefined),
@@ -152,7 +153,6 @@ export function createNativeMetricExporter(
 /** A SpanExporter whose requests leave from the addon's thread, or undefined where it cannot send. */
 export function createNativeSpanExporter(protocol: OtlpProtocol): SpanExporter | undefined {
   const transformer = require('@opentelemetry/otlp-transformer') as typeof import('@opentelemetry/otlp-transformer');
-  const { OTLPExporterBase } = require('@opentelemetry/otlp-exporter-base') as typeof import('@opentelemetry/otlp-exporter-base');
   const serializers = { json: transformer.JsonTraceSerializer, protobuf: transformer.ProtobufTraceSerializer };
   const delegate = createNativeDelegate('TRACES', protocol, {}, serializers, transformer.TraceExporterMetricsHelper);
   return delegate && new OTLPExporterBase(delegate);

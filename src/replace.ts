@@ -13,3 +13,38 @@ export function replace<T extends object, K extends keyof T>(target: T, name: K,
     if (target[name] === wrapped) Object.defineProperty(target, name, { value: original, writable: true, configurable: true, enumerable });
   };
 }
+
+/**
+ * Replaces the function `target[name]` by one that passes every call through and then shows `observe` the arguments
+ * and the result. `observe` never changes what the caller gets: an error it throws goes to `onError`. Returns the
+ * undo: it restores the original while ours is the outermost, and makes ours inert when a later wrapper keeps it in
+ * place.
+ */
+export function observeCalls<T extends object, K extends keyof T>(
+  target: T,
+  name: K,
+  observe: (args: unknown[], result: unknown) => void,
+  onError: (err: unknown) => void,
+): () => void {
+  let active = true;
+  const restore = replace(target, name, original => {
+    const call = original as (...a: unknown[]) => unknown;
+    const observed = function (this: unknown, ...args: unknown[]) {
+      const result = call.apply(this, args);
+      if (active) {
+        try {
+          observe(args, result);
+        } catch (err) {
+          onError(err);
+        }
+      }
+      return result;
+    };
+    Object.defineProperty(observed, 'name', { value: call.name }); // tls.connect.name is still 'connect'
+    return observed as T[K];
+  });
+  return () => {
+    active = false;
+    restore();
+  };
+}

@@ -64,11 +64,14 @@ import { warnOnce } from './diag';
 import { GrpcConnectionInstrumentation, http2StreamOf, PeerSockets } from './grpc';
 import type { GrpcCallSink, PeerCall } from './grpc';
 import { BpfError, loadAddon, NativeAddon } from './native';
-import { replace } from './replace';
+import { observeCalls } from './replace';
 import { SPAN_ATTRS } from './semconv';
 import { tcpCountersReader, TcpCounters } from './tcpinfo';
 import type { TlsCollector } from './tls';
 import { kernelSees, sources } from './active';
+
+/** What an observer of a wrapped core function does when it fails: say it once; the call itself went through. */
+const failed = (what: string) => (err: unknown) => warnOnce(`kernel-enriched spans: ${what}: ${(err as Error).message}`, `spans-${what}`);
 
 const ZERO: TcpCounters = { state: 0, txBytes: 0, rxBytes: 0, retransmits: 0, srttUs: 0 };
 
@@ -104,6 +107,8 @@ interface SpanState {
   setup?: Setup;
   /** A gRPC client call: its connection is known once it has one, at the latest at the span's end. */
   grpc?: { call: PeerCall; startedAt: number };
+  /** A lookup the span made itself, by dns.promises.lookup while it was active (gRPC's resolver), in ns. */
+  dnsNs?: number;
 }
 
 const CONNECTION = Symbol('otel-node-ebpf.connection');
@@ -173,8 +178,6 @@ export class KernelSpanProcessor implements SpanProcessor {
   private undoTlsConnect?: () => void;
   /** Restores dns.promises.lookup (see lookupIn). */
   private undoPromisesLookup?: () => void;
-  /** The DNS lookup a client span made itself, by dns.promises.lookup in its context (gRPC's resolver), in ns. */
-  private readonly spanLookups = new WeakMap<object, number>();
 
   constructor(options: KernelSpanProcessorOptions = {}) {
     if (options.disabled) return;
@@ -201,33 +204,10 @@ export class KernelSpanProcessor implements SpanProcessor {
     });
     // TLS set up over a socket of net.connect() (grpc-js, database clients): the TLS socket is a second object,
     // which no channel announces; tls.connect's `socket` option ties it to the connection followed above.
-    this.undoTlsConnect = replace(tls, 'connect', original => {
-      const processor = this;
-      return function connect(this: unknown, ...args: unknown[]) {
-        const tlsSocket = (original as (...a: unknown[]) => tls.TLSSocket).apply(this, args);
-        try {
-          // inert once this processor shut down, if another wrapper made since keeps this one in place
-          if (processor.undoTlsConnect) processor.tlsOver(args, tlsSocket);
-        } catch (err) {
-          warnOnce(`kernel-enriched spans: tls.connect: ${(err as Error).message}`, 'spans-tls.connect');
-        }
-        return tlsSocket;
-      } as typeof tls.connect;
-    });
+    this.undoTlsConnect = observeCalls(tls, 'connect', (args, tlsSocket) => this.tlsOver(args, tlsSocket as tls.TLSSocket), failed('tls.connect'));
     // grpc-js resolves a channel's name with dns.promises.lookup and connects to the address: no socket 'lookup'
     // event. The lookup runs in the context of the call that woke the channel, so its span is the active one.
-    this.undoPromisesLookup = replace(dns.promises, 'lookup', original => {
-      const processor = this;
-      return function lookup(this: unknown, ...args: unknown[]) {
-        const result = (original as (...a: unknown[]) => Promise<unknown>).apply(this, args);
-        try {
-          if (processor.undoPromisesLookup) processor.lookupIn(args[0], result);
-        } catch (err) {
-          warnOnce(`kernel-enriched spans: dns.promises.lookup: ${(err as Error).message}`, 'spans-dns.promises.lookup');
-        }
-        return result;
-      } as typeof dns.promises.lookup;
-    });
+    this.undoPromisesLookup = observeCalls(dns.promises, 'lookup', (args, result) => this.lookupIn(args[0], result as Promise<unknown>), failed('dns.promises.lookup'));
   }
 
   /**
@@ -237,20 +217,28 @@ export class KernelSpanProcessor implements SpanProcessor {
    */
   private lookupIn(hostname: unknown, result: Promise<unknown>): void {
     const span = trace.getActiveSpan() as unknown as Span | undefined;
-    if (typeof hostname !== 'string' || !span || span.kind !== SpanKind.CLIENT || !this.spans.has(span)) return;
+    const state = span?.kind === SpanKind.CLIENT ? this.spans.get(span) : undefined;
     const seq = collector<DnsCollector>('dns')?.lookupLog().seq;
-    if (seq === undefined) return;
+    if (typeof hostname !== 'string' || !state || seq === undefined) return;
     result.then(
       () => {
-        const log = collector<DnsCollector>('dns')?.lookupLog();
-        if (!log || log.seq <= seq || log.seq <= this.dnsTaken || this.spanLookups.has(span)) return;
-        const e = log.at(log.seq);
-        if (!e || e.status !== 0 || e.name !== hostname) return;
-        this.dnsTaken = log.seq;
-        this.spanLookups.set(span, Number(e.durationNs));
+        if (state.dnsNs === undefined) state.dnsNs = this.takeLookup(seq, hostname);
       },
       () => {},
     );
+  }
+
+  /**
+   * The newest DNS record, in ns, if it is a successful lookup of `host` newer than record `seq` and not taken yet
+   * (the caller knows it is the lookup it waited for: see the file's comment); a record is taken once.
+   */
+  private takeLookup(seq: number, host: string): number | undefined {
+    const log = collector<DnsCollector>('dns')?.lookupLog();
+    if (!log || log.seq <= seq || log.seq <= this.dnsTaken) return undefined;
+    const e = log.at(log.seq);
+    if (!e || e.status !== 0 || e.name !== host) return undefined;
+    this.dnsTaken = log.seq;
+    return Number(e.durationNs);
   }
 
   /** tls.connect(..., { socket }, ...) over a client socket whose setup is followed: its handshake is that connection's. */
@@ -294,14 +282,9 @@ export class KernelSpanProcessor implements SpanProcessor {
     const setup: Setup = { dnsSeq: collector<DnsCollector>('dns')?.lookupLog().seq ?? -1, claimed: false, seenAt: performance.now() };
     c.setup = setup;
     socket.on('lookup', (err: Error | null, _address: unknown, _family: unknown, host: string) => {
-      if (err || setup.dnsSeq < 0) return;
-      const log = collector<DnsCollector>('dns')?.lookupLog();
       // the lookup's own record is the newest: uv__getaddrinfo_done recorded it, then called this callback
-      if (!log || log.seq <= setup.dnsSeq || log.seq <= this.dnsTaken) return;
-      const e = log.at(log.seq);
-      if (!e || e.status !== 0 || e.name !== host) return;
-      this.dnsTaken = log.seq;
-      setup.dnsNs = Number(e.durationNs);
+      const ns = !err && setup.dnsSeq >= 0 ? this.takeLookup(setup.dnsSeq, host) : undefined;
+      if (ns !== undefined) setup.dnsNs = ns;
     });
     socket.on('connectionAttempt', () => (setup.attemptAt = process.hrtime.bigint()));
     socket.once('connect', () => {
@@ -481,8 +464,7 @@ export class KernelSpanProcessor implements SpanProcessor {
       putTcpAttributes(attrs, end, state.base);
       connectionOf(socket).last = end;
     }
-    const lookupNs = this.spanLookups.get(span);
-    if (lookupNs !== undefined) attrs[SPAN_ATTRS.DNS_LOOKUP_DURATION] = lookupNs / 1e9;
+    if (state.dnsNs !== undefined) attrs[SPAN_ATTRS.DNS_LOOKUP_DURATION] = state.dnsNs / 1e9;
     const setup = state.setup;
     if (setup && !setup.claimed) {
       setup.claimed = true;

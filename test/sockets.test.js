@@ -79,28 +79,25 @@ describe('socket probes', function () {
     assert.strictEqual(total(points, 'tcp.resets', { ...peer, 'tcp.reset.direction': 'received' }), 2, show(points, 'tcp.resets'));
   });
 
-  for (const protocol of ['grpc', 'http/protobuf', 'http/json']) {
-    it(`exports exact values over OTLP ${protocol} from the application's thread (OTEL_NODE_EBPF_EXPORT_THREAD=main)`, async () => {
-      const { points, peerPort, result } = await exactBytes('127.0.0.1', { protocol, env: { OTEL_NODE_EBPF_EXPORT_THREAD: 'main' } });
-      assert.ok(points.every(p => p.protocol === protocol));
-      const client = { 'server.port': peerPort, 'tcp.connection.side': 'client' };
-      assert.strictEqual(total(points, 'process.network.io', { ...client, 'network.io.direction': 'transmit' }), SENT);
-      assert.strictEqual(total(points, 'process.network.io', { ...client, 'network.io.direction': 'receive' }), RECEIVED);
-      const status = result.lines.find(l => l.done).status;
-      assert.deepStrictEqual([status.exporter.protocol, status.exporter.thread], [protocol, 'main']);
-    });
+  /** The exact client bytes of exactBytes() arrived over `protocol`, and the exporter says it sent from `thread`. */
+  function assertExactExport({ points, peerPort, result }, protocol, thread) {
+    assert.ok(points.every(p => p.protocol === protocol));
+    const client = { 'server.port': peerPort, 'tcp.connection.side': 'client' };
+    assert.strictEqual(total(points, 'process.network.io', { ...client, 'network.io.direction': 'transmit' }), SENT);
+    assert.strictEqual(total(points, 'process.network.io', { ...client, 'network.io.direction': 'receive' }), RECEIVED);
+    const status = result.lines.find(l => l.done).status;
+    assert.deepStrictEqual([status.exporter.protocol, status.exporter.thread], [protocol, thread]);
   }
 
-  for (const protocol of ['grpc', 'http/protobuf', 'http/json']) {
-    it(`exports exact values over OTLP ${protocol} from a worker thread (OTEL_NODE_EBPF_EXPORT_THREAD=worker), the last export at exit included`, async () => {
-      const { points, peerPort, result } = await exactBytes('127.0.0.1', { protocol, env: { OTEL_NODE_EBPF_EXPORT_THREAD: 'worker' } });
-      assert.ok(points.every(p => p.protocol === protocol));
-      const client = { 'server.port': peerPort, 'tcp.connection.side': 'client' };
-      assert.strictEqual(total(points, 'process.network.io', { ...client, 'network.io.direction': 'transmit' }), SENT);
-      assert.strictEqual(total(points, 'process.network.io', { ...client, 'network.io.direction': 'receive' }), RECEIVED);
-      const status = result.lines.find(l => l.done).status;
-      assert.deepStrictEqual([status.exporter.protocol, status.exporter.thread], [protocol, 'worker']);
-    });
+  for (const [thread, how] of [
+    ['main', "from the application's thread (OTEL_NODE_EBPF_EXPORT_THREAD=main)"],
+    ['worker', 'from a worker thread (OTEL_NODE_EBPF_EXPORT_THREAD=worker), the last export at exit included'],
+  ]) {
+    for (const protocol of ['grpc', 'http/protobuf', 'http/json']) {
+      it(`exports exact values over OTLP ${protocol} ${how}`, async () => {
+        assertExactExport(await exactBytes('127.0.0.1', { protocol, env: { OTEL_NODE_EBPF_EXPORT_THREAD: thread } }), protocol, thread);
+      });
+    }
   }
 
   for (const protocol of ['http/protobuf', 'http/json', 'grpc']) {
@@ -108,14 +105,10 @@ describe('socket probes', function () {
     const thread = protocol === 'grpc' ? 'main' : 'native';
     it(`exports exact values over OTLP ${protocol} by default (OTEL_NODE_EBPF_EXPORT_THREAD=native: sent from the ${thread} thread), gzip, headers and the last export at exit included`, async () => {
       const env = { OTEL_EXPORTER_OTLP_COMPRESSION: 'gzip', OTEL_EXPORTER_OTLP_HEADERS: 'x-tenant=t1,authorization=Api-Token%20abc' };
-      const { points, peerPort, result } = await exactBytes('127.0.0.1', { protocol, env });
-      assert.ok(points.length > 0 && points.every(p => p.protocol === protocol));
-      const client = { 'server.port': peerPort, 'tcp.connection.side': 'client' };
-      assert.strictEqual(total(points, 'process.network.io', { ...client, 'network.io.direction': 'transmit' }), SENT);
-      assert.strictEqual(total(points, 'process.network.io', { ...client, 'network.io.direction': 'receive' }), RECEIVED);
-      const status = result.lines.find(l => l.done).status;
-      assert.deepStrictEqual([status.exporter.protocol, status.exporter.thread], [protocol, thread]);
-      for (const { headers } of points) {
+      const exported = await exactBytes('127.0.0.1', { protocol, env });
+      assert.ok(exported.points.length > 0);
+      assertExactExport(exported, protocol, thread);
+      for (const { headers } of exported.points) {
         assert.strictEqual(headers['x-tenant'], 't1');
         assert.strictEqual(headers.authorization, 'Api-Token abc');
         if (protocol !== 'grpc') assert.strictEqual(headers['content-encoding'], 'gzip');
