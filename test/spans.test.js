@@ -262,6 +262,32 @@ describe('kernel-enriched spans (HTTP client and server, OTLP traces)', function
           if (i === 2) assert.ok(frames(-ahead), why); // arrived before the next window started, read after it
         }
       });
+
+      it('gRPC client and bidirectional streaming: each call\'s spans carry exactly their window\'s bytes', async () => {
+        const calls = [{ body: 10, reply: 10 }, { body: 30_000, reply: 500, upload: 4 }, { body: 10_000, reply: 8000, chat: 5 }, { body: 10, reply: 10 }];
+        const r = await runGrpc({ calls });
+        const lines = ok(r);
+        assert.strictEqual(lines.length, calls.length);
+        const [clients, servers] = [grpcSpansOf(r, 'client'), grpcSpansOf(r, 'server')];
+        assert.deepStrictEqual([clients.length, servers.length], [4, 4], JSON.stringify(spansOf(r).map(s => [s.kind, s.name])));
+        assert.deepStrictEqual(clients.map(s => s.attributes['rpc.method']), ['Echo', 'Upload', 'Chat', 'Echo']);
+        assert.deepStrictEqual(servers.map(s => s.attributes['rpc.method']), ['Echo', 'Upload', 'Chat', 'Echo']);
+        assert.ok(lines[1].client.written > 4 * 30_000 && lines[2].client.read > 5 * 8000, JSON.stringify(lines)); // the messages and their framing
+        for (const [i, line] of lines.entries()) {
+          const [client, server] = [clients[i].attributes, servers[i].attributes];
+          assert.strictEqual(client['tcp.io.transmit'], line.client.written, `call ${i}: client transmit`);
+          assert.strictEqual(client['tcp.io.receive'], line.client.read, `call ${i}: client receive`);
+          assert.strictEqual(server['tcp.io.transmit'], line.server.written, `call ${i}: server transmit`);
+          // As around a server stream: the client's WINDOW_UPDATE frames (13 bytes) for the bidirectional call's
+          // replies are counted by the kernel when they arrive, by Node when it reads them.
+          const ahead = server['tcp.io.receive'] - line.server.read; // kernel − Node
+          const frames = d => d >= 0 && d % 13 === 0 && d <= 5 * 13;
+          const why = `call ${i}: server receive ${server['tcp.io.receive']}, Node read ${line.server.read}`;
+          if (i < 2) assert.strictEqual(ahead, 0, why);
+          if (i === 2) assert.ok(frames(ahead), why);
+          if (i === 3) assert.ok(frames(-ahead), why);
+        }
+      });
     });
   }
 

@@ -1,14 +1,16 @@
 'use strict';
 // A gRPC application with the SDK preloaded (node --require dist/register.js, OTEL_TRACES_EXPORTER=otlp): a grpc-js
 // server and a client of it on one channel, traced by the gRPC instrumentation that register loads. Unary and
-// server-streaming calls, one after the other. It measures, with Node's own counters rather than the kernel's
+// streaming calls (server, client, both), one after the other. It measures, with Node's own counters rather than the kernel's
 // (socket.bytesWritten/bytesRead, which count what the HTTP/2 session wrote and read), at the instants that bound the
-// spans' windows: the client span ends just before the call's callback (a stream: at its 'status'); the server span
-// just after the handler, which answers at once (a stream: at its 'finish'); the server's window starts a tick after
+// spans' windows: the client span ends just before the call's callback (a response stream: at its 'status'); the
+// server span when the handler answers (a response stream: at its 'finish'); the server's window starts a tick after
 // the previous call's HTTP/2 stream closed.
 //
-// Config (argv[2], JSON): { calls: [{ body: bytes, reply: bytes, stream?: messages (server streaming, `stream` replies) }], tls?: {key, cert} (PEM paths: TLS to localhost),
-// ipv6?: true (over ::1) }.
+// Config (argv[2], JSON): { calls: [{ body: bytes, reply: bytes, stream?: n, upload?: n, chat?: n }], tls?: {key, cert}
+// (PEM paths: TLS to localhost), ipv6?: true (over ::1) }. A call is unary, or with `stream` server streaming (`stream`
+// replies), with `upload` client streaming (`upload` requests, one reply), with `chat` bidirectional (`chat` requests,
+// each answered by a reply as it arrives).
 // With TLS the sockets counted are the TCP ones under it, as the kernel's.
 // stdout, one JSON line each: {"request": i, "client": {written, read}, "server": {written, read}, "peerPort"},
 // {"done": status}.
@@ -30,6 +32,8 @@ const identity = b => b;
 const service = {
   Echo: { path: '/oneb.test.Bytes/Echo', requestStream: false, responseStream: false, requestSerialize: identity, requestDeserialize: identity, responseSerialize: identity, responseDeserialize: identity },
   Stream: { path: '/oneb.test.Bytes/Stream', requestStream: false, responseStream: true, requestSerialize: identity, requestDeserialize: identity, responseSerialize: identity, responseDeserialize: identity },
+  Upload: { path: '/oneb.test.Bytes/Upload', requestStream: true, responseStream: false, requestSerialize: identity, requestDeserialize: identity, responseSerialize: identity, responseDeserialize: identity },
+  Chat: { path: '/oneb.test.Bytes/Chat', requestStream: true, responseStream: true, requestSerialize: identity, requestDeserialize: identity, responseSerialize: identity, responseDeserialize: identity },
 };
 const replies = [];
 let atHandler;
@@ -59,10 +63,28 @@ server.addService(service, {
     for (let n = 0; n < streams[i]; n++) call.write(Buffer.alloc(replies[i], 7));
     call.end();
   },
+  // client streaming: the handler runs when the call's headers arrive; it answers after the last request, and the
+  // instrumentation ends the span inside the callback
+  Upload: (call, callback) => {
+    served(call);
+    let i;
+    call.on('data', m => (i ??= m.readUInt32BE(0)));
+    call.on('end', () => {
+      atHandler = counts(serverSocket);
+      callback(null, Buffer.alloc(replies[i], 7));
+    });
+  },
+  // bidirectional: a reply to every request as it arrives; the span ends at the call's 'finish', as a server stream's
+  Chat: call => {
+    served(call);
+    call.on('data', m => call.write(Buffer.alloc(replies[m.readUInt32BE(0)], 7)));
+    call.on('end', () => call.end());
+    call.on('finish', () => (atHandler = counts(serverSocket)));
+  },
 });
 const streams = [];
 
-function call(client, i, { body, reply, stream }) {
+function call(client, i, { body, reply, stream, upload, chat }) {
   replies[i] = reply;
   const request = Buffer.alloc(body, 1);
   request.writeUInt32BE(i, 0);
@@ -79,6 +101,33 @@ function call(client, i, { body, reply, stream }) {
         if (received !== stream * reply) return reject(new Error(`streamed ${received} bytes, not ${stream * reply}`));
         resolve({ client: counts(clientSocket), handler: atHandler, quiet: quietAtHandler });
       });
+    });
+  }
+  if (upload) {
+    return new Promise((resolve, reject) => {
+      const s = client.Upload((err, response) => {
+        if (err) return reject(err);
+        if (response.length !== reply) return reject(new Error(`reply of ${response.length} bytes, not ${reply}`));
+        resolve({ client: counts(clientSocket), handler: atHandler, quiet: quietAtHandler });
+      });
+      for (let n = 0; n < upload; n++) s.write(request);
+      s.end();
+    });
+  }
+  if (chat) {
+    // the client span ends at the call's 'status' (the instrumentation's listener runs first)
+    return new Promise((resolve, reject) => {
+      let received = 0;
+      const s = client.Chat();
+      s.on('data', m => (received += m.length));
+      s.on('error', reject);
+      s.on('status', status => {
+        if (status.code !== grpc.status.OK) return reject(new Error(status.details));
+        if (received !== chat * reply) return reject(new Error(`received ${received} bytes, not ${chat * reply}`));
+        resolve({ client: counts(clientSocket), handler: atHandler, quiet: quietAtHandler });
+      });
+      for (let n = 0; n < chat; n++) s.write(request);
+      s.end();
     });
   }
   return new Promise((resolve, reject) =>
