@@ -12,6 +12,11 @@
  * read/write and their p- and v- variants add their result to that fd's entry; close sends the entry to user space
  * (a ring buffer, a record per file closed that had bytes) and forgets it. Sockets and pipes never opened by path
  * are not in the map: their reads and writes cost a failed look-up.
+ *
+ * close(2) frees the fd number before sys_exit runs: in between, another thread's open can take the number, and its
+ * own sys_exit can come first and enter the new file under that fd. The close's sys_exit then finds the new file's
+ * entry. Each entry keeps the struct file that the fd held at its open, and a close leaves alone an entry whose file
+ * is at the fd again (the old entry was sent by the open that replaced it).
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -83,6 +88,22 @@ static __always_inline void send_closed(struct file_entry *v)
 	RINGBUF_SUBMIT(&closed_files, FILES_RING_SIZE, e);
 }
 
+/* The struct file at `fd` in the current task's table now, 0 if none. */
+static __always_inline __u64 file_at(__u32 fd)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+	struct file **fds;
+	struct file *f = NULL;
+
+	if (!fdt || fd >= BPF_CORE_READ(fdt, max_fds))
+		return 0;
+	fds = BPF_CORE_READ(fdt, fd);
+	if (bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]))
+		return 0;
+	return (__u64)f;
+}
+
 static __always_inline void opened(long fd, const char *pathname)
 {
 	struct file_entry *v, *old;
@@ -102,6 +123,7 @@ static __always_inline void opened(long fd, const char *pathname)
 	v->written_bytes = 0;
 	v->fd = key;
 	v->pad = 0;
+	v->file = file_at(key);
 	if (bpf_probe_read_user_str(v->path, sizeof(v->path), pathname) < 0)
 		v->path[0] = 0;
 	if (bpf_map_update_elem(&files, &key, v, BPF_ANY))
@@ -160,9 +182,12 @@ int BPF_PROG(files_sys_exit, struct pt_regs *regs, long ret)
 		v = bpf_map_lookup_elem(&files, &fd);
 		if (!v)
 			return 0;
+		__sync_fetch_and_add(&health.closes, 1);
+		/* another thread's open took the fd since, and its entry is this one (see the file's comment) */
+		if (v->file && v->file == file_at(fd))
+			return 0;
 		send_closed(v);
 		bpf_map_delete_elem(&files, &fd);
-		__sync_fetch_and_add(&health.closes, 1);
 		return 0;
 	}
 	return 0;

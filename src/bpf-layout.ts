@@ -503,14 +503,15 @@ export const FILE_PATH_LEN = 256;
 export const FILES_LAYOUTS = {
   file_entry: {
     name: 'file_entry',
-    size: 32 + FILE_PATH_LEN,
+    size: 40 + FILE_PATH_LEN,
     fields: {
       gen: { offset: 0, type: 'u64' },
       read_bytes: { offset: 8, type: 'u64' },
       written_bytes: { offset: 16, type: 'u64' },
       fd: { offset: 24, type: 'u32' },
       pad: { offset: 28, type: 'u32' },
-      path: { offset: 32, type: 'bytes' },
+      file: { offset: 32, type: 'u64' },
+      path: { offset: 40, type: 'bytes' },
     },
   },
   file_health: {

@@ -8,6 +8,9 @@
 //                          fs.promises.readFile; dir/stream.bin: 100 chunks of 1000 bytes through a write stream;
 //                          dir/open.bin: 4096 bytes written and left open (the kernel still holds it at export)
 //   { "many": [dir, n] }   n files dir/f<i>.bin of i+1 bytes each, by writeFileSync
+//   { "churn": [dir, n, rounds] }  n files dir/c<i>.bin of 1000+i bytes each, written concurrently (fs.promises.writeFile:
+//                          the thread pool's threads open, write and close at once, reusing each other's fds), `rounds`
+//                          times over
 const fs = require('fs');
 const path = require('path');
 
@@ -36,6 +39,13 @@ const handlers = {
     const [dir, n] = step.many;
     for (let i = 0; i < n; i++) fs.writeFileSync(path.join(dir, `f${i}.bin`), Buffer.alloc(i + 1));
     out({ many: n });
+  },
+  async churn(step) {
+    const [dir, n, rounds] = step.churn;
+    for (let r = 0; r < rounds; r++) {
+      await Promise.all(Array.from({ length: n }, (_, i) => fs.promises.writeFile(path.join(dir, `c${i}.bin`), Buffer.alloc(1000 + i))));
+    }
+    out({ churn: n * rounds });
   },
 };
 
