@@ -204,6 +204,25 @@ describe('privileges and failure', function () {
     // only the API, for the diag logger that says what is wrong with the configuration
     assert.deepStrictEqual(packages, ['@opentelemetry/api']);
   });
+
+  it('the package\'s entry loads its classes when first used: start() with OTEL_SDK_DISABLED=true loads only the API', () => {
+    const { execFileSync } = require('child_process');
+    const packagesOf = `Object.keys(require.cache).map(f => f.match(/node_modules\\/((?:@[^/]+\\/)?[^/]+)\\//)?.[1]).filter(Boolean)`;
+    const script = `const sdk = require(${JSON.stringify(ROOT)}); const h = sdk.start();
+      const before = [...new Set(${packagesOf})];
+      const classes = [typeof sdk.KernelSpanProcessor, typeof sdk.KernelMetricProducer];
+      console.log(JSON.stringify({ active: h.status().active, before, classes, after: [...new Set(${packagesOf})] }));`;
+    const out = JSON.parse(execFileSync(process.execPath, ['-e', script], { env: { ...process.env, OTEL_SDK_DISABLED: 'true' }, encoding: 'utf8' }));
+    assert.strictEqual(out.active, false);
+    assert.deepStrictEqual(out.before, ['@opentelemetry/api']);
+    assert.deepStrictEqual(out.classes, ['function', 'function']);
+    assert.ok(out.after.includes('@opentelemetry/sdk-metrics') && out.after.includes('@opentelemetry/instrumentation'), out.after.join(' '));
+    // ES modules see the same names (Node reads a CommonJS module's named exports from its source)
+    const esm = `import { start, createMetricProducer, KernelSpanProcessor, KernelMetricProducer, BpfError, METRICS } from ${JSON.stringify(path.join(ROOT, 'dist', 'index.js'))};
+      console.log([start, createMetricProducer, KernelSpanProcessor, KernelMetricProducer, BpfError].map(f => typeof f).join() + ' ' + typeof METRICS);`;
+    const names = execFileSync(process.execPath, ['--input-type=module', '-e', esm], { env: { ...process.env, OTEL_SDK_DISABLED: 'true' }, encoding: 'utf8' });
+    assert.strictEqual(names.trim(), 'function,function,function,function,function object');
+  });
 });
 
 describe('exit and signals', function () {
