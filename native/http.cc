@@ -17,8 +17,10 @@
 #include <cerrno>
 #include <chrono>
 #include <cmath>
+#include <condition_variable>
 #include <cstring>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <system_error>
 #include <thread>
@@ -99,17 +101,75 @@ bool Gzip(Post& post) {
   return true;
 }
 
-int Connect(Post& post) {
+// A getaddrinfo() that a thread of its own runs, so that the export's deadline bounds it: the resolver's own timeouts
+// (resolv.conf: 5 s per try and server by default) would otherwise hold the export, and with it the event loop of an
+// application that is ending, well past OTEL_EXPORTER_OTLP_TIMEOUT. A lookup still running at the deadline is left
+// to finish on its own thread, which frees what it found.
+struct Lookup {
+  std::mutex mu;
+  std::condition_variable cv;
+  bool done = false;
+  bool abandoned = false;
+  int rc = 0;
+  int err = 0;
+  addrinfo* found = nullptr;
+};
+
+addrinfo* Resolve(Post& post) {
   addrinfo hints = {};
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
   addrinfo* found = nullptr;
-  int rc = getaddrinfo(post.host.c_str(), post.port.c_str(), &hints, &found);
-  if (rc != 0) {
-    Fail(post, "resolve", rc == EAI_SYSTEM ? errno : EHOSTUNREACH);
-    if (rc != EAI_SYSTEM) post.detail = gai_strerror(rc);
-    return -1;
+  int rc, err = 0;
+  // an address needs no lookup (and no thread)
+  hints.ai_flags = AI_NUMERICHOST;
+  rc = getaddrinfo(post.host.c_str(), post.port.c_str(), &hints, &found);
+  if (rc == EAI_NONAME) {
+    hints.ai_flags = 0;
+    auto lookup = std::make_shared<Lookup>();
+    try {
+      std::thread([lookup, hints, host = post.host, port = post.port] {
+        addrinfo* found = nullptr;
+        int rc = getaddrinfo(host.c_str(), port.c_str(), &hints, &found);
+        int err = errno;
+        std::lock_guard<std::mutex> lock(lookup->mu);
+        if (lookup->abandoned) {
+          if (rc == 0) freeaddrinfo(found);
+          return;
+        }
+        lookup->done = true;
+        lookup->rc = rc;
+        lookup->err = err;
+        lookup->found = found;
+        lookup->cv.notify_one();
+      }).detach();
+    } catch (const std::system_error& e) {
+      Fail(post, "resolve", e.code().value());
+      return nullptr;
+    }
+    std::unique_lock<std::mutex> lock(lookup->mu);
+    if (!lookup->cv.wait_until(lock, post.deadline, [&] { return lookup->done; })) {
+      lookup->abandoned = true;
+      Fail(post, "resolve", ETIMEDOUT);
+      return nullptr;
+    }
+    rc = lookup->rc;
+    err = lookup->err;
+    found = lookup->found;
+  } else if (rc == EAI_SYSTEM) {
+    err = errno;
   }
+  if (rc != 0) {
+    Fail(post, "resolve", rc == EAI_SYSTEM ? err : EHOSTUNREACH);
+    if (rc != EAI_SYSTEM) post.detail = gai_strerror(rc);
+    return nullptr;
+  }
+  return found;
+}
+
+int Connect(Post& post) {
+  addrinfo* found = Resolve(post);
+  if (found == nullptr) return -1;
   std::unique_ptr<addrinfo, decltype(&freeaddrinfo)> addresses(found, freeaddrinfo);
   int err = EHOSTUNREACH;
   for (addrinfo* a = found; a != nullptr; a = a->ai_next) {

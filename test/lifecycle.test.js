@@ -264,6 +264,37 @@ describe('exit and signals', function () {
     assert.strictEqual(sent(r.child.pid), SENT);
   });
 
+  it('an endpoint whose name the resolver never answers: a normal exit waits for the export\'s timeout, not the resolver\'s', async () => {
+    // The child's /etc/resolv.conf (a mount namespace of its own) names a UDP socket of this test that never answers,
+    // with a 20 s timeout; the export's timeout is 1 s.
+    const dgram = require('dgram');
+    const os = require('os');
+    const hole = dgram.createSocket('udp4');
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'oneb-resolv-'));
+    try {
+      await new Promise((resolve, reject) => hole.once('error', reject).bind(53, '127.0.0.2', resolve));
+      let asked = 0;
+      hole.on('message', () => asked++);
+      const resolvConf = path.join(dir, 'resolv.conf');
+      fs.writeFileSync(resolvConf, 'nameserver 127.0.0.2\noptions timeout:20 attempts:1\n');
+      let doneAt;
+      const r = await runWorkload([{ sleep: 100 }], {
+        address,
+        env: { OTEL_EXPORTER_OTLP_ENDPOINT: 'http://otlp.blackhole.test:4318', OTEL_EXPORTER_OTLP_TIMEOUT: '1000' },
+        wrap: ['unshare', '--mount', 'sh', '-c', `mount --bind ${resolvConf} /etc/resolv.conf && exec "$0" "$@"`],
+        onLine: o => o.done && (doneAt = Date.now()),
+      });
+      const lingered = Date.now() - doneAt;
+      assert.strictEqual(r.code, 0, r.stderr);
+      assert.ok(asked > 0, 'the child asked the test\'s resolver');
+      assert.match(r.stderr, /http resolve otlp\.blackhole\.test:4318: .*\(ETIMEDOUT\)/);
+      assert.ok(lingered < 8000, `the process lived ${lingered} ms after its work ended`);
+    } finally {
+      hole.close();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('a normal exit flushes the last values', async () => {
     const r = await runWorkload([{ connect: ['127.0.0.1', peer.port], send: SENT, recv: RECEIVED }], { address });
     assert.strictEqual(r.code, 0, r.stderr);

@@ -144,6 +144,21 @@ describe('socket probes', function () {
     }
   });
 
+  it('the addon\'s exporter sends to an endpoint by host name (http://localhost:port, resolved on a thread of its own)', async () => {
+    const front = await startFront(address, () => undefined);
+    try {
+      const endpoint = front.endpoint.replace('127.0.0.1', 'localhost');
+      assert.notStrictEqual(endpoint, front.endpoint);
+      const { points, peerPort, result } = await exactBytes('127.0.0.1', { env: { OTEL_EXPORTER_OTLP_ENDPOINT: endpoint } });
+      assert.strictEqual(result.lines.find(l => l.done).status.exporter.thread, 'native');
+      assert.ok(front.bodies.length > 0);
+      const client = { 'server.port': peerPort, 'tcp.connection.side': 'client' };
+      assert.strictEqual(total(points, 'process.network.io', { ...client, 'network.io.direction': 'transmit' }), SENT);
+    } finally {
+      front.close();
+    }
+  });
+
   it('an https:// endpoint: OTEL_NODE_EBPF_EXPORT_THREAD=native sends from the application\'s thread (TLS is OpenTelemetry\'s)', async () => {
     const r = await runWorkload([], { address, env: { OTEL_EXPORTER_OTLP_METRICS_ENDPOINT: 'https://127.0.0.1:9/v1/metrics', OTEL_EXPORTER_OTLP_TIMEOUT: '500', OTEL_METRIC_EXPORT_TIMEOUT: '500' } });
     assert.strictEqual(r.code, 0, r.stderr);
