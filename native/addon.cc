@@ -122,6 +122,7 @@ Addon::Addon(Napi::Env env, Napi::Object exports) : env_(env) {
                            InstanceMethod<&Addon::TcpInfoReader>("tcpInfoReader"),
                            InstanceMethod<&Addon::TcpSockets>("tcpSockets"),
                            InstanceMethod<&Addon::HttpPost>("httpPost"),
+                           InstanceMethod<&Addon::HttpPostSync>("httpPostSync"),
                        });
 }
 

@@ -140,7 +140,8 @@ class Addon : public Napi::Addon<Addon> {
   Napi::Value Calibrate(const Napi::CallbackInfo& info);
   Napi::Value TcpInfoReader(const Napi::CallbackInfo& info);  // tcp.cc
   Napi::Value TcpSockets(const Napi::CallbackInfo& info);  // tcp.cc
-  Napi::Value HttpPost(const Napi::CallbackInfo& info);  // http.cc
+  Napi::Value HttpPost(const Napi::CallbackInfo& info);      // http.cc
+  Napi::Value HttpPostSync(const Napi::CallbackInfo& info);  // http.cc
 
   static void CloseAll(void* arg);  // environment cleanup hook
   std::vector<std::weak_ptr<ObjectState>> objects_;

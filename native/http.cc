@@ -269,18 +269,17 @@ std::string StringProperty(Napi::Object options, const char* name) {
   return v.As<Napi::String>();
 }
 
-}  // namespace
-
-Napi::Value Addon::HttpPost(const Napi::CallbackInfo& info) {
+// The request that httpPost / httpPostSync describe in their options object.
+std::shared_ptr<Post> PostOf(const Napi::CallbackInfo& info, const char* api) {
   Napi::Env env = info.Env();
-  if (info.Length() < 1 || !info[0].IsObject()) ThrowBpfError(env, "http", EINVAL, "httpPost", "options must be an object");
+  if (info.Length() < 1 || !info[0].IsObject()) ThrowBpfError(env, "http", EINVAL, api, "options must be an object");
   Napi::Object options = info[0].As<Napi::Object>();
   auto post = std::make_shared<Post>();
   post->host = StringProperty(options, "host");
   post->port = StringProperty(options, "port");
   post->head = StringProperty(options, "head");
   Napi::Value body = options.Get("body");
-  if (!body.IsTypedArray()) ThrowBpfError(env, "http", EINVAL, "httpPost", "body must be a Uint8Array");
+  if (!body.IsTypedArray()) ThrowBpfError(env, "http", EINVAL, api, "body must be a Uint8Array");
   Napi::Uint8Array bytes = body.As<Napi::Uint8Array>();
   post->body.assign(bytes.Data(), bytes.Data() + bytes.ByteLength());
   post->gzip = options.Get("gzip").ToBoolean();
@@ -288,7 +287,28 @@ Napi::Value Addon::HttpPost(const Napi::CallbackInfo& info) {
   double timeout = options.Get("timeoutMs").ToNumber().DoubleValue();
   int64_t timeout_ms = std::isfinite(timeout) ? static_cast<int64_t>(std::max(0.0, timeout)) : 10000;
   post->deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
+  return post;
+}
 
+// { status, retryAfter? } of a post that ran, or the BpfError of the step that failed.
+Napi::Value ResultOf(Napi::Env env, const Post& post, bool* failed) {
+  if (post.err != 0) {
+    std::string step = "http " + post.step;
+    *failed = true;
+    return MakeBpfError(env, step.c_str(), post.err, post.host + ":" + post.port, post.detail);
+  }
+  *failed = false;
+  Napi::Object result = Napi::Object::New(env);
+  result.Set("status", post.status);
+  if (!post.retry_after.empty()) result.Set("retryAfter", post.retry_after);
+  return result;
+}
+
+}  // namespace
+
+Napi::Value Addon::HttpPost(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::shared_ptr<Post> post = PostOf(info, "httpPost");
   auto deferred = std::make_shared<Napi::Promise::Deferred>(env);
   // The function keeps the event loop alive until the thread has answered: an export in flight at exit still leaves.
   auto done = Napi::ThreadSafeFunction::New(env, Napi::Function::New(env, [](const Napi::CallbackInfo&) {}),
@@ -300,15 +320,10 @@ Napi::Value Addon::HttpPost(const Napi::CallbackInfo& info) {
     std::thread([post, deferred, done]() mutable {
       Run(*post);
       done.BlockingCall([post, deferred](Napi::Env env, Napi::Function) {
-        if (post->err != 0) {
-          std::string step = "http " + post->step;
-          deferred->Reject(MakeBpfError(env, step.c_str(), post->err, post->host + ":" + post->port, post->detail));
-          return;
-        }
-        Napi::Object result = Napi::Object::New(env);
-        result.Set("status", post->status);
-        if (!post->retry_after.empty()) result.Set("retryAfter", post->retry_after);
-        deferred->Resolve(result);
+        bool failed;
+        Napi::Value result = ResultOf(env, *post, &failed);
+        if (failed) deferred->Reject(result);
+        else deferred->Resolve(result);
       });
       done.Release();
     }).detach();
@@ -317,6 +332,18 @@ Napi::Value Addon::HttpPost(const Napi::CallbackInfo& info) {
     deferred->Reject(MakeBpfError(env, "http thread", e.code().value(), post->host + ":" + post->port));
   }
   return deferred->Promise();
+}
+
+// httpPostSync(options): the same request on the calling thread, which it blocks until the answer or the deadline.
+// Only for the last export of a process that is exiting (process.exit(): no turn of the event loop is left).
+Napi::Value Addon::HttpPostSync(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::shared_ptr<Post> post = PostOf(info, "httpPostSync");
+  Run(*post);
+  bool failed;
+  Napi::Value result = ResultOf(env, *post, &failed);
+  if (failed) throw Napi::Error(env, result);
+  return result;
 }
 
 }  // namespace otel_ebpf

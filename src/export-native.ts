@@ -16,7 +16,7 @@
 import { createOtlpNetworkExportDelegate, OTLPExporterBase, OTLPExporterError } from '@opentelemetry/otlp-exporter-base';
 import type { ExportResponse, IExporterTransport, IOtlpExportDelegate } from '@opentelemetry/otlp-exporter-base';
 import type { OTLPMetricExporterOptions } from '@opentelemetry/exporter-metrics-otlp-http';
-import type { PushMetricExporter } from '@opentelemetry/sdk-metrics';
+import type { PushMetricExporter, ResourceMetrics } from '@opentelemetry/sdk-metrics';
 import type { SpanExporter } from '@opentelemetry/sdk-trace-base';
 import type { OtlpProtocol } from './config';
 import { warnOnce } from './diag';
@@ -51,12 +51,29 @@ interface Endpoint {
 const headerSafe = (s: string) => !/[\r\n\0]/.test(s);
 
 class NativeHttpTransport implements IExporterTransport {
+  /** The request's head with the headers last resolved: what the synchronous last export sends. */
+  private head?: string;
+
   constructor(
     private readonly addon: NativeAddon,
     private readonly endpoint: Endpoint,
     private readonly headers: () => Promise<Record<string, string>>,
     private readonly gzip: boolean,
-  ) {}
+  ) {
+    this.headers().then(
+      h => (this.head ??= this.headOf(h)),
+      () => {},
+    );
+  }
+
+  private headOf(headers: Record<string, string>): string {
+    let head = this.endpoint.fixedHead;
+    for (const [name, value] of Object.entries(headers)) {
+      if (headerSafe(name) && headerSafe(String(value))) head += `${name}: ${value}\r\n`;
+      else warnOnce(`OTLP header ${JSON.stringify(name)} has a line break in its name or value; it is not sent`, `header-${name}`);
+    }
+    return head;
+  }
 
   async send(data: Uint8Array, timeoutMillis: number): Promise<ExportResponse> {
     const deadline = Date.now() + timeoutMillis;
@@ -72,24 +89,36 @@ class NativeHttpTransport implements IExporterTransport {
   }
 
   private async once(data: Uint8Array, timeoutMs: number): Promise<ExportResponse> {
-    let head = this.endpoint.fixedHead;
-    for (const [name, value] of Object.entries(await this.headers())) {
-      if (headerSafe(name) && headerSafe(String(value))) head += `${name}: ${value}\r\n`;
-      else warnOnce(`OTLP header ${JSON.stringify(name)} has a line break in its name or value; it is not sent`, `header-${name}`);
-    }
+    const head = (this.head = this.headOf(await this.headers()));
     try {
-      const { status, retryAfter } = await this.addon.httpPost({ ...this.endpoint, head, body: data, gzip: this.gzip, timeoutMs });
-      if (status >= 200 && status <= 299) return { status: 'success' };
-      if (RETRYABLE_STATUS.has(status)) return { status: 'retryable', retryInMillis: retryAfterMillis(retryAfter) };
-      // the error OpenTelemetry's HTTP transport gives, so that its exporter metrics record the status code
-      return { status: 'failure', error: new OTLPExporterError(`the OTLP endpoint answered HTTP ${status}`, status) };
+      return responseOf(await this.addon.httpPost({ ...this.endpoint, head, body: data, gzip: this.gzip, timeoutMs }));
     } catch (err) {
-      const error = err as BpfError;
-      return RETRYABLE_ERRNO.has(error.code) ? { status: 'retryable', error } : { status: 'failure', error };
+      return failureOf(err as BpfError);
+    }
+  }
+
+  /** One attempt on the calling thread, which it blocks (at most timeoutMs): for a process that is exiting. */
+  sendSync(data: Uint8Array, timeoutMs: number): ExportResponse {
+    if (this.head === undefined) return { status: 'failure', error: new Error('the OTLP headers were not resolved yet') };
+    try {
+      return responseOf(this.addon.httpPostSync({ ...this.endpoint, head: this.head, body: data, gzip: this.gzip, timeoutMs }));
+    } catch (err) {
+      return failureOf(err as BpfError);
     }
   }
 
   shutdown(): void {}
+}
+
+function responseOf({ status, retryAfter }: { status: number; retryAfter?: string }): ExportResponse {
+  if (status >= 200 && status <= 299) return { status: 'success' };
+  if (RETRYABLE_STATUS.has(status)) return { status: 'retryable', retryInMillis: retryAfterMillis(retryAfter) };
+  // the error OpenTelemetry's HTTP transport gives, so that its exporter metrics record the status code
+  return { status: 'failure', error: new OTLPExporterError(`the OTLP endpoint answered HTTP ${status}`, status) };
+}
+
+function failureOf(error: BpfError): ExportResponse {
+  return RETRYABLE_ERRNO.has(error.code) ? { status: 'retryable', error } : { status: 'failure', error };
 }
 
 type Signal = 'METRICS' | 'TRACES';
@@ -104,7 +133,7 @@ function createNativeDelegate<Internal>(
   userOptions: object,
   serializers: Record<'json' | 'protobuf', import('@opentelemetry/otlp-transformer').ISerializer<Internal, unknown>>,
   helper: import('@opentelemetry/otlp-transformer').IExporterMetricsHelper<Internal>,
-): IOtlpExportDelegate<Internal> | undefined {
+): { delegate: IOtlpExportDelegate<Internal>; sendSync: (items: Internal, timeoutMs: number) => ExportResponse } | undefined {
   const addon = loadAddon();
   if (protocol === 'grpc' || addon instanceof BpfError) return undefined;
   const nodeHttp = require('@opentelemetry/otlp-exporter-base/node-http') as typeof import('@opentelemetry/otlp-exporter-base/build/src/index-node-http');
@@ -130,30 +159,37 @@ function createNativeDelegate<Internal>(
   const transport = new NativeHttpTransport(addon, endpoint, config.headers, gzip);
   // the component type of OpenTelemetry's own exporters (their self-observability metrics)
   const component = `otlp_http${json ? '_json' : ''}_${signal === 'METRICS' ? 'metric' : 'span'}_exporter`;
-  return createOtlpNetworkExportDelegate(
-    config,
-    json ? serializers.json : serializers.protobuf,
-    nodeHttp.createOtlpHttpExporterMetrics(component, helper, config.url, undefined),
-    transport,
-  );
+  const serializer = json ? serializers.json : serializers.protobuf;
+  const delegate = createOtlpNetworkExportDelegate(config, serializer, nodeHttp.createOtlpHttpExporterMetrics(component, helper, config.url, undefined), transport);
+  const sendSync = (items: Internal, timeoutMs: number): ExportResponse => {
+    const body = serializer.serializeRequest(items);
+    return body ? transport.sendSync(body, timeoutMs) : { status: 'failure', error: new Error('the data could not be serialised') };
+  };
+  return { delegate, sendSync };
 }
 
-/** A PushMetricExporter whose requests leave from the addon's thread, or undefined where it cannot send. */
+/** Sends one export on the calling thread, blocking it (one attempt, at most timeoutMs): a process's last. */
+export type ExportSync = (resourceMetrics: ResourceMetrics, timeoutMs: number) => ExportResponse;
+
+/**
+ * A PushMetricExporter whose requests leave from the addon's thread, and the same export made synchronously, or
+ * undefined where it cannot send.
+ */
 export function createNativeMetricExporter(
   protocol: OtlpProtocol,
   options: OTLPMetricExporterOptions,
-): PushMetricExporter | undefined {
+): { exporter: PushMetricExporter; exportSync: ExportSync } | undefined {
   const transformer = require('@opentelemetry/otlp-transformer') as typeof import('@opentelemetry/otlp-transformer');
   const { OTLPMetricExporterBase } = require('@opentelemetry/exporter-metrics-otlp-http') as typeof import('@opentelemetry/exporter-metrics-otlp-http');
   const serializers = { json: transformer.JsonMetricsSerializer, protobuf: transformer.ProtobufMetricsSerializer };
-  const delegate = createNativeDelegate('METRICS', protocol, options, serializers, transformer.MetricsExporterMetricsHelper);
-  return delegate && new OTLPMetricExporterBase(delegate, options);
+  const native = createNativeDelegate('METRICS', protocol, options, serializers, transformer.MetricsExporterMetricsHelper);
+  return native && { exporter: new OTLPMetricExporterBase(native.delegate, options), exportSync: native.sendSync };
 }
 
 /** A SpanExporter whose requests leave from the addon's thread, or undefined where it cannot send. */
 export function createNativeSpanExporter(protocol: OtlpProtocol): SpanExporter | undefined {
   const transformer = require('@opentelemetry/otlp-transformer') as typeof import('@opentelemetry/otlp-transformer');
   const serializers = { json: transformer.JsonTraceSerializer, protobuf: transformer.ProtobufTraceSerializer };
-  const delegate = createNativeDelegate('TRACES', protocol, {}, serializers, transformer.TraceExporterMetricsHelper);
-  return delegate && new OTLPExporterBase(delegate);
+  const native = createNativeDelegate('TRACES', protocol, {}, serializers, transformer.TraceExporterMetricsHelper);
+  return native && new OTLPExporterBase(native.delegate);
 }

@@ -174,7 +174,18 @@ export interface NativeAddon {
    * code and Retry-After; rejects with a BpfError (step `http connect`, `http send`, ...; code ETIMEDOUT after
    * `timeoutMs`). Holds the event loop open until it settles.
    */
-  httpPost(request: { host: string; port: string; head: string; body: Uint8Array; gzip: boolean; timeoutMs: number }): Promise<{ status: number; retryAfter?: string }>;
+  httpPost(request: HttpPostRequest): Promise<{ status: number; retryAfter?: string }>;
+  /** The same request on the calling thread, blocking it until the answer or `timeoutMs`; throws the BpfError. */
+  httpPostSync(request: HttpPostRequest): { status: number; retryAfter?: string };
+}
+
+export interface HttpPostRequest {
+  host: string;
+  port: string;
+  head: string;
+  body: Uint8Array;
+  gzip: boolean;
+  timeoutMs: number;
 }
 
 export interface NativeTcpSocket {

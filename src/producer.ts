@@ -49,6 +49,11 @@ export class KernelMetricProducer implements MetricProducer {
   }
 
   async collect(): Promise<CollectionResult> {
+    return this.collectNow();
+  }
+
+  /** collect(), synchronously: for the last export of a process that is exiting (src/sdk.ts). */
+  collectNow(): CollectionResult {
     const errors: unknown[] = [];
     let metrics: KernelMetric[] = [];
     try {

@@ -9,6 +9,7 @@ import { useKernelTelemetry } from './active';
 import { ExportThread, ResolvedConfig, resolveConfig, StartOptions } from './config';
 import { warnOnce } from './diag';
 import { reportFailuresOnce } from './export-failures';
+import type { ExportSync } from './export-native';
 import type { EbpfStatus } from './kernel';
 import type { KernelMetricProducer } from './producer';
 import type { Tracing } from './tracing';
@@ -30,7 +31,7 @@ export interface EbpfHandle {
 }
 
 /** The exporter, and the thread it sends from: `native` falls back to `main` where the addon cannot send. */
-function createExporter(config: ResolvedConfig): { exporter: PushMetricExporter; thread: ExportThread } {
+function createExporter(config: ResolvedConfig): { exporter: PushMetricExporter; thread: ExportThread; exportSync?: ExportSync } {
   const { AggregationTemporalityPreference } = require('@opentelemetry/exporter-metrics-otlp-http') as typeof import('@opentelemetry/exporter-metrics-otlp-http');
   const { AggregationType } = require('@opentelemetry/sdk-metrics') as typeof import('@opentelemetry/sdk-metrics');
   const TEMPORALITY = {
@@ -48,8 +49,8 @@ function createExporter(config: ResolvedConfig): { exporter: PushMetricExporter;
   };
   if (config.exportThread === 'native') {
     const { createNativeMetricExporter } = require('./export-native') as typeof import('./export-native');
-    const exporter = createNativeMetricExporter(config.protocol, options);
-    if (exporter) return { exporter, thread: 'native' };
+    const native = createNativeMetricExporter(config.protocol, options);
+    if (native) return { ...native, thread: 'native' };
   }
   if (config.exportThread === 'worker') {
     const { createWorkerMetricExporter } = require('./export-thread') as typeof import('./export-thread');
@@ -93,16 +94,22 @@ export function ensureDiagLogger(): void {
   diag.setLogger(new DiagConsoleLogger(), { logLevel: DiagLogLevel[level] ?? DiagLogLevel.WARN, suppressOverrideMessage: true });
 }
 
+/** The longest a process that calls process.exit() waits for its last export. */
+const EXIT_EXPORT_MAX_MS = 2000;
+
 /**
  * Flushes on SIGTERM/SIGINT and when the event loop empties, without changing what the application does. If the
  * application has its own listener for the signal, that listener decides what happens and we only export what we
  * have (it may go on working); if not, we shut down and raise the signal again, so the process ends as it would
- * have without us (killed by the signal).
+ * have without us (killed by the signal). A process that ends before the shutdown finished (process.exit(), an
+ * uncaught exception, an application's signal handler that exits at once) has no turn of the event loop left:
+ * `lastExport` sends what is left synchronously, from the 'exit' event.
  */
 function flushOnExit(
   flush: () => Promise<void>,
   shutdown: () => Promise<void>,
   signals: boolean,
+  lastExport?: () => void,
 ): () => void {
   const onSignal = (signal: NodeJS.Signals) => {
     if (process.listenerCount(signal) > 1) {
@@ -116,12 +123,14 @@ function flushOnExit(
   };
   const onBeforeExit = () => void shutdown();
   process.once('beforeExit', onBeforeExit);
+  if (lastExport) process.once('exit', lastExport);
   if (signals) {
     process.on('SIGTERM', onSignal);
     process.on('SIGINT', onSignal);
   }
   return () => {
     process.removeListener('beforeExit', onBeforeExit);
+    if (lastExport) process.removeListener('exit', lastExport);
     if (signals) {
       process.removeListener('SIGTERM', onSignal);
       process.removeListener('SIGINT', onSignal);
@@ -156,13 +165,26 @@ export function start(options: StartOptions = {}): EbpfHandle {
   let provider: MeterProvider;
   let tracing: Tracing | undefined;
   let exportThread: ExportThread | undefined;
+  let lastExport: (() => void) | undefined;
   try {
     const resource = detectResources({ detectors: [envDetector, processDetector, hostDetector] }).merge(
       config.serviceName ? resourceFromAttributes({ 'service.name': config.serviceName }) : null,
     );
     const readers = [];
     if (config.metricsExporter !== 'none') {
-      const { exporter, thread } = createExporter(config);
+      const { exporter, thread, exportSync } = createExporter(config);
+      if (exportSync) {
+        lastExport = () => {
+          try {
+            const { resourceMetrics } = producer.collectNow();
+            resourceMetrics.resource = resource;
+            const result = exportSync(resourceMetrics, Math.min(config.exportTimeoutMillis, EXIT_EXPORT_MAX_MS));
+            if (result.status !== 'success') warnOnce(`the last export at exit failed: ${result.error?.message ?? `HTTP ${result.status}`}`);
+          } catch (err) {
+            warnOnce(`the last export at exit failed: ${(err as Error).message}`);
+          }
+        };
+      }
       reportFailuresOnce(exporter, 'metrics export', endpointOf(config));
       exportThread = thread;
       readers.push(
@@ -206,7 +228,7 @@ export function start(options: StartOptions = {}): EbpfHandle {
       }));
   const forceFlush = () =>
     Promise.all([provider.forceFlush().catch(swallow('export')), tracing?.forceFlush().catch(swallow('span export'))]).then(() => {});
-  const removeExitHooks = flushOnExit(forceFlush, shutdown, config.flushOnSignals);
+  const removeExitHooks = flushOnExit(forceFlush, shutdown, config.flushOnSignals, lastExport);
   return {
     status: () => ({ ...telemetry.status(), exporter: config.metricsExporter === 'none' ? { protocol: 'none' } : { protocol: config.protocol, endpoint: endpointOf(config), thread: exportThread }, ...(tracing ? { tracing: { protocol: config.tracesProtocol, thread: tracing.thread } } : {}) }),
     forceFlush,

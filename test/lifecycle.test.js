@@ -295,6 +295,35 @@ describe('exit and signals', function () {
     }
   });
 
+  it('process.exit() right after the work: the last values leave synchronously from the exit event, the exit code kept', async () => {
+    // the harness's export interval is 60 s: no periodic export has run, this one is the only one
+    const r = await runWorkload([{ connect: ['127.0.0.1', peer.port], send: SENT, recv: RECEIVED }, { exit: 3 }], { address });
+    assert.strictEqual(r.code, 3, r.stderr);
+    assert.strictEqual(sent(r.child.pid), SENT);
+    assert.strictEqual(sdkLines(r.stderr).length, 0, r.stderr);
+  });
+
+  it('process.exit() with the collector down: one warning, the exit code kept', async () => {
+    const r = await runWorkload([{ connect: ['127.0.0.1', peer.port], send: SENT, recv: RECEIVED }, { exit: 4 }], {
+      address,
+      env: { OTEL_EXPORTER_OTLP_ENDPOINT: 'http://127.0.0.1:9' },
+    });
+    assert.strictEqual(r.code, 4, r.stderr);
+    const lines = sdkLines(r.stderr);
+    assert.strictEqual(lines.length, 1, r.stderr);
+    assert.match(lines[0], /the last export at exit failed: http connect 127\.0\.0\.1:9: .*\(ECONNREFUSED\)/);
+  });
+
+  it("SIGTERM with the application's own handler calling process.exit(0) at once: the values were flushed", async () => {
+    const r = await runWorkload(
+      [{ trap: 'SIGTERM', exitNow: true }, { connect: ['127.0.0.1', peer.port], send: SENT, recv: RECEIVED }, { wait: 'line' }],
+      { address, onLine: (o, child) => o.waiting && child.kill('SIGTERM') },
+    );
+    assert.strictEqual(r.code, 0, r.stderr);
+    assert.ok(r.lines.find(l => l.trapped === 'SIGTERM'));
+    assert.strictEqual(sent(r.child.pid), SENT);
+  });
+
   it('a normal exit flushes the last values', async () => {
     const r = await runWorkload([{ connect: ['127.0.0.1', peer.port], send: SENT, recv: RECEIVED }], { address });
     assert.strictEqual(r.code, 0, r.stderr);

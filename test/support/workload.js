@@ -15,6 +15,8 @@
 //   { "wait": "line" }                                wait for a line on stdin
 //   { "sleep": ms }
 //   { "trap": "SIGTERM" }                              the application's own handler: prints {"trapped": sig}, exits 0 after 300 ms
+//   { "trap": "SIGTERM", "exitNow": true }             the same handler calling process.exit(0) at once
+//   { "exit": code }                                   process.exit(code), the remaining steps not run
 const net = require('net');
 const readline = require('readline');
 
@@ -118,8 +120,13 @@ const handlers = {
   async trap(step) {
     process.on(step.trap, sig => {
       out({ trapped: sig });
+      if (step.exitNow) process.exit(0);
       setTimeout(() => process.exit(0), 300);
     });
+  },
+  async exit(step) {
+    out({ exiting: step.exit });
+    process.exit(step.exit);
   },
   async sleep(step) {
     await new Promise(r => setTimeout(r, step.sleep));
