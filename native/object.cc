@@ -49,7 +49,17 @@ void ObjectState::CloseInBackground() {
   bpf_object* object = obj;
   obj = nullptr;
   auto teardown = [detached, object]() {
-    for (bpf_link* link : detached) bpf_link__destroy(link);
+    // One thread per link: the grace periods that concurrent detaches wait for overlap, so that the object's N uprobes
+    // take about one grace period instead of N.
+    std::vector<std::thread> threads;
+    for (bpf_link* link : detached) {
+      try {
+        threads.emplace_back([link] { bpf_link__destroy(link); });
+      } catch (const std::system_error&) {
+        bpf_link__destroy(link);
+      }
+    }
+    for (std::thread& t : threads) t.join();
     bpf_object__close(object);
   };
   try {

@@ -111,15 +111,16 @@ export function costNs(hits: UprobeHits[], cost: UprobeCost): number {
 /**
  * Measures the cost of a uprobe hit: `iterations` calls of the addon's two no-ops (one starting with push %rbp, one
  * with an instruction that is stepped), without and with a uprobe; the difference per call. The best of three rounds
- * each, so that a preempted round does not count: about 30 ms here. The probes stay attached (to functions nothing
- * else calls) until close(): detaching a uprobe waits for the kernel's RCU grace periods, about 110 ms each here.
+ * each, so that a preempted round does not count: about 30 ms here. The probes are detached on a thread of the
+ * addon: detaching a uprobe waits for the kernel's RCU grace periods, about 110 ms each here, which neither the
+ * application's start nor its exit should wait for.
  */
 export function calibrate(
   addon: NativeAddon,
   caps: Capabilities,
   iterations = 300,
   objectPath = BUDGET_OBJECT,
-): { cost: UprobeCost; close(): void } {
+): UprobeCost {
   const obj = addon.open(objectPath);
   try {
     setTarget(obj, caps);
@@ -139,10 +140,9 @@ export function calibrate(
     };
     const emulatedNs = perHit(false);
     const steppedNs = Math.max(emulatedNs, perHit(true));
-    return { cost: { emulatedNs, steppedNs, iterations }, close: () => obj.close() };
-  } catch (err) {
-    obj.close();
-    throw err;
+    return { emulatedNs, steppedNs, iterations };
+  } finally {
+    obj.closeInBackground();
   }
 }
 
@@ -173,7 +173,6 @@ export class Budget {
 
   constructor(
     readonly cost: UprobeCost,
-    private readonly onStop: () => void,
     /** Share of one CPU (0.01 = 1 %); 0: not enforced. */
     readonly budget: number,
     readonly windowMillis: number,
@@ -198,7 +197,6 @@ export class Budget {
   stop(): void {
     if (this.timer) clearInterval(this.timer);
     this.timer = undefined;
-    this.onStop();
   }
 
   /** Every watched measurement's hits (runs) and CPU time since start. */

@@ -106,9 +106,7 @@ export function runDoctor(): DoctorReport {
   }
   if (report.uprobes.some(m => m.chosen)) {
     try {
-      const { cost, close } = calibrate(addon, caps);
-      close();
-      report.uprobeCost = cost;
+      report.uprobeCost = calibrate(addon, caps);
     } catch (err) {
       report.uprobeCost = { error: (err as Error).message };
     }

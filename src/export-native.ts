@@ -53,6 +53,9 @@ const headerSafe = (s: string) => !/[\r\n\0]/.test(s);
 class NativeHttpTransport implements IExporterTransport {
   /** The request's head with the headers last resolved: what the synchronous last export sends. */
   private head?: string;
+  /** Set by end(): no more retries; `wake` cuts the wait for one short. */
+  private ended = false;
+  private wake?: () => void;
 
   constructor(
     private readonly addon: NativeAddon,
@@ -80,12 +83,29 @@ class NativeHttpTransport implements IExporterTransport {
     let backoff = INITIAL_BACKOFF_MS;
     for (let attempt = 1; ; attempt++) {
       const response = await this.once(data, deadline - Date.now());
-      if (response.status !== 'retryable' || attempt === MAX_ATTEMPTS) return response;
+      if (response.status !== 'retryable' || attempt === MAX_ATTEMPTS || this.ended) return response;
       const wait = response.retryInMillis ?? backoff * (1 + (Math.random() * 2 - 1) * JITTER);
       backoff = Math.min(backoff * BACKOFF_MULTIPLIER, MAX_BACKOFF_MS);
       if (Date.now() + wait >= deadline) return response;
-      await new Promise(resolve => setTimeout(resolve, wait));
+      await new Promise<void>(resolve => {
+        const timer = setTimeout(resolve, wait);
+        this.wake = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+      this.wake = undefined;
+      if (this.ended) return response;
     }
+  }
+
+  /**
+   * No more retries, and none waited for: the SDK's shutdown gave up on this export (its bound passed), and the
+   * process that is ending need not wait for it (OpenTelemetry's reader holds the event loop until it settles).
+   */
+  end(): void {
+    this.ended = true;
+    this.wake?.();
   }
 
   private async once(data: Uint8Array, timeoutMs: number): Promise<ExportResponse> {
@@ -133,7 +153,7 @@ function createNativeDelegate<Internal>(
   userOptions: object,
   serializers: Record<'json' | 'protobuf', import('@opentelemetry/otlp-transformer').ISerializer<Internal, unknown>>,
   helper: import('@opentelemetry/otlp-transformer').IExporterMetricsHelper<Internal>,
-): { delegate: IOtlpExportDelegate<Internal>; sendSync: (items: Internal, timeoutMs: number) => ExportResponse } | undefined {
+): { delegate: IOtlpExportDelegate<Internal>; sendSync: (items: Internal, timeoutMs: number) => ExportResponse; end: () => void } | undefined {
   const addon = loadAddon();
   if (protocol === 'grpc' || addon instanceof BpfError) return undefined;
   const nodeHttp = require('@opentelemetry/otlp-exporter-base/node-http') as typeof import('@opentelemetry/otlp-exporter-base/build/src/index-node-http');
@@ -165,7 +185,7 @@ function createNativeDelegate<Internal>(
     const body = serializer.serializeRequest(items);
     return body ? transport.sendSync(body, timeoutMs) : { status: 'failure', error: new Error('the data could not be serialised') };
   };
-  return { delegate, sendSync };
+  return { delegate, sendSync, end: () => transport.end() };
 }
 
 /** Sends one export on the calling thread, blocking it (one attempt, at most timeoutMs): a process's last. */
@@ -178,12 +198,12 @@ export type ExportSync = (resourceMetrics: ResourceMetrics, timeoutMs: number) =
 export function createNativeMetricExporter(
   protocol: OtlpProtocol,
   options: OTLPMetricExporterOptions,
-): { exporter: PushMetricExporter; exportSync: ExportSync } | undefined {
+): { exporter: PushMetricExporter; exportSync: ExportSync; end: () => void } | undefined {
   const transformer = require('@opentelemetry/otlp-transformer') as typeof import('@opentelemetry/otlp-transformer');
   const { OTLPMetricExporterBase } = require('@opentelemetry/exporter-metrics-otlp-http') as typeof import('@opentelemetry/exporter-metrics-otlp-http');
   const serializers = { json: transformer.JsonMetricsSerializer, protobuf: transformer.ProtobufMetricsSerializer };
   const native = createNativeDelegate('METRICS', protocol, options, serializers, transformer.MetricsExporterMetricsHelper);
-  return native && { exporter: new OTLPMetricExporterBase(native.delegate, options), exportSync: native.sendSync };
+  return native && { exporter: new OTLPMetricExporterBase(native.delegate, options), exportSync: native.sendSync, end: native.end };
 }
 
 /** A SpanExporter whose requests leave from the addon's thread, or undefined where it cannot send. */

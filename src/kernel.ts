@@ -10,6 +10,7 @@ import { BpfError, loadAddon } from './native';
 import type { ProbeStatus } from './probes';
 import { ATTRS, METRICS } from './semconv';
 import { Budget, calibrate, isKernelTimedCollector, isUprobeCollector } from './budget';
+import type { UprobeCost } from './budget';
 import { DnsCollector } from './dns';
 import { RuntimeCollector } from './runtime';
 import { SocketsCollector } from './sockets';
@@ -143,7 +144,7 @@ export class KernelTelemetry {
     }
     const kernelTimed = statsOn ? timed : [];
     if (!anyUprobe && kernelTimed.length === 0) return;
-    let calibration: ReturnType<typeof calibrate> = { cost: { emulatedNs: 0, steppedNs: 0, iterations: 0 }, close: () => {} };
+    let calibration: UprobeCost = { emulatedNs: 0, steppedNs: 0, iterations: 0 };
     if (anyUprobe) {
       try {
         calibration = calibrate(addon, this.caps);
@@ -155,8 +156,7 @@ export class KernelTelemetry {
     }
     this.budgetReason = this.config.overheadBudget > 0 ? undefined : 'not enforced (OTEL_NODE_EBPF_OVERHEAD_BUDGET=0)';
     this.budget = new Budget(
-      calibration.cost,
-      calibration.close,
+      calibration,
       this.config.overheadBudget,
       this.config.overheadWindowMillis,
       () => this.collectors.filter(isUprobeCollector),

@@ -302,11 +302,18 @@ export class ProbeSet {
     return this.winners.has(name);
   }
 
-  /** Detaches everything. Idempotent. */
+  /**
+   * Detaches everything. Idempotent. Uprobes detach on a thread of the addon: each waits for RCU grace periods
+   * (about 100 ms here), which would hold the application's event loop for a second at shutdown. The others are gone
+   * when this returns.
+   */
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    for (const w of this.winners.values()) w.object.close();
+    for (const w of this.winners.values()) {
+      if (w.hook === 'uprobe') w.object.closeInBackground();
+      else w.object.close();
+    }
     this.winners.clear();
     this.base.close();
   }

@@ -31,7 +31,7 @@ export interface EbpfHandle {
 }
 
 /** The exporter, and the thread it sends from: `native` falls back to `main` where the addon cannot send. */
-function createExporter(config: ResolvedConfig): { exporter: PushMetricExporter; thread: ExportThread; exportSync?: ExportSync } {
+function createExporter(config: ResolvedConfig): { exporter: PushMetricExporter; thread: ExportThread; exportSync?: ExportSync; end?: () => void } {
   const { AggregationTemporalityPreference } = require('@opentelemetry/exporter-metrics-otlp-http') as typeof import('@opentelemetry/exporter-metrics-otlp-http');
   const { AggregationType } = require('@opentelemetry/sdk-metrics') as typeof import('@opentelemetry/sdk-metrics');
   const TEMPORALITY = {
@@ -166,13 +166,15 @@ export function start(options: StartOptions = {}): EbpfHandle {
   let tracing: Tracing | undefined;
   let exportThread: ExportThread | undefined;
   let lastExport: (() => void) | undefined;
+  let endExport: (() => void) | undefined;
   try {
     const resource = detectResources({ detectors: [envDetector, processDetector, hostDetector] }).merge(
       config.serviceName ? resourceFromAttributes({ 'service.name': config.serviceName }) : null,
     );
     const readers = [];
     if (config.metricsExporter !== 'none') {
-      const { exporter, thread, exportSync } = createExporter(config);
+      const { exporter, thread, exportSync, end } = createExporter(config);
+      endExport = end;
       if (exportSync) {
         lastExport = () => {
           try {
@@ -217,7 +219,9 @@ export function start(options: StartOptions = {}): EbpfHandle {
       provider
         // bounded: a SIGTERM's grace period (Kubernetes: 30 s) must not be spent waiting for a dead collector
         .shutdown({ timeoutMillis: Math.min(config.exportTimeoutMillis, 5000) })
-        .catch(swallow('final export')),
+        .catch(swallow('final export'))
+        // and the export it gave up on stops retrying, so that the process can end
+        .finally(() => endExport?.()),
       tracing?.shutdown().catch(swallow('final span export')),
     ])
       .then(() => {})

@@ -33,8 +33,7 @@ describe('uprobe cost budget', function () {
   });
 
   it('measures the cost of a uprobe hit on this machine: emulated first instruction, and single-stepped', function () {
-    const { cost, close } = calibrate(loadAddon(), detectCapabilities());
-    close();
+    const cost = calibrate(loadAddon(), detectCapabilities());
     this.test.title += ` (${(cost.emulatedNs / 1000).toFixed(1)} us, ${(cost.steppedNs / 1000).toFixed(1)} us)`;
     assert.ok(cost.emulatedNs > 0 && cost.emulatedNs < 1e6, JSON.stringify(cost));
     assert.ok(cost.steppedNs >= cost.emulatedNs && cost.steppedNs < 1e6, JSON.stringify(cost));
