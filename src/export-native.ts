@@ -117,9 +117,17 @@ class NativeHttpTransport implements IExporterTransport {
     }
   }
 
-  /** One attempt on the calling thread, which it blocks (at most timeoutMs): for a process that is exiting. */
-  sendSync(data: Uint8Array, timeoutMs: number): ExportResponse {
-    if (this.head === undefined) return { status: 'failure', error: new Error('the OTLP headers were not resolved yet') };
+  canSendSync(): boolean {
+    return this.head !== undefined;
+  }
+
+  /**
+   * One attempt on the calling thread, which it blocks (at most timeoutMs): for a process that is exiting. Undefined
+   * when it cannot send: OpenTelemetry resolves the headers asynchronously, and a process that exits in the turn of
+   * the event loop that started the SDK has not seen them yet (nor counted anything).
+   */
+  sendSync(data: Uint8Array, timeoutMs: number): ExportResponse | undefined {
+    if (this.head === undefined) return undefined;
     try {
       return responseOf(this.addon.httpPostSync({ ...this.endpoint, head: this.head, body: data, gzip: this.gzip, timeoutMs }));
     } catch (err) {
@@ -153,7 +161,7 @@ function createNativeDelegate<Internal>(
   userOptions: object,
   serializers: Record<'json' | 'protobuf', import('@opentelemetry/otlp-transformer').ISerializer<Internal, unknown>>,
   helper: import('@opentelemetry/otlp-transformer').IExporterMetricsHelper<Internal>,
-): { delegate: IOtlpExportDelegate<Internal>; sendSync: (items: Internal, timeoutMs: number) => ExportResponse; end: () => void } | undefined {
+): { delegate: IOtlpExportDelegate<Internal>; sendSync: (items: Internal, timeoutMs: number) => ExportResponse | undefined; end: () => void } | undefined {
   const addon = loadAddon();
   if (protocol === 'grpc' || addon instanceof BpfError) return undefined;
   const nodeHttp = require('@opentelemetry/otlp-exporter-base/node-http') as typeof import('@opentelemetry/otlp-exporter-base/build/src/index-node-http');
@@ -181,15 +189,19 @@ function createNativeDelegate<Internal>(
   const component = `otlp_http${json ? '_json' : ''}_${signal === 'METRICS' ? 'metric' : 'span'}_exporter`;
   const serializer = json ? serializers.json : serializers.protobuf;
   const delegate = createOtlpNetworkExportDelegate(config, serializer, nodeHttp.createOtlpHttpExporterMetrics(component, helper, config.url, undefined), transport);
-  const sendSync = (items: Internal, timeoutMs: number): ExportResponse => {
+  const sendSync = (items: Internal, timeoutMs: number): ExportResponse | undefined => {
+    if (!transport.canSendSync()) return undefined;
     const body = serializer.serializeRequest(items);
     return body ? transport.sendSync(body, timeoutMs) : { status: 'failure', error: new Error('the data could not be serialised') };
   };
   return { delegate, sendSync, end: () => transport.end() };
 }
 
-/** Sends one export on the calling thread, blocking it (one attempt, at most timeoutMs): a process's last. */
-export type ExportSync = (resourceMetrics: ResourceMetrics, timeoutMs: number) => ExportResponse;
+/**
+ * Sends one export on the calling thread, blocking it (one attempt, at most timeoutMs): a process's last. Undefined
+ * when it cannot send yet (see sendSync).
+ */
+export type ExportSync = (resourceMetrics: ResourceMetrics, timeoutMs: number) => ExportResponse | undefined;
 
 /**
  * A PushMetricExporter whose requests leave from the addon's thread, and the same export made synchronously, or

@@ -3,6 +3,8 @@
  * by the standard OTEL_* environment; and createMetricProducer() for an application that has its own pipeline.
  */
 import { DiagConsoleLogger, DiagLogLevel, diag } from '@opentelemetry/api';
+import type { AttributeValue } from '@opentelemetry/api';
+import type { Resource } from '@opentelemetry/resources';
 import type { OTLPMetricExporterOptions } from '@opentelemetry/exporter-metrics-otlp-http';
 import type { MeterProvider, PushMetricExporter } from '@opentelemetry/sdk-metrics';
 import { useKernelTelemetry } from './active';
@@ -167,6 +169,16 @@ export function start(options: StartOptions = {}): EbpfHandle {
   let exportThread: ExportThread | undefined;
   let lastExport: (() => void) | undefined;
   let endExport: (() => void) | undefined;
+  // The resource as it is now: a process can exit before a detector's asynchronous attributes (the host's id) settled,
+  // and reading them then makes OpenTelemetry log an error per read.
+  const settled = (resource: Resource): Resource => {
+    if (!resource.asyncAttributesPending) return resource;
+    const attributes: Record<string, AttributeValue> = {};
+    for (const [k, v] of resource.getRawAttributes()) {
+      if (v != null && typeof (v as PromiseLike<unknown>).then !== 'function') attributes[k] ??= v as AttributeValue;
+    }
+    return resourceFromAttributes(attributes);
+  };
   try {
     const resource = detectResources({ detectors: [envDetector, processDetector, hostDetector] }).merge(
       config.serviceName ? resourceFromAttributes({ 'service.name': config.serviceName }) : null,
@@ -179,9 +191,9 @@ export function start(options: StartOptions = {}): EbpfHandle {
         lastExport = () => {
           try {
             const { resourceMetrics } = producer.collectNow();
-            resourceMetrics.resource = resource;
+            resourceMetrics.resource = settled(resource);
             const result = exportSync(resourceMetrics, Math.min(config.exportTimeoutMillis, EXIT_EXPORT_MAX_MS));
-            if (result.status !== 'success') warnOnce(`the last export at exit failed: ${result.error?.message ?? `HTTP ${result.status}`}`);
+            if (result && result.status !== 'success') warnOnce(`the last export at exit failed: ${result.error?.message ?? 'the endpoint asked to retry later'}`);
           } catch (err) {
             warnOnce(`the last export at exit failed: ${(err as Error).message}`);
           }
