@@ -269,14 +269,21 @@ describe('exit and signals', function () {
     // with a 20 s timeout; the export's timeout is 1 s.
     const dgram = require('dgram');
     const os = require('os');
-    const hole = dgram.createSocket('udp4');
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'oneb-resolv-'));
+    // port 53 of the first loopback address that has it free
+    let hole, nameserver;
+    for (let i = 2; !hole && i < 10; i++) {
+      const socket = dgram.createSocket('udp4');
+      const bound = await new Promise(resolve => socket.once('error', () => resolve(false)).bind(53, `127.0.0.${i}`, () => resolve(true)));
+      if (bound) [hole, nameserver] = [socket, `127.0.0.${i}`];
+      else socket.close();
+    }
     try {
-      await new Promise((resolve, reject) => hole.once('error', reject).bind(53, '127.0.0.2', resolve));
+      assert.ok(hole, 'port 53 is taken on 127.0.0.2-9');
       let asked = 0;
       hole.on('message', () => asked++);
       const resolvConf = path.join(dir, 'resolv.conf');
-      fs.writeFileSync(resolvConf, 'nameserver 127.0.0.2\noptions timeout:20 attempts:1\n');
+      fs.writeFileSync(resolvConf, `nameserver ${nameserver}\noptions timeout:20 attempts:1\n`);
       let doneAt;
       const r = await runWorkload([{ sleep: 100 }], {
         address,
@@ -290,7 +297,7 @@ describe('exit and signals', function () {
       assert.match(r.stderr, /http resolve otlp\.blackhole\.test:4318: .*\(ETIMEDOUT\)/);
       assert.ok(lingered < 8000, `the process lived ${lingered} ms after its work ended`);
     } finally {
-      hole.close();
+      hole?.close();
       fs.rmSync(dir, { recursive: true, force: true });
     }
   });
