@@ -49,16 +49,16 @@ function createExporter(config: ResolvedConfig): { exporter: PushMetricExporter;
         : { type: AggregationType.DEFAULT },
     ...(config.endpoint ? { url: config.endpoint } : {}),
   };
-  if (config.exportThread === 'native') {
-    const { createNativeMetricExporter } = require('./export-native') as typeof import('./export-native');
-    const native = createNativeMetricExporter(config.protocol, options);
-    if (native) return { ...native, thread: 'native' };
-  }
   if (config.exportThread === 'worker') {
     const { createWorkerMetricExporter } = require('./export-thread') as typeof import('./export-thread');
     return { exporter: createWorkerMetricExporter(config.protocol, options), thread: 'worker' };
   }
-  return { exporter: createMainThreadExporter(config.protocol, options), thread: 'main' };
+  const { createNativeMetricExporter } = require('./export-native') as typeof import('./export-native');
+  const native = createNativeMetricExporter(config.protocol, options);
+  if (native && config.exportThread === 'native') return { ...native, thread: 'native' };
+  // OpenTelemetry's exporter on the application's thread; the addon still sends the last export of a process that
+  // exits without a turn of the event loop, where it can (http://)
+  return { exporter: createMainThreadExporter(config.protocol, options), thread: 'main', exportSync: native?.exportSync };
 }
 
 function createMainThreadExporter(protocol: ResolvedConfig['protocol'], options: OTLPMetricExporterOptions): PushMetricExporter {

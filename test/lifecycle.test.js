@@ -302,13 +302,18 @@ describe('exit and signals', function () {
     }
   });
 
-  it('process.exit() right after the work: the last values leave synchronously from the exit event, the exit code kept', async () => {
-    // the harness's export interval is 60 s: no periodic export has run, this one is the only one
-    const r = await runWorkload([{ connect: ['127.0.0.1', peer.port], send: SENT, recv: RECEIVED }, { exit: 3 }], { address });
-    assert.strictEqual(r.code, 3, r.stderr);
-    assert.strictEqual(sent(r.child.pid), SENT);
-    assert.strictEqual(sdkLines(r.stderr).length, 0, r.stderr);
-  });
+  for (const thread of ['native', 'main']) {
+    it(`process.exit() right after the work (${thread} thread): the last values leave synchronously from the exit event, the exit code kept`, async () => {
+      // the harness's export interval is 60 s: no periodic export has run, this one is the only one
+      const r = await runWorkload([{ connect: ['127.0.0.1', peer.port], send: SENT, recv: RECEIVED }, { exit: 3 }], {
+        address,
+        env: { OTEL_NODE_EBPF_EXPORT_THREAD: thread },
+      });
+      assert.strictEqual(r.code, 3, r.stderr);
+      assert.strictEqual(sent(r.child.pid), SENT);
+      assert.strictEqual(sdkLines(r.stderr).length, 0, r.stderr);
+    });
+  }
 
   it('process.exit() with the collector down: one warning, the exit code kept', async () => {
     const r = await runWorkload([{ connect: ['127.0.0.1', peer.port], send: SENT, recv: RECEIVED }, { exit: 4 }], {
