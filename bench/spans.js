@@ -7,7 +7,9 @@
 // CPU time of this process (process.cpuUsage: time the machine's other work takes from it is not counted; wall-clock
 // figures are printed beside). The processor enriches spans only while the SDK's connection measurement (tcp.bytes)
 // is attached: the kernel telemetry runs here as in an application (createMetricProducer, the tcp measurements only),
-// and the run fails if the check span at the end does not carry the bytes written.
+// and the run fails if the check span at the end does not carry the bytes written. Beside, in the same pairs: the
+// reading alone (readNsPerSpan), what the processor's reader (src/tcpinfo.ts: the addon's getsockopt(TCP_INFO) and
+// the counters made of it) costs per call on the same socket.
 //
 // Environment: BENCH_SPANS spans per round (default 30000), BENCH_ROUNDS pairs of rounds (default 31).
 const dc = require('diagnostics_channel');
@@ -17,6 +19,8 @@ const { SpanKind } = require('@opentelemetry/api');
 const { BasicTracerProvider } = require('@opentelemetry/sdk-trace-base');
 const { KernelSpanProcessor } = require('../dist/spans');
 const { createMetricProducer } = require('../dist/sdk');
+const { loadAddon } = require('../dist/native');
+const { tcpCountersReader } = require('../dist/tcpinfo');
 
 const N = Number(process.env.BENCH_SPANS ?? 30_000);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 31);
@@ -37,6 +41,14 @@ function round(tracer, socket) {
   const wall = Number(process.hrtime.bigint() - t0) / N;
   const cpu = process.cpuUsage(cpu0);
   return { cpu: ((cpu.user + cpu.system) * 1000) / N, wall };
+}
+
+/** ns per reading of the socket's counters, as the processor reads them at a span's end (CPU time). */
+function readRound(read, fd) {
+  const cpu0 = process.cpuUsage();
+  for (let i = 0; i < N; i++) if (!read(fd)) throw new Error('bench/spans.js: the reader gave no counters');
+  const cpu = process.cpuUsage(cpu0);
+  return ((cpu.user + cpu.system) * 1000) / N;
 }
 
 const median = xs => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
@@ -65,7 +77,10 @@ const server = net.createServer(() => {}).listen(0, '127.0.0.1', () => {
     const rounds = [];
     round(off, client); // warm-up
     await withProcessor(on => round(on, client));
-    for (let r = 0; r < ROUNDS; r++) rounds.push({ off: round(off, client), on: await withProcessor(on => round(on, client)) });
+    const read = tcpCountersReader(loadAddon());
+    for (let r = 0; r < ROUNDS; r++) {
+      rounds.push({ off: round(off, client), on: await withProcessor(on => round(on, client)), read: readRound(read, client._handle.fd) });
+    }
     // the spans are enriched: one more, after 1000 more bytes arrived on the server's... here the client's socket
     const s2 = await withProcessor(async on => {
       const message = { request: new IncomingMessage(client), socket: client };
@@ -87,6 +102,7 @@ const server = net.createServer(() => {}).listen(0, '127.0.0.1', () => {
       // the middle half of the pairs' differences: how much the machine's state moved the figure during the run
       addedNsPerSpanQuartiles: [0.25, 0.75].map(q => Math.round([...added('cpu')].sort((a, b) => a - b)[Math.floor(q * ROUNDS)])),
       wall: { offNsPerSpan: of('off', 'wall'), onNsPerSpan: of('on', 'wall'), addedNsPerSpan: Math.round(median(added('wall'))) },
+      readNsPerSpan: Math.round(median(rounds.map(r => r.read))),
       enriched: s2.attributes,
       node: process.version,
     };
