@@ -81,9 +81,20 @@ function createMainThreadExporter(protocol: ResolvedConfig['protocol'], options:
 
 function endpointOf(config: ResolvedConfig): string | undefined {
   if (config.endpoint) return config.endpoint;
-  const metrics = process.env.OTEL_EXPORTER_OTLP_METRICS_ENDPOINT;
+  // OpenTelemetry skips a variable whose URL does not parse (it logs that itself), and so does this
+  const url = (name: string) => {
+    const value = process.env[name];
+    if (!value) return undefined;
+    try {
+      new URL(value);
+      return value;
+    } catch {
+      return undefined;
+    }
+  };
+  const metrics = url('OTEL_EXPORTER_OTLP_METRICS_ENDPOINT');
   if (metrics) return metrics;
-  const base = process.env.OTEL_EXPORTER_OTLP_ENDPOINT;
+  const base = url('OTEL_EXPORTER_OTLP_ENDPOINT');
   if (config.protocol === 'grpc') return base ?? 'http://localhost:4317';
   return base ? `${base.replace(/\/$/, '')}/v1/metrics` : 'http://localhost:4318/v1/metrics';
 }
@@ -225,13 +236,16 @@ export function start(options: StartOptions = {}): EbpfHandle {
   }
 
   const swallow = (what: string) => (err: unknown) => warnOnce(`${what} failed: ${(err as Error)?.message ?? err}`, what);
+  // the exporter's own failure is reported once by reportFailuresOnce, with the endpoint and what to check: a
+  // shutdown that stopped waiting for it adds nothing to say
+  const timedOut = (err: unknown) => (err as Error)?.name === 'TimeoutError' || /timed out/i.test((err as Error)?.message ?? '');
   let shutdownPromise: Promise<void> | undefined;
   const shutdown = () =>
     (shutdownPromise ??= Promise.all([
       provider
         // bounded: a SIGTERM's grace period (Kubernetes: 30 s) must not be spent waiting for a dead collector
         .shutdown({ timeoutMillis: Math.min(config.exportTimeoutMillis, 5000) })
-        .catch(swallow('final export'))
+        .catch(err => (timedOut(err) ? undefined : swallow('final export')(err)))
         // and the export it gave up on stops retrying, so that the process can end
         .finally(() => endExport?.()),
       tracing?.shutdown().catch(swallow('final span export')),
