@@ -56,6 +56,8 @@ class NativeHttpTransport implements IExporterTransport {
   /** Set by end(): no more retries; `wake` cuts the wait for one short. */
   private ended = false;
   private wake?: () => void;
+  /** Set by shuttingDown(): a refused connection is not retried. */
+  private final = false;
 
   constructor(
     private readonly addon: NativeAddon,
@@ -84,6 +86,7 @@ class NativeHttpTransport implements IExporterTransport {
     for (let attempt = 1; ; attempt++) {
       const response = await this.once(data, deadline - Date.now());
       if (response.status !== 'retryable' || attempt === MAX_ATTEMPTS || this.ended) return response;
+      if (this.final && (response.error as BpfError | undefined)?.code === 'ECONNREFUSED') return response;
       const wait = response.retryInMillis ?? backoff * (1 + (Math.random() * 2 - 1) * JITTER);
       backoff = Math.min(backoff * BACKOFF_MULTIPLIER, MAX_BACKOFF_MS);
       if (Date.now() + wait >= deadline) return response;
@@ -106,6 +109,15 @@ class NativeHttpTransport implements IExporterTransport {
   end(): void {
     this.ended = true;
     this.wake?.();
+  }
+
+  /**
+   * The SDK is shutting down: nothing listens where a connection is refused, and a process that ends (SIGINT in a
+   * terminal, a job without a collector) should not wait seconds for it. A server that asks to retry (429, 503) still
+   * gets its retries, within the shutdown's bound.
+   */
+  shuttingDown(): void {
+    this.final = true;
   }
 
   private async once(data: Uint8Array, timeoutMs: number): Promise<ExportResponse> {
@@ -161,7 +173,7 @@ function createNativeDelegate<Internal>(
   userOptions: object,
   serializers: Record<'json' | 'protobuf', import('@opentelemetry/otlp-transformer').ISerializer<Internal, unknown>>,
   helper: import('@opentelemetry/otlp-transformer').IExporterMetricsHelper<Internal>,
-): { delegate: IOtlpExportDelegate<Internal>; sendSync: (items: Internal, timeoutMs: number) => ExportResponse | undefined; end: () => void } | undefined {
+): { delegate: IOtlpExportDelegate<Internal>; sendSync: (items: Internal, timeoutMs: number) => ExportResponse | undefined; shuttingDown: () => void; end: () => void } | undefined {
   const addon = loadAddon();
   if (protocol === 'grpc' || addon instanceof BpfError) return undefined;
   const nodeHttp = require('@opentelemetry/otlp-exporter-base/node-http') as typeof import('@opentelemetry/otlp-exporter-base/build/src/index-node-http');
@@ -194,7 +206,7 @@ function createNativeDelegate<Internal>(
     const body = serializer.serializeRequest(items);
     return body ? transport.sendSync(body, timeoutMs) : { status: 'failure', error: new Error('the data could not be serialised') };
   };
-  return { delegate, sendSync, end: () => transport.end() };
+  return { delegate, sendSync, shuttingDown: () => transport.shuttingDown(), end: () => transport.end() };
 }
 
 /**
@@ -210,12 +222,12 @@ export type ExportSync = (resourceMetrics: ResourceMetrics, timeoutMs: number) =
 export function createNativeMetricExporter(
   protocol: OtlpProtocol,
   options: OTLPMetricExporterOptions,
-): { exporter: PushMetricExporter; exportSync: ExportSync; end: () => void } | undefined {
+): { exporter: PushMetricExporter; exportSync: ExportSync; shuttingDown: () => void; end: () => void } | undefined {
   const transformer = require('@opentelemetry/otlp-transformer') as typeof import('@opentelemetry/otlp-transformer');
   const { OTLPMetricExporterBase } = require('@opentelemetry/exporter-metrics-otlp-http') as typeof import('@opentelemetry/exporter-metrics-otlp-http');
   const serializers = { json: transformer.JsonMetricsSerializer, protobuf: transformer.ProtobufMetricsSerializer };
   const native = createNativeDelegate('METRICS', protocol, options, serializers, transformer.MetricsExporterMetricsHelper);
-  return native && { exporter: new OTLPMetricExporterBase(native.delegate, options), exportSync: native.sendSync, end: native.end };
+  return native && { exporter: new OTLPMetricExporterBase(native.delegate, options), exportSync: native.sendSync, shuttingDown: native.shuttingDown, end: native.end };
 }
 
 /** A SpanExporter whose requests leave from the addon's thread, or undefined where it cannot send. */

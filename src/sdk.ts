@@ -33,7 +33,13 @@ export interface EbpfHandle {
 }
 
 /** The exporter, and the thread it sends from: `native` falls back to `main` where the addon cannot send. */
-function createExporter(config: ResolvedConfig): { exporter: PushMetricExporter; thread: ExportThread; exportSync?: ExportSync; end?: () => void } {
+function createExporter(config: ResolvedConfig): {
+  exporter: PushMetricExporter;
+  thread: ExportThread;
+  exportSync?: ExportSync;
+  shuttingDown?: () => void;
+  end?: () => void;
+} {
   const { AggregationTemporalityPreference } = require('@opentelemetry/exporter-metrics-otlp-http') as typeof import('@opentelemetry/exporter-metrics-otlp-http');
   const { AggregationType } = require('@opentelemetry/sdk-metrics') as typeof import('@opentelemetry/sdk-metrics');
   const TEMPORALITY = {
@@ -180,6 +186,7 @@ export function start(options: StartOptions = {}): EbpfHandle {
   let exportThread: ExportThread | undefined;
   let lastExport: (() => void) | undefined;
   let endExport: (() => void) | undefined;
+  let exportShuttingDown: (() => void) | undefined;
   // The resource as it is now: a process can exit before a detector's asynchronous attributes (the host's id) settled,
   // and reading them then makes OpenTelemetry log an error per read.
   const settled = (resource: Resource): Resource => {
@@ -196,8 +203,9 @@ export function start(options: StartOptions = {}): EbpfHandle {
     );
     const readers = [];
     if (config.metricsExporter !== 'none') {
-      const { exporter, thread, exportSync, end } = createExporter(config);
+      const { exporter, thread, exportSync, shuttingDown, end } = createExporter(config);
       endExport = end;
+      exportShuttingDown = shuttingDown;
       if (exportSync) {
         lastExport = () => {
           try {
@@ -240,8 +248,10 @@ export function start(options: StartOptions = {}): EbpfHandle {
   // shutdown that stopped waiting for it adds nothing to say
   const timedOut = (err: unknown) => (err as Error)?.name === 'TimeoutError' || /timed out/i.test((err as Error)?.message ?? '');
   let shutdownPromise: Promise<void> | undefined;
-  const shutdown = () =>
-    (shutdownPromise ??= Promise.all([
+  const shutdown = (): Promise<void> => {
+    if (shutdownPromise) return shutdownPromise;
+    exportShuttingDown?.();
+    shutdownPromise = Promise.all([
       provider
         // bounded: a SIGTERM's grace period (Kubernetes: 30 s) must not be spent waiting for a dead collector
         .shutdown({ timeoutMillis: Math.min(config.exportTimeoutMillis, 5000) })
@@ -255,7 +265,9 @@ export function start(options: StartOptions = {}): EbpfHandle {
         removeExitHooks();
         useKernelTelemetry(undefined);
         telemetry.shutdown();
-      }));
+      });
+    return shutdownPromise;
+  };
   const forceFlush = () =>
     Promise.all([provider.forceFlush().catch(swallow('export')), tracing?.forceFlush().catch(swallow('span export'))]).then(() => {});
   const removeExitHooks = flushOnExit(forceFlush, shutdown, config.flushOnSignals, lastExport);
