@@ -173,7 +173,7 @@ function createNativeDelegate<Internal>(
   userOptions: object,
   serializers: Record<'json' | 'protobuf', import('@opentelemetry/otlp-transformer').ISerializer<Internal, unknown>>,
   helper: import('@opentelemetry/otlp-transformer').IExporterMetricsHelper<Internal>,
-): { delegate: IOtlpExportDelegate<Internal>; sendSync: (items: Internal, timeoutMs: number) => ExportResponse | undefined; shuttingDown: () => void; end: () => void } | undefined {
+): { delegate: IOtlpExportDelegate<Internal>; transport: NativeHttpTransport; sendSync: (items: Internal, timeoutMs: number) => ExportResponse | undefined } | undefined {
   const addon = loadAddon();
   if (protocol === 'grpc' || addon instanceof BpfError) return undefined;
   const nodeHttp = require('@opentelemetry/otlp-exporter-base/node-http') as typeof import('@opentelemetry/otlp-exporter-base/build/src/index-node-http');
@@ -206,28 +206,40 @@ function createNativeDelegate<Internal>(
     const body = serializer.serializeRequest(items);
     return body ? transport.sendSync(body, timeoutMs) : { status: 'failure', error: new Error('the data could not be serialised') };
   };
-  return { delegate, sendSync, shuttingDown: () => transport.shuttingDown(), end: () => transport.end() };
+  return { delegate, transport, sendSync };
+}
+
+/** What the SDK's shutdown and exit do with the metrics exporter's transport (src/sdk.ts). */
+export interface ExportControl {
+  /**
+   * The last export of a process that exits without a turn of the event loop: on the calling thread, which it blocks
+   * (one attempt, at most timeoutMs). Undefined when it cannot send yet (see NativeHttpTransport.sendSync).
+   */
+  exportSync(resourceMetrics: ResourceMetrics, timeoutMs: number): ExportResponse | undefined;
+  /** The shutdown began: a refused connection is not retried. */
+  shuttingDown(): void;
+  /** The shutdown gave up on the export in flight: no more retries. */
+  end(): void;
 }
 
 /**
- * Sends one export on the calling thread, blocking it (one attempt, at most timeoutMs): a process's last. Undefined
- * when it cannot send yet (see sendSync).
- */
-export type ExportSync = (resourceMetrics: ResourceMetrics, timeoutMs: number) => ExportResponse | undefined;
-
-/**
- * A PushMetricExporter whose requests leave from the addon's thread, and the same export made synchronously, or
- * undefined where it cannot send.
+ * A PushMetricExporter whose requests leave from the addon's thread, and the control of its transport, or undefined
+ * where it cannot send.
  */
 export function createNativeMetricExporter(
   protocol: OtlpProtocol,
   options: OTLPMetricExporterOptions,
-): { exporter: PushMetricExporter; exportSync: ExportSync; shuttingDown: () => void; end: () => void } | undefined {
+): { exporter: PushMetricExporter; control: ExportControl } | undefined {
   const transformer = require('@opentelemetry/otlp-transformer') as typeof import('@opentelemetry/otlp-transformer');
   const { OTLPMetricExporterBase } = require('@opentelemetry/exporter-metrics-otlp-http') as typeof import('@opentelemetry/exporter-metrics-otlp-http');
   const serializers = { json: transformer.JsonMetricsSerializer, protobuf: transformer.ProtobufMetricsSerializer };
   const native = createNativeDelegate('METRICS', protocol, options, serializers, transformer.MetricsExporterMetricsHelper);
-  return native && { exporter: new OTLPMetricExporterBase(native.delegate, options), exportSync: native.sendSync, shuttingDown: native.shuttingDown, end: native.end };
+  if (!native) return undefined;
+  const { delegate, sendSync, transport } = native;
+  return {
+    exporter: new OTLPMetricExporterBase(delegate, options),
+    control: { exportSync: sendSync, shuttingDown: () => transport.shuttingDown(), end: () => transport.end() },
+  };
 }
 
 /** A SpanExporter whose requests leave from the addon's thread, or undefined where it cannot send. */

@@ -11,7 +11,7 @@ import { useKernelTelemetry } from './active';
 import { ExportThread, ResolvedConfig, resolveConfig, StartOptions } from './config';
 import { warnOnce } from './diag';
 import { reportFailuresOnce } from './export-failures';
-import type { ExportSync } from './export-native';
+import type { ExportControl } from './export-native';
 import type { EbpfStatus } from './kernel';
 import type { KernelMetricProducer } from './producer';
 import type { Tracing } from './tracing';
@@ -33,13 +33,7 @@ export interface EbpfHandle {
 }
 
 /** The exporter, and the thread it sends from: `native` falls back to `main` where the addon cannot send. */
-function createExporter(config: ResolvedConfig): {
-  exporter: PushMetricExporter;
-  thread: ExportThread;
-  exportSync?: ExportSync;
-  shuttingDown?: () => void;
-  end?: () => void;
-} {
+function createExporter(config: ResolvedConfig): { exporter: PushMetricExporter; thread: ExportThread; control?: ExportControl } {
   const { AggregationTemporalityPreference } = require('@opentelemetry/exporter-metrics-otlp-http') as typeof import('@opentelemetry/exporter-metrics-otlp-http');
   const { AggregationType } = require('@opentelemetry/sdk-metrics') as typeof import('@opentelemetry/sdk-metrics');
   const TEMPORALITY = {
@@ -64,7 +58,8 @@ function createExporter(config: ResolvedConfig): {
   if (native && config.exportThread === 'native') return { ...native, thread: 'native' };
   // OpenTelemetry's exporter on the application's thread; the addon still sends the last export of a process that
   // exits without a turn of the event loop, where it can (http://)
-  return { exporter: createMainThreadExporter(config.protocol, options), thread: 'main', exportSync: native?.exportSync };
+  const control: ExportControl | undefined = native && { exportSync: native.control.exportSync, shuttingDown: () => {}, end: () => {} };
+  return { exporter: createMainThreadExporter(config.protocol, options), thread: 'main', control };
 }
 
 function createMainThreadExporter(protocol: ResolvedConfig['protocol'], options: OTLPMetricExporterOptions): PushMetricExporter {
@@ -185,8 +180,7 @@ export function start(options: StartOptions = {}): EbpfHandle {
   let tracing: Tracing | undefined;
   let exportThread: ExportThread | undefined;
   let lastExport: (() => void) | undefined;
-  let endExport: (() => void) | undefined;
-  let exportShuttingDown: (() => void) | undefined;
+  let control: ExportControl | undefined;
   // The resource as it is now: a process can exit before a detector's asynchronous attributes (the host's id) settled,
   // and reading them then makes OpenTelemetry log an error per read.
   const settled = (resource: Resource): Resource => {
@@ -203,15 +197,14 @@ export function start(options: StartOptions = {}): EbpfHandle {
     );
     const readers = [];
     if (config.metricsExporter !== 'none') {
-      const { exporter, thread, exportSync, shuttingDown, end } = createExporter(config);
-      endExport = end;
-      exportShuttingDown = shuttingDown;
-      if (exportSync) {
+      const { exporter, thread, control: exportControl } = createExporter(config);
+      control = exportControl;
+      if (exportControl) {
         lastExport = () => {
           try {
             const { resourceMetrics } = producer.collectNow();
             resourceMetrics.resource = settled(resource);
-            const result = exportSync(resourceMetrics, Math.min(config.exportTimeoutMillis, EXIT_EXPORT_MAX_MS));
+            const result = exportControl.exportSync(resourceMetrics, Math.min(config.exportTimeoutMillis, EXIT_EXPORT_MAX_MS));
             if (result && result.status !== 'success') warnOnce(`the last export at exit failed: ${result.error?.message ?? 'the endpoint asked to retry later'}`);
           } catch (err) {
             warnOnce(`the last export at exit failed: ${(err as Error).message}`);
@@ -250,14 +243,14 @@ export function start(options: StartOptions = {}): EbpfHandle {
   let shutdownPromise: Promise<void> | undefined;
   const shutdown = (): Promise<void> => {
     if (shutdownPromise) return shutdownPromise;
-    exportShuttingDown?.();
+    control?.shuttingDown();
     shutdownPromise = Promise.all([
       provider
         // bounded: a SIGTERM's grace period (Kubernetes: 30 s) must not be spent waiting for a dead collector
         .shutdown({ timeoutMillis: Math.min(config.exportTimeoutMillis, 5000) })
         .catch(err => (timedOut(err) ? undefined : swallow('final export')(err)))
         // and the export it gave up on stops retrying, so that the process can end
-        .finally(() => endExport?.()),
+        .finally(() => control?.end()),
       tracing?.shutdown().catch(swallow('final span export')),
     ])
       .then(() => {})
