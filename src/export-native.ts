@@ -209,18 +209,24 @@ function createNativeDelegate<Internal>(
   return { delegate, transport, sendSync };
 }
 
-/** What the SDK's shutdown and exit do with the metrics exporter's transport (src/sdk.ts). */
-export interface ExportControl {
-  /**
-   * The last export of a process that exits without a turn of the event loop: on the calling thread, which it blocks
-   * (one attempt, at most timeoutMs). Undefined when it cannot send yet (see NativeHttpTransport.sendSync).
-   */
-  exportSync(resourceMetrics: ResourceMetrics, timeoutMs: number): ExportResponse | undefined;
+/** What the SDK's shutdown does with an exporter's transport (src/sdk.ts, src/tracing.ts). */
+export interface TransportControl {
   /** The shutdown began: a refused connection is not retried. */
   shuttingDown(): void;
   /** The shutdown gave up on the export in flight: no more retries. */
   end(): void;
 }
+
+/** The same for the metrics exporter, and its last export at exit. */
+export interface ExportControl extends TransportControl {
+  /**
+   * The last export of a process that exits without a turn of the event loop: on the calling thread, which it blocks
+   * (one attempt, at most timeoutMs). Undefined when it cannot send yet (see NativeHttpTransport.sendSync).
+   */
+  exportSync(resourceMetrics: ResourceMetrics, timeoutMs: number): ExportResponse | undefined;
+}
+
+const controlOf = (transport: NativeHttpTransport): TransportControl => ({ shuttingDown: () => transport.shuttingDown(), end: () => transport.end() });
 
 /**
  * A PushMetricExporter whose requests leave from the addon's thread, and the control of its transport, or undefined
@@ -238,14 +244,14 @@ export function createNativeMetricExporter(
   const { delegate, sendSync, transport } = native;
   return {
     exporter: new OTLPMetricExporterBase(delegate, options),
-    control: { exportSync: sendSync, shuttingDown: () => transport.shuttingDown(), end: () => transport.end() },
+    control: { exportSync: sendSync, ...controlOf(transport) },
   };
 }
 
-/** A SpanExporter whose requests leave from the addon's thread, or undefined where it cannot send. */
-export function createNativeSpanExporter(protocol: OtlpProtocol): SpanExporter | undefined {
+/** A SpanExporter whose requests leave from the addon's thread and its transport's control, or undefined where it cannot send. */
+export function createNativeSpanExporter(protocol: OtlpProtocol): { exporter: SpanExporter; control: TransportControl } | undefined {
   const transformer = require('@opentelemetry/otlp-transformer') as typeof import('@opentelemetry/otlp-transformer');
   const serializers = { json: transformer.JsonTraceSerializer, protobuf: transformer.ProtobufTraceSerializer };
   const native = createNativeDelegate('TRACES', protocol, {}, serializers, transformer.TraceExporterMetricsHelper);
-  return native && new OTLPExporterBase(native.delegate);
+  return native && { exporter: new OTLPExporterBase(native.delegate), control: controlOf(native.transport) };
 }

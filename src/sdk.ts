@@ -251,7 +251,7 @@ export function start(options: StartOptions = {}): EbpfHandle {
         .catch(err => (timedOut(err) ? undefined : swallow('final export')(err)))
         // and the export it gave up on stops retrying, so that the process can end
         .finally(() => control?.end()),
-      tracing?.shutdown().catch(swallow('final span export')),
+      tracing?.shutdown().catch(err => (timedOut(err) ? undefined : swallow('final span export')(err))),
     ])
       .then(() => {})
       .finally(() => {

@@ -6,6 +6,7 @@
 import type { Resource } from '@opentelemetry/resources';
 import type { SpanExporter } from '@opentelemetry/sdk-trace-base';
 import type { ResolvedConfig } from './config';
+import type { TransportControl } from './export-native';
 import { reportFailuresOnce } from './export-failures';
 import type { KernelSpanProcessor } from './spans';
 
@@ -17,11 +18,11 @@ export interface Tracing {
   shutdown(): Promise<void>;
 }
 
-function createSpanExporter(config: ResolvedConfig): { exporter: SpanExporter; thread: 'main' | 'native' } {
+function createSpanExporter(config: ResolvedConfig): { exporter: SpanExporter; thread: 'main' | 'native'; control?: TransportControl } {
   if (config.exportThread === 'native') {
     const { createNativeSpanExporter } = require('./export-native') as typeof import('./export-native');
-    const exporter = createNativeSpanExporter(config.tracesProtocol);
-    if (exporter) return { exporter, thread: 'native' };
+    const native = createNativeSpanExporter(config.tracesProtocol);
+    if (native) return { ...native, thread: 'native' };
   }
   return { exporter: createMainThreadSpanExporter(config.tracesProtocol), thread: 'main' };
 }
@@ -72,7 +73,7 @@ export function startTracing(config: ResolvedConfig, resource: Resource): Tracin
   const { GrpcInstrumentation } = require('@opentelemetry/instrumentation-grpc') as typeof import('@opentelemetry/instrumentation-grpc');
   const { KernelSpanProcessor } = require('./spans') as typeof import('./spans');
   const processor = new KernelSpanProcessor({ disabled: !config.spans });
-  const { exporter, thread } = createSpanExporter(config);
+  const { exporter, thread, control } = createSpanExporter(config);
   reportFailuresOnce(exporter, 'span export', undefined);
   const provider = new NodeTracerProvider({
     resource,
@@ -88,9 +89,21 @@ export function startTracing(config: ResolvedConfig, resource: Resource): Tracin
     processor,
     thread,
     forceFlush: () => provider.forceFlush(),
+    // bounded as the metrics' final export is (src/sdk.ts): a refused connection is not retried, and an export the
+    // bound gave up on stops retrying
     shutdown: async () => {
       unregister();
-      await provider.shutdown();
+      control?.shuttingDown();
+      let timer: NodeJS.Timeout | undefined;
+      const bound = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error('Operation timed out.')), Math.min(config.exportTimeoutMillis, 5000));
+      });
+      try {
+        await Promise.race([provider.shutdown(), bound]);
+      } finally {
+        clearTimeout(timer);
+        control?.end();
+      }
     },
   };
 }

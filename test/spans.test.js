@@ -291,6 +291,26 @@ describe('kernel-enriched spans (HTTP client and server, OTLP traces)', function
     });
   }
 
+  it('the collector down: the shutdown does not wait for span export retries, one warning per signal', async () => {
+    let lastRequestAt, doneAt;
+    const r = await runWorkload({ requests: [{ body: 1000, reply: 1000 }] }, {
+      address,
+      script: APP,
+      env: { OTEL_TRACES_EXPORTER: 'otlp', OTEL_EXPORTER_OTLP_ENDPOINT: 'http://127.0.0.1:9' },
+      onLine: o => {
+        if (o.done) doneAt = Date.now();
+        else lastRequestAt = Date.now();
+      },
+    });
+    assert.strictEqual(r.code, 0, r.stderr);
+    // the shutdown took 8 s when the span exporter retried the refused connection up to its own timeout
+    assert.ok(doneAt - lastRequestAt < 3000, `the shutdown took ${doneAt - lastRequestAt} ms`);
+    const warnings = r.stderr.split('\n').filter(l => l.startsWith('otel-node-ebpf'));
+    assert.strictEqual(warnings.length, 2, r.stderr);
+    assert.ok(warnings.some(l => /^otel-node-ebpf metrics export to .* failed: .*ECONNREFUSED/.test(l)), r.stderr);
+    assert.ok(warnings.some(l => /^otel-node-ebpf span export failed: .*ECONNREFUSED/.test(l)), r.stderr);
+  });
+
   it('an ES module application started with --import: its HTTP spans carry the bytes too', async () => {
     const r = await runWorkload({ requests: [{ body: 40_000, reply: 2000 }] }, { address, script: ESM_APP, preloadFlag: '--import', env: { OTEL_TRACES_EXPORTER: 'otlp' } });
     const [line] = ok(r);
