@@ -11,6 +11,8 @@
 #include <cerrno>
 #include <cstddef>
 #include <cstdlib>
+#include <memory>
+#include <unordered_map>
 
 #include "addon.h"
 #include "tcp_info.h"
@@ -20,6 +22,7 @@ namespace otel_ebpf {
 namespace {
 
 constexpr int kSlots = OTEL_TCP_INFO_SLOTS;
+constexpr double kListen = 10;  // TCP_LISTEN (include/net/tcp_states.h)
 
 Napi::Value Address(Napi::Env env, const sockaddr_storage& sa, int* port) {
   char text[INET6_ADDRSTRLEN] = "";
@@ -80,43 +83,95 @@ Napi::Value Addon::TcpInfoReader(const Napi::CallbackInfo& info) {
   return read;
 }
 
-// tcpSockets(): every TCP socket among the process's fds, listening ones included:
-// [{ fd, family (4|6), localAddress, localPort, peerAddress, peerPort, info: Float64Array }]. An fd closed by another
-// thread meanwhile is simply missing; one reused for something else is read as what it is now.
-Napi::Value Addon::TcpSockets(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  Napi::Array result = Napi::Array::New(env);
+namespace {
+
+// One socket's record: { fd, family (4|6), localAddress, localPort, peerAddress, peerPort, info: Float64Array }, or
+// an empty value for an fd that is not an IPv4/IPv6 socket any more.
+Napi::Value SocketRecord(Napi::Env env, int fd, const double* slots) {
+  sockaddr_storage local = {}, peer = {};
+  socklen_t local_len = sizeof(local), peer_len = sizeof(peer);
+  if (getsockname(fd, reinterpret_cast<sockaddr*>(&local), &local_len) != 0) return Napi::Value();
+  if (local.ss_family != AF_INET && local.ss_family != AF_INET6) return Napi::Value();
+  bool connected = getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &peer_len) == 0;
+  int local_port = 0, peer_port = 0;
+  Napi::Object socket = Napi::Object::New(env);
+  socket.Set("fd", fd);
+  socket.Set("family", local.ss_family == AF_INET ? 4 : 6);
+  socket.Set("localAddress", Address(env, local, &local_port));
+  socket.Set("localPort", local_port);
+  if (connected) {
+    socket.Set("peerAddress", Address(env, peer, &peer_port));
+    socket.Set("peerPort", peer_port);
+  }
+  Napi::Float64Array values = Napi::Float64Array::New(env, kSlots);
+  for (int i = 0; i < kSlots; i++) values[i] = slots[i];
+  socket.Set("info", values);
+  return socket;
+}
+
+// The counters that say whether a socket carried anything since a previous reading.
+struct Moved {
+  double state, sent, retrans, received, notsent;
+  bool operator==(const Moved& o) const {
+    return state == o.state && sent == o.sent && retrans == o.retrans && received == o.received && notsent == o.notsent;
+  }
+};
+
+// Calls fn(fd, slots) for every TCP socket among the process's fds. An fd closed by another thread meanwhile is
+// simply missing; one reused for something else is read as what it is now.
+template <typename Fn>
+void ForEachTcpSocket(Fn fn) {
   DIR* dir = opendir("/proc/self/fd");
-  if (dir == nullptr) return result;
+  if (dir == nullptr) return;
   int own = dirfd(dir);
-  uint32_t n = 0;
   double slots[kSlots];
   for (struct dirent* entry; (entry = readdir(dir)) != nullptr;) {
     if (entry->d_name[0] < '0' || entry->d_name[0] > '9') continue;
     int fd = atoi(entry->d_name);
     if (fd == own || otel_read_tcp_info(fd, slots) != 0) continue;
-    sockaddr_storage local = {}, peer = {};
-    socklen_t local_len = sizeof(local), peer_len = sizeof(peer);
-    if (getsockname(fd, reinterpret_cast<sockaddr*>(&local), &local_len) != 0) continue;
-    if (local.ss_family != AF_INET && local.ss_family != AF_INET6) continue;
-    bool connected = getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &peer_len) == 0;
-    int local_port = 0, peer_port = 0;
-    Napi::Object socket = Napi::Object::New(env);
-    socket.Set("fd", fd);
-    socket.Set("family", local.ss_family == AF_INET ? 4 : 6);
-    socket.Set("localAddress", Address(env, local, &local_port));
-    socket.Set("localPort", local_port);
-    if (connected) {
-      socket.Set("peerAddress", Address(env, peer, &peer_port));
-      socket.Set("peerPort", peer_port);
-    }
-    Napi::Float64Array values = Napi::Float64Array::New(env, kSlots);
-    for (int i = 0; i < kSlots; i++) values[i] = slots[i];
-    socket.Set("info", values);
-    result.Set(n++, socket);
+    fn(fd, slots);
   }
   closedir(dir);
+}
+
+}  // namespace
+
+// tcpSockets(): every TCP socket among the process's fds, listening ones included, as SocketRecord()s.
+Napi::Value Addon::TcpSockets(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Array result = Napi::Array::New(env);
+  uint32_t n = 0;
+  ForEachTcpSocket([&](int fd, const double* slots) {
+    Napi::Value record = SocketRecord(env, fd, slots);
+    if (!record.IsEmpty()) result.Set(n++, record);
+  });
   return result;
+}
+
+// tcpSocketReader(): a function that returns the records of tcpSockets() for the sockets whose counters moved since
+// its previous call (all of them the first time), and for every listening socket. What a collection needs: a
+// connection that carried nothing has nothing to add. An idle socket then costs one getsockopt instead of three
+// system calls and a JavaScript object: a process with many connections spent most of a collection building those.
+Napi::Value Addon::TcpSocketReader(const Napi::CallbackInfo& info) {
+  auto previous = std::make_shared<std::unordered_map<int, Moved>>();
+  return Napi::Function::New(info.Env(), [previous](const Napi::CallbackInfo& call) -> Napi::Value {
+    Napi::Env env = call.Env();
+    Napi::Array result = Napi::Array::New(env);
+    uint32_t n = 0;
+    std::unordered_map<int, Moved> now;
+    now.reserve(previous->size());
+    ForEachTcpSocket([&](int fd, const double* slots) {
+      Moved moved{slots[OTEL_TCP_STATE], slots[OTEL_TCP_BYTES_SENT], slots[OTEL_TCP_BYTES_RETRANS],
+                  slots[OTEL_TCP_BYTES_RECEIVED], slots[OTEL_TCP_NOTSENT_BYTES]};
+      now.emplace(fd, moved);
+      auto before = previous->find(fd);
+      if (before != previous->end() && before->second == moved && slots[OTEL_TCP_STATE] != kListen) return;
+      Napi::Value record = SocketRecord(env, fd, slots);
+      if (!record.IsEmpty()) result.Set(n++, record);
+    });
+    previous->swap(now);
+    return result;
+  }, "readTcpSockets");
 }
 
 }  // namespace otel_ebpf

@@ -169,6 +169,11 @@ export interface NativeAddon {
   /** Every TCP socket among the process's fds (listening ones included), with its addresses and TCP_INFO. */
   tcpSockets(): NativeTcpSocket[];
   /**
+   * A function that returns tcpSockets()'s records for the sockets whose counters moved since its previous call (all
+   * of them the first time), and every listening socket: a collection's reading (native/tcp.cc).
+   */
+  tcpSocketReader(): () => NativeTcpSocket[];
+  /**
    * One HTTP/1.1 POST over plain TCP from a thread of the addon (native/http.cc): `head` is the request line and
    * headers without Content-Length and the empty line; `gzip` compresses the body there. Resolves with the status
    * code and Retry-After; rejects with a BpfError (step `http connect`, `http send`, ...; code ETIMEDOUT after

@@ -25,6 +25,7 @@ import {
 } from './bpf-layout';
 import { debug } from './diag';
 import { BPF_OBJECT_DIR, NativeAddon, NativeObject, NativeRingBuffer } from './native';
+import type { NativeTcpSocket } from './native';
 import { disabledReason, Measurement, ProbeRunStats, ProbeSet, ProbeStatus } from './probes';
 import { ATTRS, METRICS, VALUES } from './semconv';
 import { ConnectionCounters, seriesId } from './connections';
@@ -105,6 +106,8 @@ export class SocketsCollector implements Collector {
   private bss?: string;
   private readonly events = { closed: 0, failed: 0 };
   private live?: ConnectionCounters;
+  /** The sockets whose counters moved since the previous call (addon.tcpSocketReader()). */
+  private readMoved?: () => NativeTcpSocket[];
   /** Called for each connection that closed or failed (from the ring buffer), for whoever needs single connections. */
   onConnectionEvent?: (e: ConnEvent) => void;
 
@@ -144,7 +147,10 @@ export class SocketsCollector implements Collector {
     const live = new ConnectionCounters(this.config.maxSeries);
     const netns = netnsInode();
     const listeners = probes.map('listeners');
-    for (const port of live.baseline(this.addon.tcpSockets())) listeners.update(encodeListenerKey(netns, port), Buffer.from([1]));
+    // Each collection reads the sockets that moved since the previous one: an idle connection has nothing to add.
+    const moved = this.addon.tcpSocketReader();
+    this.readMoved = moved;
+    for (const port of live.baseline(moved())) listeners.update(encodeListenerKey(netns, port), Buffer.from([1]));
     this.bss = probes.baseObject().maps().find(m => m.name.endsWith('.bss'))?.name;
     this.ring = probes.baseObject().ringBuffer('conn_events', records => {
       for (const r of records) {
@@ -198,7 +204,7 @@ export class SocketsCollector implements Collector {
   collect(): KernelMetric[] {
     if (!this.probes) return [];
     this.ring?.consume(); // closes first: a connection read below and closed later then adds only its remainder
-    this.live?.read(this.addon.tcpSockets());
+    if (this.live && this.readMoved) this.live.read(this.readMoved());
     const io: KernelPoint[] = [];
     const opened: KernelPoint[] = [];
     const failed: KernelPoint[] = [];

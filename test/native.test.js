@@ -631,6 +631,36 @@ describe('native addon', function () {
       }
     });
 
+    it('tcpSocketReader() lists only the sockets whose counters moved since its previous call, and every listening one', async function () {
+      const { server, client, peer } = await pair();
+      try {
+        const read = addon.tcpSocketReader();
+        const fds = sockets => sockets.map(s => s.fd);
+        const first = read();
+        for (const fd of [client._handle.fd, peer._handle.fd, server._handle.fd]) assert.ok(fds(first).includes(fd), `fd ${fd} in the first reading`);
+        const idle = read();
+        assert.ok(!fds(idle).includes(client._handle.fd) && !fds(idle).includes(peer._handle.fd), JSON.stringify(fds(idle)));
+        assert.ok(fds(idle).includes(server._handle.fd), 'a listening socket is always there');
+        await new Promise(resolve => {
+          peer.once('data', resolve);
+          client.write(Buffer.alloc(1000));
+        });
+        const moved = read();
+        const sent = moved.find(s => s.fd === client._handle.fd);
+        const received = moved.find(s => s.fd === peer._handle.fd);
+        assert.ok(sent && received, JSON.stringify(fds(moved)));
+        const [before, after] = [first.find(s => s.fd === client._handle.fd), sent];
+        assert.strictEqual(after.info[TCP_INFO.BYTES_SENT] - before.info[TCP_INFO.BYTES_SENT], 1000);
+        assert.strictEqual(received.peerPort, client.localPort);
+        // another reader keeps its own previous reading
+        assert.ok(fds(addon.tcpSocketReader()()).includes(client._handle.fd));
+      } finally {
+        client.destroy();
+        peer.destroy();
+        server.close();
+      }
+    });
+
     it('lists the process\'s TCP sockets with their addresses, and reports non-TCP fds as errors', async function () {
       const { server, client, peer } = await pair();
       try {
