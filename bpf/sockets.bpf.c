@@ -248,8 +248,9 @@ static __always_inline void read_addresses(const struct sock *sk, struct conn_ev
 
 /*
  * The connection's final byte counts, from the same kernel counters as TCP_INFO (src/tcpinfo.ts countersOf()):
- * written = transmitted (bytes_sent) less retransmitted, plus what is still queued (write_seq - snd_nxt); received =
- * bytes_received, less the one the kernel counts for the peer's FIN (SOCK_DONE: tcp_fin() ran).
+ * written = transmitted (bytes_sent) less retransmitted, plus what is still queued (write_seq - snd_nxt) less our
+ * FIN while it waits there (it takes a sequence number); received = bytes_received, less the one the kernel counts
+ * for the peer's FIN (SOCK_DONE: tcp_fin() ran).
  */
 static __always_inline void read_counters(const struct sock *sk, struct conn_event *e)
 {
@@ -257,6 +258,10 @@ static __always_inline void read_counters(const struct sock *sk, struct conn_eve
 	__s32 queued = BPF_CORE_READ(tp, write_seq) - BPF_CORE_READ(tp, snd_nxt);
 	__u64 received = BPF_CORE_READ(tp, bytes_received);
 	unsigned long flags = BPF_CORE_READ(sk, __sk_common.skc_flags);
+	__u8 state = BPF_CORE_READ(sk, __sk_common.skc_state);
+
+	if (queued > 0 && (state == TCP_FIN_WAIT1 || state == TCP_CLOSING || state == TCP_LAST_ACK))
+		queued--;
 
 	e->tx_bytes = BPF_CORE_READ(tp, bytes_sent) - BPF_CORE_READ(tp, bytes_retrans) + (queued > 0 ? queued : 0);
 	if (received && (flags & (1UL << bpf_core_enum_value(enum sock_flags, SOCK_DONE))))

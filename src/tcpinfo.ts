@@ -37,6 +37,11 @@ export const TCP_STATES = {
 
 /** States only reached after the peer's FIN arrived, which bytes_received counts as one byte. */
 const FIN_RECEIVED = new Set<number>([TCP_STATES.CLOSE_WAIT, TCP_STATES.LAST_ACK, TCP_STATES.CLOSING, TCP_STATES.TIME_WAIT]);
+/**
+ * States in which our FIN is queued or sent. The FIN takes a sequence number: while it waits behind unsent data,
+ * notsent_bytes (write_seq - snd_nxt) counts it as one byte; once it is sent, notsent_bytes is 0.
+ */
+const FIN_QUEUED = new Set<number>([TCP_STATES.FIN_WAIT1, TCP_STATES.CLOSING, TCP_STATES.LAST_ACK]);
 
 export interface TcpCounters {
   state: number;
@@ -54,12 +59,17 @@ export interface TcpCounters {
  * The application-level byte counts of a TCP_INFO reading, or undefined in TCP_CLOSE: there a received FIN cannot be
  * told from a reset, so only bpf/sockets.bpf.c (which sees the socket's flags) gives the final count.
  */
+/** Payload bytes written and not yet transmitted: notsent_bytes less our FIN while it is queued. */
+function notSent(state: number, notsent: number): number {
+  return notsent > 0 && FIN_QUEUED.has(state) ? notsent - 1 : notsent;
+}
+
 export function countersOf(info: Float64Array): TcpCounters | undefined {
   const state = info[TCP_INFO.STATE];
   if (state === TCP_STATES.CLOSE || state === TCP_STATES.LISTEN) return undefined;
   return {
     state,
-    txBytes: info[TCP_INFO.BYTES_SENT] - info[TCP_INFO.BYTES_RETRANS] + info[TCP_INFO.NOTSENT_BYTES],
+    txBytes: info[TCP_INFO.BYTES_SENT] - info[TCP_INFO.BYTES_RETRANS] + notSent(state, info[TCP_INFO.NOTSENT_BYTES]),
     rxBytes: info[TCP_INFO.BYTES_RECEIVED] - (FIN_RECEIVED.has(state) && info[TCP_INFO.BYTES_RECEIVED] > 0 ? 1 : 0),
     retransmits: info[TCP_INFO.TOTAL_RETRANS],
     srttUs: info[TCP_INFO.SRTT_US],

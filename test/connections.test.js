@@ -50,6 +50,25 @@ describe('connection counters (TCP_INFO of own sockets)', function () {
 
   const find = (c, side) => c.values().find(t => t.key.side === side && t.key.port === server.address().port);
 
+  it('our FIN waiting behind unsent data is not a byte written (it takes a sequence number: notsent_bytes counts it)', () => {
+    const { TCP_INFO, TCP_STATES } = require(path.join(dist, 'tcpinfo.js'));
+    const info = (state, sent, notsent) => {
+      const a = new Float64Array(9);
+      a[TCP_INFO.STATE] = state;
+      a[TCP_INFO.BYTES_SENT] = sent;
+      a[TCP_INFO.NOTSENT_BYTES] = notsent;
+      return a;
+    };
+    // 1,000 bytes written: 600 sent, 400 and the FIN queued; then all sent (notsent 0, the FIN past snd_nxt)
+    for (const state of [TCP_STATES.FIN_WAIT1, TCP_STATES.CLOSING, TCP_STATES.LAST_ACK]) {
+      assert.strictEqual(countersOf(info(state, 600, 401)).txBytes, 1000, `state ${state}, FIN queued`);
+      assert.strictEqual(countersOf(info(state, 1000, 0)).txBytes, 1000, `state ${state}, FIN sent`);
+    }
+    // before the close, the queue holds data only
+    assert.strictEqual(countersOf(info(TCP_STATES.ESTABLISHED, 600, 400)).txBytes, 1000);
+    assert.strictEqual(countersOf(info(TCP_STATES.CLOSE_WAIT, 600, 400)).txBytes, 1000);
+  });
+
   it('adds only what each connection carried since its previous reading, per side, with one RTT sample per reading with traffic', async () => {
     const c = new ConnectionCounters(100);
     c.baseline(addon.tcpSockets());
