@@ -60,31 +60,6 @@ napi_value ReadTcpInfo(napi_env env, napi_callback_info cbinfo) {
   return result;
 }
 
-}  // namespace
-
-// tcpInfoReader(out: Float64Array(kSlots)): a function read(fd) that fills `out` with fd's TCP_INFO and returns 0
-// or -errno; the per-span path (see ReadTcpInfo).
-Napi::Value Addon::TcpInfoReader(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  if (info.Length() < 1 || !info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array ||
-      info[0].As<Napi::Float64Array>().ElementLength() < kSlots) {
-    ThrowBpfError(env, "config", EINVAL, "tcpInfoReader", "argument: a Float64Array of " + std::to_string(kSlots));
-  }
-  Napi::Float64Array out = info[0].As<Napi::Float64Array>();
-  // Data() materialises an on-heap typed array's buffer off the heap: the pointer stays valid while `out` lives.
-  auto* reader = new ReaderState{Napi::Persistent(out), out.Data()};
-  napi_value fn;
-  if (napi_create_function(env, "readTcpInfo", NAPI_AUTO_LENGTH, ReadTcpInfo, reader, &fn) != napi_ok) {
-    delete reader;
-    ThrowBpfError(env, "config", ENOMEM, "tcpInfoReader", "napi_create_function failed");
-  }
-  Napi::Function read(env, fn);
-  read.AddFinalizer([](Napi::Env, ReaderState* r) { delete r; }, reader);
-  return read;
-}
-
-namespace {
-
 // One socket's record: { fd, family (4|6), localAddress, localPort, peerAddress, peerPort, info: Float64Array }, or
 // an empty value for an fd that is not an IPv4/IPv6 socket any more.
 Napi::Value SocketRecord(Napi::Env env, int fd, const double* slots) {
@@ -135,6 +110,28 @@ void ForEachTcpSocket(Fn fn) {
 }
 
 }  // namespace
+
+// tcpInfoReader(out: Float64Array(kSlots)): a function read(fd) that fills `out` with fd's TCP_INFO and returns 0
+// or -errno; the per-span path (see ReadTcpInfo).
+Napi::Value Addon::TcpInfoReader(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array ||
+      info[0].As<Napi::Float64Array>().ElementLength() < kSlots) {
+    ThrowBpfError(env, "config", EINVAL, "tcpInfoReader", "argument: a Float64Array of " + std::to_string(kSlots));
+  }
+  Napi::Float64Array out = info[0].As<Napi::Float64Array>();
+  // Data() materialises an on-heap typed array's buffer off the heap: the pointer stays valid while `out` lives.
+  auto* reader = new ReaderState{Napi::Persistent(out), out.Data()};
+  napi_value fn;
+  if (napi_create_function(env, "readTcpInfo", NAPI_AUTO_LENGTH, ReadTcpInfo, reader, &fn) != napi_ok) {
+    delete reader;
+    ThrowBpfError(env, "config", ENOMEM, "tcpInfoReader", "napi_create_function failed");
+  }
+  Napi::Function read(env, fn);
+  read.AddFinalizer([](Napi::Env, ReaderState* r) { delete r; }, reader);
+  return read;
+}
+
 
 // tcpSockets(): every TCP socket among the process's fds, listening ones included, as SocketRecord()s.
 Napi::Value Addon::TcpSockets(const Napi::CallbackInfo& info) {

@@ -110,6 +110,46 @@ export function ensureDiagLogger(): void {
 
 /** The longest a process that calls process.exit() waits for its last export. */
 const EXIT_EXPORT_MAX_MS = 2000;
+/** The longest a shutdown waits for the final exports: a SIGTERM's grace period (Kubernetes: 30 s) is not for a dead collector. */
+const FINAL_EXPORT_MAX_MS = 5000;
+
+/**
+ * A shutdown that stopped waiting (OpenTelemetry's TimeoutError, of its metrics SDK or of its core) has nothing to
+ * say: the exporter's own failure is reported once by reportFailuresOnce, with the endpoint and what to check.
+ */
+function timedOut(err: unknown): boolean {
+  const { TimeoutError: MetricsTimeout } = require('@opentelemetry/sdk-metrics') as typeof import('@opentelemetry/sdk-metrics');
+  const { TimeoutError: CoreTimeout } = require('@opentelemetry/core') as typeof import('@opentelemetry/core');
+  return err instanceof MetricsTimeout || err instanceof CoreTimeout;
+}
+
+/**
+ * The resource as it is now: a process can exit before a detector's asynchronous attributes (the host's id) settled,
+ * and reading them then makes OpenTelemetry log an error per read.
+ */
+function settled(resource: Resource): Resource {
+  if (!resource.asyncAttributesPending) return resource;
+  const { resourceFromAttributes } = require('@opentelemetry/resources') as typeof import('@opentelemetry/resources');
+  const attributes: Record<string, AttributeValue> = {};
+  for (const [k, v] of resource.getRawAttributes()) {
+    if (v != null && typeof (v as PromiseLike<unknown>).then !== 'function') attributes[k] ??= v as AttributeValue;
+  }
+  return resourceFromAttributes(attributes);
+}
+
+/** The 'exit' event's export (see flushOnExit): what the producer has now, sent on this thread. Never throws. */
+function lastExportWith(control: ExportControl, producer: KernelMetricProducer, resource: Resource, config: ResolvedConfig): () => void {
+  return () => {
+    try {
+      const { resourceMetrics } = producer.collectNow();
+      resourceMetrics.resource = settled(resource);
+      const result = control.exportSync(resourceMetrics, Math.min(config.exportTimeoutMillis, EXIT_EXPORT_MAX_MS));
+      if (result && result.status !== 'success') warnOnce(`the last export at exit failed: ${result.error?.message ?? 'the endpoint asked to retry later'}`);
+    } catch (err) {
+      warnOnce(`the last export at exit failed: ${(err as Error).message}`);
+    }
+  };
+}
 
 /**
  * Flushes on SIGTERM/SIGINT and when the event loop empties, without changing what the application does. If the
@@ -181,38 +221,16 @@ export function start(options: StartOptions = {}): EbpfHandle {
   let exportThread: ExportThread | undefined;
   let lastExport: (() => void) | undefined;
   let control: ExportControl | undefined;
-  // The resource as it is now: a process can exit before a detector's asynchronous attributes (the host's id) settled,
-  // and reading them then makes OpenTelemetry log an error per read.
-  const settled = (resource: Resource): Resource => {
-    if (!resource.asyncAttributesPending) return resource;
-    const attributes: Record<string, AttributeValue> = {};
-    for (const [k, v] of resource.getRawAttributes()) {
-      if (v != null && typeof (v as PromiseLike<unknown>).then !== 'function') attributes[k] ??= v as AttributeValue;
-    }
-    return resourceFromAttributes(attributes);
-  };
   try {
     const resource = detectResources({ detectors: [envDetector, processDetector, hostDetector] }).merge(
       config.serviceName ? resourceFromAttributes({ 'service.name': config.serviceName }) : null,
     );
     const readers = [];
     if (config.metricsExporter !== 'none') {
-      const { exporter, thread, control: exportControl } = createExporter(config);
-      control = exportControl;
-      if (exportControl) {
-        lastExport = () => {
-          try {
-            const { resourceMetrics } = producer.collectNow();
-            resourceMetrics.resource = settled(resource);
-            const result = exportControl.exportSync(resourceMetrics, Math.min(config.exportTimeoutMillis, EXIT_EXPORT_MAX_MS));
-            if (result && result.status !== 'success') warnOnce(`the last export at exit failed: ${result.error?.message ?? 'the endpoint asked to retry later'}`);
-          } catch (err) {
-            warnOnce(`the last export at exit failed: ${(err as Error).message}`);
-          }
-        };
-      }
+      let exporter: PushMetricExporter;
+      ({ exporter, thread: exportThread, control } = createExporter(config));
+      if (control) lastExport = lastExportWith(control, producer, resource, config);
       reportFailuresOnce(exporter, 'metrics export', endpointOf(config));
-      exportThread = thread;
       readers.push(
         new PeriodicExportingMetricReader({
           exporter,
@@ -237,21 +255,19 @@ export function start(options: StartOptions = {}): EbpfHandle {
   }
 
   const swallow = (what: string) => (err: unknown) => warnOnce(`${what} failed: ${(err as Error)?.message ?? err}`, what);
-  // the exporter's own failure is reported once by reportFailuresOnce, with the endpoint and what to check: a
-  // shutdown that stopped waiting for it adds nothing to say
-  const timedOut = (err: unknown) => (err as Error)?.name === 'TimeoutError' || /timed out/i.test((err as Error)?.message ?? '');
+  const swallowFinal = (what: string) => (err: unknown) => (timedOut(err) ? undefined : swallow(what)(err));
   let shutdownPromise: Promise<void> | undefined;
   const shutdown = (): Promise<void> => {
     if (shutdownPromise) return shutdownPromise;
+    const bound = Math.min(config.exportTimeoutMillis, FINAL_EXPORT_MAX_MS);
     control?.shuttingDown();
     shutdownPromise = Promise.all([
       provider
-        // bounded: a SIGTERM's grace period (Kubernetes: 30 s) must not be spent waiting for a dead collector
-        .shutdown({ timeoutMillis: Math.min(config.exportTimeoutMillis, 5000) })
-        .catch(err => (timedOut(err) ? undefined : swallow('final export')(err)))
+        .shutdown({ timeoutMillis: bound })
+        .catch(swallowFinal('final export'))
         // and the export it gave up on stops retrying, so that the process can end
         .finally(() => control?.end()),
-      tracing?.shutdown().catch(err => (timedOut(err) ? undefined : swallow('final span export')(err))),
+      tracing?.shutdown(bound).catch(swallowFinal('final span export')),
     ])
       .then(() => {})
       .finally(() => {

@@ -15,7 +15,8 @@ export interface Tracing {
   /** Where the span exporter sends from (OTEL_NODE_EBPF_EXPORT_THREAD; `native` falls back to `main`). */
   thread: 'main' | 'native';
   forceFlush(): Promise<void>;
-  shutdown(): Promise<void>;
+  /** Rejects with OpenTelemetry's TimeoutError when the spans' final export takes longer than `timeoutMillis`. */
+  shutdown(timeoutMillis: number): Promise<void>;
 }
 
 function createSpanExporter(config: ResolvedConfig): { exporter: SpanExporter; thread: 'main' | 'native'; control?: TransportControl } {
@@ -72,6 +73,7 @@ export function startTracing(config: ResolvedConfig, resource: Resource): Tracin
   const { HttpInstrumentation } = require('@opentelemetry/instrumentation-http') as typeof import('@opentelemetry/instrumentation-http');
   const { GrpcInstrumentation } = require('@opentelemetry/instrumentation-grpc') as typeof import('@opentelemetry/instrumentation-grpc');
   const { KernelSpanProcessor } = require('./spans') as typeof import('./spans');
+  const { callWithTimeout } = require('@opentelemetry/core') as typeof import('@opentelemetry/core');
   const processor = new KernelSpanProcessor({ disabled: !config.spans });
   const { exporter, thread, control } = createSpanExporter(config);
   reportFailuresOnce(exporter, 'span export', undefined);
@@ -89,19 +91,14 @@ export function startTracing(config: ResolvedConfig, resource: Resource): Tracin
     processor,
     thread,
     forceFlush: () => provider.forceFlush(),
-    // bounded as the metrics' final export is (src/sdk.ts): a refused connection is not retried, and an export the
-    // bound gave up on stops retrying
-    shutdown: async () => {
+    // as the metrics' final export (src/sdk.ts): a refused connection is not retried, and an export the bound gave
+    // up on stops retrying
+    shutdown: async timeoutMillis => {
       unregister();
       control?.shuttingDown();
-      let timer: NodeJS.Timeout | undefined;
-      const bound = new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error('Operation timed out.')), Math.min(config.exportTimeoutMillis, 5000));
-      });
       try {
-        await Promise.race([provider.shutdown(), bound]);
+        await callWithTimeout(provider.shutdown(), timeoutMillis);
       } finally {
-        clearTimeout(timer);
         control?.end();
       }
     },

@@ -238,6 +238,26 @@ describe('kernel-enriched spans (HTTP client and server, OTLP traces)', function
         });
       }
 
+      /**
+       * Every client span and every server transmit exact; the server's receive too, but around the call at
+       * `streamAt`, whose response is a stream: the client answers its data with flow-control frames (WINDOW_UPDATE,
+       * 13 bytes each), which the kernel counts when they arrive and Node when it reads them.
+       */
+      const assertWindows = (lines, clients, servers, streamAt) => {
+        for (const [i, line] of lines.entries()) {
+          const [client, server] = [clients[i].attributes, servers[i].attributes];
+          assert.strictEqual(client['tcp.io.transmit'], line.client.written, `call ${i}: client transmit`);
+          assert.strictEqual(client['tcp.io.receive'], line.client.read, `call ${i}: client receive`);
+          assert.strictEqual(server['tcp.io.transmit'], line.server.written, `call ${i}: server transmit`);
+          const ahead = server['tcp.io.receive'] - line.server.read; // kernel − Node
+          const frames = d => d >= 0 && d % 13 === 0 && d <= 5 * 13;
+          const why = `call ${i}: server receive ${server['tcp.io.receive']}, Node read ${line.server.read}`;
+          if (i === streamAt) assert.ok(frames(ahead), why); // arrived before the stream's span ended, not yet read
+          else if (i === streamAt + 1) assert.ok(frames(-ahead), why); // arrived before the next window started, read after it
+          else assert.strictEqual(ahead, 0, why);
+        }
+      };
+
       it('gRPC server streaming: the stream\'s spans carry exactly its window\'s bytes, the unary calls around it their own', async () => {
         const calls = [{ body: 10, reply: 10 }, { body: 100, reply: 20_000, stream: 5 }, { body: 10, reply: 10 }];
         const r = await runGrpc({ calls });
@@ -247,20 +267,7 @@ describe('kernel-enriched spans (HTTP client and server, OTLP traces)', function
         assert.deepStrictEqual([clients.length, servers.length], [3, 3], JSON.stringify(spansOf(r).map(s => [s.kind, s.name])));
         assert.deepStrictEqual(clients.map(s => s.attributes['rpc.method']), ['Echo', 'Stream', 'Echo']);
         assert.ok(lines[1].client.read > 5 * 20_000, JSON.stringify(lines[1])); // the five messages and their framing
-        for (const [i, line] of lines.entries()) {
-          const [client, server] = [clients[i].attributes, servers[i].attributes];
-          assert.strictEqual(client['tcp.io.transmit'], line.client.written, `call ${i}: client transmit`);
-          assert.strictEqual(client['tcp.io.receive'], line.client.read, `call ${i}: client receive`);
-          assert.strictEqual(server['tcp.io.transmit'], line.server.written, `call ${i}: server transmit`);
-          // The client answers the stream's data with flow-control frames (WINDOW_UPDATE, 13 bytes each). The kernel
-          // counts one when it arrives, Node when it reads it: around the stream the two can differ by such frames.
-          const ahead = server['tcp.io.receive'] - line.server.read; // kernel − Node
-          const frames = d => d >= 0 && d % 13 === 0 && d <= 5 * 13;
-          const why = `call ${i}: server receive ${server['tcp.io.receive']}, Node read ${line.server.read}`;
-          if (i === 0) assert.strictEqual(ahead, 0, why);
-          if (i === 1) assert.ok(frames(ahead), why); // arrived before the stream's span ended, not yet read
-          if (i === 2) assert.ok(frames(-ahead), why); // arrived before the next window started, read after it
-        }
+        assertWindows(lines, clients, servers, 1);
       });
 
       it('gRPC client and bidirectional streaming: each call\'s spans carry exactly their window\'s bytes', async () => {
@@ -273,20 +280,7 @@ describe('kernel-enriched spans (HTTP client and server, OTLP traces)', function
         assert.deepStrictEqual(clients.map(s => s.attributes['rpc.method']), ['Echo', 'Upload', 'Chat', 'Echo']);
         assert.deepStrictEqual(servers.map(s => s.attributes['rpc.method']), ['Echo', 'Upload', 'Chat', 'Echo']);
         assert.ok(lines[1].client.written > 4 * 30_000 && lines[2].client.read > 5 * 8000, JSON.stringify(lines)); // the messages and their framing
-        for (const [i, line] of lines.entries()) {
-          const [client, server] = [clients[i].attributes, servers[i].attributes];
-          assert.strictEqual(client['tcp.io.transmit'], line.client.written, `call ${i}: client transmit`);
-          assert.strictEqual(client['tcp.io.receive'], line.client.read, `call ${i}: client receive`);
-          assert.strictEqual(server['tcp.io.transmit'], line.server.written, `call ${i}: server transmit`);
-          // As around a server stream: the client's WINDOW_UPDATE frames (13 bytes) for the bidirectional call's
-          // replies are counted by the kernel when they arrive, by Node when it reads them.
-          const ahead = server['tcp.io.receive'] - line.server.read; // kernel − Node
-          const frames = d => d >= 0 && d % 13 === 0 && d <= 5 * 13;
-          const why = `call ${i}: server receive ${server['tcp.io.receive']}, Node read ${line.server.read}`;
-          if (i < 2) assert.strictEqual(ahead, 0, why);
-          if (i === 2) assert.ok(frames(ahead), why);
-          if (i === 3) assert.ok(frames(-ahead), why);
-        }
+        assertWindows(lines, clients, servers, 2); // the bidirectional call's replies are a stream
       });
     });
   }

@@ -84,59 +84,55 @@ server.addService(service, {
 });
 const streams = [];
 
+// Node's counts at the end of a call's client span, and the server's at its handler and at its window's start.
+const measured = () => ({ client: counts(clientSocket), handler: atHandler, quiet: quietAtHandler });
+
+/** A call whose response is a stream of `n` messages of `reply` bytes: its client span ends at its 'status'. */
+function streamed(s, n, reply) {
+  // the instrumentation's 'status' listener runs first: the counts are taken after the span ended
+  return new Promise((resolve, reject) => {
+    let received = 0;
+    s.on('data', m => (received += m.length));
+    s.on('error', reject);
+    s.on('status', status => {
+      if (status.code !== grpc.status.OK) return reject(new Error(status.details));
+      if (received !== n * reply) return reject(new Error(`received ${received} bytes, not ${n * reply}`));
+      resolve(measured());
+    });
+  });
+}
+
+/** A call with one response: its client span ends just before `callback`. */
+function answered(reply, start) {
+  return new Promise((resolve, reject) =>
+    start((err, response) => {
+      if (err) return reject(err);
+      if (response.length !== reply) return reject(new Error(`reply of ${response.length} bytes, not ${reply}`));
+      resolve(measured());
+    }),
+  );
+}
+
 function call(client, i, { body, reply, stream, upload, chat }) {
   replies[i] = reply;
   const request = Buffer.alloc(body, 1);
   request.writeUInt32BE(i, 0);
+  const send = (s, n) => {
+    for (let k = 0; k < n; k++) s.write(request);
+    s.end();
+  };
   if (stream) {
-    // the client span ends at the call's 'status' (the instrumentation's listener runs first): the counts are taken there
     streams[i] = stream;
-    return new Promise((resolve, reject) => {
-      let received = 0;
-      const s = client.Stream(request);
-      s.on('data', m => (received += m.length));
-      s.on('error', reject);
-      s.on('status', status => {
-        if (status.code !== grpc.status.OK) return reject(new Error(status.details));
-        if (received !== stream * reply) return reject(new Error(`streamed ${received} bytes, not ${stream * reply}`));
-        resolve({ client: counts(clientSocket), handler: atHandler, quiet: quietAtHandler });
-      });
-    });
+    return streamed(client.Stream(request), stream, reply);
   }
-  if (upload) {
-    return new Promise((resolve, reject) => {
-      const s = client.Upload((err, response) => {
-        if (err) return reject(err);
-        if (response.length !== reply) return reject(new Error(`reply of ${response.length} bytes, not ${reply}`));
-        resolve({ client: counts(clientSocket), handler: atHandler, quiet: quietAtHandler });
-      });
-      for (let n = 0; n < upload; n++) s.write(request);
-      s.end();
-    });
-  }
+  if (upload) return answered(reply, callback => send(client.Upload(callback), upload));
   if (chat) {
-    // the client span ends at the call's 'status' (the instrumentation's listener runs first)
-    return new Promise((resolve, reject) => {
-      let received = 0;
-      const s = client.Chat();
-      s.on('data', m => (received += m.length));
-      s.on('error', reject);
-      s.on('status', status => {
-        if (status.code !== grpc.status.OK) return reject(new Error(status.details));
-        if (received !== chat * reply) return reject(new Error(`received ${received} bytes, not ${chat * reply}`));
-        resolve({ client: counts(clientSocket), handler: atHandler, quiet: quietAtHandler });
-      });
-      for (let n = 0; n < chat; n++) s.write(request);
-      s.end();
-    });
+    const s = client.Chat();
+    const done = streamed(s, chat, reply);
+    send(s, chat);
+    return done;
   }
-  return new Promise((resolve, reject) =>
-    client.Echo(request, (err, response) => {
-      if (err) return reject(err);
-      if (response.length !== reply) return reject(new Error(`reply of ${response.length} bytes, not ${reply}`));
-      resolve({ client: counts(clientSocket), handler: atHandler, quiet: quietAtHandler });
-    }),
-  );
+  return answered(reply, callback => client.Echo(request, callback));
 }
 
 const tls = config.tls && { key: fs.readFileSync(config.tls.key), cert: fs.readFileSync(config.tls.cert) };
