@@ -208,7 +208,8 @@ describe('privileges and failure', function () {
   it('the package\'s entry loads its classes when first used: start() with OTEL_SDK_DISABLED=true loads only the API', () => {
     const { execFileSync } = require('child_process');
     const packagesOf = `Object.keys(require.cache).map(f => f.match(/node_modules\\/((?:@[^/]+\\/)?[^/]+)\\//)?.[1]).filter(Boolean)`;
-    const script = `const sdk = require(${JSON.stringify(ROOT)}); const h = sdk.start();
+    // the directory with a slash: the package's main, even beside a file of the same name plus .js or .json
+    const script = `const sdk = require(${JSON.stringify(`${ROOT}/`)}); const h = sdk.start();
       const before = [...new Set(${packagesOf})];
       const classes = [typeof sdk.KernelSpanProcessor, typeof sdk.KernelMetricProducer];
       console.log(JSON.stringify({ active: h.status().active, before, classes, after: [...new Set(${packagesOf})] }));`;
