@@ -17,7 +17,7 @@ import { createOtlpNetworkExportDelegate, OTLPExporterBase, OTLPExporterError } 
 import type { ExportResponse, IExporterTransport, IOtlpExportDelegate } from '@opentelemetry/otlp-exporter-base';
 import type { OTLPMetricExporterOptions } from '@opentelemetry/exporter-metrics-otlp-http';
 import type { PushMetricExporter, ResourceMetrics } from '@opentelemetry/sdk-metrics';
-import type { SpanExporter } from '@opentelemetry/sdk-trace-base';
+import type { ReadableSpan, SpanExporter } from '@opentelemetry/sdk-trace-base';
 import type { OtlpProtocol } from './config';
 import { warnOnce } from './diag';
 import { BpfError, loadAddon, NativeAddon } from './native';
@@ -248,10 +248,16 @@ export function createNativeMetricExporter(
   };
 }
 
+/** The same for the span exporter, and its last export at exit. */
+export interface SpanExportControl extends TransportControl {
+  /** As ExportControl.exportSync, for spans that ended and were not exported yet. */
+  exportSync(spans: ReadableSpan[], timeoutMs: number): ExportResponse | undefined;
+}
+
 /** A SpanExporter whose requests leave from the addon's thread and its transport's control, or undefined where it cannot send. */
-export function createNativeSpanExporter(protocol: OtlpProtocol): { exporter: SpanExporter; control: TransportControl } | undefined {
+export function createNativeSpanExporter(protocol: OtlpProtocol): { exporter: SpanExporter; control: SpanExportControl } | undefined {
   const transformer = require('@opentelemetry/otlp-transformer') as typeof import('@opentelemetry/otlp-transformer');
   const serializers = { json: transformer.JsonTraceSerializer, protobuf: transformer.ProtobufTraceSerializer };
   const native = createNativeDelegate('TRACES', protocol, {}, serializers, transformer.TraceExporterMetricsHelper);
-  return native && { exporter: new OTLPExporterBase(native.delegate), control: controlOf(native.transport) };
+  return native && { exporter: new OTLPExporterBase(native.delegate), control: { exportSync: native.sendSync, ...controlOf(native.transport) } };
 }

@@ -7,6 +7,7 @@ import type { AttributeValue } from '@opentelemetry/api';
 import type { Resource } from '@opentelemetry/resources';
 import type { OTLPMetricExporterOptions } from '@opentelemetry/exporter-metrics-otlp-http';
 import type { MeterProvider, PushMetricExporter } from '@opentelemetry/sdk-metrics';
+import type { ExportResponse } from '@opentelemetry/otlp-exporter-base';
 import { useKernelTelemetry } from './active';
 import { ExportThread, ResolvedConfig, resolveConfig, StartOptions } from './config';
 import { warnOnce } from './diag';
@@ -137,16 +138,40 @@ function settled(resource: Resource): Resource {
   return resourceFromAttributes(attributes);
 }
 
-/** The 'exit' event's export (see flushOnExit): what the producer has now, sent on this thread. Never throws. */
-function lastExportWith(control: ExportControl, producer: KernelMetricProducer, resource: Resource, config: ResolvedConfig): () => void {
+/** What an export at exit that did not succeed says (once). */
+function exitFailure(what: string, result: ExportResponse | undefined): void {
+  if (result && result.status !== 'success') warnOnce(`the last ${what} at exit failed: ${result.error?.message ?? 'the endpoint asked to retry later'}`);
+}
+
+/**
+ * The 'exit' event's exports (see flushOnExit), on this thread, within one bound: what the producer has now, then the
+ * spans that ended and were not exported yet. Never throws.
+ */
+function lastExportsWith(
+  control: ExportControl | undefined,
+  producer: KernelMetricProducer,
+  tracing: Tracing | undefined,
+  resource: Resource,
+  config: ResolvedConfig,
+): (() => void) | undefined {
+  const spans = tracing?.lastExport?.bind(tracing);
+  if (!control && !spans) return undefined;
   return () => {
+    const deadline = Date.now() + Math.min(config.exportTimeoutMillis, EXIT_EXPORT_MAX_MS);
+    const now = settled(resource);
     try {
-      const { resourceMetrics } = producer.collectNow();
-      resourceMetrics.resource = settled(resource);
-      const result = control.exportSync(resourceMetrics, Math.min(config.exportTimeoutMillis, EXIT_EXPORT_MAX_MS));
-      if (result && result.status !== 'success') warnOnce(`the last export at exit failed: ${result.error?.message ?? 'the endpoint asked to retry later'}`);
+      if (control) {
+        const { resourceMetrics } = producer.collectNow();
+        resourceMetrics.resource = now;
+        exitFailure('export', control.exportSync(resourceMetrics, deadline - Date.now()));
+      }
     } catch (err) {
       warnOnce(`the last export at exit failed: ${(err as Error).message}`);
+    }
+    try {
+      if (spans && deadline > Date.now()) exitFailure('span export', spans(now, deadline - Date.now()));
+    } catch (err) {
+      warnOnce(`the last span export at exit failed: ${(err as Error).message}`);
     }
   };
 }
@@ -229,7 +254,6 @@ export function start(options: StartOptions = {}): EbpfHandle {
     if (config.metricsExporter !== 'none') {
       let exporter: PushMetricExporter;
       ({ exporter, thread: exportThread, control } = createExporter(config));
-      if (control) lastExport = lastExportWith(control, producer, resource, config);
       reportFailuresOnce(exporter, 'metrics export', endpointOf(config));
       readers.push(
         new PeriodicExportingMetricReader({
@@ -247,6 +271,7 @@ export function start(options: StartOptions = {}): EbpfHandle {
       if (config.strict) throw err;
       warnOnce(`tracing could not be set up: ${(err as Error).message}; spans are not exported`);
     }
+    lastExport = lastExportsWith(control, producer, tracing, resource, config);
   } catch (err) {
     telemetry.shutdown();
     if (config.strict) throw err;

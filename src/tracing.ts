@@ -3,10 +3,13 @@
  * spans (HTTP and gRPC instrumentation, loaded before the application) with KernelSpanProcessor's attributes.
  * Applications with their own tracing add KernelSpanProcessor to it instead (README "Kernel-enriched spans").
  */
+import { TraceFlags } from '@opentelemetry/api';
+import type { ExportResult } from '@opentelemetry/core';
 import type { Resource } from '@opentelemetry/resources';
-import type { SpanExporter } from '@opentelemetry/sdk-trace-base';
+import type { ReadableSpan, Span, SpanExporter, SpanProcessor } from '@opentelemetry/sdk-trace-base';
+import type { ExportResponse } from '@opentelemetry/otlp-exporter-base';
 import type { ResolvedConfig } from './config';
-import type { TransportControl } from './export-native';
+import type { SpanExportControl } from './export-native';
 import { reportFailuresOnce } from './export-failures';
 import type { KernelSpanProcessor } from './spans';
 
@@ -17,9 +20,60 @@ export interface Tracing {
   forceFlush(): Promise<void>;
   /** Rejects with OpenTelemetry's TimeoutError when the spans' final export takes longer than `timeoutMillis`. */
   shutdown(timeoutMillis: number): Promise<void>;
+  /**
+   * For a process that exits without a turn of the event loop: sends the spans that ended and were not exported yet,
+   * on this thread, which it blocks (one attempt, at most timeoutMs), with `resource` as their resource. Undefined
+   * where the span exporter cannot send synchronously (gRPC, https://, the main thread's exporter).
+   */
+  lastExport?(resource: Resource, timeoutMs: number): ExportResponse | undefined;
 }
 
-function createSpanExporter(config: ResolvedConfig): { exporter: SpanExporter; thread: 'main' | 'native'; control?: TransportControl } {
+/**
+ * The spans that ended and that the batch processor has not handed to its exporter yet: what a process that exits
+ * without a turn of the event loop (process.exit(), an uncaught exception) would lose, as the batch processor sends
+ * every 5 s (OTEL_BSP_SCHEDULE_DELAY). Sampled spans only and at most the processor's queue (OTEL_BSP_MAX_QUEUE_SIZE),
+ * as the batch processor keeps them. A span leaves the set when the batch processor hands it to the exporter (see
+ * handedOver): one that is in flight when the process exits is not sent twice.
+ */
+class UnexportedSpans implements SpanProcessor {
+  readonly spans = new Set<ReadableSpan>();
+
+  constructor(private readonly max: number) {}
+
+  onStart(_span: Span): void {}
+
+  onEnd(span: ReadableSpan): void {
+    if (span.spanContext().traceFlags & TraceFlags.SAMPLED && this.spans.size < this.max) this.spans.add(span);
+  }
+
+  /** The exporter, whose export first takes its spans out of the set. */
+  handedOver(exporter: SpanExporter): SpanExporter {
+    const send = exporter.export.bind(exporter);
+    exporter.export = (spans: ReadableSpan[], resultCallback: (result: ExportResult) => void) => {
+      for (const span of spans) this.spans.delete(span);
+      send(spans, resultCallback);
+    };
+    return exporter;
+  }
+
+  forceFlush(): Promise<void> {
+    return Promise.resolve();
+  }
+
+  shutdown(): Promise<void> {
+    return Promise.resolve();
+  }
+}
+
+/** The span as it is, but for its resource. */
+function withResource(span: ReadableSpan, resource: Resource): ReadableSpan {
+  return span.resource === resource ? span : Object.create(span, { resource: { value: resource } });
+}
+
+/** The batch span processor's own default (OTEL_BSP_MAX_QUEUE_SIZE). */
+const DEFAULT_MAX_QUEUE_SIZE = 2048;
+
+function createSpanExporter(config: ResolvedConfig): { exporter: SpanExporter; thread: 'main' | 'native'; control?: SpanExportControl } {
   if (config.exportThread === 'native') {
     const { createNativeSpanExporter } = require('./export-native') as typeof import('./export-native');
     const native = createNativeSpanExporter(config.tracesProtocol);
@@ -73,13 +127,15 @@ export function startTracing(config: ResolvedConfig, resource: Resource): Tracin
   const { HttpInstrumentation } = require('@opentelemetry/instrumentation-http') as typeof import('@opentelemetry/instrumentation-http');
   const { GrpcInstrumentation } = require('@opentelemetry/instrumentation-grpc') as typeof import('@opentelemetry/instrumentation-grpc');
   const { KernelSpanProcessor } = require('./spans') as typeof import('./spans');
-  const { callWithTimeout } = require('@opentelemetry/core') as typeof import('@opentelemetry/core');
+  const { callWithTimeout, getNumberFromEnv } = require('@opentelemetry/core') as typeof import('@opentelemetry/core');
   const processor = new KernelSpanProcessor({ disabled: !config.spans });
   const { exporter, thread, control } = createSpanExporter(config);
   reportFailuresOnce(exporter, 'span export', undefined);
+  // only where the spans can be sent synchronously at exit
+  const unexported = control ? new UnexportedSpans(getNumberFromEnv('OTEL_BSP_MAX_QUEUE_SIZE') ?? DEFAULT_MAX_QUEUE_SIZE) : undefined;
   const provider = new NodeTracerProvider({
     resource,
-    spanProcessors: [processor, new BatchSpanProcessor(exporter)],
+    spanProcessors: [processor, ...(unexported ? [unexported] : []), new BatchSpanProcessor(unexported?.handedOver(exporter) ?? exporter)],
   });
   provider.register();
   if (esmEntry()) registerEsmHook();
@@ -102,5 +158,14 @@ export function startTracing(config: ResolvedConfig, resource: Resource): Tracin
         control?.end();
       }
     },
+    ...(control &&
+      unexported && {
+        lastExport: (spanResource: Resource, timeoutMs: number) => {
+          if (unexported.spans.size === 0) return undefined;
+          const spans = [...unexported.spans].map(span => withResource(span, spanResource));
+          unexported.spans.clear();
+          return control.exportSync(spans, timeoutMs);
+        },
+      }),
   };
 }

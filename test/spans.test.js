@@ -285,6 +285,16 @@ describe('kernel-enriched spans (HTTP client and server, OTLP traces)', function
     });
   }
 
+  it('process.exit() right after the requests: the spans not exported yet leave from the exit event, with their attributes, the exit code kept', async () => {
+    // the batch span processor sends every 5 s: without the exit event's export, every span of the run is lost
+    const r = await runAppWith({ requests: [{ body: 3000, reply: 4000 }, { body: 5000, reply: 6000 }], exit: 3 });
+    assert.strictEqual(r.code, 3, r.stderr);
+    assert.strictEqual(r.stderr.split('\n').filter(l => l.startsWith('otel-node-ebpf')).length, 0, r.stderr);
+    const spans = spansOf(r);
+    for (const line of r.lines.filter(l => l.request !== undefined)) assertBytes(spans, line);
+    assert.strictEqual(spans.length, 4, JSON.stringify(spans.map(s => [s.kind, s.name])));
+  });
+
   it('the collector down: the shutdown does not wait for span export retries, one warning per signal', async () => {
     let lastRequestAt, doneAt;
     const r = await runWorkload({ requests: [{ body: 1000, reply: 1000 }] }, {
