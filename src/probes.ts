@@ -109,6 +109,19 @@ export function explain(hook: Hook, err: unknown, caps: Capabilities): string {
 }
 
 /**
+ * What a failed attempt says of the hook type itself, whatever the program, or undefined: kprobes that pass the
+ * verifier but cannot attach because kprobes are not built in, or tracing programs (fentry/fexit) that the kernel
+ * refuses to load although the process is privileged. Every later variant of that hook would fail the same way, after
+ * a load of its own (BTF parsing, verification): tens of ms of the application's start each.
+ */
+function refusedHook(hook: Hook, err: unknown, caps: Capabilities): string | undefined {
+  if (!(err instanceof BpfError) || !caps.privileged) return undefined;
+  if (hook === 'kprobe' && err.step === 'attach' && !caps.kprobePmu) return 'kprobes are not built into this kernel (CONFIG_KPROBES is not set)';
+  if (hook === 'fentry' && err.step === 'load' && err.code === 'EPERM') return 'this kernel refuses fentry/fexit programs (EPERM)';
+  return undefined;
+}
+
+/**
  * Attaches a uprobe for this process only. libbpf resolves the symbol from `.symtab` and `.dynsym` (static functions
  * included); a missing one fails with ENOENT, which is worded here for a person.
  */
@@ -134,6 +147,8 @@ export class ProbeSet {
   private readonly winners = new Map<string, { hook: Hook; object: NativeObject; links: NativeLink[]; programs: string[] }>();
   private readonly statuses: ProbeStatus[] = [];
   private closed = false;
+  /** Hook types this kernel refuses (refusedHook), and which measurement's attempt showed it: not tried again by attach(). */
+  private readonly refused = new Map<Hook, string>();
 
   /**
    * Loads the base instance (maps and configuration). `configure` is applied to every instance before load:
@@ -222,13 +237,22 @@ export class ProbeSet {
       const variants = mode === 'auto' || forced.length === 0 ? m.variants : forced;
       const attempts: Attempt[] = [];
       for (const v of variants) {
+        // a forced hook is always tried; `doctor` (probeAll) tries every variant
+        const refused = mode === 'auto' ? this.refused.get(v.hook) : undefined;
+        if (refused) {
+          attempts.push({ hook: v.hook, ok: false, reason: `not tried: ${refused}` });
+          continue;
+        }
         try {
           const { object, links } = this.tryVariant(v);
           this.winners.set(m.name, { hook: v.hook, object, links, programs: v.programs });
           attempts.push({ hook: v.hook, ok: true });
           break;
         } catch (err) {
-          attempts.push(this.failedAttempt(v.hook, err));
+          const attempt = this.failedAttempt(v.hook, err);
+          attempts.push(attempt);
+          const why = refusedHook(v.hook, err, this.caps);
+          if (why) this.refused.set(v.hook, `${why}, as ${m.name}'s attempt showed`);
         }
       }
       const winner = this.winners.get(m.name);

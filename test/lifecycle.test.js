@@ -102,6 +102,31 @@ describe('privileges and failure', function () {
     assert.ok(probes.length > 0 && probes.every(p => p.attached && p.hook === (p.name === 'tcp.bytes' || p.name === 'tcp.rtt' ? 'tcp_info' : 'tracepoint')), JSON.stringify(probes));
   });
 
+  describe('auto mode on a kernel without kprobes (this one: fentry refused too)', function () {
+    before(function () {
+      if (fs.existsSync('/sys/bus/event_source/devices/kprobe/type')) {
+        for (const t of this.test.parent.tests) t.title += ' — skipped: this kernel has kprobes';
+        this.skip();
+      }
+    });
+
+    it('auto mode: kprobes and fentry are tried for the first measurement only; the others say why they were not tried, and attach with tracepoints', async () => {
+      const r = await runWorkload(work(), { address });
+      assert.strictEqual(r.code, 0, r.stderr);
+      assert.strictEqual(sdkLines(r.stderr).length, 0, r.stderr);
+      const hooked = r.lines.find(l => l.done).status.probes.filter(p => p.attempts.some(a => a.hook === 'kprobe'));
+      assert.ok(hooked.length >= 3, JSON.stringify(hooked));
+      const [first, ...rest] = hooked;
+      assert.deepStrictEqual(first.attempts.map(a => [a.hook, a.ok, a.error?.step]), [['kprobe', false, 'attach'], ['fentry', false, 'load'], ['tracepoint', true, undefined]]);
+      for (const p of rest) {
+        assert.strictEqual(p.hook, 'tracepoint', `${p.name}: ${p.reason}`);
+        assert.deepStrictEqual(p.attempts.map(a => [a.hook, a.ok, a.error]), [['kprobe', false, undefined], ['fentry', false, undefined], ['tracepoint', true, undefined]]);
+        assert.match(p.attempts[0].reason, new RegExp(`^not tried: kprobes are not built into this kernel .*, as ${first.name}'s attempt showed$`));
+        assert.match(p.attempts[1].reason, new RegExp(`^not tried: this kernel refuses fentry/fexit programs \\(EPERM\\), as ${first.name}'s attempt showed$`));
+      }
+    });
+  });
+
   describe('a forced hook this kernel lacks', function () {
     before(function () {
       if (fs.existsSync('/sys/bus/event_source/devices/kprobe/type')) {
