@@ -102,15 +102,18 @@ describe('privileges and failure', function () {
     assert.ok(probes.length > 0 && probes.every(p => p.attached && p.hook === (p.name === 'tcp.bytes' || p.name === 'tcp.rtt' ? 'tcp_info' : 'tracepoint')), JSON.stringify(probes));
   });
 
-  describe('auto mode on a kernel without kprobes (this one: fentry refused too)', function () {
-    before(function () {
-      if (fs.existsSync('/sys/bus/event_source/devices/kprobe/type')) {
-        for (const t of this.test.parent.tests) t.title += ' — skipped: this kernel has kprobes';
-        this.skip();
-      }
-    });
+  /** For tests of a kernel without kprobes (this one): skipped by name where the kernel has them. */
+  function skipWhereKprobes() {
+    if (fs.existsSync('/sys/bus/event_source/devices/kprobe/type')) {
+      for (const t of this.test.parent.tests) t.title += ' — skipped: this kernel has kprobes';
+      this.skip();
+    }
+  }
 
-    it('auto mode: kprobes and fentry are tried for the first measurement only; the others say why they were not tried, and attach with tracepoints', async () => {
+  describe('auto mode on a kernel without kprobes (this one: fentry refused too)', function () {
+    before(skipWhereKprobes);
+
+    it('kprobes and fentry are tried for the first measurement only; the others say why they were not tried, and attach with tracepoints', async () => {
       const r = await runWorkload(work(), { address });
       assert.strictEqual(r.code, 0, r.stderr);
       assert.strictEqual(sdkLines(r.stderr).length, 0, r.stderr);
@@ -128,12 +131,7 @@ describe('privileges and failure', function () {
   });
 
   describe('a forced hook this kernel lacks', function () {
-    before(function () {
-      if (fs.existsSync('/sys/bus/event_source/devices/kprobe/type')) {
-        for (const t of this.test.parent.tests) t.title += ' — skipped: this kernel has kprobes';
-        this.skip();
-      }
-    });
+    before(skipWhereKprobes);
 
     it('OTEL_NODE_EBPF_ATTACH_MODE=kprobe: one warning with the reason, the application runs', async () => {
       const r = await runWorkload(work(), { address, env: { ...lenient, OTEL_NODE_EBPF_ATTACH_MODE: 'kprobe' } });
