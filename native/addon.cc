@@ -202,9 +202,15 @@ void FixMallocThresholds() {
 #endif
 }
 
+// open(path, options?): options.btfCustomPath is libbpf's btf_custom_path (the BTF that CO-RE relocates against).
 Napi::Value Addon::Open(const Napi::CallbackInfo& info) {
   FixMallocThresholds();
-  return OpenObject(info.Env(), StringArg(info, 0, "open", "path"));
+  std::string btf;
+  if (info.Length() > 1 && info[1].IsObject()) {
+    Napi::Value v = info[1].As<Napi::Object>().Get("btfCustomPath");
+    if (v.IsString()) btf = v.As<Napi::String>().Utf8Value();
+  }
+  return OpenObject(info.Env(), StringArg(info, 0, "open", "path"), btf);
 }
 
 Napi::Value Addon::EnableStats(const Napi::CallbackInfo& info) {

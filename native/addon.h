@@ -170,7 +170,7 @@ Napi::Object NewMap(Napi::Env env, Napi::Object owner, std::shared_ptr<ObjectSta
 Napi::Object NewRingBuffer(Napi::Env env, Napi::Object owner, std::shared_ptr<ObjectState> state,
                            const std::string& map_name, bpf_map* map, Napi::Function on_records);
 Napi::Object NewStatsHandle(Napi::Env env, int fd);
-Napi::Value OpenObject(Napi::Env env, const std::string& path);
+Napi::Value OpenObject(Napi::Env env, const std::string& path, const std::string& btf_custom_path = "");
 
 // Base of the wrappers that belong to a NativeObject (map, link, ring buffer): made only by the addon, never copied,
 // sharing the object's state and holding a strong reference to the object's wrapper, so that the object is not

@@ -487,12 +487,13 @@ Napi::Object NewLink(Napi::Env env, Napi::Object owner, std::shared_ptr<ObjectSt
   return wrapper;
 }
 
-Napi::Value OpenObject(Napi::Env env, const std::string& path) {
+Napi::Value OpenObject(Napi::Env env, const std::string& path, const std::string& btf_custom_path) {
   // The wrapper first: once libbpf has opened the file, nothing may throw before the state owns it.
   Napi::Object wrapper = Addon::Of(env).object_class.New({ConstructToken(env)});
   std::shared_ptr<ObjectState>& state = JsObject::Unwrap(wrapper)->state();
   LogCapture capture;
-  bpf_object* obj = bpf_object__open_file(path.c_str(), nullptr);
+  LIBBPF_OPTS(bpf_object_open_opts, opts, .btf_custom_path = btf_custom_path.empty() ? nullptr : btf_custom_path.c_str());
+  bpf_object* obj = bpf_object__open_file(path.c_str(), &opts);
   if (obj == nullptr) {
     int err = errno;
     ThrowBpfError(env, "open", err, path, "", capture.Tail());

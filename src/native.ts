@@ -141,7 +141,8 @@ export interface NativeObject {
 export interface NativeAddon {
   /** Must be called once before anything else: the class the addon throws. */
   setErrorClass(ctor: typeof BpfError): void;
-  open(path: string): NativeObject;
+  /** options.btfCustomPath: libbpf's btf_custom_path, the BTF that CO-RE relocations are made against (default: the kernel's). */
+  open(path: string, options?: { btfCustomPath?: string }): NativeObject;
   /**
    * BPF_ENABLE_STATS(BPF_STATS_RUN_TIME): run-time statistics stay on while the returned handle is open.
    * Needs CAP_SYS_ADMIN on most kernels; throws BpfError(step 'stats') otherwise.

@@ -161,7 +161,9 @@ export class ProbeSet {
     private readonly configure: (obj: NativeObject) => void,
     private readonly caps: Capabilities,
   ) {
-    this.base = this.open();
+    // The base loads no program, so it needs no kernel BTF: relocating against the object's own BTF (relocations of
+    // programs that are not loaded are skipped) spares libbpf parsing the kernel's, 5 MB, for each object.
+    this.base = this.open(objectPath);
     try {
       for (const p of this.base.programs()) this.base.setAutoload(p.name, false);
       this.base.load();
@@ -171,8 +173,8 @@ export class ProbeSet {
     }
   }
 
-  private open(): NativeObject {
-    const obj = this.addon.open(this.objectPath);
+  private open(btfCustomPath?: string): NativeObject {
+    const obj = this.addon.open(this.objectPath, btfCustomPath ? { btfCustomPath } : undefined);
     try {
       this.configure(obj);
     } catch (err) {
