@@ -110,13 +110,15 @@ export function explain(hook: Hook, err: unknown, caps: Capabilities): string {
 
 /**
  * What a failed attempt says of the hook type itself, whatever the program, or undefined: kprobes that pass the
- * verifier but cannot attach because kprobes are not built in, or tracing programs (fentry/fexit) that the kernel
- * refuses to load although the process is privileged. Every later variant of that hook would fail the same way, after
- * a load of its own (BTF parsing, verification): tens of ms of the application's start each.
+ * verifier but cannot attach because there is no way to (no kprobe PMU, and no tracefs for libbpf's legacy
+ * kprobe_events: kprobes are not built in), or tracing programs (fentry/fexit) that the kernel refuses to load
+ * although the process is privileged. Every later variant of that hook would fail the same way, after a load of its
+ * own (BTF parsing, verification): tens of ms of the application's start each.
  */
 function refusedHook(hook: Hook, err: unknown, caps: Capabilities): string | undefined {
   if (!(err instanceof BpfError) || !caps.privileged) return undefined;
-  if (hook === 'kprobe' && err.step === 'attach' && !caps.kprobePmu) return 'kprobes are not built into this kernel (CONFIG_KPROBES is not set)';
+  if (hook === 'kprobe' && err.step === 'attach' && !caps.kprobePmu && !caps.tracefs)
+    return 'kprobes are not built into this kernel (no kprobe PMU, no tracefs: CONFIG_KPROBES is not set)';
   if (hook === 'fentry' && err.step === 'load' && err.code === 'EPERM') return 'this kernel refuses fentry/fexit programs (EPERM)';
   return undefined;
 }
@@ -251,8 +253,7 @@ export class ProbeSet {
           attempts.push({ hook: v.hook, ok: true });
           break;
         } catch (err) {
-          const attempt = this.failedAttempt(v.hook, err);
-          attempts.push(attempt);
+          attempts.push(this.failedAttempt(v.hook, err));
           const why = refusedHook(v.hook, err, this.caps);
           if (why) this.refused.set(v.hook, `${why}, as ${m.name}'s attempt showed`);
         }

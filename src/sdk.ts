@@ -154,7 +154,7 @@ function lastExportsWith(
   resource: Resource,
   config: ResolvedConfig,
 ): (() => void) | undefined {
-  const spans = tracing?.lastExport?.bind(tracing);
+  const spans = tracing?.lastExport;
   if (!control && !spans) return undefined;
   return () => {
     const deadline = Date.now() + Math.min(config.exportTimeoutMillis, EXIT_EXPORT_MAX_MS);

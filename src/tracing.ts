@@ -25,7 +25,7 @@ export interface Tracing {
    * on this thread, which it blocks (one attempt, at most timeoutMs), with `resource` as their resource. Undefined
    * where the span exporter cannot send synchronously (gRPC, https://, the main thread's exporter).
    */
-  lastExport?(resource: Resource, timeoutMs: number): ExportResponse | undefined;
+  lastExport?: (resource: Resource, timeoutMs: number) => ExportResponse | undefined;
 }
 
 /**
@@ -43,7 +43,7 @@ class UnexportedSpans implements SpanProcessor {
   onStart(_span: Span): void {}
 
   onEnd(span: ReadableSpan): void {
-    if (span.spanContext().traceFlags & TraceFlags.SAMPLED && this.spans.size < this.max) this.spans.add(span);
+    if ((span.spanContext().traceFlags & TraceFlags.SAMPLED) !== 0 && this.spans.size < this.max) this.spans.add(span);
   }
 
   /** The exporter, whose export first takes its spans out of the set. */
@@ -158,14 +158,14 @@ export function startTracing(config: ResolvedConfig, resource: Resource): Tracin
         control?.end();
       }
     },
-    ...(control &&
-      unexported && {
-        lastExport: (spanResource: Resource, timeoutMs: number) => {
-          if (unexported.spans.size === 0) return undefined;
-          const spans = [...unexported.spans].map(span => withResource(span, spanResource));
-          unexported.spans.clear();
-          return control.exportSync(spans, timeoutMs);
-        },
-      }),
+    lastExport:
+      control && unexported
+        ? (spanResource, timeoutMs) => {
+            if (unexported.spans.size === 0) return undefined;
+            const spans = [...unexported.spans].map(span => withResource(span, spanResource));
+            unexported.spans.clear();
+            return control.exportSync(spans, timeoutMs);
+          }
+        : undefined,
   };
 }
