@@ -143,6 +143,20 @@ describe('kernel-enriched spans (HTTP client and server, OTLP traces)', function
         assert.strictEqual(client.attributes['tcp.connect.duration'], undefined, 'the connection was opened by the first request');
       });
 
+      it('process.exit() right after the requests: the spans not exported yet leave from the exit event, with their attributes, the exit code kept', async () => {
+        // the batch span processor sends every 5 s: without the exit event's export, every span of the run is lost
+        const r = await runAppWith(
+          { requests: [{ body: 3000, reply: 4000 }, { body: 5000, reply: 6000 }], exit: 3 },
+          { env: { NODE_BINARY: node.binary }, wrap: exec },
+        );
+        assert.strictEqual(r.code, 3, r.stderr);
+        assert.strictEqual(r.lines.find(l => l.exiting)?.node, node.version, `the application ran under ${node.binary}: ${r.stderr}`);
+        assert.strictEqual(r.stderr.split('\n').filter(l => l.startsWith('otel-node-ebpf')).length, 0, r.stderr);
+        const spans = spansOf(r);
+        for (const line of r.lines.filter(l => l.request !== undefined)) assertBytes(spans, line);
+        assert.strictEqual(spans.length, 4, JSON.stringify(spans.map(s => [s.kind, s.name])));
+      });
+
       it('a client span to a name from a test-controlled hosts file carries its DNS lookup time', async () => {
         fs.writeFileSync(path.join(dir, 'hosts'), '127.0.0.1 alpha.test\n');
         fs.writeFileSync(path.join(dir, 'nsswitch.conf'), 'hosts: files\n');
@@ -284,16 +298,6 @@ describe('kernel-enriched spans (HTTP client and server, OTLP traces)', function
       });
     });
   }
-
-  it('process.exit() right after the requests: the spans not exported yet leave from the exit event, with their attributes, the exit code kept', async () => {
-    // the batch span processor sends every 5 s: without the exit event's export, every span of the run is lost
-    const r = await runAppWith({ requests: [{ body: 3000, reply: 4000 }, { body: 5000, reply: 6000 }], exit: 3 });
-    assert.strictEqual(r.code, 3, r.stderr);
-    assert.strictEqual(r.stderr.split('\n').filter(l => l.startsWith('otel-node-ebpf')).length, 0, r.stderr);
-    const spans = spansOf(r);
-    for (const line of r.lines.filter(l => l.request !== undefined)) assertBytes(spans, line);
-    assert.strictEqual(spans.length, 4, JSON.stringify(spans.map(s => [s.kind, s.name])));
-  });
 
   it('the collector down: the shutdown does not wait for span export retries, one warning per signal', async () => {
     let lastRequestAt, doneAt;

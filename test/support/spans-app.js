@@ -89,7 +89,7 @@ server.listen(config.port ?? 0, '127.0.0.1', async () => {
     if (config.exit !== undefined) {
       // the server's span ends at its response's 'close', a turn after the client saw the response end
       await new Promise(resolve => setImmediate(resolve));
-      out({ exiting: config.exit });
+      out({ exiting: config.exit, node: process.version });
       process.exit(config.exit);
     }
     agent.destroy();
