@@ -32,7 +32,8 @@ export interface Tracing {
  * The spans that ended and that the batch processor has not handed to its exporter yet: what a process that exits
  * without a turn of the event loop (process.exit(), an uncaught exception) would lose, as the batch processor sends
  * every 5 s (OTEL_BSP_SCHEDULE_DELAY). Sampled spans only and at most the processor's queue (OTEL_BSP_MAX_QUEUE_SIZE),
- * as the batch processor keeps them. A span leaves the set when the batch processor hands it to the exporter (see
+ * as the batch processor keeps them: placed before it, this set takes and drops the same spans in the same order, and
+ * stays equal to its queue. A span leaves the set when the batch processor hands it to the exporter (see
  * handedOver): one that is in flight when the process exits is not sent twice.
  */
 class UnexportedSpans implements SpanProcessor {
