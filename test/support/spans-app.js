@@ -8,7 +8,8 @@
 // 127.0.0.1), port?: the server's (default any), requests: [{ body: bytes, reply: bytes }], hold?: true (after the requests, print {"holding"} and wait
 // for a line on stdin: the connection stays open and idle meanwhile), pipelined?: [{ reply: bytes }] (then, plain
 // HTTP only: GET /p0, /p1, ... written back to back in one write on a connection of their own, HTTP/1.1 pipelining),
-// exit?: code (after the requests, process.exit(code) at once, once the server's last span ended: no shutdown) }.
+// exit?: code (after the requests, process.exit(code) at once, once the server's last span ended: no shutdown),
+// crash?: true (the same, but an uncaught exception instead of process.exit()) }.
 // stdout, one JSON line each: {"request": i, "localPort", "reused", "written", "read", "serverPort"}, {"holding"},
 // {"pipelined": [bytes of each response as it came back], "written"}, {"done": status}.
 const fs = require('fs');
@@ -86,11 +87,15 @@ server.listen(config.port ?? 0, '127.0.0.1', async () => {
       rl.close();
       process.stdin.destroy(); // nothing more to read: let the process end
     }
-    if (config.exit !== undefined) {
+    if (config.exit !== undefined || config.crash) {
       // the server's span ends at its response's 'close', a turn after the client saw the response end
       await new Promise(resolve => setImmediate(resolve));
-      out({ exiting: config.exit, node: process.version });
-      process.exit(config.exit);
+      out({ exiting: config.exit ?? 'crash', node: process.version });
+      if (config.crash) setImmediate(() => {
+        throw new Error('spans-app: crashed on purpose');
+      });
+      else process.exit(config.exit);
+      return;
     }
     agent.destroy();
     server.close();
