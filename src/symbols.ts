@@ -207,10 +207,11 @@ function readSymbols(file: string, names: string[]): Map<string, ElfSymbol> {
           const syms = readAt(fd, symtab.offset + start, Math.min(perChunk, symtab.size - start), chunk);
           for (let o = 0; o + 24 <= syms.length; o += 24) {
             const name = at.get(syms.readUInt32LE(o));
-            const f = name === undefined ? undefined : functionAt(syms, o, sections.length);
+            if (name === undefined) continue;
+            const f = functionAt(syms, o, sections.length);
             if (!f) continue;
-            const prev = found.get(name!);
-            if (!prev || (prev.local && !f.local)) found.set(name!, f);
+            const prev = found.get(name);
+            if (!prev || (prev.local && !f.local)) found.set(name, f);
           }
         }
         for (const [name, s] of found) {
