@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(clang llvm libbpf-dev libelf-dev zlib1g-dev bpftool make g++ python3 pkg-config iproute2 iptables
+packages=(clang llvm libbpf-dev libelf-dev zlib1g-dev bpftool make g++ binutils python3 pkg-config iproute2 iptables
   qemu-system-x86 busybox-static cpio xz-utils zstd)
 missing=()
 for p in "${packages[@]}"; do
