@@ -54,13 +54,12 @@ function createExporter(config: ResolvedConfig): { exporter: PushMetricExporter;
     const { createWorkerMetricExporter } = require('./export-thread') as typeof import('./export-thread');
     return { exporter: createWorkerMetricExporter(config.protocol, options), thread: 'worker' };
   }
-  const { createNativeMetricExporter } = require('./export-native') as typeof import('./export-native');
+  const { createNativeMetricExporter, exitExportOnly } = require('./export-native') as typeof import('./export-native');
   const native = createNativeMetricExporter(config.protocol, options);
   if (native && config.exportThread === 'native') return { ...native, thread: 'native' };
   // OpenTelemetry's exporter on the application's thread; the addon still sends the last export of a process that
   // exits without a turn of the event loop, where it can (http://)
-  const control: ExportControl | undefined = native && { exportSync: native.control.exportSync, shuttingDown: () => {}, end: () => {} };
-  return { exporter: createMainThreadExporter(config.protocol, options), thread: 'main', control };
+  return { exporter: createMainThreadExporter(config.protocol, options), thread: 'main', control: native && exitExportOnly(native.control) };
 }
 
 function createMainThreadExporter(protocol: ResolvedConfig['protocol'], options: OTLPMetricExporterOptions): PushMetricExporter {

@@ -75,12 +75,12 @@ function withResource(span: ReadableSpan, resource: Resource): ReadableSpan {
 const DEFAULT_MAX_QUEUE_SIZE = 2048;
 
 function createSpanExporter(config: ResolvedConfig): { exporter: SpanExporter; thread: 'main' | 'native'; control?: SpanExportControl } {
-  if (config.exportThread === 'native') {
-    const { createNativeSpanExporter } = require('./export-native') as typeof import('./export-native');
-    const native = createNativeSpanExporter(config.tracesProtocol);
-    if (native) return { ...native, thread: 'native' };
-  }
-  return { exporter: createMainThreadSpanExporter(config.tracesProtocol), thread: 'main' };
+  const { createNativeSpanExporter, exitExportOnly } = require('./export-native') as typeof import('./export-native');
+  const native = createNativeSpanExporter(config.tracesProtocol);
+  if (native && config.exportThread === 'native') return { ...native, thread: 'native' };
+  // OpenTelemetry's exporter on the application's thread; as for the metrics (src/sdk.ts), the addon still sends the
+  // spans of a process that exits without a turn of the event loop, where it can (http://)
+  return { exporter: createMainThreadSpanExporter(config.tracesProtocol), thread: 'main', control: native && exitExportOnly(native.control) };
 }
 
 function createMainThreadSpanExporter(protocol: ResolvedConfig['tracesProtocol']): SpanExporter {

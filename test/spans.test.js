@@ -299,15 +299,17 @@ describe('kernel-enriched spans (HTTP client and server, OTLP traces)', function
     });
   }
 
-  it('an uncaught exception right after the requests: the spans not exported yet leave from the exit event, the exit code is 1', async () => {
-    const r = await runAppWith({ requests: [{ body: 2000, reply: 3000 }], crash: true });
-    assert.strictEqual(r.code, 1, r.stderr);
-    assert.match(r.stderr, /spans-app: crashed on purpose/);
-    assert.strictEqual(r.stderr.split('\n').filter(l => l.startsWith('otel-node-ebpf')).length, 0, r.stderr);
-    const spans = spansOf(r);
-    assertBytes(spans, r.lines.find(l => l.request !== undefined));
-    assert.strictEqual(spans.length, 2, JSON.stringify(spans.map(s => [s.kind, s.name])));
-  });
+  for (const thread of ['native', 'main']) {
+    it(`an uncaught exception right after the requests (${thread} export thread): the spans not exported yet leave from the exit event, the exit code is 1`, async () => {
+      const r = await runAppWith({ requests: [{ body: 2000, reply: 3000 }], crash: true }, { env: { OTEL_NODE_EBPF_EXPORT_THREAD: thread } });
+      assert.strictEqual(r.code, 1, r.stderr);
+      assert.match(r.stderr, /spans-app: crashed on purpose/);
+      assert.strictEqual(r.stderr.split('\n').filter(l => l.startsWith('otel-node-ebpf')).length, 0, r.stderr);
+      const spans = spansOf(r);
+      assertBytes(spans, r.lines.find(l => l.request !== undefined));
+      assert.strictEqual(spans.length, 2, JSON.stringify(spans.map(s => [s.kind, s.name])));
+    });
+  }
 
   it('the collector down: the shutdown does not wait for span export retries, one warning per signal', async () => {
     let lastRequestAt, doneAt;
