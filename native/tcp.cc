@@ -132,23 +132,11 @@ Napi::Value Addon::TcpInfoReader(const Napi::CallbackInfo& info) {
   return read;
 }
 
-
-// tcpSockets(): every TCP socket among the process's fds, listening ones included, as SocketRecord()s.
-Napi::Value Addon::TcpSockets(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  Napi::Array result = Napi::Array::New(env);
-  uint32_t n = 0;
-  ForEachTcpSocket([&](int fd, const double* slots) {
-    Napi::Value record = SocketRecord(env, fd, slots);
-    if (!record.IsEmpty()) result.Set(n++, record);
-  });
-  return result;
-}
-
-// tcpSocketReader(): a function that returns the records of tcpSockets() for the sockets whose counters moved since
-// its previous call (all of them the first time), and for every listening socket. What a collection needs: a
-// connection that carried nothing has nothing to add. An idle socket then costs one getsockopt instead of three
-// system calls and a JavaScript object: a process with many connections spent most of a collection building those.
+// tcpSocketReader(): a function that returns the SocketRecord()s of the process's TCP sockets whose counters moved
+// since its previous call (all of them, listening ones included, the first time), and of every listening socket.
+// What a collection needs: a connection that carried nothing has nothing to add. An idle socket then costs one
+// getsockopt instead of three system calls and a JavaScript object: a process with many connections spent most of a
+// collection building those.
 Napi::Value Addon::TcpSocketReader(const Napi::CallbackInfo& info) {
   auto previous = std::make_shared<std::unordered_map<int, Moved>>();
   return Napi::Function::New(info.Env(), [previous](const Napi::CallbackInfo& call) -> Napi::Value {

@@ -6,7 +6,8 @@
 extern "C" {
 #endif
 
-// Slots of the Float64Array filled by tcpInfoReader() and in each record of tcpSockets() (src/tcpinfo.ts names them).
+// Slots of the Float64Array filled by tcpInfoReader() and in each record that tcpSocketReader()'s function returns
+// (src/tcpinfo.ts names them).
 enum {
   OTEL_TCP_STATE,
   OTEL_TCP_BYTES_SENT,      // tcpi_bytes_sent: payload transmitted, retransmissions included (4.19+)

@@ -167,11 +167,10 @@ export interface NativeAddon {
    * less per call on this project's machine): the per-span path.
    */
   tcpInfoReader(out: Float64Array): (fd: number) => number;
-  /** Every TCP socket among the process's fds (listening ones included), with its addresses and TCP_INFO. */
-  tcpSockets(): NativeTcpSocket[];
   /**
-   * A function that returns tcpSockets()'s records for the sockets whose counters moved since its previous call (all
-   * of them the first time), and every listening socket: a collection's reading (native/tcp.cc).
+   * A function that returns the records (addresses and TCP_INFO) of the process's TCP sockets whose counters moved
+   * since its previous call (every TCP socket, listening ones included, the first time), and of every listening
+   * socket: a collection's reading (native/tcp.cc).
    */
   tcpSocketReader(): () => NativeTcpSocket[];
   /**

@@ -71,12 +71,12 @@ describe('connection counters (TCP_INFO of own sockets)', function () {
 
   it('adds only what each connection carried since its previous reading, per side, with one RTT sample per reading with traffic', async () => {
     const c = new ConnectionCounters(100);
-    c.baseline(addon.tcpSockets());
+    c.baseline(addon.tcpSocketReader()());
     await exchange(1000, 2000);
-    c.read(addon.tcpSockets());
-    c.read(addon.tcpSockets()); // nothing new: no bytes, no RTT sample
+    c.read(addon.tcpSocketReader()());
+    c.read(addon.tcpSocketReader()()); // nothing new: no bytes, no RTT sample
     await exchange(30_000, 7);
-    c.read(addon.tcpSockets());
+    c.read(addon.tcpSocketReader()());
     const opened = find(c, SIDE_CLIENT);
     const accepted = find(c, SIDE_SERVER);
     assert.deepStrictEqual([opened.txBytes, opened.rxBytes, opened.key.address], [31_000, 2007, '127.0.0.1']);
@@ -88,9 +88,9 @@ describe('connection counters (TCP_INFO of own sockets)', function () {
   it('a connection that existed at the baseline counts from there; its close adds only the remainder', async () => {
     await exchange(500, 600); // before the SDK: not counted
     const c = new ConnectionCounters(100);
-    c.baseline(addon.tcpSockets());
+    c.baseline(addon.tcpSocketReader()());
     await exchange(10, 20);
-    c.read(addon.tcpSockets());
+    c.read(addon.tcpSocketReader()());
     await exchange(1, 2);
     // what bpf/sockets.bpf.c reports at destroy: the final counters and the addresses
     const out = new Float64Array(9);
@@ -108,9 +108,9 @@ describe('connection counters (TCP_INFO of own sockets)', function () {
 
   it('bounds the series: past maxSeries, readings go to the overflow series and are counted', async () => {
     const c = new ConnectionCounters(1);
-    c.baseline(addon.tcpSockets());
+    c.baseline(addon.tcpSocketReader()());
     await exchange(3, 4);
-    c.read(addon.tcpSockets());
+    c.read(addon.tcpSocketReader()());
     const values = c.values();
     assert.strictEqual(values.length, 2);
     const overflow = values.find(t => t.key.side === 0);

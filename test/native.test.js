@@ -664,7 +664,7 @@ describe('native addon', function () {
     it('lists the process\'s TCP sockets with their addresses, and reports non-TCP fds as errors', async function () {
       const { server, client, peer } = await pair();
       try {
-        const sockets = addon.tcpSockets();
+        const sockets = addon.tcpSocketReader()();
         const find = fd => sockets.find(s => s.fd === fd);
         assert.deepStrictEqual(
           { ...find(client._handle.fd), info: undefined },
