@@ -49,8 +49,8 @@ void ObjectState::CloseInBackground() {
   bpf_object* object = obj;
   obj = nullptr;
   auto teardown = [detached, object]() {
-    // One thread per link: the grace periods that concurrent detaches wait for overlap, so that the object's N uprobes
-    // take about one grace period instead of N.
+    // One thread per link: concurrent detaches overlap their waits for RCU grace periods only in part here (the six
+    // links of the TLS measurement: 686-744 ms, against 878-911 ms one after the other), but never take longer.
     std::vector<std::thread> threads;
     for (bpf_link* link : detached) {
       try {
