@@ -137,9 +137,16 @@ function settled(resource: Resource): Resource {
   return resourceFromAttributes(attributes);
 }
 
-/** What an export at exit that did not succeed says (once). */
-function exitFailure(what: string, result: ExportResponse | undefined): void {
-  if (result && result.status !== 'success') warnOnce(`the last ${what} at exit failed: ${result.error?.message ?? 'the endpoint asked to retry later'}`);
+/** One export at exit: what it says (once) when it did not succeed. Never throws. */
+function exitExport(what: string, send: () => ExportResponse | undefined): void {
+  let failure: string | undefined;
+  try {
+    const result = send();
+    if (result && result.status !== 'success') failure = result.error?.message ?? 'the endpoint asked to retry later';
+  } catch (err) {
+    failure = (err as Error).message;
+  }
+  if (failure !== undefined) warnOnce(`the last ${what} at exit failed: ${failure}`);
 }
 
 /**
@@ -158,20 +165,14 @@ function lastExportsWith(
   return () => {
     const deadline = Date.now() + Math.min(config.exportTimeoutMillis, EXIT_EXPORT_MAX_MS);
     const now = settled(resource);
-    try {
-      if (control) {
+    if (control) {
+      exitExport('export', () => {
         const { resourceMetrics } = producer.collectNow();
         resourceMetrics.resource = now;
-        exitFailure('export', control.exportSync(resourceMetrics, deadline - Date.now()));
-      }
-    } catch (err) {
-      warnOnce(`the last export at exit failed: ${(err as Error).message}`);
+        return control.exportSync(resourceMetrics, deadline - Date.now());
+      });
     }
-    try {
-      if (spans && deadline > Date.now()) exitFailure('span export', spans(now, deadline - Date.now()));
-    } catch (err) {
-      warnOnce(`the last span export at exit failed: ${(err as Error).message}`);
-    }
+    if (spans && deadline > Date.now()) exitExport('span export', () => spans(now, deadline - Date.now()));
   };
 }
 
@@ -244,6 +245,8 @@ export function start(options: StartOptions = {}): EbpfHandle {
   let tracing: Tracing | undefined;
   let exportThread: ExportThread | undefined;
   let lastExport: (() => void) | undefined;
+  // resolved once, for the export's warnings and status()
+  const endpoint = config.metricsExporter === 'none' ? undefined : endpointOf(config);
   let control: ExportControl | undefined;
   try {
     const resource = detectResources({ detectors: [envDetector, processDetector, hostDetector] }).merge(
@@ -253,7 +256,7 @@ export function start(options: StartOptions = {}): EbpfHandle {
     if (config.metricsExporter !== 'none') {
       let exporter: PushMetricExporter;
       ({ exporter, thread: exportThread, control } = createExporter(config));
-      reportFailuresOnce(exporter, 'metrics export', endpointOf(config));
+      reportFailuresOnce(exporter, 'metrics export', endpoint);
       readers.push(
         new PeriodicExportingMetricReader({
           exporter,
@@ -305,7 +308,7 @@ export function start(options: StartOptions = {}): EbpfHandle {
     Promise.all([provider.forceFlush().catch(swallow('export')), tracing?.forceFlush().catch(swallow('span export'))]).then(() => {});
   const removeExitHooks = flushOnExit(forceFlush, shutdown, config.flushOnSignals, lastExport);
   return {
-    status: () => ({ ...telemetry.status(), exporter: config.metricsExporter === 'none' ? { protocol: 'none' } : { protocol: config.protocol, endpoint: endpointOf(config), thread: exportThread }, ...(tracing ? { tracing: { protocol: config.tracesProtocol, thread: tracing.thread } } : {}) }),
+    status: () => ({ ...telemetry.status(), exporter: config.metricsExporter === 'none' ? { protocol: 'none' } : { protocol: config.protocol, endpoint, thread: exportThread }, ...(tracing ? { tracing: { protocol: config.tracesProtocol, thread: tracing.thread } } : {}) }),
     forceFlush,
     shutdown,
   };

@@ -55,15 +55,15 @@ export interface TcpCounters {
   srttUs: number;
 }
 
-/**
- * The application-level byte counts of a TCP_INFO reading, or undefined in TCP_CLOSE: there a received FIN cannot be
- * told from a reset, so only bpf/sockets.bpf.c (which sees the socket's flags) gives the final count.
- */
 /** Payload bytes written and not yet transmitted: notsent_bytes less our FIN while it is queued. */
 function notSent(state: number, notsent: number): number {
   return notsent > 0 && FIN_QUEUED.has(state) ? notsent - 1 : notsent;
 }
 
+/**
+ * The application-level byte counts of a TCP_INFO reading, or undefined in TCP_CLOSE: there a received FIN cannot be
+ * told from a reset, so only bpf/sockets.bpf.c (which sees the socket's flags) gives the final count.
+ */
 export function countersOf(info: Float64Array): TcpCounters | undefined {
   const state = info[TCP_INFO.STATE];
   if (state === TCP_STATES.CLOSE || state === TCP_STATES.LISTEN) return undefined;

@@ -23,7 +23,7 @@ export interface Tracing {
   /**
    * For a process that exits without a turn of the event loop: sends the spans that ended and were not exported yet,
    * on this thread, which it blocks (one attempt, at most timeoutMs), with `resource` as their resource. Undefined
-   * where the span exporter cannot send synchronously (gRPC, https://, the main thread's exporter).
+   * where the addon cannot send (gRPC, https://).
    */
   lastExport?: (resource: Resource, timeoutMs: number) => ExportResponse | undefined;
 }
