@@ -6,6 +6,7 @@
  */
 import { EventEmitter } from 'node:events';
 import * as http from 'node:http';
+import * as https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
@@ -115,14 +116,16 @@ export interface ReceiverOptions {
   /** 0 (the default) picks an ephemeral port. */
   grpcPort?: number;
   httpPort?: number;
+  /** PEM key and certificate: both servers speak TLS (https://, gRPC over TLS). */
+  tls?: { key: string | Buffer; cert: string | Buffer };
 }
 
 export interface ReceiverAddress {
   grpcPort: number;
   httpPort: number;
-  /** http://host:port: what OTEL_EXPORTER_OTLP_ENDPOINT takes for protocol grpc. */
+  /** http://host:port (https:// with TLS): what OTEL_EXPORTER_OTLP_ENDPOINT takes for protocol grpc. */
   grpcEndpoint: string;
-  /** http://host:port, without /v1/...: what OTEL_EXPORTER_OTLP_ENDPOINT takes for http/protobuf and http/json. */
+  /** http://host:port (https:// with TLS), without /v1/...: what OTEL_EXPORTER_OTLP_ENDPOINT takes for http/protobuf and http/json. */
   httpEndpoint: string;
 }
 
@@ -517,13 +520,14 @@ export class OtlpReceiver extends EventEmitter {
     const host = options.host ?? '127.0.0.1';
     const methods = loadSchema();
     try {
-      const grpcPort = await this.startGrpc(host, options.grpcPort ?? 0, methods);
-      const httpPort = await this.startHttp(host, options.httpPort ?? 0, methods);
+      const grpcPort = await this.startGrpc(host, options.grpcPort ?? 0, methods, options.tls);
+      const httpPort = await this.startHttp(host, options.httpPort ?? 0, methods, options.tls);
+      const scheme = options.tls ? 'https' : 'http';
       return {
         grpcPort,
         httpPort,
-        grpcEndpoint: `http://${hostPort(host, grpcPort)}`,
-        httpEndpoint: `http://${hostPort(host, httpPort)}`,
+        grpcEndpoint: `${scheme}://${hostPort(host, grpcPort)}`,
+        httpEndpoint: `${scheme}://${hostPort(host, httpPort)}`,
       };
     } catch (err) {
       await this.stop();
@@ -651,7 +655,7 @@ export class OtlpReceiver extends EventEmitter {
     };
   }
 
-  private startGrpc(host: string, port: number, methods: Record<Signal, ExportMethod>): Promise<number> {
+  private startGrpc(host: string, port: number, methods: Record<Signal, ExportMethod>, tls: ReceiverOptions['tls']): Promise<number> {
     const server = new grpc.Server({ 'grpc.max_receive_message_length': MAX_BODY_BYTES });
     for (const signal of ['metrics', 'traces'] as const) {
       const handler: grpc.handleUnaryCall<unknown, unknown> = (call, callback) => {
@@ -669,14 +673,17 @@ export class OtlpReceiver extends EventEmitter {
     }
     this.grpcServer = server;
     return new Promise((resolve, reject) => {
-      server.bindAsync(hostPort(host, port), grpc.ServerCredentials.createInsecure(), (err, boundPort) =>
+      const credentials = tls
+        ? grpc.ServerCredentials.createSsl(null, [{ private_key: Buffer.from(tls.key), cert_chain: Buffer.from(tls.cert) }])
+        : grpc.ServerCredentials.createInsecure();
+      server.bindAsync(hostPort(host, port), credentials, (err, boundPort) =>
         err ? reject(err) : resolve(boundPort),
       );
     });
   }
 
-  private startHttp(host: string, port: number, methods: Record<Signal, ExportMethod>): Promise<number> {
-    const server = http.createServer((req, res) => {
+  private startHttp(host: string, port: number, methods: Record<Signal, ExportMethod>, tls: ReceiverOptions['tls']): Promise<number> {
+    const handler = (req: http.IncomingMessage, res: http.ServerResponse) => {
       this.handleHttp(req, res, methods).catch((err: unknown) => {
         const status = err instanceof HttpError ? err.status : 400;
         if (!res.headersSent) {
@@ -684,7 +691,8 @@ export class OtlpReceiver extends EventEmitter {
         }
         res.end(`${(err as Error).message}\n`);
       });
-    });
+    };
+    const server = tls ? https.createServer({ key: tls.key, cert: tls.cert }, handler) : http.createServer(handler);
     this.httpServer = server;
     return new Promise((resolve, reject) => {
       server.once('error', reject);

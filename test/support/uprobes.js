@@ -52,11 +52,11 @@ function under(binary, { prefix = [], setup = '', env = {} } = {}) {
   return { script: WORKLOAD, wrap: [...prefix, 'sh', '-c', script], env: { NODE_BINARY: binary, ...env } };
 }
 
-/** A self-signed EC certificate for localhost in `dir`: { key, cert } paths. */
+/** A self-signed EC certificate for localhost and 127.0.0.1 in `dir`: { key, cert } paths. */
 function selfSignedCert(dir) {
   const key = path.join(dir, 'key.pem');
   const cert = path.join(dir, 'cert.pem');
-  execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=localhost'], { stdio: 'ignore' });
+  execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=localhost', '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1'], { stdio: 'ignore' });
   return { key, cert };
 }
 
