@@ -229,14 +229,6 @@ export interface ExportControl extends TransportControl {
 const controlOf = (transport: NativeHttpTransport): TransportControl => ({ shuttingDown: () => transport.shuttingDown(), end: () => transport.end() });
 
 /**
- * For an application-thread exporter of OpenTelemetry's beside a native one that sends nothing else: the native one's
- * synchronous export at exit only (the shutdown's controls concern the exporter that sends).
- */
-export function exitExportOnly<C extends TransportControl>(control: C): C {
-  return { ...control, shuttingDown: () => {}, end: () => {} };
-}
-
-/**
  * A PushMetricExporter whose requests leave from the addon's thread, and the control of its transport, or undefined
  * where it cannot send.
  */

@@ -34,7 +34,7 @@ export interface EbpfHandle {
 }
 
 /** The exporter, and the thread it sends from: `native` falls back to `main` where the addon cannot send. */
-function createExporter(config: ResolvedConfig): { exporter: PushMetricExporter; thread: ExportThread; control?: ExportControl } {
+function createExporter(config: ResolvedConfig): { exporter: PushMetricExporter; thread: ExportThread; control: ExportControl } {
   const { AggregationTemporalityPreference } = require('@opentelemetry/exporter-metrics-otlp-http') as typeof import('@opentelemetry/exporter-metrics-otlp-http');
   const { AggregationType } = require('@opentelemetry/sdk-metrics') as typeof import('@opentelemetry/sdk-metrics');
   const TEMPORALITY = {
@@ -50,16 +50,18 @@ function createExporter(config: ResolvedConfig): { exporter: PushMetricExporter;
         : { type: AggregationType.DEFAULT },
     ...(config.endpoint ? { url: config.endpoint } : {}),
   };
+  // the last export of a process that exits without a turn of the event loop, where the addon cannot send it
+  const { exitOnly, metricsExitSender } = require('./exit-send') as typeof import('./exit-send');
   if (config.exportThread === 'worker') {
     const { createWorkerMetricExporter } = require('./export-thread') as typeof import('./export-thread');
-    return { exporter: createWorkerMetricExporter(config.protocol, options), thread: 'worker' };
+    return { exporter: createWorkerMetricExporter(config.protocol, options), thread: 'worker', control: exitOnly(metricsExitSender(config.protocol, options.url)) };
   }
-  const { createNativeMetricExporter, exitExportOnly } = require('./export-native') as typeof import('./export-native');
+  const { createNativeMetricExporter } = require('./export-native') as typeof import('./export-native');
   const native = createNativeMetricExporter(config.protocol, options);
   if (native && config.exportThread === 'native') return { ...native, thread: 'native' };
   // OpenTelemetry's exporter on the application's thread; the addon still sends the last export of a process that
-  // exits without a turn of the event loop, where it can (http://)
-  return { exporter: createMainThreadExporter(config.protocol, options), thread: 'main', control: native && exitExportOnly(native.control) };
+  // exits without a turn of the event loop where it can (http://), a worker thread elsewhere (gRPC, https://)
+  return { exporter: createMainThreadExporter(config.protocol, options), thread: 'main', control: exitOnly(native ? native.control.exportSync : metricsExitSender(config.protocol, options.url)) };
 }
 
 function createMainThreadExporter(protocol: ResolvedConfig['protocol'], options: OTLPMetricExporterOptions): PushMetricExporter {

@@ -22,10 +22,10 @@ export interface Tracing {
   shutdown(timeoutMillis: number): Promise<void>;
   /**
    * For a process that exits without a turn of the event loop: sends the spans that ended and were not exported yet,
-   * on this thread, which it blocks (one attempt, at most timeoutMs), with `resource` as their resource. Undefined
-   * where the addon cannot send (gRPC, https://).
+   * on this thread, which it blocks (one attempt, at most timeoutMs), with `resource` as their resource: from the
+   * addon (http://) or a worker thread (gRPC, https://; src/exit-send.ts).
    */
-  lastExport?: (resource: Resource, timeoutMs: number) => ExportResponse | undefined;
+  lastExport: (resource: Resource, timeoutMs: number) => ExportResponse | undefined;
 }
 
 /**
@@ -74,13 +74,19 @@ function withResource(span: ReadableSpan, resource: Resource): ReadableSpan {
 /** The batch span processor's own default (OTEL_BSP_MAX_QUEUE_SIZE). */
 const DEFAULT_MAX_QUEUE_SIZE = 2048;
 
-function createSpanExporter(config: ResolvedConfig): { exporter: SpanExporter; thread: 'main' | 'native'; control?: SpanExportControl } {
-  const { createNativeSpanExporter, exitExportOnly } = require('./export-native') as typeof import('./export-native');
+function createSpanExporter(config: ResolvedConfig): { exporter: SpanExporter; thread: 'main' | 'native'; control: SpanExportControl } {
+  const { createNativeSpanExporter } = require('./export-native') as typeof import('./export-native');
   const native = createNativeSpanExporter(config.tracesProtocol);
   if (native && config.exportThread === 'native') return { ...native, thread: 'native' };
-  // OpenTelemetry's exporter on the application's thread; as for the metrics (src/sdk.ts), the addon still sends the
-  // spans of a process that exits without a turn of the event loop, where it can (http://)
-  return { exporter: createMainThreadSpanExporter(config.tracesProtocol), thread: 'main', control: native && exitExportOnly(native.control) };
+  // OpenTelemetry's exporter on the application's thread; as for the metrics (src/sdk.ts), the spans of a process
+  // that exits without a turn of the event loop leave from the addon where it can send (http://), from a worker
+  // thread elsewhere (gRPC, https://)
+  const { exitOnly, spansExitSender } = require('./exit-send') as typeof import('./exit-send');
+  return {
+    exporter: createMainThreadSpanExporter(config.tracesProtocol),
+    thread: 'main',
+    control: exitOnly(native ? native.control.exportSync : spansExitSender(config.tracesProtocol)),
+  };
 }
 
 function createMainThreadSpanExporter(protocol: ResolvedConfig['tracesProtocol']): SpanExporter {
@@ -132,11 +138,10 @@ export function startTracing(config: ResolvedConfig, resource: Resource): Tracin
   const processor = new KernelSpanProcessor({ disabled: !config.spans });
   const { exporter, thread, control } = createSpanExporter(config);
   reportFailuresOnce(exporter, 'span export', undefined);
-  // only where the spans can be sent synchronously at exit
-  const unexported = control ? new UnexportedSpans(getNumberFromEnv('OTEL_BSP_MAX_QUEUE_SIZE') ?? DEFAULT_MAX_QUEUE_SIZE) : undefined;
+  const unexported = new UnexportedSpans(getNumberFromEnv('OTEL_BSP_MAX_QUEUE_SIZE') ?? DEFAULT_MAX_QUEUE_SIZE);
   const provider = new NodeTracerProvider({
     resource,
-    spanProcessors: [processor, ...(unexported ? [unexported] : []), new BatchSpanProcessor(unexported?.handedOver(exporter) ?? exporter)],
+    spanProcessors: [processor, unexported, new BatchSpanProcessor(unexported.handedOver(exporter))],
   });
   provider.register();
   if (esmEntry()) registerEsmHook();
@@ -152,21 +157,18 @@ export function startTracing(config: ResolvedConfig, resource: Resource): Tracin
     // up on stops retrying
     shutdown: async timeoutMillis => {
       unregister();
-      control?.shuttingDown();
+      control.shuttingDown();
       try {
         await callWithTimeout(provider.shutdown(), timeoutMillis);
       } finally {
-        control?.end();
+        control.end();
       }
     },
-    lastExport:
-      control && unexported
-        ? (spanResource, timeoutMs) => {
-            if (unexported.spans.size === 0) return undefined;
-            const spans = [...unexported.spans].map(span => withResource(span, spanResource));
-            unexported.spans.clear();
-            return control.exportSync(spans, timeoutMs);
-          }
-        : undefined,
+    lastExport: (spanResource, timeoutMs) => {
+      if (unexported.spans.size === 0) return undefined;
+      const spans = [...unexported.spans].map(span => withResource(span, spanResource));
+      unexported.spans.clear();
+      return control.exportSync(spans, timeoutMs);
+    },
   };
 }

@@ -5,6 +5,8 @@ const assert = require('assert');
 const fs = require('fs');
 const path = require('path');
 const { ROOT, startReceiver, startFront, runWorkload, startPeer, total } = require('./support/harness');
+const { selfSignedCert } = require('./support/uprobes');
+const { OtlpReceiver } = require('../dist/otlp/receiver');
 
 const SENT = 1_234_567;
 const RECEIVED = 7_654_321;
@@ -338,6 +340,58 @@ describe('exit and signals', function () {
       assert.strictEqual(sdkLines(r.stderr).length, 0, r.stderr);
     });
   }
+
+  describe('process.exit() where the addon cannot send (it speaks plain HTTP only): a worker thread sends the last values', function () {
+    let tlsReceiver, tlsAddress, dir, certificate;
+    before(async () => {
+      dir = fs.mkdtempSync(path.join(require('os').tmpdir(), 'oneb-exit-tls-'));
+      const { key, cert } = selfSignedCert(dir);
+      certificate = cert;
+      tlsReceiver = new OtlpReceiver();
+      tlsAddress = await tlsReceiver.start({ tls: { key: fs.readFileSync(key), cert: fs.readFileSync(cert) } });
+    });
+    after(async () => {
+      await tlsReceiver.stop();
+      fs.rmSync(dir, { recursive: true, force: true });
+    });
+
+    const cases = [
+      { name: 'gRPC', thread: 'main', options: () => ({ address, protocol: 'grpc' }), to: () => receiver },
+      { name: 'https://', thread: 'main', options: () => ({ address: tlsAddress, env: { OTEL_EXPORTER_OTLP_CERTIFICATE: certificate } }), to: () => tlsReceiver },
+      { name: 'gRPC over TLS', thread: 'main', options: () => ({ address: tlsAddress, protocol: 'grpc', env: { OTEL_EXPORTER_OTLP_CERTIFICATE: certificate } }), to: () => tlsReceiver },
+      { name: 'the worker export thread', thread: 'worker', options: () => ({ address, env: { OTEL_NODE_EBPF_EXPORT_THREAD: 'worker' } }), to: () => receiver },
+    ];
+    for (const c of cases) {
+      it(`${c.name}: the values leave from the exit event, the exit code kept`, async () => {
+        // the harness's export interval is 60 s: no periodic export has run, this one is the only one
+        const options = c.options();
+        const r = await runWorkload([{ connect: ['127.0.0.1', peer.port], send: SENT, recv: RECEIVED }, { exit: 3 }], options);
+        assert.strictEqual(r.code, 3, r.stderr);
+        const exporter = r.lines.find(l => l.exiting).exporter;
+        assert.deepStrictEqual([exporter.thread, exporter.protocol, new URL(exporter.endpoint).protocol], [c.thread, options.protocol ?? 'http/protobuf', options.address === tlsAddress ? 'https:' : 'http:']);
+        const points = c.to().points().filter(p => p.resource['process.pid'] === r.child.pid);
+        assert.strictEqual(total(points, 'process.network.io', { 'server.port': peer.port, 'network.io.direction': 'transmit' }), SENT);
+        assert.strictEqual(total(points, 'process.network.io', { 'server.port': peer.port, 'network.io.direction': 'receive' }), RECEIVED);
+        assert.strictEqual(sdkLines(r.stderr).length, 0, r.stderr);
+      });
+    }
+
+    it('gRPC with the collector down: one warning, the exit code kept, no longer than the bound', async () => {
+      let exitingAt;
+      const r = await runWorkload([{ exit: 4 }], {
+        address,
+        protocol: 'grpc',
+        env: { OTEL_EXPORTER_OTLP_ENDPOINT: 'http://127.0.0.1:9' },
+        onLine: o => o.exiting !== undefined && (exitingAt = Date.now()),
+      });
+      const lingered = Date.now() - exitingAt;
+      assert.strictEqual(r.code, 4, r.stderr);
+      const lines = sdkLines(r.stderr);
+      assert.strictEqual(lines.length, 1, r.stderr);
+      assert.match(lines[0], /^the last export at exit failed: 14 UNAVAILABLE: .*ECONNREFUSED/);
+      assert.ok(lingered < 4000, `the process lived ${lingered} ms after process.exit()`);
+    });
+  });
 
   it('a normal exit with the collector down: one warning that names the endpoint used, and no wait for retries', async () => {
     // an endpoint variable that does not parse: OpenTelemetry says so and uses its default, which status() and the

@@ -314,6 +314,13 @@ describe('kernel-enriched spans (HTTP client and server, OTLP traces)', function
     });
   }
 
+  it('process.exit() with OTLP over gRPC (the addon cannot send it): the spans not exported yet leave from the exit event through a worker thread', async () => {
+    const r = await runWorkload({ requests: [{ body: 2000, reply: 3000 }, { body: 10, reply: 70_000 }], exit: 3 }, { address, protocol: 'grpc', script: APP, env: { OTEL_TRACES_EXPORTER: 'otlp' } });
+    assert.strictEqual(r.lines.filter(l => l.request !== undefined).length, 2);
+    assert.deepStrictEqual([...new Set(spansOf(r).map(s => s.protocol))], ['grpc']);
+    assertSentAtExit(r, 3);
+  });
+
   it('the collector down: the shutdown does not wait for span export retries, one warning per signal', async () => {
     let lastRequestAt, doneAt;
     const r = await runWorkload({ requests: [{ body: 1000, reply: 1000 }] }, {

@@ -16,7 +16,8 @@
 //   { "sleep": ms }
 //   { "trap": "SIGTERM" }                              the application's own handler: prints {"trapped": sig}, exits 0 after 300 ms
 //   { "trap": "SIGTERM", "exitNow": true }             the same handler calling process.exit(0) at once
-//   { "exit": code }                                   process.exit(code), the remaining steps not run
+//   { "exit": code }                                   process.exit(code), the remaining steps not run; prints the
+//                                                      SDK's status().exporter first
 const net = require('net');
 const readline = require('readline');
 
@@ -125,7 +126,7 @@ const handlers = {
     });
   },
   async exit(step) {
-    out({ exiting: step.exit });
+    out({ exiting: step.exit, exporter: globalThis[Symbol.for('otel-node-ebpf')]?.status().exporter });
     process.exit(step.exit);
   },
   async sleep(step) {
