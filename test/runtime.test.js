@@ -216,6 +216,8 @@ const sleep = ms => new Promise(r => setTimeout(r, ms));
   const read = sys.find(p => p.attributes['syscall.name'] === 'read');
   console.log(JSON.stringify({
     top, idle: Number(b.idleNowNs - a.idleNowNs) / 1e6, waits: b.waits - a.waits, blocked,
+    // the two readings as the kernel left them, for a failure's message
+    readings: [a, b].map(s => ({ waits: s.waits, inWait: s.inWait, idleNs: String(s.idleNs), waitStartedNs: String(s.waitStartedNs), waitEndedNs: String(s.waitEndedNs) })),
     readTop: read ? read.hist.slots.findLastIndex(c => c > 0) : -1,
     names: sys.map(p => p.attributes['syscall.name']),
   }));
