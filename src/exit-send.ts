@@ -6,7 +6,8 @@
  * and blocks in Atomics.wait until the worker has its answer or the bound has passed. Node runs worker threads from
  * the `exit` event, and their own event loop does the network work that the exiting thread no longer can.
  *
- * Cost: nothing until the exit; then a worker's start and its modules, 0.1–0.3 s here, within the exit's bound.
+ * Cost: nothing until the exit; then a worker's start and its modules: the process is gone 0.2–0.3 s after
+ * process.exit() here, against 0.03–0.07 s through the addon (docs/benchmark.md, "Start and exit").
  */
 import * as path from 'path';
 import { Worker } from 'worker_threads';
