@@ -376,12 +376,13 @@ describe('exit and signals', function () {
       });
     }
 
-    it('gRPC with the collector down: one warning, the exit code kept, no longer than the bound', async () => {
+    it("gRPC with the collector down: one warning, the exit code kept, the process gone within the exit export's 2 s bound (and 1 s for the rest of its exit)", async () => {
       let exitingAt;
       const r = await runWorkload([{ exit: 4 }], {
         address,
         protocol: 'grpc',
-        env: { OTEL_EXPORTER_OTLP_ENDPOINT: 'http://127.0.0.1:9' },
+        // without the uprobes, whose teardown at exit takes about 0.9 s here: the time is the export's
+        env: { OTEL_EXPORTER_OTLP_ENDPOINT: 'http://127.0.0.1:9', OTEL_NODE_EBPF_DISABLED_PROBES: 'dns,tls' },
         onLine: o => o.exiting !== undefined && (exitingAt = Date.now()),
       });
       const lingered = Date.now() - exitingAt;
@@ -389,7 +390,7 @@ describe('exit and signals', function () {
       const lines = sdkLines(r.stderr);
       assert.strictEqual(lines.length, 1, r.stderr);
       assert.match(lines[0], /^the last export at exit failed: 14 UNAVAILABLE: .*ECONNREFUSED/);
-      assert.ok(lingered < 4000, `the process lived ${lingered} ms after process.exit()`);
+      assert.ok(lingered < 3000, `the process lived ${lingered} ms after process.exit()`);
     });
   });
 
