@@ -109,17 +109,33 @@ export function explain(hook: Hook, err: unknown, caps: Capabilities): string {
 }
 
 /**
- * What a failed attempt says of the hook type itself, whatever the program, or undefined: kprobes that pass the
- * verifier but cannot attach because there is no way to (no kprobe PMU, and no tracefs for libbpf's legacy
- * kprobe_events: kprobes are not built in), or tracing programs (fentry/fexit) that the kernel refuses to load
- * although the process is privileged. Every later variant of that hook would fail the same way, after a load of its
- * own (BTF parsing, verification): tens of ms of the application's start each.
+ * What a failed attempt says of the hook type itself, whatever the program, or undefined: tracing programs
+ * (fentry/fexit) that the kernel refuses to load although the process is privileged and libbpf's trial load passed
+ * (refusedUpfront). Every later variant of that hook would fail the same way, after a load of its own (BTF parsing,
+ * verification): tens of ms of the application's start each.
  */
 function refusedHook(hook: Hook, err: unknown, caps: Capabilities): string | undefined {
   if (!(err instanceof BpfError) || !caps.privileged) return undefined;
-  if (hook === 'kprobe' && err.step === 'attach' && !caps.kprobePmu && !caps.tracefs)
-    return 'kprobes are not built into this kernel (no kprobe PMU, no tracefs: CONFIG_KPROBES is not set)';
   if (hook === 'fentry' && err.step === 'load' && err.code === 'EPERM') return 'this kernel refuses fentry/fexit programs (EPERM)';
+  return undefined;
+}
+
+/**
+ * A hook type this kernel refuses, known before any variant of it is loaded (auto mode): kprobes when there is no
+ * way to attach one (libbpf attaches through the kprobe PMU, or the legacy kprobe_events of tracefs: neither is here,
+ * so CONFIG_KPROBES is not set); tracing programs (fentry/fexit) without kernel BTF, or when libbpf's own trial load
+ * of a two-instruction one is refused (libbpf_probe_bpf_prog_type: it expects the verifier's EINVAL for
+ * attach_btf_id 1; a kernel that refuses the type answers EPERM). Either spares the application's start a load of the variant (the kernel's BTF
+ * parsed, the programs verified), about 35 ms each here. Undefined for a process without the privileges: its
+ * attempts say what is missing.
+ */
+function refusedUpfront(hook: Hook, caps: Capabilities, addon: NativeAddon): string | undefined {
+  if (!caps.privileged) return undefined;
+  if (hook === 'kprobe' && !caps.kprobePmu && !caps.tracefs)
+    return 'kprobes are not built into this kernel (no kprobe PMU, no tracefs: CONFIG_KPROBES is not set)';
+  if (hook === 'fentry' && !caps.btf) return 'fentry/fexit programs need kernel BTF (/sys/kernel/btf/vmlinux is missing)';
+  if (hook === 'fentry' && !addon.probeProgramType('tracing'))
+    return "this kernel refuses fentry/fexit programs (libbpf's trial load of a tracing program failed)";
   return undefined;
 }
 
@@ -149,8 +165,12 @@ export class ProbeSet {
   private readonly winners = new Map<string, { hook: Hook; object: NativeObject; links: NativeLink[]; programs: string[] }>();
   private readonly statuses: ProbeStatus[] = [];
   private closed = false;
-  /** Hook types this kernel refuses (refusedHook), and which measurement's attempt showed it: not tried again by attach(). */
+  /**
+   * Hook types this kernel refuses (refusedUpfront; or refusedHook, with the measurement whose attempt showed it):
+   * not tried by attach() in auto mode.
+   */
   private readonly refused = new Map<Hook, string>();
+  private readonly checkedUpfront = new Set<Hook>();
 
   /**
    * Loads the base instance (maps and configuration). `configure` is applied to every instance before load:
@@ -242,7 +262,7 @@ export class ProbeSet {
       const attempts: Attempt[] = [];
       for (const v of variants) {
         // a forced hook is always tried; `doctor` (probeAll) tries every variant
-        const refused = mode === 'auto' ? this.refused.get(v.hook) : undefined;
+        const refused = mode === 'auto' ? this.refusal(v.hook) : undefined;
         if (refused) {
           attempts.push({ hook: v.hook, ok: false, reason: `not tried: ${refused}` });
           continue;
@@ -270,6 +290,16 @@ export class ProbeSet {
       });
     }
     return this.statuses;
+  }
+
+  /** Why this kernel refuses hooks of this type (refusedUpfront, or refusedHook after an attempt), or undefined. */
+  private refusal(hook: Hook): string | undefined {
+    if (!this.checkedUpfront.has(hook)) {
+      this.checkedUpfront.add(hook);
+      const why = refusedUpfront(hook, this.caps, this.addon);
+      if (why) this.refused.set(hook, why);
+    }
+    return this.refused.get(hook);
   }
 
   status(): ProbeStatus[] {

@@ -115,19 +115,18 @@ describe('privileges and failure', function () {
   describe('auto mode on a kernel without kprobes (this one: fentry refused too)', function () {
     before(skipWhereKprobes);
 
-    it('kprobes and fentry are tried for the first measurement only; the others say why they were not tried, and attach with tracepoints', async () => {
+    it('kprobe and fentry variants are not loaded (no kprobe PMU nor tracefs; libbpf\'s trial tracing program refused): each measurement says why, and attaches with tracepoints', async () => {
       const r = await runWorkload(work(), { address });
       assert.strictEqual(r.code, 0, r.stderr);
       assert.strictEqual(sdkLines(r.stderr).length, 0, r.stderr);
       const hooked = r.lines.find(l => l.done).status.probes.filter(p => p.attempts.some(a => a.hook === 'kprobe'));
       assert.ok(hooked.length >= 3, JSON.stringify(hooked));
-      const [first, ...rest] = hooked;
-      assert.deepStrictEqual(first.attempts.map(a => [a.hook, a.ok, a.error?.step]), [['kprobe', false, 'attach'], ['fentry', false, 'load'], ['tracepoint', true, undefined]]);
-      for (const p of rest) {
+      for (const p of hooked) {
         assert.strictEqual(p.hook, 'tracepoint', `${p.name}: ${p.reason}`);
+        // no error: nothing was loaded for them
         assert.deepStrictEqual(p.attempts.map(a => [a.hook, a.ok, a.error]), [['kprobe', false, undefined], ['fentry', false, undefined], ['tracepoint', true, undefined]]);
-        assert.match(p.attempts[0].reason, new RegExp(`^not tried: kprobes are not built into this kernel .*, as ${first.name}'s attempt showed$`));
-        assert.match(p.attempts[1].reason, new RegExp(`^not tried: this kernel refuses fentry/fexit programs \\(EPERM\\), as ${first.name}'s attempt showed$`));
+        assert.match(p.attempts[0].reason, /^not tried: kprobes are not built into this kernel \(no kprobe PMU, no tracefs: CONFIG_KPROBES is not set\)$/);
+        assert.match(p.attempts[1].reason, /^not tried: this kernel refuses fentry\/fexit programs \(libbpf's trial load of a tracing program failed\)$/);
       }
     });
   });
