@@ -125,9 +125,9 @@ function refusedHook(hook: Hook, err: unknown, caps: Capabilities): string | und
  * way to attach one (libbpf attaches through the kprobe PMU, or the legacy kprobe_events of tracefs: neither is here,
  * so CONFIG_KPROBES is not set); tracing programs (fentry/fexit) without kernel BTF, or when libbpf's own trial load
  * of a two-instruction one is refused (libbpf_probe_bpf_prog_type: it expects the verifier's EINVAL for
- * attach_btf_id 1; a kernel that refuses the type answers EPERM). Either spares the application's start a load of the variant (the kernel's BTF
- * parsed, the programs verified), about 35 ms each here. Undefined for a process without the privileges: its
- * attempts say what is missing.
+ * attach_btf_id 1; a kernel that refuses the type answers EPERM). Either spares the application's start a load of
+ * the variant (the kernel's BTF parsed, the programs verified), about 40 ms each here. Undefined for a process
+ * without the privileges: its attempts say what is missing.
  */
 function refusedUpfront(hook: Hook, caps: Capabilities, addon: NativeAddon): string | undefined {
   if (!caps.privileged) return undefined;

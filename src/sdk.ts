@@ -54,14 +54,22 @@ function createExporter(config: ResolvedConfig): { exporter: PushMetricExporter;
   const { exitOnly, metricsExitSender } = require('./exit-send') as typeof import('./exit-send');
   if (config.exportThread === 'worker') {
     const { createWorkerMetricExporter } = require('./export-thread') as typeof import('./export-thread');
-    return { exporter: createWorkerMetricExporter(config.protocol, options), thread: 'worker', control: exitOnly(metricsExitSender(config.protocol, options.url)) };
+    return {
+      exporter: createWorkerMetricExporter(config.protocol, options),
+      thread: 'worker',
+      control: exitOnly(metricsExitSender(config.protocol, options.url)),
+    };
   }
   const { createNativeMetricExporter } = require('./export-native') as typeof import('./export-native');
   const native = createNativeMetricExporter(config.protocol, options);
   if (native && config.exportThread === 'native') return { ...native, thread: 'native' };
   // OpenTelemetry's exporter on the application's thread; the addon still sends the last export of a process that
   // exits without a turn of the event loop where it can (http://), a worker thread elsewhere (gRPC, https://)
-  return { exporter: createMainThreadExporter(config.protocol, options), thread: 'main', control: exitOnly(native ? native.control.exportSync : metricsExitSender(config.protocol, options.url)) };
+  return {
+    exporter: createMainThreadExporter(config.protocol, options),
+    thread: 'main',
+    control: exitOnly(native ? native.control.exportSync : metricsExitSender(config.protocol, options.url)),
+  };
 }
 
 function createMainThreadExporter(protocol: ResolvedConfig['protocol'], options: OTLPMetricExporterOptions): PushMetricExporter {
