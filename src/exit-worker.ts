@@ -7,16 +7,13 @@
 import { workerData } from 'worker_threads';
 import type { ExportResponse } from '@opentelemetry/otlp-exporter-base';
 import { EXIT_STATE, ExitRequest, writeOutcome } from './exit-send';
-import { VERSION } from './version';
+import { otlpHttpConfig, userAgentOf } from './export-native';
 
-const SIGNAL_PATH = { METRICS: 'v1/metrics', TRACES: 'v1/traces' } as const;
 // as OpenTelemetry's gRPC exporters name them (exporter-metrics-otlp-grpc, exporter-trace-otlp-grpc)
 const GRPC_SERVICE = {
   METRICS: { name: 'MetricsExportService', path: '/opentelemetry.proto.collector.metrics.v1.MetricsService/Export', component: 'otlp_grpc_metric_exporter' },
   TRACES: { name: 'TraceExportService', path: '/opentelemetry.proto.collector.trace.v1.TraceService/Export', component: 'otlp_grpc_span_exporter' },
 } as const;
-// What OpenTelemetry's HTTP exporters count as retryable (is-export-retryable.ts), as src/export-native.ts
-const RETRYABLE_STATUS = new Set([429, 502, 503, 504]);
 
 /** The request's bytes as they are: the exiting thread serialised them. */
 const asIs = { serializeRequest: (body: Uint8Array) => body, deserializeResponse: () => ({}) };
@@ -36,9 +33,7 @@ function sendGrpc(request: ExitRequest): Promise<ExportResponse> {
 }
 
 async function sendHttp(request: ExitRequest): Promise<ExportResponse> {
-  const nodeHttp = require('@opentelemetry/otlp-exporter-base/node-http') as typeof import('@opentelemetry/otlp-exporter-base/build/src/index-node-http');
-  const contentType = request.protocol === 'http/json' ? 'application/json' : 'application/x-protobuf';
-  const config = nodeHttp.convertLegacyHttpOptions(request.url ? { url: request.url } : {}, request.signal, SIGNAL_PATH[request.signal], { 'Content-Type': contentType });
+  const config = otlpHttpConfig(request.signal, request.protocol, request.url ? { url: request.url } : {});
   const url = new URL(config.url);
   const transport = (url.protocol === 'https:' ? require('https') : require('http')) as typeof import('https');
   const agent = await config.agentFactory(url.protocol);
@@ -47,15 +42,15 @@ async function sendHttp(request: ExitRequest): Promise<ExportResponse> {
   const headers: Record<string, string | number> = {
     ...(await config.headers()),
     'Content-Length': body.length,
-    'User-Agent': `${config.userAgent ? `${config.userAgent} ` : ''}otel-node-ebpf/${VERSION}`,
+    'User-Agent': userAgentOf(config),
     ...(gzip ? { 'Content-Encoding': 'gzip' } : {}),
   };
   return new Promise(resolve => {
     const req = transport.request(url, { method: 'POST', headers, agent, timeout: request.timeoutMs }, res => {
       res.resume();
+      // one attempt: an answer to retry later is a failure too
       const status = res.statusCode ?? 0;
       if (status >= 200 && status <= 299) resolve({ status: 'success' });
-      else if (RETRYABLE_STATUS.has(status)) resolve({ status: 'retryable', error: new Error(`the OTLP endpoint answered HTTP ${status}`) });
       else resolve({ status: 'failure', error: new Error(`the OTLP endpoint answered HTTP ${status}`) });
     });
     req.on('timeout', () => req.destroy(new Error(`no answer from ${url.host} within ${request.timeoutMs} ms`)));
@@ -71,6 +66,6 @@ const state = new Int32Array(request.shared, 0, 2);
   .then(response =>
     response.status === 'success'
       ? writeOutcome(request.shared, EXIT_STATE.SUCCESS, '')
-      : writeOutcome(request.shared, EXIT_STATE.FAILURE, response.error?.message ?? `the endpoint answered: ${response.status}`),
+      : writeOutcome(request.shared, EXIT_STATE.FAILURE, response.error?.message ?? 'the export failed'),
   )
   .finally(() => Atomics.notify(state, 0));

@@ -161,7 +161,24 @@ function failureOf(error: BpfError): ExportResponse {
   return RETRYABLE_ERRNO.has(error.code) ? { status: 'retryable', error } : { status: 'failure', error };
 }
 
-type Signal = 'METRICS' | 'TRACES';
+export type Signal = 'METRICS' | 'TRACES';
+
+type NodeHttp = typeof import('@opentelemetry/otlp-exporter-base/build/src/index-node-http');
+
+/**
+ * OpenTelemetry's configuration of its OTLP/HTTP exporter for `signal` (the OTEL_EXPORTER_OTLP_* variables over
+ * `userOptions`), as the SDK's own HTTP transports use it: this one's and src/exit-worker.ts's.
+ */
+export function otlpHttpConfig(signal: Signal, protocol: OtlpProtocol, userOptions: object): ReturnType<NodeHttp['convertLegacyHttpOptions']> {
+  const nodeHttp = require('@opentelemetry/otlp-exporter-base/node-http') as NodeHttp;
+  const contentType = protocol === 'http/json' ? 'application/json' : 'application/x-protobuf';
+  return nodeHttp.convertLegacyHttpOptions(userOptions, signal, signal === 'METRICS' ? 'v1/metrics' : 'v1/traces', { 'Content-Type': contentType });
+}
+
+/** The User-Agent of the SDK's own transports: the application's prefix (OpenTelemetry's `userAgent` option), then ours. */
+export function userAgentOf(config: { userAgent?: string }): string {
+  return `${config.userAgent ? `${config.userAgent} ` : ''}otel-node-ebpf/${VERSION}`;
+}
 
 /**
  * OpenTelemetry's export delegate for `signal` with a transport through the addon, or undefined where the addon cannot
@@ -176,11 +193,9 @@ function createNativeDelegate<Internal>(
 ): { delegate: IOtlpExportDelegate<Internal>; transport: NativeHttpTransport; sendSync: (items: Internal, timeoutMs: number) => ExportResponse | undefined } | undefined {
   const addon = loadAddon();
   if (protocol === 'grpc' || addon instanceof BpfError) return undefined;
-  const nodeHttp = require('@opentelemetry/otlp-exporter-base/node-http') as typeof import('@opentelemetry/otlp-exporter-base/build/src/index-node-http');
+  const nodeHttp = require('@opentelemetry/otlp-exporter-base/node-http') as NodeHttp;
   const json = protocol === 'http/json';
-  const contentType = json ? 'application/json' : 'application/x-protobuf';
-  const path = signal === 'METRICS' ? 'v1/metrics' : 'v1/traces';
-  const config = nodeHttp.convertLegacyHttpOptions(userOptions, signal, path, { 'Content-Type': contentType });
+  const config = otlpHttpConfig(signal, protocol, userOptions);
   let url: URL;
   try {
     url = new URL(config.url);
@@ -189,9 +204,8 @@ function createNativeDelegate<Internal>(
   }
   if (url.protocol !== 'http:') return undefined;
   const gzip = config.compression === 'gzip';
-  const userAgent = `${config.userAgent ? `${config.userAgent} ` : ''}otel-node-ebpf/${VERSION}`;
   const fixedHead =
-    `POST ${url.pathname}${url.search} HTTP/1.1\r\nHost: ${url.host}\r\nUser-Agent: ${userAgent}\r\n` +
+    `POST ${url.pathname}${url.search} HTTP/1.1\r\nHost: ${url.host}\r\nUser-Agent: ${userAgentOf(config)}\r\n` +
     (gzip ? 'Content-Encoding: gzip\r\n' : '') +
     'Connection: close\r\n';
   const endpoint = { host: url.hostname.replace(/^\[(.*)\]$/, '$1'), port: url.port || '80', fixedHead };

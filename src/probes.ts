@@ -167,10 +167,9 @@ export class ProbeSet {
   private closed = false;
   /**
    * Hook types this kernel refuses (refusedUpfront; or refusedHook, with the measurement whose attempt showed it):
-   * not tried by attach() in auto mode.
+   * not tried by attach() in auto mode. null: checked upfront, not refused.
    */
-  private readonly refused = new Map<Hook, string>();
-  private readonly checkedUpfront = new Set<Hook>();
+  private readonly refused = new Map<Hook, string | null>();
 
   /**
    * Loads the base instance (maps and configuration). `configure` is applied to every instance before load:
@@ -294,12 +293,8 @@ export class ProbeSet {
 
   /** Why this kernel refuses hooks of this type (refusedUpfront, or refusedHook after an attempt), or undefined. */
   private refusal(hook: Hook): string | undefined {
-    if (!this.checkedUpfront.has(hook)) {
-      this.checkedUpfront.add(hook);
-      const why = refusedUpfront(hook, this.caps, this.addon);
-      if (why) this.refused.set(hook, why);
-    }
-    return this.refused.get(hook);
+    if (!this.refused.has(hook)) this.refused.set(hook, refusedUpfront(hook, this.caps, this.addon) ?? null);
+    return this.refused.get(hook) ?? undefined;
   }
 
   status(): ProbeStatus[] {
