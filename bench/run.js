@@ -34,6 +34,9 @@
 //                      other processes used more than a tenth of a CPU, or steal time exceeded 5 % of a CPU, during
 //                      the measured window (default 1)
 //   BENCH_OUT          where to write the results (default bench/results.json)
+//   BENCH_PROFILE      1 (default): in the tracing modes, sample the server with perf during the measured window
+//                      (bench/span-profile.js; installs Debian's linux-perf if missing) and report the CPU per span
+//                      of KernelSpanProcessor's own frames; 0: no profile
 //   BENCH_WORKLOAD     what the server does per request (bench/server.js reads it): http (default), dns (one
 //                      dns.lookup of a hosts-file name), threadpool (one fs.stat on the thread pool)
 // The SDK's own variables pass through to the SDK's process, for example OTEL_NODE_EBPF_DISABLED_PROBES=nodejs to
@@ -45,6 +48,7 @@ const os = require('node:os');
 const path = require('node:path');
 
 const { REGISTER, pinnedTo, startServer: startServerProcess, nextMessage, stopServer } = require('./server-process');
+const spanProfile = require('./span-profile');
 
 const ROOT = path.resolve(__dirname, '..');
 const WRK_SCRIPT = path.join(__dirname, 'wrk-report.lua');
@@ -117,6 +121,7 @@ const CONFIG = {
   quietWaitS: intEnv('BENCH_QUIET_WAIT', 120, 0),
   retries: intEnv('BENCH_RETRIES', 1, 0),
   out: path.resolve(process.env.BENCH_OUT || path.join(__dirname, 'results.json')),
+  profile: process.env.BENCH_PROFILE !== '0',
   serverCpu: 0,
   loadCpu: 1,
 };
@@ -270,15 +275,21 @@ function mapMemlockBytes(mapIds) {
 // ---------------------------------------------------------------------------------------------------------------
 // Processes
 
+/** Whether the tracing modes' servers are profiled (BENCH_PROFILE, and perf at hand: set in main). */
+let profileTracing = false;
+
 /** bench/server.js, with or without the SDK preloaded. */
 function startServer(withSdk, mode, receiverEndpoint) {
+  // a profiled server names its compiled JavaScript for perf (both tracing modes alike)
+  const profiled = profileTracing && mode.tracing;
+  const nodeOptions = [process.env.NODE_OPTIONS, '--perf-basic-prof'].filter(Boolean).join(' ');
   return startServerProcess({
     withSdk,
     endpoint: receiverEndpoint,
     exportIntervalMs: CONFIG.exportIntervalMs,
     cpu: CONFIG.pin ? CONFIG.serverCpu : undefined,
     setpriv: mode.setpriv,
-    env: mode.env,
+    env: profiled ? { ...mode.env, NODE_OPTIONS: nodeOptions } : mode.env,
   });
 }
 
@@ -451,8 +462,11 @@ async function round(index, modeName, warmup, receiver) {
       return s;
     };
     const a = await edge('start');
+    const recording = profileTracing && mode.tracing ? spanProfile.record(server.pid, CONFIG.durationS, CONFIG.pin ? CONFIG.loadCpu : undefined) : undefined;
     const w = await runWrk(port, CONFIG.durationS);
+    const samples = await recording;
     const b = await edge('end');
+    const profile = samples && (await spanProfile.count(samples));
     const rollup = smapsRollup(server.pid);
 
     const requests = w.requests;
@@ -505,6 +519,7 @@ async function round(index, modeName, warmup, receiver) {
       // Exported between the two flushes: a batch in flight at an edge counts in the next window.
       const d = (k) => b.spans[k] - a.spans[k];
       Object.assign(r, { spansPerRequest: d('spans') / requests, serverSpansPerRequest: d('server') / requests, enrichedSpansPerRequest: d('enriched') / requests });
+      if (profile) Object.assign(r, spanProfile.perSpan(profile, r.cpuUsPerRequest, r.serverSpansPerRequest));
     }
     return r;
   } finally {
@@ -597,7 +612,7 @@ const KEYS = [
   'throughput', 'p50Us', 'p99Us', 'cpuUsPerRequest', 'userUsPerRequest', 'systemUsPerRequest', 'serverCpuUtilization',
   'ctxSwitchesPerRequest', 'rssMB', 'wrkCpuUtilization', 'kernelNsPerRequest', 'kernelRunsPerRequest', 'kernelNsPerRun',
   'sdkServerTxBytesPerRequest', 'mainThreadSyscallsPerRequest', 'mapMemlockMB', 'spansPerRequest', 'serverSpansPerRequest',
-  'enrichedSpansPerRequest',
+  'enrichedSpansPerRequest', 'processorShare', 'processorUsPerSpan', 'readingUsPerSpan',
 ];
 
 function breakdown(rows, pick) {
@@ -792,6 +807,15 @@ function report(result) {
         `throughput ${pct(c.throughputRatio)}, p99 ${pct(c.p99Ratio)} of tracing-plain. In process, without load: node bench/spans.js (docs/benchmark.md).`,
     );
   }
+  const profiled = m.tracing;
+  if (profiled?.processorUsPerSpan) {
+    lines.push(
+      `KernelSpanProcessor's own frames under load (perf samples of the tracing servers, bench/span-profile.js): ` +
+        `${fmt(profiled.processorUsPerSpan.median, 2)} µs CPU per span (per round ${fmt(profiled.processorUsPerSpan.min, 2)}–${fmt(profiled.processorUsPerSpan.max, 2)}), ` +
+        `${pct(profiled.processorShare.median)} of the server's samples; of which the reading (the addon's getsockopt(TCP_INFO), N-API included) ` +
+        `${fmt(profiled.readingUsPerSpan.median, 2)} µs (${fmt(profiled.readingUsPerSpan.min, 2)}–${fmt(profiled.readingUsPerSpan.max, 2)}).`,
+    );
+  }
   for (const x of CONFIG.modes.filter((y) => m[y].perProbe && m[y].kernelNsPerRequest)) {
     lines.push('');
     const sampled = statsModeOf(MODES[x]) === 'sampled';
@@ -832,6 +856,7 @@ async function main() {
   if (!fs.existsSync(REGISTER)) fail(`${path.relative(process.cwd(), REGISTER)} not found: build first (npm run build)`);
   if (process.getuid && process.getuid() !== 0) fail('run as root: the SDK loads eBPF programs and reads BPF run-time statistics');
   ensureWrk();
+  if (CONFIG.profile && CONFIG.modes.some((x) => MODES[x].tracing)) profileTracing = spanProfile.ensurePerf();
   ({ METRICS, ATTRS } = require(path.join(ROOT, 'dist', 'semconv.js')));
   const { OtlpReceiver } = require(path.join(ROOT, 'dist', 'otlp', 'receiver.js'));
 
@@ -860,6 +885,7 @@ async function main() {
         `  round ${i}${r.warmup ? ' (warm-up)' : ''} ${r.mode}: ${fmt(r.throughput)} req/s, p99 ${r.p99Us} µs, ` +
           `${fmt(r.cpuUsPerRequest, 2)} µs CPU/req, RSS ${fmt(r.rssMB, 1)} MB (V8 heap ${fmt(r.v8HeapMB, 1)}, other anonymous ${fmt(r.anonymousMB - r.v8HeapMB, 1)}, files and BPF maps ${fmt(r.fileMB, 1)})` +
           (r.kernelNsPerRequest !== undefined ? `, BPF ${fmt(r.kernelNsPerRequest)} ns/req` : '') +
+          (r.processorUsPerSpan !== undefined ? `, span processor ${fmt(r.processorUsPerSpan, 2)} µs/span (perf)` : '') +
           (r.errors ? `, ${r.errors} ERRORS` : '') +
           `; wrk CPU ${pct(r.wrkCpuUtilization)}, driver ${pct(r.driverCpuUtilization)}, others ${pct(r.otherCpu)}, steal ≤ ${pct(r.maxSteal)}`,
       );
