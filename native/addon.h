@@ -77,11 +77,12 @@ Napi::Value MakeBpfError(Napi::Env env, const char* step, int err, const std::st
 struct RingState;
 void CloseRing(RingState* ring);  // ringbuf.cc; idempotent
 
-// One attached bpf_link.
+// One attached link: a libbpf bpf_link, or the fd of a link that this libbpf cannot make (uprobe_multi).
 struct LinkState {
   bpf_link* link = nullptr;
+  int fd = -1;
   std::string what;  // "kprobe/tcp_sendmsg (handle_send_kprobe)", for messages
-  int Destroy();     // idempotent; returns libbpf's result of the first destroy
+  int Destroy();     // idempotent; returns the result of the first destroy (libbpf's, or -errno of close)
   ~LinkState() { Destroy(); }
 };
 

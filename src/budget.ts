@@ -18,7 +18,9 @@ import type { Capabilities } from './capabilities';
 import type { Collector } from './collector';
 import type { RunEstimate } from './kernel-stats';
 import { ADDON_PATH, BPF_OBJECT_DIR, NativeAddon } from './native';
+import { withUprobeLinks } from './probes';
 import { resolveSymbols } from './symbols';
+import type { ElfSymbol } from './symbols';
 import { setTarget } from './target';
 
 export const BUDGET_OBJECT = path.join(BPF_OBJECT_DIR, 'budget.bpf.o');
@@ -111,9 +113,10 @@ export function costNs(hits: UprobeHits[], cost: UprobeCost): number {
 /**
  * Measures the cost of a uprobe hit: `iterations` calls of the addon's two no-ops (one starting with push %rbp, one
  * with an instruction that is stepped), without and with a uprobe; the difference per call. The best of three rounds
- * each, so that a preempted round does not count: about 30 ms here. The probes are detached on a thread of the
- * addon: detaching a uprobe waits for the kernel's RCU grace periods, about 110 ms each here, which neither the
- * application's start nor its exit should wait for.
+ * each, so that a preempted round does not count: about 30 ms here. The uprobes are of the kind the measurements
+ * use (uprobe_multi links where the kernel has them), and are detached on a thread of the addon: detaching a uprobe
+ * waits for the kernel's RCU grace periods (tens of ms), which neither the application's start nor its exit should
+ * wait for.
  */
 export function calibrate(
   addon: NativeAddon,
@@ -121,9 +124,23 @@ export function calibrate(
   iterations = 300,
   objectPath = BUDGET_OBJECT,
 ): UprobeCost {
+  const symbols = resolveSymbols(ADDON_PATH, [CALIBRATE_SYMBOL, CALIBRATE_STEPPED_SYMBOL]);
+  // the same kind of uprobe links as the measurements (src/probes.ts): what their hits cost
+  return withUprobeLinks(multi => calibrateWith(addon, caps, iterations, objectPath, symbols, multi), symbols.size === 2);
+}
+
+function calibrateWith(
+  addon: NativeAddon,
+  caps: Capabilities,
+  iterations: number,
+  objectPath: string,
+  symbols: Map<string, ElfSymbol>,
+  multi: boolean,
+): UprobeCost {
   const obj = addon.open(objectPath);
   try {
     setTarget(obj, caps);
+    if (multi) obj.setUprobeMulti('calibrate_hit');
     obj.load();
     const best = (stepped: boolean) => {
       let min = Infinity;
@@ -131,7 +148,6 @@ export function calibrate(
       return min;
     };
     best(false); // warm up
-    const symbols = resolveSymbols(ADDON_PATH, [CALIBRATE_SYMBOL, CALIBRATE_STEPPED_SYMBOL]);
     const perHit = (stepped: boolean) => {
       const base = best(stepped);
       const symbol = stepped ? CALIBRATE_STEPPED_SYMBOL : CALIBRATE_SYMBOL;

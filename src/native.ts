@@ -113,6 +113,11 @@ export interface NativeObject {
   setMaxEntries(map: string, entries: number): void;
   /** Before load: whether this program is loaded at all. */
   setAutoload(program: string, autoload: boolean): void;
+  /**
+   * Before load: the uprobe program is loaded for uprobe_multi links (linux 6.6), which attachUprobe then makes (the
+   * symbol's offset given) instead of uprobe perf events. A kernel without them refuses the link with EINVAL.
+   */
+  setUprobeMulti(program: string): void;
   /** Before load: every map of this object that `other` also has (same name) uses `other`'s map. `other` must be loaded. */
   reuseMapsFrom(other: NativeObject): void;
   /** Loads every autoloaded program and creates the maps. On failure, `BpfError.log` has the verifier log. */
@@ -132,8 +137,9 @@ export interface NativeObject {
   /** Detaches every link, frees the ring buffers, closes the object. Idempotent. */
   close(): void;
   /**
-   * close(), with the kernel-side teardown on a thread of the addon's own: returns at once. Detaching a uprobe waits
-   * for RCU grace periods (about 110 ms each here); a detach while the application runs must not stall its loop.
+   * close(), with the kernel-side teardown on a thread of the addon's own, one per link: returns at once. Detaching a
+   * uprobe waits for RCU grace periods (about 110 ms each as a perf event here; uprobe_multi links wait concurrently);
+   * a detach while the application runs must not stall its loop.
    */
   closeInBackground(): void;
 }

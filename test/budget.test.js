@@ -6,7 +6,7 @@ const assert = require('assert');
 const fs = require('fs');
 const os = require('os');
 const path = require('path');
-const { ROOT, startReceiver, runWorkload, total, pointsOf } = require('./support/harness');
+const { ROOT, startReceiver, runWorkload, total } = require('./support/harness');
 const { NODE_VERSIONS, nodeBinary, under, selfSignedCert } = require('./support/uprobes');
 const { loadAddon } = require('../dist/native');
 const { calibrate } = require('../dist/budget');
@@ -95,28 +95,43 @@ describe('uprobe cost budget', function () {
     });
   }
 
-  it('as nobody with only CAP_BPF and CAP_PERFMON: uprobes need CAP_SYS_ADMIN here, said per probe; the rest attaches', async function () {
-    for (let d = ROOT; d !== path.dirname(d); d = path.dirname(d)) {
-      const mode = fs.statSync(d).mode;
-      if (!(mode & 0o001)) fs.chmodSync(d, mode | 0o001);
-    }
-    const BPF_CAPS = ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', '--inh-caps=+bpf,+perfmon', '--ambient-caps=+bpf,+perfmon'];
-    const r = await runWorkload([{ lookup: ['localhost'] }], {
-      address,
-      ...under(process.execPath, { prefix: BPF_CAPS, env: { OTEL_NODE_EBPF_STRICT: 'false' } }),
-    });
-    assert.strictEqual(r.code, 0, r.stderr);
-    const { status } = r.lines.find(l => l.done);
-    const dns = status.probes.find(p => p.name === 'dns.lookup');
-    if (dns.attached) {
-      this.test.title += ' — this kernel lets CAP_PERFMON attach uprobes';
-      return;
-    }
-    assert.strictEqual(dns.reason, 'uprobe: uprobes need CAP_SYS_ADMIN on this kernel (the uprobe PMU refuses CAP_BPF + CAP_PERFMON with EACCES)');
-    assert.ok(status.probes.find(p => p.name === 'tcp.bytes').attached);
-    assert.strictEqual(status.overhead.uprobeHitNs, undefined);
-    assert.strictEqual(pointsOf(receiver.points().filter(p => p.resource['process.pid'] === r.child.pid), 'dns.lookup.duration').length, 0);
-  });
+  // Uprobes through the uprobe PMU need CAP_SYS_ADMIN (it refuses CAP_BPF + CAP_PERFMON with EACCES); uprobe_multi
+  // links (linux 6.6), which the SDK makes where the kernel has them, need CAP_BPF + CAP_PERFMON only.
+  const [major, minor] = os.release().split('.').map(Number);
+  const multiLinks = major > 6 || (major === 6 && minor >= 6);
+  it(
+    multiLinks
+      ? 'as nobody with only CAP_BPF and CAP_PERFMON: the uprobes attach (uprobe_multi links), the lookup is measured and the budget priced'
+      : 'as nobody with only CAP_BPF and CAP_PERFMON: uprobes need CAP_SYS_ADMIN here (no uprobe_multi links before 6.6), said per probe; the rest attaches',
+    async function () {
+      for (let d = ROOT; d !== path.dirname(d); d = path.dirname(d)) {
+        const mode = fs.statSync(d).mode;
+        if (!(mode & 0o001)) fs.chmodSync(d, mode | 0o001);
+      }
+      const BPF_CAPS = ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', '--inh-caps=+bpf,+perfmon', '--ambient-caps=+bpf,+perfmon'];
+      const r = await runWorkload([{ lookup: ['localhost'] }], {
+        address,
+        ...under(process.execPath, { prefix: BPF_CAPS, env: { OTEL_NODE_EBPF_STRICT: 'false' } }),
+      });
+      assert.strictEqual(r.code, 0, r.stderr);
+      const { status } = r.lines.find(l => l.done);
+      const dns = status.probes.find(p => p.name === 'dns.lookup');
+      assert.ok(status.probes.find(p => p.name === 'tcp.bytes').attached);
+      const lookups = total(receiver.points().filter(p => p.resource['process.pid'] === r.child.pid), 'dns.lookup.duration', { 'dns.question.name': 'localhost' });
+      if (multiLinks) {
+        assert.ok(dns.attached, JSON.stringify(dns));
+        assert.strictEqual(dns.hook, 'uprobe');
+        assert.strictEqual(dns.uprobeLinks, 'uprobe_multi');
+        assert.strictEqual(lookups, 1);
+        assert.ok(status.overhead.uprobeHitNs?.emulated > 0, JSON.stringify(status.overhead));
+        assert.strictEqual(status.overhead.reason, undefined);
+        return;
+      }
+      assert.strictEqual(dns.reason, 'uprobe: uprobes need CAP_SYS_ADMIN on this kernel (the uprobe PMU refuses CAP_BPF + CAP_PERFMON with EACCES)');
+      assert.strictEqual(status.overhead.uprobeHitNs, undefined);
+      assert.strictEqual(lookups, 0);
+    },
+  );
 });
 
 describe('doctor: uprobes', function () {

@@ -119,6 +119,14 @@ describe(`hook paths on a second kernel (Debian 6.1 under qemu)${skip ? ' — sk
     }
   });
 
+  it('auto mode: dns.lookup attaches through uprobe perf events where the kernel has no uprobe_multi links (6.1), and measures the lookup', function () {
+    const { lookup } = result('auto');
+    assert.strictEqual(lookup.error, undefined, lookup.error);
+    assert.strictEqual(lookup.attached, true, lookup.reason);
+    assert.strictEqual(lookup.uprobeLinks, 'perf_event');
+    assert.strictEqual(lookup.count, 1);
+  });
+
   for (const mode of [...FORCED, 'auto']) {
     it(`attach mode ${mode}: exact bytes, connections, failures and resets, identical on every path`, function () {
       assert.deepStrictEqual(result(mode).counts, expectedCounts());

@@ -357,6 +357,45 @@ describe('native addon', function () {
       ret.destroy();
     });
 
+    it('attaches uprobe_multi links (setUprobeMulti, linux 6.6) that count exactly their calls', function () {
+      const [major, minor] = require('os').release().split('.').map(Number);
+      if (major < 6 || (major === 6 && minor < 6)) {
+        this.test.title += ' — skipped: this kernel predates uprobe_multi links (6.6)';
+        this.skip();
+      }
+      const { resolveSymbols } = require(path.join(ROOT, 'dist', 'symbols.js'));
+      const offset = resolveSymbols(process.execPath, ['uv_os_getppid']).get('uv_os_getppid').offset;
+      // the kernel's own word for each link of this process
+      const linkTypes = () =>
+        fs.readdirSync('/proc/self/fdinfo').flatMap(fd => {
+          try {
+            return [/^link_type:\s*(\S+)/m.exec(fs.readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8'))?.[1]].filter(Boolean);
+          } catch {
+            return [];
+          }
+        });
+      const count = (types, type) => types.filter(t => t === type).length;
+      const object = openFixture();
+      object.setUprobeMulti('on_uprobe');
+      object.load();
+      const before = linkTypes();
+      const link = object.attachUprobe('on_uprobe', { binary: process.execPath, symbol: 'uv_os_getppid', pid: process.pid, offset });
+      assert.strictEqual(count(linkTypes(), 'uprobe_multi'), count(before, 'uprobe_multi') + 1);
+      readPpid(321);
+      assert.strictEqual(counter(object, COUNTER.uprobe), 321n);
+      link.destroy();
+      assert.strictEqual(count(linkTypes(), 'uprobe_multi'), count(before, 'uprobe_multi'));
+      readPpid(5);
+      assert.strictEqual(counter(object, COUNTER.uprobe), 321n);
+      const ret = object.attachUprobe('on_uprobe', { binary: process.execPath, symbol: 'uv_os_getppid', retprobe: true, pid: process.pid, offset });
+      assert.strictEqual(count(linkTypes(), 'uretprobe_multi'), count(before, 'uretprobe_multi') + 1);
+      readPpid(4);
+      assert.strictEqual(counter(object, COUNTER.uprobe), 325n);
+      ret.destroy();
+      // without the symbol's offset there is no such link (libbpf would resolve the name only for a perf event)
+      expectBpfError(() => object.attachUprobe('on_uprobe', { binary: process.execPath, symbol: 'uv_os_getppid' }), { step: 'attach', code: 'EINVAL' });
+    });
+
     it('fails to attach a uprobe to a missing symbol or binary with step attach', function () {
       const object = openFixture();
       object.load();

@@ -15,6 +15,8 @@ const { spawnSync } = require('child_process');
 const path = require('path');
 const { ROOT, startReceiver, runWorkload, startPeer, sendTo, closedPort, pointsOf, total } = require('../support/harness');
 
+const UPROBE_WORKLOAD = path.join(__dirname, '..', 'support', 'uprobe-workload.js');
+
 const SENT = 1_234_567;
 const RECEIVED = 7_654_321;
 const ACCEPTED = 3_333_333;
@@ -88,7 +90,24 @@ async function scenario(mode, address, receiver) {
     probes[p.name] = { attached: p.attached, hook: p.hook ?? null, reason: p.reason, attempts: p.attempts };
     samples[`runs_${p.name}`] = total(points, 'otel_node_ebpf.probe.runs', { 'otel_node_ebpf.probe': p.name }) ?? null;
   }
-  return { mode, probes, counts, samples, ms: Date.now() - t0 };
+  return { mode, probes, counts, samples, lookup: mode === 'auto' ? await lookup(address, receiver) : undefined, ms: Date.now() - t0 };
+}
+
+/**
+ * One DNS lookup measured by the SDK (dns.lookup only): its uprobes take uprobe_multi links where the kernel has them
+ * (6.6), uprobe perf events before.
+ */
+async function lookup(address, receiver) {
+  const r = await runWorkload([{ lookup: ['localhost'] }], {
+    address,
+    script: UPROBE_WORKLOAD,
+    env: { OTEL_NODE_EBPF_STRICT: 'false', OTEL_NODE_EBPF_DISABLED_PROBES: 'tcp,nodejs,tls' },
+  });
+  const done = r.lines.find(l => l.done);
+  if (r.code !== 0 || !done) return { error: `lookup workload failed (${r.code ?? r.signal}): ${r.stderr}\n${JSON.stringify(r.lines)}` };
+  const dns = done.status.probes.find(p => p.name === 'dns.lookup');
+  const points = receiver.points().filter(p => p.resource['process.pid'] === r.child.pid);
+  return { attached: dns.attached, uprobeLinks: dns.uprobeLinks ?? null, reason: dns.reason, count: total(points, 'dns.lookup.duration', { 'dns.question.name': 'localhost' }) ?? null };
 }
 
 async function main() {
