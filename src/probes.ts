@@ -50,16 +50,18 @@ export interface Measurement {
   budgetedByKernelTime?: boolean;
 }
 
+/** How a uprobe measurement's programs are attached: uprobe_multi links (linux 6.6), or uprobe perf events. */
+export type UprobeLinks = 'uprobe_multi' | 'perf_event';
+
 export interface Attempt {
   hook: Hook;
   ok: boolean;
+  /** A uprobe variant that attached: the kind of its links. */
+  uprobeLinks?: UprobeLinks;
   /** Why it failed, for a person. */
   reason?: string;
   error?: { step: string; code: string; message: string };
 }
-
-/** How a uprobe measurement's programs are attached: uprobe_multi links (linux 6.6), or uprobe perf events. */
-export type UprobeLinks = 'uprobe_multi' | 'perf_event';
 
 export interface ProbeStatus {
   name: string;
@@ -284,11 +286,16 @@ export class ProbeSet {
     }
   }
 
-  /** Every variant of a measurement, each tried and released: for `doctor`. */
+  /** Every variant of a measurement, each tried and released (uprobes in the background): for `doctor`. */
   probeAll(m: Measurement): Attempt[] {
     return m.variants.map(v => {
       try {
-        this.tryVariant(v).object.close();
+        const { object, uprobeLinks } = this.tryVariant(v);
+        if (uprobeLinks) {
+          object.closeInBackground();
+          return { hook: v.hook, ok: true, uprobeLinks };
+        }
+        object.close();
         return { hook: v.hook, ok: true };
       } catch (err) {
         return this.failedAttempt(v.hook, err);

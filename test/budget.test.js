@@ -12,6 +12,12 @@ const { loadAddon } = require('../dist/native');
 const { calibrate } = require('../dist/budget');
 const { detectCapabilities } = require('../dist/capabilities');
 
+// Uprobes are uprobe_multi links on kernels that have them (6.6), perf events before (src/probes.ts). Through the
+// uprobe PMU they need CAP_SYS_ADMIN (it refuses CAP_BPF + CAP_PERFMON with EACCES); uprobe_multi links need
+// CAP_BPF + CAP_PERFMON only.
+const [major, minor] = os.release().split('.').map(Number);
+const multiLinks = major > 6 || (major === 6 && minor >= 6);
+
 const PROBE = name => ({ 'otel_node_ebpf.probe': name, 'otel_node_ebpf.hook': 'uprobe' });
 /** What the SDK wrote on stderr (its warnings, through the diag console logger that register installs). */
 const sdkLines = stderr =>
@@ -95,10 +101,6 @@ describe('uprobe cost budget', function () {
     });
   }
 
-  // Uprobes through the uprobe PMU need CAP_SYS_ADMIN (it refuses CAP_BPF + CAP_PERFMON with EACCES); uprobe_multi
-  // links (linux 6.6), which the SDK makes where the kernel has them, need CAP_BPF + CAP_PERFMON only.
-  const [major, minor] = os.release().split('.').map(Number);
-  const multiLinks = major > 6 || (major === 6 && minor >= 6);
   it(
     multiLinks
       ? 'as nobody with only CAP_BPF and CAP_PERFMON: the uprobes attach (uprobe_multi links), the lookup is measured and the budget priced'
@@ -147,6 +149,9 @@ describe('doctor: uprobes', function () {
         ['nodejs.threadpool', 'uprobe', true],
       ],
     );
+    // the kind of links each would take here (multiLinks: above)
+    const links = multiLinks ? 'uprobe_multi' : 'perf_event';
+    assert.deepStrictEqual(report.uprobes.map(m => m.attempts[0].uprobeLinks), [links, links, links, links]);
     assert.ok(report.uprobeCost.emulatedNs > 0 && report.uprobeCost.steppedNs >= report.uprobeCost.emulatedNs, JSON.stringify(report.uprobeCost));
   });
 });

@@ -155,4 +155,12 @@ describe(`hook paths on a second kernel (Debian 6.1 under qemu)${skip ? ' — sk
       }
     }
   });
+
+  it('doctor in the guest: the uprobe measurements attach as perf events (no uprobe_multi links before 6.6)', function () {
+    assert.ok(doctor, 'no doctor report: see the first test');
+    assert.deepStrictEqual(
+      doctor.uprobes.map(m => [m.name, m.chosen, m.attempts[0]?.uprobeLinks]),
+      ['dns.lookup', 'tls.handshake', 'tls.bytes', 'nodejs.threadpool'].map(n => [n, 'uprobe', 'perf_event']),
+    );
+  });
 });
