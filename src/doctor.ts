@@ -150,7 +150,7 @@ export function formatDoctor(r: DoctorReport): string {
   if (r.uprobes.length) lines.push('', `uprobes on ${process.execPath}`);
   for (const m of r.uprobes) {
     const a = m.attempts[0];
-    const links = a?.uprobeLinks === 'uprobe_multi' ? ' as uprobe_multi links' : a?.uprobeLinks === 'perf_event' ? ' as perf events (no uprobe_multi links before Linux 6.6)' : '';
+    const links = a?.uprobeLinks === 'uprobe_multi' ? ' as uprobe_multi links' : a?.uprobeLinks === 'perf_event' ? ' as uprobe perf events' : '';
     const result = !a ? m.description : a.ok ? `attaches${links}${m.optIn ? ' (opt-in: OTEL_NODE_EBPF_ENABLED_PROBES)' : ''}` : `no: ${a.reason}`;
     lines.push(`${m.name.padEnd(17)} uprobe      ${result}`);
   }
