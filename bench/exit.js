@@ -4,8 +4,9 @@
 // the SDK preloaded does no work and ends on its own (the event loop empties); per round: from its start to its exit
 // event (start-up, the final export, the shutdown), and from its exit event to its end as its parent sees it (the
 // kernel closing what the process held: detaching a uprobe waits for RCU grace periods). With a collector that
-// answers, and with none (connection refused: the final export gives up at the shutdown's bound). Medians of
-// EXIT_ROUNDS rounds (default 5), ms.
+// answers, and with none (connection refused: the final export gives up at the shutdown's bound); and a process that
+// calls process.exit() after 100 ms instead (no shutdown: the last export and the uprobes' detach run from the exit
+// event). Medians of EXIT_ROUNDS rounds (default 5), ms.
 const http = require('http');
 const path = require('path');
 const { spawn } = require('child_process');
@@ -14,11 +15,12 @@ const REGISTER = path.join(__dirname, '..', 'dist', 'register.js');
 const ROUNDS = Number(process.env.EXIT_ROUNDS ?? 5);
 const median = xs => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
-function round(endpoint, sdk) {
+function round(endpoint, sdk, exits) {
   return new Promise((resolve, reject) => {
     const t0 = Date.now();
     let exitAt;
-    const args = [...(sdk ? ['--require', REGISTER] : []), '-e', 'process.on("exit", () => console.log(Date.now()))'];
+    const script = `process.on("exit", () => console.log(Date.now()))${exits ? '; setTimeout(() => process.exit(0), 100)' : ''}`;
+    const args = [...(sdk ? ['--require', REGISTER] : []), '-e', script];
     const child = spawn(process.execPath, args, { env: { ...process.env, OTEL_EXPORTER_OTLP_ENDPOINT: endpoint }, stdio: ['ignore', 'pipe', 'ignore'] });
     child.stdout.on('data', d => (exitAt = Number(String(d).trim())));
     child.on('error', reject);
@@ -32,11 +34,13 @@ collector.listen(0, '127.0.0.1', async () => {
     'no SDK': ['http://127.0.0.1:9', false],
     'SDK, collector answers': [`http://127.0.0.1:${collector.address().port}`, true],
     'SDK, collector down (refused)': ['http://127.0.0.1:9', true],
+    'no SDK, process.exit()': ['http://127.0.0.1:9', false, true],
+    'SDK, collector answers, process.exit()': [`http://127.0.0.1:${collector.address().port}`, true, true],
   };
   console.log('| mode | start to exit event, ms | exit event to process gone, ms |\n| --- | --- | --- |');
-  for (const [name, [endpoint, sdk]] of Object.entries(modes)) {
+  for (const [name, [endpoint, sdk, exits = false]] of Object.entries(modes)) {
     const rounds = [];
-    for (let i = 0; i < ROUNDS; i++) rounds.push(await round(endpoint, sdk));
+    for (let i = 0; i < ROUNDS; i++) rounds.push(await round(endpoint, sdk, exits));
     console.log(`| ${name} | ${median(rounds.map(r => r.toExit))} | ${median(rounds.map(r => r.exitToGone))} |`);
   }
   collector.close();
