@@ -365,30 +365,32 @@ describe('native addon', function () {
       }
       const { resolveSymbols } = require(path.join(ROOT, 'dist', 'symbols.js'));
       const offset = resolveSymbols(process.execPath, ['uv_os_getppid']).get('uv_os_getppid').offset;
-      // the kernel's own word for each link of this process
+      const object = openFixture();
+      object.setUprobeMulti('on_uprobe');
+      object.load();
+      // the kernel's own word for each link of this program (other tests' links may be closing on other threads)
+      const progId = object.programStats('on_uprobe').id;
       const linkTypes = () =>
         fs.readdirSync('/proc/self/fdinfo').flatMap(fd => {
           try {
-            return [/^link_type:\s*(\S+)/m.exec(fs.readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8'))?.[1]].filter(Boolean);
+            const info = fs.readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8');
+            const type = /^link_type:\s*(\S+)/m.exec(info)?.[1];
+            return type && Number(/^prog_id:\s*(\d+)/m.exec(info)?.[1]) === progId ? [type] : [];
           } catch {
             return [];
           }
         });
-      const count = (types, type) => types.filter(t => t === type).length;
-      const object = openFixture();
-      object.setUprobeMulti('on_uprobe');
-      object.load();
-      const before = linkTypes();
+      assert.deepStrictEqual(linkTypes(), []);
       const link = object.attachUprobe('on_uprobe', { binary: process.execPath, symbol: 'uv_os_getppid', pid: process.pid, offset });
-      assert.strictEqual(count(linkTypes(), 'uprobe_multi'), count(before, 'uprobe_multi') + 1);
+      assert.deepStrictEqual(linkTypes(), ['uprobe_multi']);
       readPpid(321);
       assert.strictEqual(counter(object, COUNTER.uprobe), 321n);
       link.destroy();
-      assert.strictEqual(count(linkTypes(), 'uprobe_multi'), count(before, 'uprobe_multi'));
+      assert.deepStrictEqual(linkTypes(), []);
       readPpid(5);
       assert.strictEqual(counter(object, COUNTER.uprobe), 321n);
       const ret = object.attachUprobe('on_uprobe', { binary: process.execPath, symbol: 'uv_os_getppid', retprobe: true, pid: process.pid, offset });
-      assert.strictEqual(count(linkTypes(), 'uretprobe_multi'), count(before, 'uretprobe_multi') + 1);
+      assert.deepStrictEqual(linkTypes(), ['uretprobe_multi']);
       readPpid(4);
       assert.strictEqual(counter(object, COUNTER.uprobe), 325n);
       ret.destroy();
