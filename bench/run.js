@@ -282,14 +282,13 @@ let profileTracing = false;
 function startServer(withSdk, mode, receiverEndpoint) {
   // a profiled server names its compiled JavaScript for perf (both tracing modes alike)
   const profiled = profileTracing && mode.tracing;
-  const nodeOptions = [process.env.NODE_OPTIONS, '--perf-basic-prof'].filter(Boolean).join(' ');
   return startServerProcess({
     withSdk,
     endpoint: receiverEndpoint,
     exportIntervalMs: CONFIG.exportIntervalMs,
     cpu: CONFIG.pin ? CONFIG.serverCpu : undefined,
     setpriv: mode.setpriv,
-    env: profiled ? { ...mode.env, NODE_OPTIONS: nodeOptions } : mode.env,
+    env: profiled ? { ...mode.env, NODE_OPTIONS: [process.env.NODE_OPTIONS, '--perf-basic-prof'].filter(Boolean).join(' ') } : mode.env,
   });
 }
 

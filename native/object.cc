@@ -415,14 +415,7 @@ class JsObject : public Napi::ObjectWrap<JsObject> {
     ObjectState& state = Loaded("attach");
     bpf_program* prog = Program(state, name, "attach");
 
-    bpf_uprobe_opts opts;
-    std::memset(&opts, 0, sizeof(opts));
-    opts.sz = sizeof(opts);
-    opts.retprobe = is_return;
-    // With a file offset resolved by the caller, libbpf does not parse the ELF's symbol tables again (tens of ms
-    // for a node binary, per attach); the symbol then only names the probe.
     size_t func_offset = offset.IsNumber() ? static_cast<size_t>(offset.As<Napi::Number>().Int64Value()) : 0;
-    opts.func_name = offset.IsNumber() ? nullptr : func_name.c_str();
     int target_pid = pid.IsNumber() ? pid.As<Napi::Number>().Int32Value() : -1;
     std::string what = std::string(is_return ? "uretprobe " : "uprobe ") + binary_path + ":" + func_name + " (" +
                        bpf_program__name(prog) + ")";
@@ -430,6 +423,13 @@ class JsObject : public Napi::ObjectWrap<JsObject> {
       if (!offset.IsNumber()) ThrowBpfError(Env(), "attach", EINVAL, what, "the symbol's offset is needed (setUprobeMulti)");
       return AttachUprobeMulti(prog, what, binary_path, func_offset, is_return, target_pid);
     }
+    bpf_uprobe_opts opts;
+    std::memset(&opts, 0, sizeof(opts));
+    opts.sz = sizeof(opts);
+    opts.retprobe = is_return;
+    // With a file offset resolved by the caller, libbpf does not parse the ELF's symbol tables again (tens of ms
+    // for a node binary, per attach); the symbol then only names the probe.
+    opts.func_name = offset.IsNumber() ? nullptr : func_name.c_str();
     return AttachWith(what, [&] {
       return bpf_program__attach_uprobe_opts(prog, target_pid, binary_path.c_str(), func_offset, &opts);
     });
@@ -499,11 +499,10 @@ class JsObject : public Napi::ObjectWrap<JsObject> {
     auto link = std::make_shared<LinkState>();
     link->what = what;
     link->fd = fd;
-    state_->links.push_back(link);
-    return NewLink(Env(), Value(), state_, link);
+    return Adopt(link);
   }
 
-  // Runs a libbpf attach function; registers the link with the object (which detaches it on close) and wraps it.
+  // Runs a libbpf attach function; the link is adopted (Adopt).
   template <typename AttachFn>
   Napi::Value AttachWith(const std::string& what, AttachFn attach) {
     auto link = std::make_shared<LinkState>();
@@ -514,6 +513,11 @@ class JsObject : public Napi::ObjectWrap<JsObject> {
       int err = errno;
       ThrowBpfError(Env(), "attach", err, what, "", capture.Tail());
     }
+    return Adopt(link);
+  }
+
+  // Registers an attached link with the object (which detaches it on close) and wraps it.
+  Napi::Value Adopt(const std::shared_ptr<LinkState>& link) {
     state_->links.push_back(link);
     return NewLink(Env(), Value(), state_, link);
   }

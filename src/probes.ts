@@ -426,7 +426,10 @@ export class ProbeSet {
     withUprobes.add(this);
   }
 
-  /** The process is exiting: every uprobe measurement detaches on the addon's threads (see withUprobes). */
+  /**
+   * Every uprobe measurement detaches on the addon's threads: at close(), and when the process exits (see
+   * withUprobes), while the other measurements and the maps stay for the last export.
+   */
   detachUprobes(): void {
     for (const [name, w] of this.winners) {
       if (w.hook !== 'uprobe') continue;
@@ -449,12 +452,9 @@ export class ProbeSet {
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    withUprobes.delete(this);
+    this.detachUprobes();
     if (withUprobes.size === 0) process.removeListener('exit', detachUprobesAtExit);
-    for (const w of this.winners.values()) {
-      if (w.hook === 'uprobe') w.object.closeInBackground();
-      else w.object.close();
-    }
+    for (const w of this.winners.values()) w.object.close();
     this.winners.clear();
     this.base.close();
   }

@@ -7,16 +7,10 @@ const fs = require('fs');
 const os = require('os');
 const path = require('path');
 const { ROOT, startReceiver, runWorkload, total } = require('./support/harness');
-const { NODE_VERSIONS, nodeBinary, under, selfSignedCert } = require('./support/uprobes');
+const { NODE_VERSIONS, UPROBE_MULTI: multiLinks, nodeBinary, under, selfSignedCert } = require('./support/uprobes');
 const { loadAddon } = require('../dist/native');
 const { calibrate } = require('../dist/budget');
 const { detectCapabilities } = require('../dist/capabilities');
-
-// Uprobes are uprobe_multi links on kernels that have them (6.6), perf events before (src/probes.ts). Through the
-// uprobe PMU they need CAP_SYS_ADMIN (it refuses CAP_BPF + CAP_PERFMON with EACCES); uprobe_multi links need
-// CAP_BPF + CAP_PERFMON only.
-const [major, minor] = os.release().split('.').map(Number);
-const multiLinks = major > 6 || (major === 6 && minor >= 6);
 
 const PROBE = name => ({ 'otel_node_ebpf.probe': name, 'otel_node_ebpf.hook': 'uprobe' });
 /** What the SDK wrote on stderr (its warnings, through the diag console logger that register installs). */

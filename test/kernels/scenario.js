@@ -14,8 +14,7 @@
 const { spawnSync } = require('child_process');
 const path = require('path');
 const { ROOT, startReceiver, runWorkload, startPeer, sendTo, closedPort, pointsOf, total } = require('../support/harness');
-
-const UPROBE_WORKLOAD = path.join(__dirname, '..', 'support', 'uprobe-workload.js');
+const { WORKLOAD: UPROBE_WORKLOAD } = require('../support/uprobes');
 
 const SENT = 1_234_567;
 const RECEIVED = 7_654_321;

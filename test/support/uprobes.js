@@ -44,6 +44,13 @@ function nodeBinary(major) {
 const WORKLOAD = path.join(__dirname, 'uprobe-workload.js');
 
 /**
+ * Whether this kernel has uprobe_multi links (6.6), which the SDK takes for its uprobes (src/probes.ts), perf events
+ * before. Through the uprobe PMU uprobes need CAP_SYS_ADMIN; uprobe_multi links need CAP_BPF + CAP_PERFMON only.
+ */
+const [KERNEL_MAJOR, KERNEL_MINOR] = require('os').release().split('.').map(Number);
+const UPROBE_MULTI = KERNEL_MAJOR > 6 || (KERNEL_MAJOR === 6 && KERNEL_MINOR >= 6);
+
+/**
  * runWorkload's options to run test/support/uprobe-workload.js under `binary`: runWorkload starts its own node, which
  * a shell replaces with `binary` after `setup` (commands); `prefix` goes first (unshare, setpriv, ...).
  */
@@ -60,4 +67,4 @@ function selfSignedCert(dir) {
   return { key, cert };
 }
 
-module.exports = { NODE_VERSIONS, nodeBinary, under, selfSignedCert };
+module.exports = { NODE_VERSIONS, WORKLOAD, UPROBE_MULTI, nodeBinary, under, selfSignedCert };
