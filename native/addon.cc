@@ -120,6 +120,7 @@ Addon::Addon(Napi::Env env, Napi::Object exports) : env_(env) {
                            InstanceMethod<&Addon::Calibrate>("calibrate"),
                            InstanceMethod<&Addon::TrimMemory>("trimMemory"),
                            InstanceMethod<&Addon::TcpInfoReader>("tcpInfoReader"),
+                           InstanceMethod<&Addon::SocketCookie>("socketCookie"),
                            InstanceMethod<&Addon::TcpSocketReader>("tcpSocketReader"),
                            InstanceMethod<&Addon::HttpPost>("httpPost"),
                            InstanceMethod<&Addon::HttpPostSync>("httpPostSync"),

@@ -140,6 +140,7 @@ class Addon : public Napi::Addon<Addon> {
   Napi::Value ProbeProgramType(const Napi::CallbackInfo& info);
   Napi::Value Calibrate(const Napi::CallbackInfo& info);
   Napi::Value TcpInfoReader(const Napi::CallbackInfo& info);  // tcp.cc
+  Napi::Value SocketCookie(const Napi::CallbackInfo& info);   // tcp.cc
   Napi::Value TcpSocketReader(const Napi::CallbackInfo& info);  // tcp.cc
   Napi::Value HttpPost(const Napi::CallbackInfo& info);      // http.cc
   Napi::Value HttpPostSync(const Napi::CallbackInfo& info);  // http.cc

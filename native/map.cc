@@ -2,6 +2,9 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <cerrno>
 #include <cstring>
 
@@ -30,6 +33,7 @@ class JsMap : public ChildWrap<JsMap> {
                            InstanceMethod<&JsMap::Delete>("delete"),
                            InstanceMethod<&JsMap::Keys>("keys"),
                            InstanceMethod<&JsMap::Entries>("entries"),
+                           InstanceMethod<&JsMap::Memory>("memory"),
                        });
   }
 
@@ -43,6 +47,7 @@ class JsMap : public ChildWrap<JsMap> {
     key_size_ = bpf_map__key_size(map);
     value_size_ = bpf_map__value_size(map);
     max_entries_ = bpf_map__max_entries(map);
+    mmapable_ = bpf_map__type(map) == BPF_MAP_TYPE_ARRAY && (bpf_map__map_flags(map) & BPF_F_MMAPABLE) != 0;
     value_buffer_size_ = value_size_;
     if (IsPerCpu(bpf_map__type(map))) {
       int cpus = libbpf_num_possible_cpus();
@@ -155,7 +160,23 @@ class JsMap : public ChildWrap<JsMap> {
     return result;
   }
 
+  // memory(): the values of a BPF_F_MMAPABLE array, mapped read-only into this process (mmap of the map's fd), as an
+  // ArrayBuffer of max_entries values, each value_size rounded up to 8 bytes (the kernel's array layout). The mapping
+  // holds the kernel map: it stays valid, and readable, after the object is closed, until the buffer is collected.
+  Napi::Value Memory(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!mmapable_) ThrowBpfError(env, "map", EINVAL, name_ + " memory", "not an array map with BPF_F_MMAPABLE");
+    int fd = LiveFd();
+    size_t length = static_cast<size_t>(max_entries_) * ((value_size_ + 7) / 8 * 8);
+    size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+    size_t mapped = (length + page - 1) / page * page;
+    void* data = mmap(nullptr, mapped, PROT_READ, MAP_SHARED, fd, 0);
+    if (data == MAP_FAILED) ThrowBpfError(env, "map", errno, name_ + " mmap");
+    return Napi::ArrayBuffer::New(env, data, length, [mapped](Napi::Env, void* p) { munmap(p, mapped); });
+  }
+
   std::string name_;
+  bool mmapable_ = false;
   int fd_ = -1;
   uint32_t key_size_ = 0;
   uint32_t value_size_ = 0;

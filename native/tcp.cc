@@ -132,6 +132,18 @@ Napi::Value Addon::TcpInfoReader(const Napi::CallbackInfo& info) {
   return read;
 }
 
+// socketCookie(fd): the socket's cookie (SO_COOKIE, Linux 4.12; asking for it makes the kernel give the socket one), or
+// -errno. A cookie is a counter of the sockets that were given one since boot: far below 2^53, exact as a double.
+Napi::Value Addon::SocketCookie(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = info.Length() > 0 && info[0].IsNumber() ? info[0].As<Napi::Number>().Int32Value() : -1;
+  uint64_t cookie = 0;
+  socklen_t len = sizeof(cookie);
+  if (getsockopt(fd, SOL_SOCKET, SO_COOKIE, &cookie, &len) != 0) return Napi::Number::New(env, -errno);
+  if (cookie > (uint64_t{1} << 53)) return Napi::Number::New(env, -ERANGE);
+  return Napi::Number::New(env, static_cast<double>(cookie));
+}
+
 // tcpSocketReader(): a function that returns the SocketRecord()s of the process's TCP sockets whose counters moved
 // since its previous call (all of them, listening ones included, the first time), and of every listening socket.
 // What a collection needs: a connection that carried nothing has nothing to add. An idle socket then costs one

@@ -586,3 +586,36 @@ export function decodeTlsEvent(b: Buffer): TlsEvent {
   const f = TLS_LAYOUTS.tls_event.fields;
   return { durationNs: b.readBigUInt64LE(f.duration_ns.offset), side: b.readUInt32LE(f.side.offset), err: b.readUInt32LE(f.err.offset) };
 }
+
+/** Mirrors bpf/spans.h. */
+export const SPANS_DEFAULT_SLOTS = 4096;
+
+export const SPAN_AFTER_SEND = 1;
+export const SPAN_AFTER_RECV = 2;
+
+export const SPANS_LAYOUTS = {
+  span_sock: {
+    name: 'span_sock',
+    size: 8,
+    fields: {
+      slot: { offset: 0, type: 'u32' },
+      after: { offset: 4, type: 'u32' },
+    },
+  },
+  span_slot: {
+    name: 'span_slot',
+    size: 64,
+    fields: {
+      state: { offset: 0, type: 'u32' },
+      pad0: { offset: 4, type: 'u32' },
+      cookie: { offset: 8, type: 'u64' },
+      bytes_sent: { offset: 16, type: 'u64' },
+      bytes_retrans: { offset: 24, type: 'u64' },
+      bytes_received: { offset: 32, type: 'u64' },
+      notsent_bytes: { offset: 40, type: 'u32' },
+      srtt_us: { offset: 44, type: 'u32' },
+      total_retrans: { offset: 48, type: 'u32' },
+      pad: { offset: 52, type: 'bytes' },
+    },
+  },
+} as const satisfies Record<string, StructLayout>;

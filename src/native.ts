@@ -93,6 +93,12 @@ export interface NativeMap {
   keys(): Buffer[];
   /** All entries as [key, value] pairs (keys, then a lookup each; entries removed meanwhile are skipped). */
   entries(): Array<[Buffer, Buffer]>;
+  /**
+   * The values of an array map made with BPF_F_MMAPABLE, mapped read-only into this process: max_entries values,
+   * each valueSize rounded up to 8 bytes. Reading it is reading the map, no system call. The mapping outlives the
+   * object's close() (it then no longer changes) until the buffer is collected.
+   */
+  memory(): ArrayBuffer;
 }
 
 export interface NativeRingBuffer {
@@ -173,6 +179,8 @@ export interface NativeAddon {
    * less per call on this project's machine): the per-span path.
    */
   tcpInfoReader(out: Float64Array): (fd: number) => number;
+  /** The socket's cookie (getsockopt SO_COOKIE, which gives the socket one if it had none), or -errno. */
+  socketCookie(fd: number): number;
   /**
    * A function that returns the records (addresses and TCP_INFO) of the process's TCP sockets whose counters moved
    * since its previous call (every TCP socket, listening ones included, the first time), and of every listening

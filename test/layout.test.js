@@ -1,13 +1,13 @@
 'use strict';
-// src/bpf-layout.ts mirrors bpf/histogram.h and bpf/sockets.h: every size and offset must match the BTF that clang
+// src/bpf-layout.ts mirrors bpf/histogram.h, bpf/sockets.h and the other objects' headers: every size and offset must match the BTF that clang
 // wrote into the compiled object.
 const assert = require('assert');
 const path = require('path');
 const { execFileSync } = require('child_process');
 const { ROOT } = require('./support/harness');
-const { LAYOUTS, DNS_LAYOUTS, TLS_LAYOUTS, THREADPOOL_LAYOUTS, FILES_LAYOUTS, HIST_MAX_SLOTS } = require('../dist/bpf-layout');
+const { LAYOUTS, DNS_LAYOUTS, TLS_LAYOUTS, THREADPOOL_LAYOUTS, FILES_LAYOUTS, SPANS_LAYOUTS, HIST_MAX_SLOTS } = require('../dist/bpf-layout');
 
-const OBJECTS = ['sockets', 'runtime', 'dns', 'tls', 'budget', 'threadpool', 'files'].map(n => path.join(ROOT, 'bpf', 'build', `${n}.bpf.o`));
+const OBJECTS = ['sockets', 'runtime', 'dns', 'tls', 'budget', 'threadpool', 'files', 'spans'].map(n => path.join(ROOT, 'bpf', 'build', `${n}.bpf.o`));
 
 /** STRUCT name -> { size, members: { name: byte offset } } and DATASEC name -> { var: offset }, from bpftool. */
 function readBtf(file) {
@@ -30,7 +30,7 @@ describe('kernel/user-space layout', function () {
   const btfs = OBJECTS.map(readBtf);
   const structs = Object.assign({}, ...btfs.map(b => b.structs));
 
-  for (const layout of Object.values({ ...LAYOUTS, ...DNS_LAYOUTS, ...TLS_LAYOUTS, ...THREADPOOL_LAYOUTS, ...FILES_LAYOUTS })) {
+  for (const layout of Object.values({ ...LAYOUTS, ...DNS_LAYOUTS, ...TLS_LAYOUTS, ...THREADPOOL_LAYOUTS, ...FILES_LAYOUTS, ...SPANS_LAYOUTS })) {
     it(`struct ${layout.name}: size and every offset match the object's BTF`, () => {
       const btf = structs[layout.name];
       assert.ok(btf, `struct ${layout.name} is in none of ${OBJECTS.join(', ')}`);

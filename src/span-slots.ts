@@ -1,0 +1,162 @@
+/**
+ * TCP_INFO without a system call, for the span processor (src/spans.ts): bpf/spans.bpf.c copies the counters of each
+ * socket the processor follows into a slot of an array that this process maps into its memory, after every send and
+ * receive of the process on it. A reading is then a few loads, not a getsockopt (about 1.3 µs under load on the
+ * project's VM, the largest part of a span's cost: docs/benchmark.md).
+ *
+ * A slot holds the counters as of the socket's last send or receive, which is when they last changed for a span's
+ * purposes: the bytes the process wrote and read, and whatever arrived or was retransmitted before that. Readings
+ * from a slot and from getsockopt can follow one another on the same socket: both come from the same kernel
+ * counters, which only grow, and a slot is newer than the getsockopt that preceded its registration.
+ *
+ * Needs the sock_send_length and sock_recv_length tracepoints (Linux 6.3) and the privileges of the SDK's other
+ * programs; without them {@link SpanSlots.open} says why and the processor reads with getsockopt, as before.
+ */
+import * as path from 'path';
+import { SPAN_AFTER_RECV, SPAN_AFTER_SEND, SPANS_DEFAULT_SLOTS, SPANS_LAYOUTS } from './bpf-layout';
+import { detectCapabilities } from './capabilities';
+import { BPF_OBJECT_DIR, NativeAddon, NativeMap, NativeObject } from './native';
+import { setTarget } from './target';
+import { TCP_INFO } from './tcpinfo';
+
+export const SPANS_OBJECT = path.join(BPF_OBJECT_DIR, 'spans.bpf.o');
+
+const F = SPANS_LAYOUTS.span_slot.fields;
+/** A slot's fields as indices into a Uint32Array of the slots (the low word of a u64 field; its high word follows). */
+const W = {
+  SLOT: SPANS_LAYOUTS.span_slot.size / 4,
+  STATE: F.state.offset / 4,
+  COOKIE: F.cookie.offset / 4,
+  BYTES_SENT: F.bytes_sent.offset / 4,
+  BYTES_RETRANS: F.bytes_retrans.offset / 4,
+  BYTES_RECEIVED: F.bytes_received.offset / 4,
+  NOTSENT: F.notsent_bytes.offset / 4,
+  SRTT: F.srtt_us.offset / 4,
+  TOTAL_RETRANS: F.total_retrans.offset / 4,
+} as const;
+const HI = 2 ** 32;
+const AFTER = { send: SPAN_AFTER_SEND, recv: SPAN_AFTER_RECV, both: SPAN_AFTER_SEND | SPAN_AFTER_RECV } as const;
+
+/** Which calls of the process on a socket write its slot: the calls after which its spans' windows end. */
+export type SlotAfter = 'send' | 'recv' | 'both';
+
+/** A socket's place in the slots: its cookie (as two words, as the slot holds it) and its index. */
+export interface SlotHandle {
+  readonly index: number;
+  readonly after: SlotAfter;
+  readonly cookieLo: number;
+  readonly cookieHi: number;
+  readonly key: Buffer;
+}
+
+export class SpanSlots {
+  private readonly words: Uint32Array;
+  private readonly free: number[] = [];
+  private closed = false;
+  /**
+   * The programs attached so far: each when the first socket that needs it registers. A server's connections need
+   * only the copy after a send; the program after receives then never runs (it would cost every receive of the
+   * process a look-up, two per request: the read and the read that finds nothing more).
+   */
+  private readonly attached = { send: false, recv: false };
+
+  private constructor(
+    private readonly addon: NativeAddon,
+    private readonly obj: NativeObject,
+    private readonly sockets: NativeMap,
+    memory: ArrayBuffer,
+    slots: number,
+  ) {
+    this.words = new Uint32Array(memory);
+    for (let i = slots - 1; i >= 0; i--) this.free.push(i);
+  }
+
+  /**
+   * Loads bpf/spans.bpf.o, and checks that this kernel can attach its programs (the tracepoints are Linux 6.3+) by
+   * attaching one and detaching it; the reason as a string if this kernel or process cannot.
+   */
+  static open(addon: NativeAddon, objectPath = SPANS_OBJECT, slots = SPANS_DEFAULT_SLOTS): SpanSlots | string {
+    let obj: NativeObject | undefined;
+    try {
+      obj = addon.open(objectPath);
+      setTarget(obj, detectCapabilities());
+      obj.setMaxEntries('span_socks', slots);
+      obj.setMaxEntries('span_slots', slots);
+      obj.load();
+      obj.attach('span_send').destroy();
+      return new SpanSlots(addon, obj, obj.map('span_socks'), obj.map('span_slots').memory(), slots);
+    } catch (err) {
+      obj?.close();
+      return (err as Error).message;
+    }
+  }
+
+  /**
+   * Follows the socket on `fd`: its slot is written after each of its sends (`after` 'send'), receives ('recv') or
+   * both, from the next one on. Returns the slot, or undefined when none is free (or the socket has no cookie). Two
+   * system calls, once per socket.
+   */
+  register(fd: number, after: SlotAfter): SlotHandle | undefined {
+    if (this.closed || this.free.length === 0) return undefined;
+    if (after !== 'recv') this.attach('send');
+    if (after !== 'send') this.attach('recv');
+    const cookie = this.addon.socketCookie(fd);
+    if (cookie <= 0) return undefined;
+    const index = this.free.pop() as number;
+    const key = Buffer.alloc(8);
+    key.writeBigUInt64LE(BigInt(cookie));
+    try {
+      const value = Buffer.alloc(SPANS_LAYOUTS.span_sock.size);
+      value.writeUInt32LE(index, SPANS_LAYOUTS.span_sock.fields.slot.offset);
+      value.writeUInt32LE(AFTER[after], SPANS_LAYOUTS.span_sock.fields.after.offset);
+      this.sockets.update(key, value);
+    } catch (err) {
+      this.free.push(index);
+      throw err;
+    }
+    return { index, after, cookieLo: cookie % HI, cookieHi: Math.floor(cookie / HI), key };
+  }
+
+  private attach(op: 'send' | 'recv'): void {
+    if (this.attached[op]) return;
+    this.obj.attach(op === 'send' ? 'span_send' : 'span_recv');
+    this.attached[op] = true;
+  }
+
+  /** The socket closed: its slot is free again. */
+  release(handle: SlotHandle): void {
+    if (this.closed) return;
+    try {
+      this.sockets.delete(handle.key);
+    } finally {
+      // a slot still named by span_socks is never handed out again
+      this.free.push(handle.index);
+    }
+  }
+
+  /**
+   * Fills `out` (TCP_INFO_SLOTS doubles, as the addon's tcpInfoReader does) from the socket's slot; false when the
+   * slot has nothing of this socket yet (no send or receive since register()). Call it from the thread whose event
+   * loop owns the socket: the only thread whose system calls write its slot (bpf/spans.h).
+   */
+  read(handle: SlotHandle, out: Float64Array): boolean {
+    if (this.closed) return false; // the programs are detached: the slots no longer move
+    const w = this.words;
+    const b = handle.index * W.SLOT;
+    if (w[b + W.COOKIE] !== handle.cookieLo || w[b + W.COOKIE + 1] !== handle.cookieHi) return false;
+    out[TCP_INFO.STATE] = w[b + W.STATE];
+    out[TCP_INFO.BYTES_SENT] = w[b + W.BYTES_SENT] + w[b + W.BYTES_SENT + 1] * HI;
+    out[TCP_INFO.BYTES_RETRANS] = w[b + W.BYTES_RETRANS] + w[b + W.BYTES_RETRANS + 1] * HI;
+    out[TCP_INFO.BYTES_RECEIVED] = w[b + W.BYTES_RECEIVED] + w[b + W.BYTES_RECEIVED + 1] * HI;
+    out[TCP_INFO.NOTSENT_BYTES] = w[b + W.NOTSENT];
+    out[TCP_INFO.SRTT_US] = w[b + W.SRTT];
+    out[TCP_INFO.TOTAL_RETRANS] = w[b + W.TOTAL_RETRANS];
+    return true;
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.obj.closeInBackground(); // detaching a tracepoint's program waits for an RCU grace period
+  }
+}
