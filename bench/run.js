@@ -811,7 +811,7 @@ function report(result) {
     lines.push(
       `KernelSpanProcessor's own frames under load (perf samples of the tracing servers, bench/span-profile.js): ` +
         `${fmt(profiled.processorUsPerSpan.median, 2)} µs CPU per span (per round ${fmt(profiled.processorUsPerSpan.min, 2)}–${fmt(profiled.processorUsPerSpan.max, 2)}), ` +
-        `${pct(profiled.processorShare.median)} of the server's samples; of which the reading (the addon's getsockopt(TCP_INFO), N-API included) ` +
+        `${pct(profiled.processorShare.median)} of the server's samples; of which the reading (its read(): a slot of bpf/spans.bpf.c, or the addon's getsockopt(TCP_INFO) with N-API) ` +
         `${fmt(profiled.readingUsPerSpan.median, 2)} µs (${fmt(profiled.readingUsPerSpan.min, 2)}–${fmt(profiled.readingUsPerSpan.max, 2)}).`,
     );
   }

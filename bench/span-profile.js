@@ -5,11 +5,12 @@
 // spans per request, is its CPU per span: a figure that the difference between two modes' CPU per request (±10 %
 // of 120 µs between rounds on the project's VM) cannot resolve at a few µs.
 //
-// What counts as the processor: its JavaScript (dist/spans.js, dist/tcpinfo.js; the servers run with
-// --perf-basic-prof, so V8 names its compiled functions for perf) with everything it calls (the SDK's setAttributes,
-// the addon), and the addon's per-span reader (ReadTcpInfo, otel_read_tcp_info) with the getsockopt below it. Not
-// counted: Node's diagnostics-channel messages that exist because the processor subscribes, the garbage it leaves to
-// the collector, and the exporter's work for the four attributes.
+// What counts as the processor: its JavaScript (dist/spans.js, dist/span-slots.js, dist/tcpinfo.js; the servers run
+// with --perf-basic-prof, so V8 names its compiled functions for perf) with everything it calls (the SDK's
+// setAttributes, the addon), and the addon's per-span reader (ReadTcpInfo, otel_read_tcp_info) with the getsockopt
+// below it. Not counted: Node's diagnostics-channel messages that exist because the processor subscribes, the garbage
+// it leaves to the collector, the exporter's work for the four attributes, and the BPF programs of bpf/spans.bpf.c,
+// which run in the process's sends and receives (bench/run.js reports their run time per request beside).
 
 const { execSync, spawn } = require('node:child_process');
 const fs = require('node:fs');
@@ -17,9 +18,12 @@ const os = require('node:os');
 const path = require('node:path');
 const readline = require('node:readline');
 
-const PROCESSOR = /\/dist\/(?:spans|tcpinfo)\.js:|ReadTcpInfo|otel_read_tcp_info/;
-/** The reading alone: the addon's call (N-API) and the getsockopt(TCP_INFO) under it. */
-const READING = /ReadTcpInfo|otel_read_tcp_info/;
+const PROCESSOR = /\/dist\/(?:spans|span-slots|tcpinfo)\.js:|ReadTcpInfo|otel_read_tcp_info/;
+/**
+ * The reading alone: the processor's read() (a socket's slot, or the addon's getsockopt(TCP_INFO) with its N-API
+ * call, and the counters made of either), when V8 did not inline it into its caller, and those parts when it did.
+ */
+const READING = /JS:[*~^]?read \S*\/dist\/(?:spans|span-slots)\.js:|ReadTcpInfo|otel_read_tcp_info/;
 const FREQUENCY = 999;
 
 /** Whether perf records here. */

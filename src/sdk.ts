@@ -16,6 +16,7 @@ import type { ExportControl } from './export-native';
 import type { EbpfStatus } from './kernel';
 import type { KernelMetricProducer } from './producer';
 import type { Tracing } from './tracing';
+import type { TcpInfoReading } from './spans';
 
 // The pipeline's modules are required when start() or createMetricProducer() needs them, not when this module
 // loads: with OTEL_SDK_DISABLED=true, `register` loads none of them, and without tracing, nothing of tracing.
@@ -24,8 +25,11 @@ export interface EbpfHandle {
   /** What is attached, with which hook, and why anything is not. */
   status(): EbpfStatus & {
     exporter?: { protocol: string; endpoint?: string; thread?: ExportThread };
-    /** With OTEL_TRACES_EXPORTER=otlp: the span exporter's protocol and where it sends from. */
-    tracing?: { protocol: string; thread: 'main' | 'native' };
+    /**
+     * With OTEL_TRACES_EXPORTER=otlp: the span exporter's protocol and where it sends from, and how the span processor
+     * reads the kernel's per-connection counters (KernelSpanProcessor#reading).
+     */
+    tracing?: { protocol: string; thread: 'main' | 'native'; tcpInfo: TcpInfoReading };
   };
   /** Exports what the kernel has counted so far. Never rejects. */
   forceFlush(): Promise<void>;
@@ -318,7 +322,7 @@ export function start(options: StartOptions = {}): EbpfHandle {
     Promise.all([provider.forceFlush().catch(swallow('export')), tracing?.forceFlush().catch(swallow('span export'))]).then(() => {});
   const removeExitHooks = flushOnExit(forceFlush, shutdown, config.flushOnSignals, lastExport);
   return {
-    status: () => ({ ...telemetry.status(), exporter: config.metricsExporter === 'none' ? { protocol: 'none' } : { protocol: config.protocol, endpoint, thread: exportThread }, ...(tracing ? { tracing: { protocol: config.tracesProtocol, thread: tracing.thread } } : {}) }),
+    status: () => ({ ...telemetry.status(), exporter: config.metricsExporter === 'none' ? { protocol: 'none' } : { protocol: config.protocol, endpoint, thread: exportThread }, ...(tracing ? { tracing: { protocol: config.tracesProtocol, thread: tracing.thread, tcpInfo: { ...tracing.processor.reading } } } : {}) }),
     forceFlush,
     shutdown,
   };

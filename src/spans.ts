@@ -66,7 +66,8 @@ import type { GrpcCallSink, PeerCall } from './grpc';
 import { BpfError, loadAddon, NativeAddon } from './native';
 import { observeCalls } from './replace';
 import { SPAN_ATTRS } from './semconv';
-import { tcpCountersReader, TcpCounters } from './tcpinfo';
+import { SlotAfter, SlotHandle, SpanSlots } from './span-slots';
+import { countersOf, tcpCountersReader, TcpCounters, TCP_INFO_SLOTS } from './tcpinfo';
 import type { TlsCollector } from './tls';
 import { kernelSees, sources } from './active';
 
@@ -97,6 +98,8 @@ interface Connection {
   /** gRPC server: the connection carried a call already, and TCP_INFO after the last call's stream closed. */
   grpcServed?: boolean;
   quiet?: TcpCounters;
+  /** Its slot of the kernel's copies of TCP_INFO (src/span-slots.ts); null: asked for, none to be had. */
+  slot?: SlotHandle | null;
 }
 
 interface SpanState {
@@ -109,6 +112,12 @@ interface SpanState {
   grpc?: { call: PeerCall; startedAt: number };
   /** A lookup the span made itself, by dns.promises.lookup while it was active (gRPC's resolver), in ns. */
   dnsNs?: number;
+  /**
+   * The last call on the connection before the span's end, for its slot (src/span-slots.ts): an HTTP client span
+   * ends after it read its response ('recv'), a span of attachSocket() after either ('both'). gRPC spans read by
+   * getsockopt (none): HTTP/2 interleaves calls, and a call's span does not end after a call of its own.
+   */
+  after?: SlotAfter;
 }
 
 const CONNECTION = Symbol('otel-node-ebpf.connection');
@@ -150,6 +159,16 @@ function collector<T>(name: string): T | undefined {
   }
 }
 
+/** KernelSpanProcessor#reading. */
+export interface TcpInfoReading {
+  via: 'bpf' | 'getsockopt';
+  reason?: string;
+  /** Readings taken from a slot, without a system call. */
+  fromSlots: number;
+  /** Readings by getsockopt(TCP_INFO). */
+  byGetsockopt: number;
+}
+
 export interface KernelSpanProcessorOptions {
   /** Put nothing on spans (the processor stays in place, inert). Default false. */
   disabled?: boolean;
@@ -164,6 +183,15 @@ export interface HttpHooksConfig {
 export class KernelSpanProcessor implements SpanProcessor {
   private readonly addon?: NativeAddon;
   private readonly readCounters?: (fd: number) => TcpCounters | undefined;
+  /** The kernel's copies of TCP_INFO (src/span-slots.ts), read without a system call; see `reading`. */
+  private readonly slots?: SpanSlots;
+  private readonly slotScratch = new Float64Array(TCP_INFO_SLOTS);
+  /**
+   * How spans read TCP_INFO: from the slots that bpf/spans.bpf.c fills (`bpf`: Linux 6.3+, from the second span of a
+   * connection on) or only by getsockopt (`getsockopt`, with the reason the slots are not there); and how many
+   * readings each way took so far.
+   */
+  readonly reading: TcpInfoReading = { via: 'getsockopt', reason: 'the processor is disabled', fromSlots: 0, byGetsockopt: 0 };
   private readonly spans = new WeakMap<object, SpanState>();
   /** The HTTP request being dispatched right now, and its socket (see the file's comment). */
   private pending?: ServerMessage;
@@ -184,10 +212,18 @@ export class KernelSpanProcessor implements SpanProcessor {
     const addon = loadAddon();
     if (addon instanceof BpfError) {
       warnOnce(`kernel-enriched spans are off: ${addon.message}`, 'spans-addon');
+      this.reading.reason = addon.message;
       return;
     }
     this.addon = addon;
     this.readCounters = tcpCountersReader(addon);
+    const slots = SpanSlots.open(addon);
+    if (typeof slots === 'string') this.reading.reason = slots;
+    else {
+      this.slots = slots;
+      this.reading.via = 'bpf';
+      delete this.reading.reason;
+    }
     this.subscribe('http.server.request.start', m => {
       const message = m as Partial<ServerMessage>;
       this.pending = message.request && message.socket ? (message as ServerMessage) : undefined;
@@ -270,9 +306,46 @@ export class KernelSpanProcessor implements SpanProcessor {
     this.subscriptions.push([name, safe]);
   }
 
-  private read(socket: TrackedSocket): TcpCounters | undefined {
+  /**
+   * The socket's counters at the caller's moment, which comes right `after` a send or a receive of the process on it:
+   * from the socket's slot when it has one written after such calls, else by getsockopt. A connection gets a slot
+   * when it carries its second span (a keep-alive connection: the two system calls of SpanSlots.register() pay off
+   * from its third span on); a connection per request keeps one getsockopt per span. Without `after`, getsockopt.
+   */
+  private read(socket: TrackedSocket, after?: SlotAfter): TcpCounters | undefined {
+    const c = socket[CONNECTION];
+    const slot = c?.slot;
+    if (slot && (slot.after === after || slot.after === 'both') && socket._handle && this.slots?.read(slot, this.slotScratch)) {
+      this.reading.fromSlots++;
+      return countersOf(this.slotScratch);
+    }
     const fd = fdOf(socket);
-    return fd >= 0 && this.readCounters ? this.readCounters(fd) : undefined;
+    if (fd < 0 || !this.readCounters) return undefined;
+    const counters = this.readCounters(fd);
+    this.reading.byGetsockopt++;
+    if (after && c && c.slot === undefined && c.last && this.slots) this.follow(socket, c, fd, after);
+    return counters;
+  }
+
+  /** Gives the connection a slot, freed when its socket closes. */
+  private follow(socket: TrackedSocket, c: Connection, fd: number, after: SlotAfter): void {
+    c.slot = null;
+    const slots = this.slots as SpanSlots;
+    try {
+      const handle = slots.register(fd, after);
+      if (!handle) return;
+      c.slot = handle;
+      socket.once('close', () => {
+        c.slot = null;
+        try {
+          slots.release(handle);
+        } catch (err) {
+          warnOnce(`kernel-enriched spans: ${(err as Error).message}`, 'spans-release');
+        }
+      });
+    } catch (err) {
+      warnOnce(`kernel-enriched spans: ${(err as Error).message}`, 'spans-register');
+    }
   }
 
   /** Follows a client connection's setup: its lookup, connect and TLS handshake. Once per connection. */
@@ -300,7 +373,7 @@ export class KernelSpanProcessor implements SpanProcessor {
       state.base = ZERO;
       state.setup = this.trackSetup(socket);
     } else {
-      state.base = this.read(socket);
+      state.base = this.read(socket, state.after);
     }
   }
 
@@ -311,7 +384,7 @@ export class KernelSpanProcessor implements SpanProcessor {
   attachSocket(span: Span | import('@opentelemetry/api').Span, socket: Socket): void {
     if (!this.addon) return;
     try {
-      const state: SpanState = {};
+      const state: SpanState = { after: 'both' };
       this.spans.set(span, state);
       this.onClientSocket(state, socket);
     } catch (err) {
@@ -327,7 +400,7 @@ export class KernelSpanProcessor implements SpanProcessor {
     if (!this.addon) return;
     try {
       if (request instanceof ClientRequest) {
-        const state: SpanState = {};
+        const state: SpanState = { after: 'recv' };
         this.spans.set(span, state);
         if (request.socket) this.onClientSocket(state, request.socket);
         else request.once('socket', (socket: Socket) => this.onClientSocket(state, socket));
@@ -433,7 +506,7 @@ export class KernelSpanProcessor implements SpanProcessor {
     const span = request[SERVER_SPAN];
     if (!span) return;
     request[SERVER_SPAN] = undefined;
-    const end = span.isRecording() ? this.read(socket) : undefined;
+    const end = span.isRecording() ? this.read(socket, 'send') : undefined;
     if (!end) return;
     const c = connectionOf(socket);
     const attrs: Record<string, number> = {};
@@ -458,7 +531,7 @@ export class KernelSpanProcessor implements SpanProcessor {
     if (state.grpc && !state.socket) this.grpcConnection(state, state.grpc);
     const socket = state.socket as TrackedSocket | undefined;
     if (!socket) return;
-    const end = this.read(socket);
+    const end = this.read(socket, state.after);
     const attrs: Record<string, number> = {};
     if (end) {
       putTcpAttributes(attrs, end, state.base);
@@ -485,6 +558,7 @@ export class KernelSpanProcessor implements SpanProcessor {
   }
 
   shutdown(): Promise<void> {
+    this.slots?.close();
     for (const [name, handler] of this.subscriptions.splice(0)) dc.unsubscribe(name, handler);
     this.peers?.close();
     this.peers = undefined;

@@ -132,7 +132,12 @@ describe('kernel-enriched spans (HTTP client and server, OTLP traces)', function
         const r = await runApp({ requests: [{ body: 1_234_567, reply: 765_432 }] });
         const [line] = ok(r);
         // the spans left from the addon's thread (OTEL_NODE_EBPF_EXPORT_THREAD=native, the default)
-        assert.deepStrictEqual(r.lines.find(l => l.done).done.tracing, { protocol: 'http/protobuf', thread: 'native' });
+        // one reading each by getsockopt: a connection gets a slot of bpf/spans.bpf.c at its second span
+        assert.deepStrictEqual(r.lines.find(l => l.done).done.tracing, {
+          protocol: 'http/protobuf',
+          thread: 'native',
+          tcpInfo: { via: 'bpf', fromSlots: 0, byGetsockopt: 2 },
+        });
         assert.ok(line.written > 1_234_567 && line.read > 765_432, JSON.stringify(line)); // body + headers
         const { client, server } = assertBytes(spansOf(r), line);
         // the client opened the connection during its span: its TCP handshake, within the span
@@ -150,6 +155,20 @@ describe('kernel-enriched spans (HTTP client and server, OTLP traces)', function
         assertBytes(spans, first);
         const { client } = assertBytes(spans, second);
         assert.strictEqual(client.attributes['tcp.connect.duration'], undefined, 'the connection was opened by the first request');
+      });
+
+      it('five requests on one keep-alive connection: from the second on, the spans read the kernel\'s slots (no system call), each exact', async () => {
+        const sizes = [[3000, 5000], [700, 90_000], [1, 1], [250_000, 12], [64, 300_000]];
+        const r = await runApp({ requests: sizes.map(([body, reply]) => ({ body, reply })) });
+        const lines = ok(r);
+        const spans = spansOf(r);
+        for (const line of lines) assertBytes(spans, line);
+        assert.ok(lines.slice(1).every(l => l.reused && l.localPort === lines[0].localPort), JSON.stringify(lines));
+        // Each socket (the client's, the server's) gets its slot when its second span reads it by getsockopt. Server
+        // spans read once (at the response's end): getsockopt for requests 0 and 1, slots for 2-4. Client spans read at
+        // the start (request 0: none, its connection was opening) and the end: getsockopt for 0's end and 1's start,
+        // slots for the other seven (the slot is written by the request's own send).
+        assert.deepStrictEqual(r.lines.find(l => l.done).done.tracing.tcpInfo, { via: 'bpf', fromSlots: 10, byGetsockopt: 4 });
       });
 
       it('process.exit() right after the requests: the spans not exported yet leave from the exit event, with their attributes, the exit code kept', async () => {
