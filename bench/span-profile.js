@@ -23,7 +23,8 @@ const PROCESSOR = /\/dist\/(?:spans|span-slots|tcpinfo)\.js:|ReadTcpInfo|otel_re
  * The reading alone: the processor's read() (a socket's slot, or the addon's getsockopt(TCP_INFO) with its N-API
  * call, and the counters made of either), when V8 did not inline it into its caller, and those parts when it did.
  */
-const READING = /JS:[*~^]?read \S*\/dist\/(?:spans|span-slots)\.js:|ReadTcpInfo|otel_read_tcp_info/;
+// V8 marks a function's tier before its name (`JS:*read`; node 24: `JS:*'read`)
+const READING = /JS:\W*read \S*\/dist\/(?:spans|span-slots)\.js:|ReadTcpInfo|otel_read_tcp_info/;
 const FREQUENCY = 999;
 
 /** Whether perf records here. */

@@ -55,8 +55,8 @@ export class SpanSlots {
   private closed = false;
   /**
    * The programs attached so far: each when the first socket that needs it registers. A server's connections need
-   * only the copy after a send; the program after receives then never runs (it would cost every receive of the
-   * process a look-up, two per request: the read and the read that finds nothing more).
+   * only the copy after a send; the program after receives then never runs (it would cost every receive on the
+   * machine the process check, and every receive of this process a look-up).
    */
   private readonly attached = { send: false, recv: false };
 
@@ -126,12 +126,8 @@ export class SpanSlots {
   /** The socket closed: its slot is free again. */
   release(handle: SlotHandle): void {
     if (this.closed) return;
-    try {
-      this.sockets.delete(handle.key);
-    } finally {
-      // a slot still named by span_socks is never handed out again
-      this.free.push(handle.index);
-    }
+    this.sockets.delete(handle.key); // if this throws, the slot is never handed out again: span_socks still names it
+    this.free.push(handle.index);
   }
 
   /**
