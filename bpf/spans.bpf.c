@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0 OR Apache-2.0
 /*
  * The TCP_INFO counters of the sockets that kernel-enriched spans follow (src/spans.ts), kept where user space reads
- * them without a system call: after every send and receive of the process on such a socket, its slot of span_slots,
- * an array user space maps into its memory (BPF_F_MMAPABLE), holds what getsockopt(TCP_INFO) would return then.
+ * them without a system call: after the process's sends and/or receives on such a socket (span_sock.after), its slot
+ * of span_slots, an array user space maps into its memory (BPF_F_MMAPABLE), holds the counters that
+ * getsockopt(TCP_INFO) returns then.
  *
  * Hooks: raw_tp/sock_send_length and raw_tp/sock_recv_length (Linux 6.3+), which run after every sendmsg and
  * recvmsg of every process on the machine, and return at once for other processes. Unlike bpf/sockets.bpf.c, which
