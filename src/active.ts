@@ -3,10 +3,12 @@
  * its own, so that start() does not load the span processor (and OpenTelemetry's instrumentation package) when
  * tracing is off.
  */
+import type { Capabilities } from './capabilities';
 
-/** Where DNS and TLS records come from. */
+/** Where DNS and TLS records come from, and what the process may do (detected once, at start). */
 export interface RecordSources {
   collectorsByName(): Map<string, unknown>;
+  readonly caps: Capabilities;
 }
 
 export let sources: RecordSources | undefined;

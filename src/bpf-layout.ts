@@ -619,3 +619,11 @@ export const SPANS_LAYOUTS = {
     },
   },
 } as const satisfies Record<string, StructLayout>;
+
+/** A span_socks value: the socket's slot, and which calls write it (SPAN_AFTER_* bits). */
+export function encodeSpanSock(slot: number, after: number): Buffer {
+  const b = Buffer.alloc(SPANS_LAYOUTS.span_sock.size);
+  b.writeUInt32LE(slot, SPANS_LAYOUTS.span_sock.fields.slot.offset);
+  b.writeUInt32LE(after, SPANS_LAYOUTS.span_sock.fields.after.offset);
+  return b;
+}

@@ -1,10 +1,10 @@
 /**
  * TCP_INFO without a system call, for the span processor (src/spans.ts): bpf/spans.bpf.c copies the counters of each
- * socket the processor follows into a slot of an array that this process maps into its memory, after every send and
- * receive of the process on it. A reading is then a few loads, not a getsockopt (about 1.3 µs under load on the
+ * socket the processor follows into a slot of an array that this process maps into its memory, after the process's
+ * sends and/or receives on it (SlotAfter). A reading is then a few loads, not a getsockopt (about 1.3 µs under load on the
  * project's VM, the largest part of a span's cost: docs/benchmark.md).
  *
- * A slot holds the counters as of the socket's last send or receive, which is when they last changed for a span's
+ * A slot holds the counters as of the socket's last such call, which is when they last changed for a span's
  * purposes: the bytes the process wrote and read, and whatever arrived or was retransmitted before that. Readings
  * from a slot and from getsockopt can follow one another on the same socket: both come from the same kernel
  * counters, which only grow, and a slot is newer than the getsockopt that preceded its registration.
@@ -13,10 +13,10 @@
  * programs; without them {@link SpanSlots.open} says why and the processor reads with getsockopt, as before.
  */
 import * as path from 'path';
-import { SPAN_AFTER_RECV, SPAN_AFTER_SEND, SPANS_DEFAULT_SLOTS, SPANS_LAYOUTS } from './bpf-layout';
-import { detectCapabilities } from './capabilities';
+import { encodeSpanSock, SPAN_AFTER_RECV, SPAN_AFTER_SEND, SPANS_DEFAULT_SLOTS, SPANS_LAYOUTS } from './bpf-layout';
+import type { Capabilities } from './capabilities';
 import { BPF_OBJECT_DIR, NativeAddon, NativeMap, NativeObject } from './native';
-import { setTarget } from './target';
+import { setTarget, u64 } from './target';
 import { TCP_INFO } from './tcpinfo';
 
 export const SPANS_OBJECT = path.join(BPF_OBJECT_DIR, 'spans.bpf.o');
@@ -75,11 +75,11 @@ export class SpanSlots {
    * Loads bpf/spans.bpf.o, and checks that this kernel can attach its programs (the tracepoints are Linux 6.3+) by
    * attaching one and detaching it; the reason as a string if this kernel or process cannot.
    */
-  static open(addon: NativeAddon, objectPath = SPANS_OBJECT, slots = SPANS_DEFAULT_SLOTS): SpanSlots | string {
+  static open(addon: NativeAddon, caps: Capabilities, objectPath = SPANS_OBJECT, slots = SPANS_DEFAULT_SLOTS): SpanSlots | string {
     let obj: NativeObject | undefined;
     try {
       obj = addon.open(objectPath);
-      setTarget(obj, detectCapabilities());
+      setTarget(obj, caps);
       obj.setMaxEntries('span_socks', slots);
       obj.setMaxEntries('span_slots', slots);
       obj.load();
@@ -103,13 +103,9 @@ export class SpanSlots {
     const cookie = this.addon.socketCookie(fd);
     if (cookie <= 0) return undefined;
     const index = this.free.pop() as number;
-    const key = Buffer.alloc(8);
-    key.writeBigUInt64LE(BigInt(cookie));
+    const key = u64(BigInt(cookie));
     try {
-      const value = Buffer.alloc(SPANS_LAYOUTS.span_sock.size);
-      value.writeUInt32LE(index, SPANS_LAYOUTS.span_sock.fields.slot.offset);
-      value.writeUInt32LE(AFTER[after], SPANS_LAYOUTS.span_sock.fields.after.offset);
-      this.sockets.update(key, value);
+      this.sockets.update(key, encodeSpanSock(index, AFTER[after]));
     } catch (err) {
       this.free.push(index);
       throw err;

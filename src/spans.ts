@@ -70,6 +70,7 @@ import { SlotAfter, SlotHandle, SpanSlots } from './span-slots';
 import { countersOf, tcpCountersReader, TcpCounters, TCP_INFO_SLOTS } from './tcpinfo';
 import type { TlsCollector } from './tls';
 import { kernelSees, sources } from './active';
+import { detectCapabilities } from './capabilities';
 
 /** What an observer of a wrapped core function does when it fails: say it once; the call itself went through. */
 const failed = (what: string) => (err: unknown) => warnOnce(`kernel-enriched spans: ${what}: ${(err as Error).message}`, `spans-${what}`);
@@ -217,7 +218,8 @@ export class KernelSpanProcessor implements SpanProcessor {
     }
     this.addon = addon;
     this.readCounters = tcpCountersReader(addon);
-    const slots = SpanSlots.open(addon);
+    // the running telemetry's capabilities (register starts it before tracing); detected here otherwise
+    const slots = SpanSlots.open(addon, sources?.caps ?? detectCapabilities());
     if (typeof slots === 'string') this.reading.reason = slots;
     else {
       this.slots = slots;

@@ -7,6 +7,7 @@ const net = require('net');
 const { CI } = require('./support/harness');
 const { loadAddon, BpfError } = require('../dist/native');
 const { SpanSlots } = require('../dist/span-slots');
+const { detectCapabilities } = require('../dist/capabilities');
 const { TCP_INFO, TCP_INFO_SLOTS } = require('../dist/tcpinfo');
 
 const FIELDS = ['STATE', 'BYTES_SENT', 'BYTES_RETRANS', 'BYTES_RECEIVED', 'NOTSENT_BYTES', 'TOTAL_RETRANS'];
@@ -21,7 +22,7 @@ describe('span slots (bpf/spans.bpf.c): TCP_INFO without a system call', functio
     }
     addon = loadAddon();
     if (addon instanceof BpfError) throw addon;
-    slots = SpanSlots.open(addon);
+    slots = SpanSlots.open(addon, detectCapabilities());
     // this project's kernel (6.18) has the tracepoints: under CI a refusal is a failure
     if (typeof slots === 'string') throw new Error(`SpanSlots.open: ${slots}`);
   });
