@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0 OR Apache-2.0
 /*
  * The TCP_INFO counters of the sockets that kernel-enriched spans follow (src/spans.ts), kept where user space reads
- * them without a system call: after the process's sends and/or receives on such a socket (span_sock.after), its slot
+ * them without a system call: after the process's sends and/or receives on such a socket (span_slot.after), its slot
  * of span_slots, an array user space maps into its memory (BPF_F_MMAPABLE), holds the counters that
  * getsockopt(TCP_INFO) returns then.
  *
@@ -11,9 +11,14 @@
  * tracepoints the span processor reads TCP_INFO with getsockopt instead.
  *
  * User space chooses the sockets: it asks for a socket's cookie (SO_COOKIE, which also makes the kernel give the
- * socket one), puts cookie -> { slot, after } into span_socks, and takes the entry out when the socket closes.
- * `after` says which calls write the slot: a span's window ends after a send on an HTTP server's connection (its
- * response) and after a receive on a client's (the response read), so each connection pays for one copy per request.
+ * socket one) and, if the socket's slot (a hash of the cookie) is free, writes the cookie and `after` into it
+ * through its own mapping of span_slots; it clears the key when the socket closes. A socket whose slot another one
+ * holds keeps getsockopt. `after` says which calls write the slot: a span's window ends after a send on an HTTP
+ * server's connection (its response) and after a receive on a client's (the response read), so each connection pays
+ * for one copy per request.
+ *
+ * The slot is found by arithmetic, not by a hash map: under load a hash map look-up here cost about 330 ns per
+ * request, more than the copy itself (docs/benchmark.md).
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -24,12 +29,8 @@
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, SPANS_DEFAULT_SLOTS);
-	__type(key, __u64);   /* socket cookie */
-	__type(value, struct span_sock);
-} span_socks SEC(".maps");
+/* 64 - log2(max_entries of span_slots): a slot index is the top bits of the cookie's hash. Set by user space. */
+const volatile __u32 slot_shift = 64 - 12;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -43,8 +44,7 @@ static __always_inline void snapshot(struct sock *sk, __u32 op)
 {
 	struct tcp_sock *tp = (struct tcp_sock *)sk;
 	struct span_slot *s;
-	struct span_sock *v;
-	__u32 write_seq, snd_nxt;
+	__u32 write_seq, snd_nxt, index;
 	__u64 cookie;
 
 	if (!is_target())
@@ -53,11 +53,9 @@ static __always_inline void snapshot(struct sock *sk, __u32 op)
 	cookie = BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
 	if (!cookie)
 		return;
-	v = bpf_map_lookup_elem(&span_socks, &cookie);
-	if (!v || !(v->after & op))
-		return;
-	s = bpf_map_lookup_elem(&span_slots, &v->slot);
-	if (!s)
+	index = (cookie * SPAN_SLOT_HASH) >> slot_shift;
+	s = bpf_map_lookup_elem(&span_slots, &index);
+	if (!s || s->key != cookie || !(s->after & op))
 		return;
 	s->cookie = cookie;
 	s->state = BPF_CORE_READ(sk, __sk_common.skc_state);

@@ -589,41 +589,28 @@ export function decodeTlsEvent(b: Buffer): TlsEvent {
 
 /** Mirrors bpf/spans.h. */
 export const SPANS_DEFAULT_SLOTS = 4096;
+/** A socket's slot: the top log2(slots) bits of (cookie * SPAN_SLOT_HASH) mod 2^64. */
+export const SPAN_SLOT_HASH = 0x9e3779b97f4a7c15n;
 
 export const SPAN_AFTER_SEND = 1;
 export const SPAN_AFTER_RECV = 2;
 
 export const SPANS_LAYOUTS = {
-  span_sock: {
-    name: 'span_sock',
-    size: 8,
-    fields: {
-      slot: { offset: 0, type: 'u32' },
-      after: { offset: 4, type: 'u32' },
-    },
-  },
   span_slot: {
     name: 'span_slot',
     size: 64,
     fields: {
-      state: { offset: 0, type: 'u32' },
-      pad0: { offset: 4, type: 'u32' },
-      cookie: { offset: 8, type: 'u64' },
-      bytes_sent: { offset: 16, type: 'u64' },
-      bytes_retrans: { offset: 24, type: 'u64' },
-      bytes_received: { offset: 32, type: 'u64' },
-      notsent_bytes: { offset: 40, type: 'u32' },
-      srtt_us: { offset: 44, type: 'u32' },
-      total_retrans: { offset: 48, type: 'u32' },
-      pad: { offset: 52, type: 'bytes' },
+      key: { offset: 0, type: 'u64' },
+      after: { offset: 8, type: 'u32' },
+      state: { offset: 12, type: 'u32' },
+      cookie: { offset: 16, type: 'u64' },
+      bytes_sent: { offset: 24, type: 'u64' },
+      bytes_retrans: { offset: 32, type: 'u64' },
+      bytes_received: { offset: 40, type: 'u64' },
+      notsent_bytes: { offset: 48, type: 'u32' },
+      srtt_us: { offset: 52, type: 'u32' },
+      total_retrans: { offset: 56, type: 'u32' },
+      pad: { offset: 60, type: 'u32' },
     },
   },
 } as const satisfies Record<string, StructLayout>;
-
-/** A span_socks value: the socket's slot, and which calls write it (SPAN_AFTER_* bits). */
-export function encodeSpanSock(slot: number, after: number): Buffer {
-  const b = Buffer.alloc(SPANS_LAYOUTS.span_sock.size);
-  b.writeUInt32LE(slot, SPANS_LAYOUTS.span_sock.fields.slot.offset);
-  b.writeUInt32LE(after, SPANS_LAYOUTS.span_sock.fields.after.offset);
-  return b;
-}

@@ -2,7 +2,8 @@
  * TCP_INFO without a system call, for the span processor (src/spans.ts): bpf/spans.bpf.c copies the counters of each
  * socket the processor follows into a slot of an array that this process maps into its memory, after the process's
  * sends and/or receives on it (SlotAfter). A reading is then a few loads, not a getsockopt (about 1.3 µs under load on the
- * project's VM, the largest part of a span's cost: docs/benchmark.md).
+ * project's VM, the largest part of a span's cost: docs/benchmark.md). A socket's slot is a hash of its cookie
+ * (bpf/spans.h); this process claims it by writing the cookie into it, through a writable mapping of the array.
  *
  * A slot holds the counters as of the socket's last such call, which is when they last changed for a span's
  * purposes: the bytes the process wrote and read, and whatever arrived or was retransmitted before that. Readings
@@ -13,10 +14,10 @@
  * programs; without them {@link SpanSlots.open} says why and the processor reads with getsockopt, as before.
  */
 import * as path from 'path';
-import { encodeSpanSock, SPAN_AFTER_RECV, SPAN_AFTER_SEND, SPANS_DEFAULT_SLOTS, SPANS_LAYOUTS } from './bpf-layout';
+import { SPAN_AFTER_RECV, SPAN_AFTER_SEND, SPAN_SLOT_HASH, SPANS_DEFAULT_SLOTS, SPANS_LAYOUTS } from './bpf-layout';
 import type { Capabilities } from './capabilities';
-import { BPF_OBJECT_DIR, NativeAddon, NativeMap, NativeObject } from './native';
-import { setTarget, u64 } from './target';
+import { BPF_OBJECT_DIR, NativeAddon, NativeObject } from './native';
+import { setTarget, u32 } from './target';
 import { TCP_INFO } from './tcpinfo';
 
 export const SPANS_OBJECT = path.join(BPF_OBJECT_DIR, 'spans.bpf.o');
@@ -25,6 +26,7 @@ const F = SPANS_LAYOUTS.span_slot.fields;
 /** A slot's fields as indices into a Uint32Array of the slots (the low word of a u64 field; its high word follows). */
 const W = {
   SLOT: SPANS_LAYOUTS.span_slot.size / 4,
+  AFTER: F.after.offset / 4,
   STATE: F.state.offset / 4,
   COOKIE: F.cookie.offset / 4,
   BYTES_SENT: F.bytes_sent.offset / 4,
@@ -35,6 +37,8 @@ const W = {
   TOTAL_RETRANS: F.total_retrans.offset / 4,
 } as const;
 const HI = 2 ** 32;
+/** A slot's key as an index into a BigUint64Array of the slots: written as one 8-byte store. */
+const KEY = { SLOT: SPANS_LAYOUTS.span_slot.size / 8, KEY: F.key.offset / 8 } as const;
 const AFTER = { send: SPAN_AFTER_SEND, recv: SPAN_AFTER_RECV, both: SPAN_AFTER_SEND | SPAN_AFTER_RECV } as const;
 
 /** Which calls of the process on a socket write its slot: the calls after which its spans' windows end. */
@@ -46,12 +50,13 @@ export interface SlotHandle {
   readonly after: SlotAfter;
   readonly cookieLo: number;
   readonly cookieHi: number;
-  readonly key: Buffer;
 }
 
 export class SpanSlots {
   private readonly words: Uint32Array;
-  private readonly free: number[] = [];
+  private readonly keys: BigUint64Array;
+  /** 64 - log2(slots): a cookie's slot is the top bits of its hash (bpf/spans.h). */
+  private readonly shift: bigint;
   private closed = false;
   /**
    * The programs attached so far: each when the first socket that needs it registers. A server's connections need
@@ -63,54 +68,60 @@ export class SpanSlots {
   private constructor(
     private readonly addon: NativeAddon,
     private readonly obj: NativeObject,
-    private readonly sockets: NativeMap,
     memory: ArrayBuffer,
-    slots: number,
+    shift: number,
   ) {
     this.words = new Uint32Array(memory);
-    for (let i = slots - 1; i >= 0; i--) this.free.push(i);
+    this.keys = new BigUint64Array(memory);
+    this.shift = BigInt(shift);
   }
 
   /**
-   * Loads bpf/spans.bpf.o, and checks that this kernel can attach its programs (the tracepoints are Linux 6.3+) by
-   * attaching one and detaching it; the reason as a string if this kernel or process cannot.
+   * Loads bpf/spans.bpf.o with `slots` slots (a power of two), and checks that this kernel can attach its programs
+   * (the tracepoints are Linux 6.3+) by attaching one and detaching it; the reason as a string if this kernel or
+   * process cannot.
    */
   static open(addon: NativeAddon, caps: Capabilities, objectPath = SPANS_OBJECT, slots = SPANS_DEFAULT_SLOTS): SpanSlots | string {
+    if (!Number.isInteger(slots) || slots < 2 || slots > 2 ** 31 || (slots & (slots - 1)) !== 0) return `span slots: ${slots} is not a power of two from 2 to 2^31`;
+    const shift = 64 - Math.log2(slots);
     let obj: NativeObject | undefined;
     try {
       obj = addon.open(objectPath);
       setTarget(obj, caps);
-      obj.setMaxEntries('span_socks', slots);
+      obj.setGlobal('slot_shift', u32(shift));
       obj.setMaxEntries('span_slots', slots);
       obj.load();
       obj.attach('span_send').destroy();
-      return new SpanSlots(addon, obj, obj.map('span_socks'), obj.map('span_slots').memory(), slots);
+      return new SpanSlots(addon, obj, obj.map('span_slots').memory(true), shift);
     } catch (err) {
       obj?.close();
       return (err as Error).message;
     }
   }
 
+  /** The slot of the socket with this cookie, as bpf/spans.bpf.c finds it. */
+  slotOf(cookie: number): number {
+    return Number(BigInt.asUintN(64, BigInt(cookie) * SPAN_SLOT_HASH) >> this.shift);
+  }
+
   /**
    * Follows the socket on `fd`: its slot is written after each of its sends (`after` 'send'), receives ('recv') or
-   * both, from the next one on. Returns the slot, or undefined when none is free (or the socket has no cookie). Two
-   * system calls, once per socket.
+   * both, from the next one on. Returns the slot, or undefined when another socket holds it (or the socket has no
+   * cookie): the caller reads that socket with getsockopt. One system call (SO_COOKIE), once per socket.
    */
   register(fd: number, after: SlotAfter): SlotHandle | undefined {
-    if (this.closed || this.free.length === 0) return undefined;
-    if (after !== 'recv') this.attach('send');
-    if (after !== 'send') this.attach('recv');
+    if (this.closed) return undefined;
     const cookie = this.addon.socketCookie(fd);
     if (cookie <= 0) return undefined;
-    const index = this.free.pop() as number;
-    const key = u64(BigInt(cookie));
-    try {
-      this.sockets.update(key, encodeSpanSock(index, AFTER[after]));
-    } catch (err) {
-      this.free.push(index);
-      throw err;
-    }
-    return { index, after, cookieLo: cookie % HI, cookieHi: Math.floor(cookie / HI), key };
+    const index = this.slotOf(cookie);
+    const key = index * KEY.SLOT + KEY.KEY;
+    if (this.keys[key] !== 0n) return undefined;
+    if (after !== 'recv') this.attach('send');
+    if (after !== 'send') this.attach('recv');
+    // `after` before the key: the program reads a slot only once its key is this socket's
+    this.words[index * W.SLOT + W.AFTER] = AFTER[after];
+    this.keys[key] = BigInt(cookie);
+    return { index, after, cookieLo: cookie % HI, cookieHi: Math.floor(cookie / HI) };
   }
 
   private attach(op: 'send' | 'recv'): void {
@@ -121,9 +132,8 @@ export class SpanSlots {
 
   /** The socket closed: its slot is free again. */
   release(handle: SlotHandle): void {
-    if (this.closed) return;
-    this.sockets.delete(handle.key); // if this throws, the slot is never handed out again: span_socks still names it
-    this.free.push(handle.index);
+    const key = handle.index * KEY.SLOT + KEY.KEY;
+    if (this.keys[key] === BigInt(handle.cookieLo + handle.cookieHi * HI)) this.keys[key] = 0n;
   }
 
   /**

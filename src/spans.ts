@@ -311,8 +311,9 @@ export class KernelSpanProcessor implements SpanProcessor {
   /**
    * The socket's counters at the caller's moment, which comes right `after` a send or a receive of the process on it:
    * from the socket's slot when it has one written after such calls, else by getsockopt. A connection gets a slot
-   * when it carries its second span (a keep-alive connection: the two system calls of SpanSlots.register() pay off
-   * from its third span on); a connection per request keeps one getsockopt per span. Without `after`, getsockopt.
+   * when it carries its second span (a keep-alive connection: the system call of SpanSlots.register() pays off from
+   * its third span on) and its slot is free; a connection per request keeps one getsockopt per span, as does one
+   * whose slot another connection holds. Without `after`, getsockopt.
    */
   private read(socket: TrackedSocket, after?: SlotAfter): TcpCounters | undefined {
     const c = socket[CONNECTION];

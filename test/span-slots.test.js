@@ -14,7 +14,8 @@ const FIELDS = ['STATE', 'BYTES_SENT', 'BYTES_RETRANS', 'BYTES_RECEIVED', 'NOTSE
 const pick = info => Object.fromEntries(FIELDS.map(f => [f, info[TCP_INFO[f]]]));
 
 describe('span slots (bpf/spans.bpf.c): TCP_INFO without a system call', function () {
-  let addon, slots, server;
+  let addon, slots;
+  const servers = [];
   before(function () {
     if (process.getuid() !== 0) {
       if (CI) throw new Error('these tests need root (BPF); CI runs as root');
@@ -28,12 +29,13 @@ describe('span slots (bpf/spans.bpf.c): TCP_INFO without a system call', functio
   });
   after(() => {
     if (slots && typeof slots !== 'string') slots.close();
-    server?.close();
+    for (const server of servers) server.close();
   });
 
   /** A loopback connection: [this process's client socket, the server's socket], both open. */
   async function pair() {
-    server = net.createServer();
+    const server = net.createServer();
+    servers.push(server);
     const accepted = new Promise(resolve => server.once('connection', resolve));
     await new Promise(resolve => server.listen(0, '127.0.0.1', resolve));
     const client = net.connect(server.address().port, '127.0.0.1');
@@ -99,5 +101,47 @@ describe('span slots (bpf/spans.bpf.c): TCP_INFO without a system call', functio
     slots.release(handle);
     client.destroy();
     peer.destroy();
+  });
+
+  it('a socket whose slot another socket holds is not followed, and leaves that slot alone; once released, the slot is its', async () => {
+    // two slots: of three sockets, at least two hash to the same slot (bpf/spans.h)
+    const small = SpanSlots.open(addon, detectCapabilities(), undefined, 2);
+    if (typeof small === 'string') throw new Error(`SpanSlots.open: ${small}`);
+    const sockets = [];
+    try {
+      for (let i = 0; i < 3; i++) sockets.push(...(await pair()));
+      const clients = [sockets[0], sockets[2], sockets[4]];
+      const bySlot = new Map();
+      let holder, other;
+      for (const c of clients) {
+        const slot = small.slotOf(addon.socketCookie(c._handle.fd));
+        if (bySlot.has(slot)) [holder, other] = [bySlot.get(slot), c];
+        else bySlot.set(slot, c);
+      }
+      const held = small.register(holder._handle.fd, 'send');
+      assert.ok(held, 'the first socket of the slot gets it');
+      assert.strictEqual(small.register(other._handle.fd, 'send'), undefined, 'the second does not');
+      const fromSlot = new Float64Array(TCP_INFO_SLOTS);
+      holder.write(Buffer.alloc(300));
+      other.write(Buffer.alloc(7000));
+      await settle();
+      assert.ok(small.read(held, fromSlot));
+      assert.strictEqual(fromSlot[TCP_INFO.BYTES_SENT], 300, "the other socket's send did not write the holder's slot");
+
+      small.release(held);
+      const taken = small.register(other._handle.fd, 'send');
+      assert.ok(taken, 'released, the slot is free');
+      assert.strictEqual(taken.index, held.index);
+      assert.strictEqual(small.read(taken, fromSlot), false, 'the counters there are still the previous socket\'s');
+      holder.write(Buffer.alloc(5));
+      other.write(Buffer.alloc(1));
+      await settle();
+      assert.ok(small.read(taken, fromSlot));
+      assert.strictEqual(fromSlot[TCP_INFO.BYTES_SENT], 7001);
+      small.release(taken);
+    } finally {
+      small.close();
+      for (const s of sockets) s.destroy();
+    }
   });
 });
