@@ -58,7 +58,12 @@ const TARGETS = {
   p99Ratio: 1.03, // on/off, at most
   kernelNsPerRequest: 300, // at most
   rssAddedMB: 15, // at most
+  // kernel-enriched spans (the tracing mode, profiled): reading a span's kernel state, µs per span, at most
+  kernelStateUsPerSpan: 2,
 };
+
+/** The programs of bpf/spans.bpf.c (kernel-enriched spans), whose run time is part of a span's reading. */
+const SPAN_PROGRAMS = ['span_send', 'span_recv'];
 
 // `stats`: the BPF run-time statistics the SDK must report having (status().kernelTime), checked at every sample:
 // 'default' is what OTEL_NODE_EBPF_KERNEL_STATS, passed through, asks for (sampled when unset).
@@ -519,6 +524,18 @@ async function round(index, modeName, warmup, receiver) {
       const d = (k) => b.spans[k] - a.spans[k];
       Object.assign(r, { spansPerRequest: d('spans') / requests, serverSpansPerRequest: d('server') / requests, enrichedSpansPerRequest: d('enriched') / requests });
       if (profile) Object.assign(r, spanProfile.perSpan(profile, r.cpuUsPerRequest, r.serverSpansPerRequest));
+      // The programs of bpf/spans.bpf.c run inside the process's sends and receives, outside the processor's frames:
+      // their run time per request (the load generator's own calls, which return at the process check, included)
+      // over the server spans per request. The reading of the kernel's per-connection state is the processor's
+      // read() plus these; a span's whole cost is the processor plus these.
+      const programs = r.bpftool?.programs;
+      if (programs && r.serverSpansPerRequest > 0) {
+        r.spanProgramsNsPerSpan = SPAN_PROGRAMS.reduce((sum, n) => sum + (programs[n]?.nsPerRequest ?? 0), 0) / r.serverSpansPerRequest;
+        if (r.readingUsPerSpan !== undefined) {
+          r.kernelStateUsPerSpan = r.readingUsPerSpan + r.spanProgramsNsPerSpan / 1000;
+          r.spanUsPerSpan = r.processorUsPerSpan + r.spanProgramsNsPerSpan / 1000;
+        }
+      }
     }
     return r;
   } finally {
@@ -611,7 +628,8 @@ const KEYS = [
   'throughput', 'p50Us', 'p99Us', 'cpuUsPerRequest', 'userUsPerRequest', 'systemUsPerRequest', 'serverCpuUtilization',
   'ctxSwitchesPerRequest', 'rssMB', 'wrkCpuUtilization', 'kernelNsPerRequest', 'kernelRunsPerRequest', 'kernelNsPerRun',
   'sdkServerTxBytesPerRequest', 'mainThreadSyscallsPerRequest', 'mapMemlockMB', 'spansPerRequest', 'serverSpansPerRequest',
-  'enrichedSpansPerRequest', 'processorShare', 'processorUsPerSpan', 'readingUsPerSpan',
+  'enrichedSpansPerRequest', 'processorShare', 'processorUsPerSpan', 'readingUsPerSpan', 'spanProgramsNsPerSpan',
+  'kernelStateUsPerSpan', 'spanUsPerSpan',
 ];
 
 function breakdown(rows, pick) {
@@ -701,6 +719,11 @@ function summarize(rounds) {
     kernelNsPerRequest: { target: `<= ${TARGETS.kernelNsPerRequest}`, value: figures.kernelNsPerRequest, met: figures.kernelNsPerRequest <= TARGETS.kernelNsPerRequest },
     rssAddedMB: { target: `<= ${TARGETS.rssAddedMB}`, value: figures.rssAddedMB, met: figures.rssAddedMB <= TARGETS.rssAddedMB },
   };
+  const kernelState = modes.tracing?.kernelStateUsPerSpan?.median;
+  if (kernelState !== undefined) {
+    figures.kernelStateUsPerSpan = kernelState;
+    targets.kernelStateUsPerSpan = { target: `<= ${TARGETS.kernelStateUsPerSpan}`, value: kernelState, met: kernelState <= TARGETS.kernelStateUsPerSpan };
+  }
   return { modes, versusOff, figures, targets, pairs, pairStats, spanCost };
 }
 
@@ -813,6 +836,13 @@ function report(result) {
         `${fmt(profiled.processorUsPerSpan.median, 2)} µs CPU per span (per round ${fmt(profiled.processorUsPerSpan.min, 2)}–${fmt(profiled.processorUsPerSpan.max, 2)}), ` +
         `${pct(profiled.processorShare.median)} of the server's samples; of which the reading (its read(): a slot of bpf/spans.bpf.c, or the addon's getsockopt(TCP_INFO) with N-API) ` +
         `${fmt(profiled.readingUsPerSpan.median, 2)} µs (${fmt(profiled.readingUsPerSpan.min, 2)}–${fmt(profiled.readingUsPerSpan.max, 2)}).`,
+    );
+  }
+  if (profiled?.kernelStateUsPerSpan) {
+    lines.push(
+      `Per span under load, with the programs of bpf/spans.bpf.c (${fmt(profiled.spanProgramsNsPerSpan.median)} ns per span, ${fmt(profiled.spanProgramsNsPerSpan.min)}–${fmt(profiled.spanProgramsNsPerSpan.max)}, ` +
+        `the load generator's process checks included): reading the kernel's per-connection state (read() + programs) ${spread(profiled.kernelStateUsPerSpan, 2)} µs; ` +
+        `the whole processor with the programs ${spread(profiled.spanUsPerSpan, 2)} µs.`,
     );
   }
   for (const x of CONFIG.modes.filter((y) => m[y].perProbe && m[y].kernelNsPerRequest)) {
