@@ -30,6 +30,9 @@ export type MetricsExporter = 'none' | 'otlp';
 export const METRICS_EXPORTERS: readonly MetricsExporter[] = ['none', 'otlp'];
 export type ExportThread = 'main' | 'worker' | 'native';
 export const EXPORT_THREADS: readonly ExportThread[] = ['main', 'worker', 'native'];
+/** How kernel-enriched spans read a connection's TCP_INFO (KernelSpanProcessorOptions.tcpInfo). */
+export type SpansTcpInfo = 'bpf' | 'getsockopt';
+export const SPANS_TCP_INFO: readonly SpansTcpInfo[] = ['bpf', 'getsockopt'];
 
 /**
  * BPF run-time statistics (machine-wide while on): `sampled` turns them on in short windows and reports kernel time as
@@ -115,6 +118,13 @@ export interface StartOptions {
    * exported without them (the processor stays in place, inert). Env: `OTEL_NODE_EBPF_SPANS`. Default true.
    */
   spans?: boolean;
+  /**
+   * How kernel-enriched spans read a connection's TCP_INFO: `bpf` (from the second span of a keep-alive connection
+   * on, from memory that a BPF program on the sock_send_length/sock_recv_length tracepoints fills, Linux 6.3+;
+   * getsockopt elsewhere) or `getsockopt` (one system call per reading, and no program that runs in every send and
+   * receive on the machine). Env: `OTEL_NODE_EBPF_SPANS_TCP_INFO`. Default `bpf`.
+   */
+  spansTcpInfo?: SpansTcpInfo;
   /** Env: `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`, then `OTEL_EXPORTER_OTLP_PROTOCOL`. Default `http/protobuf`. */
   tracesProtocol?: OtlpProtocol;
 }
@@ -146,6 +156,7 @@ export interface ResolvedConfig {
   metricsExporter: MetricsExporter;
   exportThread: ExportThread;
   spans: boolean;
+  spansTcpInfo: SpansTcpInfo;
   tracesProtocol: OtlpProtocol;
 }
 
@@ -317,6 +328,9 @@ export function resolveConfig(options: StartOptions = {}, env: Env = process.env
       checkedOption('exportThread', options.exportThread, v => EXPORT_THREADS.includes(v), 'native') ??
       r.oneOf(['OTEL_NODE_EBPF_EXPORT_THREAD'], EXPORT_THREADS, 'native'),
     spans: options.spans ?? r.bool('OTEL_NODE_EBPF_SPANS', true),
+    spansTcpInfo:
+      checkedOption('spansTcpInfo', options.spansTcpInfo, v => SPANS_TCP_INFO.includes(v), 'bpf') ??
+      r.oneOf(['OTEL_NODE_EBPF_SPANS_TCP_INFO'], SPANS_TCP_INFO, 'bpf'),
     tracesProtocol:
       checkedOption('tracesProtocol', options.tracesProtocol, v => OTLP_PROTOCOLS.includes(v), DEFAULTS.protocol) ??
       r.oneOf(['OTEL_EXPORTER_OTLP_TRACES_PROTOCOL', 'OTEL_EXPORTER_OTLP_PROTOCOL'], OTLP_PROTOCOLS, DEFAULTS.protocol),

@@ -13,6 +13,7 @@ import { LIVE_MEASUREMENTS, SOCKET_MEASUREMENTS, SocketsCollector, SOCKETS_OBJEC
 import { calibrate, UprobeCost } from './budget';
 import { DnsCollector } from './dns';
 import { TlsCollector } from './tls';
+import { SpanSlots } from './span-slots';
 
 export interface DoctorReport {
   kernel: string;
@@ -28,6 +29,11 @@ export interface DoctorReport {
   runtime: Array<{ name: string; description: string; chosen?: Hook; optIn: boolean; attempts: Attempt[] }>;
   /** The uprobe measurements on this node binary (DNS, TLS, thread pool), each tried for real. */
   uprobes: Array<{ name: string; description: string; chosen?: Hook; optIn: boolean; attempts: Attempt[] }>;
+  /**
+   * Kernel-enriched spans: whether they can read TCP_INFO from the slots of bpf/spans.bpf.c here (raw tracepoints
+   * sock_send_length and sock_recv_length, Linux 6.3+), tried for real; else each reading is a getsockopt.
+   */
+  spans?: { slots: boolean; reason?: string };
   /** The cost of a uprobe hit measured here, or why it could not be. */
   uprobeCost?: UprobeCost | { error: string };
   /** Whether at least one measurement can attach. */
@@ -104,6 +110,12 @@ export function runDoctor(): DoctorReport {
       set.close();
     }
   }
+  const slots = SpanSlots.open(addon, caps);
+  if (typeof slots === 'string') report.spans = { slots: false, reason: slots };
+  else {
+    slots.close();
+    report.spans = { slots: true };
+  }
   if (report.uprobes.some(m => m.chosen)) {
     try {
       report.uprobeCost = calibrate(addon, caps);
@@ -146,6 +158,12 @@ export function formatDoctor(r: DoctorReport): string {
     const a = m.attempts[0];
     const result = !a ? m.description : a.ok ? (m.optIn ? 'attaches (opt-in: OTEL_NODE_EBPF_ENABLED_PROBES)' : 'attaches') : `no: ${a.reason}`;
     lines.push(`${m.name.padEnd(17)} ${(a?.hook ?? '-').padEnd(11)} ${result}`);
+  }
+  if (r.spans) {
+    const how = r.spans.slots
+      ? "attaches: kernel-enriched spans read TCP_INFO from its slots (OTEL_NODE_EBPF_SPANS_TCP_INFO=bpf, the default)"
+      : `no: ${r.spans.reason}; kernel-enriched spans read TCP_INFO by getsockopt`;
+    lines.push(`${'span slots'.padEnd(17)} ${'tracepoint'.padEnd(11)} ${how}`);
   }
   if (r.uprobes.length) lines.push('', `uprobes on ${process.execPath}`);
   for (const m of r.uprobes) {

@@ -173,6 +173,12 @@ export interface TcpInfoReading {
 export interface KernelSpanProcessorOptions {
   /** Put nothing on spans (the processor stays in place, inert). Default false. */
   disabled?: boolean;
+  /**
+   * How a connection's TCP_INFO is read: `bpf` (from the slots of bpf/spans.bpf.c where this kernel and process allow
+   * them, getsockopt elsewhere; see `reading`) or `getsockopt` only (no program in the machine's sends and receives).
+   * Default `bpf`.
+   */
+  tcpInfo?: 'bpf' | 'getsockopt';
 }
 
 /** The subset of @opentelemetry/instrumentation-http's config this processor completes. */
@@ -219,7 +225,7 @@ export class KernelSpanProcessor implements SpanProcessor {
     this.addon = addon;
     this.readCounters = tcpCountersReader(addon);
     // the running telemetry's capabilities (register starts it before tracing); detected here otherwise
-    const slots = SpanSlots.open(addon, sources?.caps ?? detectCapabilities());
+    const slots = options.tcpInfo === 'getsockopt' ? "tcpInfo: 'getsockopt' was asked for (OTEL_NODE_EBPF_SPANS_TCP_INFO)" : SpanSlots.open(addon, sources?.caps ?? detectCapabilities());
     if (typeof slots === 'string') this.reading.reason = slots;
     else {
       this.slots = slots;

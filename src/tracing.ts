@@ -135,7 +135,7 @@ export function startTracing(config: ResolvedConfig, resource: Resource): Tracin
   const { GrpcInstrumentation } = require('@opentelemetry/instrumentation-grpc') as typeof import('@opentelemetry/instrumentation-grpc');
   const { KernelSpanProcessor } = require('./spans') as typeof import('./spans');
   const { callWithTimeout, getNumberFromEnv } = require('@opentelemetry/core') as typeof import('@opentelemetry/core');
-  const processor = new KernelSpanProcessor({ disabled: !config.spans });
+  const processor = new KernelSpanProcessor({ disabled: !config.spans, tcpInfo: config.spansTcpInfo });
   const { exporter, thread, control } = createSpanExporter(config);
   reportFailuresOnce(exporter, 'span export', undefined);
   const unexported = new UnexportedSpans(getNumberFromEnv('OTEL_BSP_MAX_QUEUE_SIZE') ?? DEFAULT_MAX_QUEUE_SIZE);

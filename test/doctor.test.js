@@ -35,6 +35,8 @@ describe('doctor', function () {
       ['nodejs.syscalls', 'tracepoint', true],
       ['file.io', 'tracepoint', true],
     ]);
+    // kernel-enriched spans' slots (raw tracepoints sock_send_length/sock_recv_length, Linux 6.3+): attach here
+    assert.deepStrictEqual(report.spans, { slots: true });
     for (const m of report.measurements) {
       assert.deepStrictEqual(m.attempts.map(a => a.hook), ['kprobe', 'fentry', 'tracepoint']);
       assert.strictEqual(m.chosen, m.attempts.find(a => a.ok).hook);
@@ -70,6 +72,7 @@ describe('doctor', function () {
     assert.match(r.stdout, /^tcp\.state\s+tracepoint\s+attaches \(chosen\)/m);
     assert.match(r.stdout, /^tcp\.bytes\s+tcp_info\s+reads the kernel's per-connection counters/m);
     assert.match(r.stdout, /^nodejs\.eventloop\s+tracepoint\s+attaches$/m);
+    assert.match(r.stdout, /^span slots\s+tracepoint\s+attaches: kernel-enriched spans read TCP_INFO from its slots/m);
     assert.match(r.stdout, /OK: kernel telemetry works here\./);
   });
 

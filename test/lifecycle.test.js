@@ -160,7 +160,7 @@ describe('privileges and failure', function () {
   it('a bad environment value: one warning naming the variable and the value used instead', async () => {
     const r = await runWorkload(work(), {
       address,
-      env: { OTEL_NODE_EBPF_MAX_SERIES: 'lots', OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE: 'sometimes', OTEL_NODE_EBPF_KERNEL_STATS: 'mostly' },
+      env: { OTEL_NODE_EBPF_MAX_SERIES: 'lots', OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE: 'sometimes', OTEL_NODE_EBPF_KERNEL_STATS: 'mostly', OTEL_NODE_EBPF_SPANS_TCP_INFO: 'kernel' },
     });
     assert.strictEqual(r.code, 0, r.stderr);
     const warnings = sdkLines(r.stderr);
@@ -168,6 +168,7 @@ describe('privileges and failure', function () {
       'OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE="sometimes" is not one of cumulative, delta, lowmemory; using cumulative',
       'OTEL_NODE_EBPF_KERNEL_STATS="mostly" is not one of sampled, always, false, true; using sampled',
       'OTEL_NODE_EBPF_MAX_SERIES="lots" is not an integer in [1, 1048576]; using 1024',
+      'OTEL_NODE_EBPF_SPANS_TCP_INFO="kernel" is not one of bpf, getsockopt; using bpf',
     ]);
     assert.match(r.lines.find(l => l.done).status.kernelTime, /^on \(sampled 10 %: BPF_ENABLE_STATS 100 ms in every 1000 ms;/);
   });

@@ -429,6 +429,22 @@ describe('kernel-enriched spans (HTTP client and server, OTLP traces)', function
     assert.strictEqual(server.attributes['http.status_code'] ?? server.attributes['http.response.status_code'], 200);
   });
 
+  it('OTEL_NODE_EBPF_SPANS_TCP_INFO=getsockopt: every reading is a getsockopt, each span exact', async () => {
+    const sizes = [[3000, 5000], [700, 90_000], [1, 1], [250_000, 12]];
+    const r = await runAppWith({ requests: sizes.map(([body, reply]) => ({ body, reply })) }, { env: { OTEL_NODE_EBPF_SPANS_TCP_INFO: 'getsockopt' } });
+    const lines = ok(r);
+    const spans = spansOf(r);
+    for (const line of lines) assertBytes(spans, line);
+    assert.ok(lines.slice(1).every(l => l.reused), JSON.stringify(lines));
+    // server spans one reading each, client spans two from the second request on (the first opened its connection)
+    assert.deepStrictEqual(r.lines.find(l => l.done).done.tracing.tcpInfo, {
+      via: 'getsockopt',
+      reason: "tcpInfo: 'getsockopt' was asked for (OTEL_NODE_EBPF_SPANS_TCP_INFO)",
+      fromSlots: 0,
+      byGetsockopt: 11,
+    });
+  });
+
   describe('inside a network namespace with a random-drop rule', function () {
     const NS = `oneb-spans-${process.pid}`;
     const PORT = 8080;
