@@ -121,21 +121,19 @@ interface SpanState {
   after?: SlotAfter;
 }
 
-const CONNECTION = Symbol('otel-node-ebpf.connection');
-type TrackedSocket = Socket & { [CONNECTION]?: Connection; _handle?: { fd?: number } | null };
-
-/** An HTTP server span waits on its request (IncomingMessage) for the response to finish: no state per span. */
-const SERVER_SPAN = Symbol('otel-node-ebpf.server-span');
-type TrackedRequest = IncomingMessage & { [SERVER_SPAN]?: Span };
+type TrackedSocket = Socket & { _handle?: { fd?: number } | null };
 /** The message of Node's `http.server.request.start` and `http.server.response.finish` channels (the part used). */
 interface ServerMessage {
-  request: TrackedRequest;
+  request: IncomingMessage;
   socket: TrackedSocket;
 }
 
-function connectionOf(socket: TrackedSocket): Connection {
-  return (socket[CONNECTION] ??= {});
-}
+/**
+ * A processor's own property on Node's objects: its Connection on a socket, and on an HTTP request the SERVER span
+ * that waits on it for its response (no state per server span). Each processor has its own symbols, so that two in
+ * one process (two tracer providers) never share a connection's readings or a request.
+ */
+type Own<T> = Record<symbol, T | undefined>;
 
 function fdOf(socket: TrackedSocket): number {
   const fd = socket._handle?.fd;
@@ -200,6 +198,8 @@ export class KernelSpanProcessor implements SpanProcessor {
    */
   readonly reading: TcpInfoReading = { via: 'getsockopt', reason: 'the processor is disabled', fromSlots: 0, byGetsockopt: 0 };
   private readonly spans = new WeakMap<object, SpanState>();
+  private readonly connectionKey = Symbol('otel-node-ebpf.connection');
+  private readonly serverSpanKey = Symbol('otel-node-ebpf.server-span');
   /** The HTTP request being dispatched right now, and its socket (see the file's comment). */
   private pending?: ServerMessage;
   /** executionAsyncId() of the dispatch that offered `pending`: a cheap "same synchronous dispatch" test. */
@@ -254,6 +254,20 @@ export class KernelSpanProcessor implements SpanProcessor {
     this.undoPromisesLookup = observeCalls(dns.promises, 'lookup', (args, result) => this.lookupIn(args[0], result as Promise<unknown>), failed('dns.promises.lookup'));
   }
 
+  /** This processor's Connection on the socket, if it has one yet. */
+  private connection(socket: Socket): Connection | undefined {
+    return (socket as unknown as Own<Connection>)[this.connectionKey];
+  }
+
+  private connectionOf(socket: Socket): Connection {
+    return ((socket as unknown as Own<Connection>)[this.connectionKey] ??= {});
+  }
+
+  /** The request, for the property of this processor that holds the SERVER span waiting on it (serverSpanKey). */
+  private waiting(request: IncomingMessage): Own<Span> {
+    return request as unknown as Own<Span>;
+  }
+
   /**
    * A lookup made inside a client span that this processor follows: when it resolves, its record is the newest (the
    * promise's reactions run in the microtask checkpoint right after the getaddrinfo callback that the uprobe saw
@@ -290,7 +304,7 @@ export class KernelSpanProcessor implements SpanProcessor {
     const options = args.find((a): a is { socket?: unknown } => typeof a === 'object' && a !== null);
     const socket = options?.socket;
     if (!(socket instanceof Socket) || !(tlsSocket instanceof Socket)) return;
-    const setup = (socket as TrackedSocket)[CONNECTION]?.setup;
+    const setup = this.connection(socket)?.setup;
     if (setup && !setup.claimed && setup.tlsSeq === undefined) this.onSecureConnect(tlsSocket, setup);
   }
 
@@ -322,7 +336,7 @@ export class KernelSpanProcessor implements SpanProcessor {
    * whose slot another connection holds. Without `after`, getsockopt.
    */
   private read(socket: TrackedSocket, after?: SlotAfter): TcpCounters | undefined {
-    const c = socket[CONNECTION];
+    const c = this.connection(socket);
     const slot = c?.slot;
     if (slot && (slot.after === after || slot.after === 'both') && socket._handle && this.slots?.read(slot, this.slotScratch)) {
       this.reading.fromSlots++;
@@ -359,7 +373,7 @@ export class KernelSpanProcessor implements SpanProcessor {
 
   /** Follows a client connection's setup: its lookup, connect and TLS handshake. Once per connection. */
   private trackSetup(socket: TrackedSocket): Setup {
-    const c = connectionOf(socket);
+    const c = this.connectionOf(socket);
     if (c.setup) return c.setup;
     const setup: Setup = { dnsSeq: collector<DnsCollector>('dns')?.lookupLog().seq ?? -1, claimed: false, seenAt: performance.now() };
     c.setup = setup;
@@ -414,7 +428,7 @@ export class KernelSpanProcessor implements SpanProcessor {
         if (request.socket) this.onClientSocket(state, request.socket);
         else request.once('socket', (socket: Socket) => this.onClientSocket(state, socket));
       } else if (request instanceof IncomingMessage && kernelSees) {
-        (request as TrackedRequest)[SERVER_SPAN] ??= span as Span;
+        this.waiting(request)[this.serverSpanKey] ??= span as Span;
       }
     } catch (err) {
       warnOnce(`kernel-enriched spans: requestHook: ${(err as Error).message}`, 'spans-hook');
@@ -453,7 +467,7 @@ export class KernelSpanProcessor implements SpanProcessor {
         // The request arrived before the handler ran, and the response leaves after the span ended: the window
         // starts where the previous call's stream closed on this connection (zero for the connection's first call).
         // Without that reading (the stream was not reachable) the span gets the RTT only.
-        const c = connectionOf(socket);
+        const c = this.connectionOf(socket);
         const base = c.grpcServed ? c.quiet : ZERO;
         c.grpcServed = true;
         c.quiet = undefined;
@@ -473,7 +487,7 @@ export class KernelSpanProcessor implements SpanProcessor {
   private quiet(socket: TrackedSocket): void {
     try {
       const reading = this.read(socket);
-      if (reading) connectionOf(socket).quiet = reading;
+      if (reading) this.connectionOf(socket).quiet = reading;
     } catch (err) {
       warnOnce(`kernel-enriched spans: ${(err as Error).message}`, 'spans-quiet');
     }
@@ -489,7 +503,7 @@ export class KernelSpanProcessor implements SpanProcessor {
     const socket = this.peers?.socketOf(grpc.call.getPeer()) as TrackedSocket | undefined;
     if (!socket) return;
     state.socket = socket;
-    const c = connectionOf(socket);
+    const c = this.connectionOf(socket);
     if (c.setup && !c.setup.claimed && c.setup.seenAt >= grpc.startedAt) {
       state.base = ZERO;
       state.setup = c.setup;
@@ -503,7 +517,7 @@ export class KernelSpanProcessor implements SpanProcessor {
     if (!pending || span.kind !== SpanKind.SERVER || !kernelSees) return;
     this.pending = undefined;
     if (executionAsyncId() !== this.pendingAsyncId) return;
-    pending.request[SERVER_SPAN] = span;
+    this.waiting(pending.request)[this.serverSpanKey] = span;
   }
 
   /**
@@ -512,12 +526,13 @@ export class KernelSpanProcessor implements SpanProcessor {
    * aborted response) gets nothing.
    */
   private responseFinished({ request, socket }: ServerMessage): void {
-    const span = request[SERVER_SPAN];
+    const waiting = this.waiting(request);
+    const span = waiting[this.serverSpanKey];
     if (!span) return;
-    request[SERVER_SPAN] = undefined;
+    waiting[this.serverSpanKey] = undefined;
     const end = span.isRecording() ? this.read(socket, 'send') : undefined;
     if (!end) return;
-    const c = connectionOf(socket);
+    const c = this.connectionOf(socket);
     const attrs: Record<string, number> = {};
     putTcpAttributes(attrs, end, c.last ?? ZERO);
     c.last = end;
@@ -544,7 +559,7 @@ export class KernelSpanProcessor implements SpanProcessor {
     const attrs: Record<string, number> = {};
     if (end) {
       putTcpAttributes(attrs, end, state.base);
-      connectionOf(socket).last = end;
+      this.connectionOf(socket).last = end;
     }
     if (state.dnsNs !== undefined) attrs[SPAN_ATTRS.DNS_LOOKUP_DURATION] = state.dnsNs / 1e9;
     const setup = state.setup;
