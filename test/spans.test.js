@@ -445,6 +445,42 @@ describe('kernel-enriched spans (HTTP client and server, OTLP traces)', function
     });
   });
 
+  describe("an application's own tracing pipeline (NodeTracerProvider, HttpInstrumentation, createMetricProducer; no register)", function () {
+    const OWN_HOOK = ['client /r0', 'client /r1', 'client /r2', 'server /r0', 'server /r1', 'server /r2'];
+    // the application's OTLP exporter sends over the instrumented `http` too: its requests to /v1/traces are left out
+    const appRequests = hooked => hooked.filter(x => !x.endsWith('/v1/traces')).sort();
+    const runOwn = hook =>
+      runWorkload({ ownPipeline: { hook }, requests: [{ body: 3000, reply: 5000 }, { body: 700, reply: 90_000 }, { body: 1, reply: 250_000 }] }, { address, script: APP, preload: false });
+
+    it("with httpInstrumentationConfig(): client and server spans exact, the application's own requestHook still runs", async () => {
+      const r = await runOwn(true);
+      const lines = ok(r);
+      const spans = spansOf(r);
+      for (const line of lines) assertBytes(spans, line);
+      assert.ok(lines.slice(1).every(l => l.reused), JSON.stringify(lines));
+      const { done } = r.lines.find(l => l.done);
+      assert.deepStrictEqual(appRequests(done.ownHook), OWN_HOOK, 'its hook saw the three requests, client and server');
+      // as under register: server spans getsockopt for requests 0 and 1, client spans for 0's end and 1's start
+      assert.deepStrictEqual(done.reading, { via: 'bpf', fromSlots: 4, byGetsockopt: 4 });
+    });
+
+    it('without the processor\'s requestHook: server spans exact (diagnostics channels), client spans unchanged', async () => {
+      const r = await runOwn(false);
+      const lines = ok(r);
+      const spans = spansOf(r);
+      for (const line of lines) {
+        const { client, server } = pair(spans, line.request);
+        assert.strictEqual(server.attributes['tcp.io.transmit'], line.read);
+        assert.strictEqual(server.attributes['tcp.io.receive'], line.written);
+        assert.deepStrictEqual(Object.keys(client.attributes).filter(k => KERNEL_ATTRS.test(k)), [], 'no hook: the client span is not tied to its socket');
+        assert.strictEqual(client.attributes['http.request.method'] ?? client.attributes['http.method'], 'POST');
+      }
+      const { done } = r.lines.find(l => l.done);
+      assert.deepStrictEqual(appRequests(done.ownHook), OWN_HOOK);
+      assert.deepStrictEqual(done.reading, { via: 'bpf', fromSlots: 1, byGetsockopt: 2 });
+    });
+  });
+
   describe('inside a network namespace with a random-drop rule', function () {
     const NS = `oneb-spans-${process.pid}`;
     const PORT = 8080;

@@ -9,16 +9,19 @@
 // for a line on stdin: the connection stays open and idle meanwhile), pipelined?: [{ reply: bytes }] (then, plain
 // HTTP only: GET /p0, /p1, ... written back to back in one write on a connection of their own, HTTP/1.1 pipelining),
 // exit?: code (after the requests, process.exit(code) at once, once the server's last span ended: no shutdown),
-// crash?: true (the same, but an uncaught exception instead of process.exit()) }.
+// crash?: true (the same, but an uncaught exception instead of process.exit()), ownPipeline?: { hook } (the
+// application's own tracing pipeline instead of register's: test/support/spans-own-pipeline.js) }.
 // stdout, one JSON line each: {"request": i, "localPort", "reused", "written", "read", "serverPort"}, {"holding"},
 // {"pipelined": [bytes of each response as it came back], "written"}, {"done": status}.
+const config = JSON.parse(process.argv[2]);
+// ownPipeline: { hook } (without --require register): the application's own tracing pipeline, set up before `http` loads
+const own = config.ownPipeline && require('./spans-own-pipeline').setUp(config.ownPipeline);
 const fs = require('fs');
 const http = require('http');
 const https = require('https');
 const net = require('net');
 const readline = require('readline');
 
-const config = JSON.parse(process.argv[2]);
 const { out, shutdownAndReport } = require('./spans-end');
 const mod = config.tls ? https : http;
 
@@ -99,7 +102,7 @@ server.listen(config.port ?? 0, '127.0.0.1', async () => {
     }
     agent.destroy();
     server.close();
-    await shutdownAndReport();
+    await (own ? own.shutdownAndReport() : shutdownAndReport());
   } catch (err) {
     out({ error: err.stack });
     process.exitCode = 1;
