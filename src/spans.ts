@@ -13,7 +13,8 @@
  *     before Node emits 'request', inside which the HTTP instrumentation starts the SERVER span synchronously; the
  *     request is offered to the SERVER span started in that same synchronous dispatch only (same async execution id:
  *     a span started later, in another callback, never takes it). The span waits on the request for its response's
- *     `http.server.response.finish`.
+ *     `http.server.response.finish`. Once the HTTP instrumentation's `requestHook` (below) hands the processor a
+ *     server request with its span, the hook does this and the channel is left.
  *   - HTTP client spans: the HTTP instrumentation's `requestHook(span, request)` gives the span's ClientRequest, and
  *     the request's 'socket' event its socket. `register` sets the hook; an application with its own
  *     HttpInstrumentation passes `processor.httpInstrumentationConfig()` (or calls `processor.requestHook`).
@@ -204,6 +205,8 @@ export class KernelSpanProcessor implements SpanProcessor {
   private pending?: ServerMessage;
   /** executionAsyncId() of the dispatch that offered `pending`: a cheap "same synchronous dispatch" test. */
   private pendingAsyncId = -1;
+  /** The HTTP instrumentation calls requestHook with server requests: `pending` is not needed (see requestHook). */
+  private serverSpansByHook = false;
   /** The newest DNS record a connection took: a record is taken once. */
   private dnsTaken = 0;
   private readonly subscriptions: [string, (message: unknown) => void][] = [];
@@ -328,6 +331,13 @@ export class KernelSpanProcessor implements SpanProcessor {
     this.subscriptions.push([name, safe]);
   }
 
+  private unsubscribe(name: string): void {
+    const i = this.subscriptions.findIndex(([n]) => n === name);
+    if (i < 0) return;
+    dc.unsubscribe(name, this.subscriptions[i][1]);
+    this.subscriptions.splice(i, 1);
+  }
+
   /**
    * The socket's counters at the caller's moment, which comes right `after` a send or a receive of the process on it:
    * from the socket's slot when it has one written after such calls, else by getsockopt. A connection gets a slot
@@ -427,8 +437,15 @@ export class KernelSpanProcessor implements SpanProcessor {
         this.spans.set(span, state);
         if (request.socket) this.onClientSocket(state, request.socket);
         else request.once('socket', (socket: Socket) => this.onClientSocket(state, socket));
-      } else if (request instanceof IncomingMessage && kernelSees) {
-        this.waiting(request)[this.serverSpanKey] ??= span as Span;
+      } else if (request instanceof IncomingMessage) {
+        if (kernelSees) this.waiting(request)[this.serverSpanKey] ??= span as Span;
+        // The HTTP instrumentation hands this processor its server spans: `http.server.request.start` is needed no
+        // more (Node then builds no message for it, and onStart has nothing to match).
+        if (!this.serverSpansByHook) {
+          this.serverSpansByHook = true;
+          this.unsubscribe('http.server.request.start');
+          this.pending = undefined;
+        }
       }
     } catch (err) {
       warnOnce(`kernel-enriched spans: requestHook: ${(err as Error).message}`, 'spans-hook');
