@@ -16,7 +16,8 @@
 import * as path from 'path';
 import { SPAN_AFTER_RECV, SPAN_AFTER_SEND, SPAN_SLOT_HASH, SPANS_DEFAULT_SLOTS, SPANS_LAYOUTS } from './bpf-layout';
 import type { Capabilities } from './capabilities';
-import { BPF_OBJECT_DIR, NativeAddon, NativeObject } from './native';
+import { BPF_OBJECT_DIR, BpfError, NativeAddon, NativeObject } from './native';
+import { explain } from './probes';
 import { setTarget, u32 } from './target';
 import { TCP_INFO } from './tcpinfo';
 
@@ -95,7 +96,9 @@ export class SpanSlots {
       return new SpanSlots(addon, obj, obj.map('span_slots').memory(true), shift);
     } catch (err) {
       obj?.close();
-      return (err as Error).message;
+      if (err instanceof BpfError && err.step === 'attach' && err.code === 'ENOENT')
+        return `this kernel has no sock_send_length tracepoint (Linux 6.3 and later have it): ${err.message}`;
+      return explain('tracepoint', err, caps);
     }
   }
 

@@ -156,6 +156,12 @@ describe(`hook paths on a second kernel (Debian 6.1 under qemu)${skip ? ' — sk
     }
   });
 
+  it('doctor in the guest: no span slots before 6.3 (no sock_send_length tracepoint): spans would read TCP_INFO by getsockopt', function () {
+    assert.ok(doctor, 'no doctor report: see the first test');
+    assert.strictEqual(doctor.spans?.slots, false, JSON.stringify(doctor.spans));
+    assert.match(doctor.spans.reason, /^this kernel has no sock_send_length tracepoint \(Linux 6\.3 and later have it\): attach raw_tp\/sock_send_length \(span_send\): .*ENOENT/);
+  });
+
   it('doctor in the guest: the uprobe measurements attach as perf events (no uprobe_multi links before 6.6)', function () {
     assert.ok(doctor, 'no doctor report: see the first test');
     assert.deepStrictEqual(

@@ -99,7 +99,10 @@ describe('kernel-enriched spans (HTTP client and server, OTLP traces)', function
     const r = await runAppWith({ tls, host: 'localhost', requests: [{ body: 5000, reply: 6000 }] }, { wrap: NOBODY, env: { OTEL_NODE_EBPF_STRICT: 'false' } });
     const [line] = ok(r);
     assert.match(r.stderr, /CAP_BPF/);
-    assert.strictEqual(r.lines.find(l => l.done).done.active, false);
+    const { done } = r.lines.find(l => l.done);
+    assert.strictEqual(done.active, false);
+    // no BPF: the processor would read by getsockopt, and says why (it reads nothing: the kernel telemetry is off)
+    assert.deepStrictEqual(done.tracing.tcpInfo, { via: 'getsockopt', reason: 'missing CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN)', fromSlots: 0, byGetsockopt: 0 });
     const { client, server } = pair(spansOf(r), line.request);
     for (const s of [client, server]) assert.deepStrictEqual(Object.keys(s.attributes).filter(k => KERNEL_ATTRS.test(k)), [], s.kind);
     assert.strictEqual(client.attributes['http.status_code'] ?? client.attributes['http.response.status_code'], 200);
