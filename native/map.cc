@@ -160,10 +160,9 @@ class JsMap : public ChildWrap<JsMap> {
     return result;
   }
 
-  // memory(writable): the values of a BPF_F_MMAPABLE array, mapped into this process (mmap of the map's fd; read-only
-  // unless `writable`), as an ArrayBuffer of max_entries values, each value_size rounded up to 8 bytes (the kernel's
-  // array layout). The mapping holds the kernel map: it stays valid after the object is closed, until the buffer is
-  // collected.
+  // memory(): the values of a BPF_F_MMAPABLE array, mapped into this process readable and writable (mmap of the map's
+  // fd), as an ArrayBuffer of max_entries values, each value_size rounded up to 8 bytes (the kernel's array layout).
+  // The mapping holds the kernel map: it stays valid after the object is closed, until the buffer is collected.
   Napi::Value Memory(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     if (!mmapable_) ThrowBpfError(env, "map", EINVAL, name_ + " memory", "not an array map with BPF_F_MMAPABLE");
@@ -171,8 +170,7 @@ class JsMap : public ChildWrap<JsMap> {
     size_t length = static_cast<size_t>(max_entries_) * ((value_size_ + 7) / 8 * 8);
     size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
     size_t mapped = (length + page - 1) / page * page;
-    bool writable = info.Length() > 0 && info[0].ToBoolean().Value();
-    void* data = mmap(nullptr, mapped, writable ? PROT_READ | PROT_WRITE : PROT_READ, MAP_SHARED, fd, 0);
+    void* data = mmap(nullptr, mapped, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (data == MAP_FAILED) ThrowBpfError(env, "map", errno, name_ + " mmap");
     return Napi::ArrayBuffer::New(env, data, length, [mapped](Napi::Env, void* p) { munmap(p, mapped); });
   }

@@ -94,12 +94,12 @@ export interface NativeMap {
   /** All entries as [key, value] pairs (keys, then a lookup each; entries removed meanwhile are skipped). */
   entries(): Array<[Buffer, Buffer]>;
   /**
-   * The values of an array map made with BPF_F_MMAPABLE, mapped into this process (read-only unless `writable`):
+   * The values of an array map made with BPF_F_MMAPABLE, mapped into this process, readable and writable:
    * max_entries values, each valueSize rounded up to 8 bytes. Reading or writing it is reading or writing the map,
    * no system call. The mapping outlives the object's close() (the programs no longer write it then) until the
    * buffer is collected.
    */
-  memory(writable?: boolean): ArrayBuffer;
+  memory(): ArrayBuffer;
 }
 
 export interface NativeRingBuffer {

@@ -27,6 +27,7 @@ const F = SPANS_LAYOUTS.span_slot.fields;
 /** A slot's fields as indices into a Uint32Array of the slots (the low word of a u64 field; its high word follows). */
 const W = {
   SLOT: SPANS_LAYOUTS.span_slot.size / 4,
+  KEY: F.key.offset / 4,
   AFTER: F.after.offset / 4,
   STATE: F.state.offset / 4,
   COOKIE: F.cookie.offset / 4,
@@ -93,7 +94,7 @@ export class SpanSlots {
       obj.setMaxEntries('span_slots', slots);
       obj.load();
       obj.attach('span_send').destroy();
-      return new SpanSlots(addon, obj, obj.map('span_slots').memory(true), shift);
+      return new SpanSlots(addon, obj, obj.map('span_slots').memory(), shift);
     } catch (err) {
       obj?.close();
       if (err instanceof BpfError && err.step === 'attach' && err.code === 'ENOENT')
@@ -135,8 +136,8 @@ export class SpanSlots {
 
   /** The socket closed: its slot is free again. */
   release(handle: SlotHandle): void {
-    const key = handle.index * KEY.SLOT + KEY.KEY;
-    if (this.keys[key] === BigInt(handle.cookieLo + handle.cookieHi * HI)) this.keys[key] = 0n;
+    const b = handle.index * W.SLOT;
+    if (this.words[b + W.KEY] === handle.cookieLo && this.words[b + W.KEY + 1] === handle.cookieHi) this.keys[handle.index * KEY.SLOT + KEY.KEY] = 0n;
   }
 
   /**

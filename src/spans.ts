@@ -370,11 +370,7 @@ export class KernelSpanProcessor implements SpanProcessor {
       c.slot = handle;
       socket.once('close', () => {
         c.slot = null;
-        try {
-          slots.release(handle);
-        } catch (err) {
-          warnOnce(`kernel-enriched spans: ${(err as Error).message}`, 'spans-release');
-        }
+        slots.release(handle);
       });
     } catch (err) {
       warnOnce(`kernel-enriched spans: ${(err as Error).message}`, 'spans-register');

@@ -1,6 +1,6 @@
 'use strict';
-// src/bpf-layout.ts mirrors bpf/histogram.h, bpf/sockets.h and the other objects' headers: every size and offset must match the BTF that clang
-// wrote into the compiled object.
+// src/bpf-layout.ts mirrors bpf/histogram.h, bpf/sockets.h and the other objects' headers: every size and offset must
+// match the BTF that clang wrote into the compiled object.
 const assert = require('assert');
 const path = require('path');
 const { execFileSync } = require('child_process');
