@@ -72,6 +72,7 @@ import { countersOf, tcpCountersReader, TcpCounters, TCP_INFO_SLOTS } from './tc
 import type { TlsCollector } from './tls';
 import { kernelSees, sources } from './active';
 import { detectCapabilities } from './capabilities';
+import type { SpansTcpInfo } from './config';
 
 /** What an observer of a wrapped core function does when it fails: say it once; the call itself went through. */
 const failed = (what: string) => (err: unknown) => warnOnce(`kernel-enriched spans: ${what}: ${(err as Error).message}`, `spans-${what}`);
@@ -177,7 +178,7 @@ export interface KernelSpanProcessorOptions {
    * them, getsockopt elsewhere; see `reading`) or `getsockopt` only (no program in the machine's sends and receives).
    * Default `bpf`.
    */
-  tcpInfo?: 'bpf' | 'getsockopt';
+  tcpInfo?: SpansTcpInfo;
 }
 
 /** The subset of @opentelemetry/instrumentation-http's config this processor completes. */
