@@ -229,6 +229,55 @@ describe('BPF run-time statistics, sampled', function () {
     });
   });
 
+  describe('the estimate as a cumulative counter', function () {
+    this.timeout(60000);
+    it('never decreases, read between every two connections across 40 windows', async function () {
+      const server = net.createServer(s => {
+        s.resume();
+        s.on('end', () => s.end());
+      });
+      await new Promise(r => server.listen(0, '127.0.0.1', r));
+      const port = server.address().port;
+      const t = new KernelTelemetry(
+        resolveConfig({
+          strict: true,
+          disabledProbes: ['dns', 'tls', 'nodejs'],
+          overheadBudget: 0,
+          kernelStats: 'sampled',
+          kernelStatsWindowMillis: 20,
+          kernelStatsPeriodMillis: 50,
+        }).config,
+      );
+      t.start();
+      const point = (metrics, name) => metrics.find(m => m.name === name).points.find(p => p.attributes['otel_node_ebpf.probe'] === 'tcp.state');
+      let last = { runs: 0, time: 0 };
+      let reads = 0;
+      let grew = 0;
+      try {
+        const end = performance.now() + 2000;
+        while (performance.now() < end) {
+          await new Promise((resolve, reject) => {
+            const c = net.connect(port, '127.0.0.1', () => c.end());
+            c.resume();
+            c.on('close', resolve);
+            c.on('error', reject);
+          });
+          const metrics = t.collect();
+          const now = { runs: point(metrics, 'otel_node_ebpf.probe.runs')?.value ?? 0, time: point(metrics, 'otel_node_ebpf.probe.kernel.time')?.value ?? 0 };
+          assert.ok(now.runs >= last.runs && now.time >= last.time, `after ${reads} reads: ${JSON.stringify(last)} -> ${JSON.stringify(now)}`);
+          if (now.runs > last.runs) grew++;
+          last = now;
+          reads++;
+        }
+      } finally {
+        t.shutdown();
+        server.close();
+      }
+      this.test.title += ` (${reads} reads, ${grew} of them higher)`;
+      assert.ok(reads > 200 && grew > reads / 4, `${reads} reads, ${grew} higher`);
+    });
+  });
+
   describe('the window timer never keeps the process alive', function () {
     this.timeout(60000);
     // a window 30 s long, in a period of 60 s: a timer that kept the process alive would hold it that long (a start
