@@ -2,7 +2,8 @@
 // 127.0.0.1:PORT, each with one GET / in flight (closed loop, as `wrk -t1 -cCONNS`), for SECONDS. Unlike wrk it
 // writes every request down, so that the analysis can leave out the first seconds after connecting and can see when
 // the slow requests happened: OUT gets one record per response, two native-endian u64, the CLOCK_MONOTONIC time the
-// request was written (ns) and its latency (ns). Prints "<responses> <seconds>" at the end.
+// request was written (ns) and its latency (ns). Prints "<responses> <seconds>" at the end. It reads responses with
+// a Content-Length (bench/server.js sends one), not chunked ones.
 //
 //   tail PORT CONNS SECONDS OUT
 #define _GNU_SOURCE
