@@ -47,7 +47,7 @@ const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 
-const { REGISTER, pinnedTo, startServer: startServerProcess, nextMessage, stopServer } = require('./server-process');
+const { REGISTER, pinnedTo, startServer: startServerProcess, nextMessage, stopServer, cpuTimes } = require('./server-process');
 const spanProfile = require('./span-profile');
 
 const ROOT = path.resolve(__dirname, '..');
@@ -206,18 +206,6 @@ function pinSelf() {
 
 /** On `cpu` when pinning is on (BENCH_PIN). */
 const pinned = (cpu, cmd, args) => pinnedTo(CONFIG.pin ? cpu : undefined, cmd, args);
-
-/** Per-CPU jiffies from /proc/stat: busy (all but idle, iowait and steal) and steal. */
-function cpuTimes() {
-  const out = {};
-  for (const line of fs.readFileSync('/proc/stat', 'utf8').split('\n')) {
-    const m = line.match(/^cpu(\d+)\s+(.*)$/);
-    if (!m) continue;
-    const [user, nice, system, idle, iowait, irq, softirq, steal] = m[2].split(/\s+/).map(Number);
-    out[m[1]] = { busy: user + nice + system + irq + softirq, total: user + nice + system + idle + iowait + irq + softirq + steal, steal };
-  }
-  return out;
-}
 
 // ---------------------------------------------------------------------------------------------------------------
 // bpftool: per-program run-time statistics and map memory (a cross-check of the SDK's own figures, and a breakdown)

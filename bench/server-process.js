@@ -1,8 +1,10 @@
 'use strict';
 // bench/server.js as a child process, for the overhead benchmark (bench/run.js) and the memory breakdown
-// (bench/memory.js): the same SDK settings in both, so that their figures are of the same process.
+// (bench/memory.js): the same SDK settings in both, so that their figures are of the same process. Also the
+// machine's CPU times, which the drivers read around their rounds.
 
 const { spawn } = require('node:child_process');
+const fs = require('node:fs');
 const path = require('node:path');
 
 const REGISTER = path.join(__dirname, '..', 'dist', 'register.js');
@@ -85,4 +87,16 @@ async function stopServer(child) {
   return result;
 }
 
-module.exports = { REGISTER, pinnedTo, startServer, nextMessage, stopServer };
+/** Per-CPU jiffies from /proc/stat: busy (all but idle, iowait and steal) and steal. */
+function cpuTimes() {
+  const out = {};
+  for (const line of fs.readFileSync('/proc/stat', 'utf8').split('\n')) {
+    const m = line.match(/^cpu(\d+)\s+(.*)$/);
+    if (!m) continue;
+    const [user, nice, system, idle, iowait, irq, softirq, steal] = m[2].split(/\s+/).map(Number);
+    out[m[1]] = { busy: user + nice + system + irq + softirq, total: user + nice + system + idle + iowait + irq + softirq + steal, steal };
+  }
+  return out;
+}
+
+module.exports = { REGISTER, pinnedTo, startServer, nextMessage, stopServer, cpuTimes };

@@ -27,7 +27,7 @@ const fs = require('node:fs');
 const http = require('node:http');
 const path = require('node:path');
 const { median, spread } = require('./burst');
-const { startServer, nextMessage, stopServer } = require('./server-process');
+const { startServer, nextMessage, stopServer, cpuTimes } = require('./server-process');
 
 const ROOT = path.join(__dirname, '..');
 const MODES = JSON.parse(process.env.BENCH_MODES || '{"off":{"sdk":false},"on":{"sdk":true}}');
@@ -70,11 +70,8 @@ async function otlpReceiver() {
   return { endpoint: httpEndpoint, stop: () => receiver.stop() };
 }
 
-/** Steal jiffies of all CPUs, from /proc/stat. */
-function stealJiffies() {
-  const line = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0];
-  return Number(line.trim().split(/\s+/)[8]);
-}
+/** Steal jiffies of all CPUs together. */
+const stealJiffies = () => Object.values(cpuTimes()).reduce((sum, cpu) => sum + cpu.steal, 0);
 
 /** The records of one run: send time (ms from the first request) and latency (µs), in completion order. */
 function readRecords(file) {

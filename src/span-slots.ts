@@ -137,7 +137,9 @@ export class SpanSlots {
   /** The socket closed: its slot is free again. */
   release(handle: SlotHandle): void {
     const b = handle.index * W.SLOT;
-    if (this.words[b + W.KEY] === handle.cookieLo && this.words[b + W.KEY + 1] === handle.cookieHi) this.keys[handle.index * KEY.SLOT + KEY.KEY] = 0n;
+    const mine = this.words[b + W.KEY] === handle.cookieLo && this.words[b + W.KEY + 1] === handle.cookieHi;
+    // cleared with one 8-byte store: the program never sees half a key
+    if (mine) this.keys[handle.index * KEY.SLOT + KEY.KEY] = 0n;
   }
 
   /**
