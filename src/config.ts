@@ -92,9 +92,9 @@ export interface StartOptions {
    * (`sampled`, `always`, `false`; `true` is `always`). Default `sampled`.
    */
   kernelStats?: KernelStatsMode | boolean;
-  /** ms the statistics are on in each period (`sampled`). Env: `OTEL_NODE_EBPF_KERNEL_STATS_WINDOW`. Default 100. */
+  /** ms the statistics are on in each period (`sampled`). Env: `OTEL_NODE_EBPF_KERNEL_STATS_WINDOW`. Default 500. */
   kernelStatsWindowMillis?: number;
-  /** ms of one sampling period (`sampled`). Env: `OTEL_NODE_EBPF_KERNEL_STATS_PERIOD`. Default 1000. */
+  /** ms of one sampling period (`sampled`). Env: `OTEL_NODE_EBPF_KERNEL_STATS_PERIOD`. Default 5000. */
   kernelStatsPeriodMillis?: number;
   /** Flush the last values on SIGTERM and SIGINT (the application's own reaction is kept). Default true. */
   flushOnSignals?: boolean;
@@ -174,8 +174,10 @@ export const DEFAULTS = {
   overheadBudget: 0.01,
   overheadWindowMillis: 10000,
   kernelStats: 'sampled',
-  kernelStatsWindowMillis: 100,
-  kernelStatsPeriodMillis: 1000,
+  // Each window's opening and closing patch the kernel's text and hold the thread that does it for 0.3-0.9 ms, so
+  // few long windows rather than many short ones; five seconds still give 12 windows per default export interval.
+  kernelStatsWindowMillis: 500,
+  kernelStatsPeriodMillis: 5000,
 } as const satisfies Partial<ResolvedConfig>;
 
 type Env = Record<string, string | undefined>;
