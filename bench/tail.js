@@ -10,6 +10,8 @@
 //   after connecting   the first second: the server's first load, on 32 new connections
 //   steady             the BENCH_DURATION s after the warm-up, on connections that have served for BENCH_WARMUP s:
 //                      what a keep-alive service under load sees
+//   reconnected        with BENCH_RECONNECT=S, S more seconds on 32 new connections, as wrk's measured burst in
+//                      `npm run bench`: its first second, and the rest
 // and so that the server's stalls can be counted: a gap between two consecutive responses of more than 0.2 ms (the
 // server, 32 requests in flight, answers one every 35 µs or so) is time in which it answered nobody.
 //
@@ -20,7 +22,8 @@
 // OpenTelemetry receiver of the tests).
 //
 // Environment: BENCH_MODES (a JSON object { name: { sdk, env } }, default off and on), BENCH_PAIRS (default 6),
-// BENCH_WARMUP (s, default 15), BENCH_DURATION (s, default 10), BENCH_OUT (a JSON file for the rounds' figures).
+// BENCH_WARMUP (s, default 15), BENCH_DURATION (s, default 10), BENCH_RECONNECT (s, default 0: none; at least 2),
+// BENCH_OUT (a JSON file for the rounds' figures).
 
 const { execFileSync, execFile } = require('node:child_process');
 const fs = require('node:fs');
@@ -34,6 +37,7 @@ const MODES = JSON.parse(process.env.BENCH_MODES || '{"off":{"sdk":false},"on":{
 const PAIRS = Number(process.env.BENCH_PAIRS || 6);
 const WARMUP_S = Number(process.env.BENCH_WARMUP || 15);
 const DURATION_S = Number(process.env.BENCH_DURATION || 10);
+const RECONNECT_S = Number(process.env.BENCH_RECONNECT || 0);
 const CONNECTIONS = 32;
 const SERVER_CPU = 0;
 const LOAD_CPU = 1;
@@ -145,12 +149,20 @@ async function round(bin, receiver, name, mode, dir) {
     const stealPct = (stealJiffies() - steal0) / (WARMUP_S + DURATION_S);
     const records = readRecords(file);
     fs.rmSync(file);
-    return {
+    const r = {
       mode: name,
       stealPct,
       afterConnect: part(records, 0, 1000),
       steady: part(records, WARMUP_S * 1000, (WARMUP_S + DURATION_S) * 1000),
     };
+    if (RECONNECT_S > 0) {
+      // the first run's connections are closed (its process exited): the same server, 32 new connections
+      await runLoad(bin, port, RECONNECT_S, file);
+      const again = readRecords(file);
+      fs.rmSync(file);
+      r.reconnected = { firstSecond: part(again, 0, 1000), rest: part(again, 1000, RECONNECT_S * 1000) };
+    }
+    return r;
   } finally {
     await stopServer(child);
   }
@@ -160,6 +172,7 @@ const pct = (x) => `${(100 * x).toFixed(1)} %`;
 
 async function main() {
   if (!fs.existsSync(path.join(ROOT, 'dist', 'register.js'))) throw new Error('run npm run build first');
+  if (RECONNECT_S > 0 && !(Number.isInteger(RECONNECT_S) && RECONNECT_S >= 2)) throw new Error(`BENCH_RECONNECT=${process.env.BENCH_RECONNECT}: whole seconds, at least 2`);
   const bin = loadGenerator();
   execFileSync('taskset', ['-a', '-cp', String(LOAD_CPU), String(process.pid)], { stdio: 'ignore' });
   const receiver = process.env.BENCH_RECEIVER === 'otlp' ? await otlpReceiver() : await sinkReceiver();
@@ -175,7 +188,8 @@ async function main() {
         console.log(
           `pair ${pair} ${name.padEnd(8)} steady: ${Math.round(s.rps)} req/s, p50 ${s.p50.toFixed(0)} p99 ${s.p99.toFixed(0)} ` +
             `p99.9 ${s.p999.toFixed(0)} µs, stalls >0.2 ms ${s.gaps['over0.2ms'].msPerSecond.toFixed(1)} ms/s ` +
-            `(>1 ms: ${s.gaps.over1ms.perSecond.toFixed(1)}/s) | first second: p99 ${r.afterConnect.p99.toFixed(0)} µs | steal ${r.stealPct.toFixed(1)} %`,
+            `(>1 ms: ${s.gaps.over1ms.perSecond.toFixed(1)}/s) | first second: p99 ${r.afterConnect.p99.toFixed(0)} µs | steal ${r.stealPct.toFixed(1)} %` +
+            (r.reconnected ? ` | reconnected: p99 ${r.reconnected.firstSecond.p99.toFixed(0)} µs in the first second, ${r.reconnected.rest.p99.toFixed(0)} µs after` : ''),
         );
       }
     }
@@ -208,11 +222,14 @@ async function main() {
         `${median(pairs.map(([, m]) => m.steady.gaps['over0.5ms'].perSecond)).toFixed(1)} against ` +
         `${median(pairs.map(([b]) => b.steady.gaps['over0.5ms'].perSecond)).toFixed(1)} per s; ` +
         `first second p99 ${spread(ratio((r) => r.afterConnect.p99))}; slower than 2 ms ` +
-        `${pct(median(pairs.map(([, m]) => m.steady.slower['2ms'])))} against ${pct(median(pairs.map(([b]) => b.steady.slower['2ms'])))} of the requests`,
+        `${pct(median(pairs.map(([, m]) => m.steady.slower['2ms'])))} against ${pct(median(pairs.map(([b]) => b.steady.slower['2ms'])))} of the requests` +
+        (RECONNECT_S > 0
+          ? `; reconnected: p99 ${spread(ratio((r) => r.reconnected.firstSecond.p99))} in the first second, ${spread(ratio((r) => r.reconnected.rest.p99))} after it`
+          : ''),
     );
   }
   if (process.env.BENCH_OUT) {
-    const out = { date: new Date().toISOString(), node: process.version, pairs: PAIRS, warmupS: WARMUP_S, durationS: DURATION_S, modes: MODES, rounds };
+    const out = { date: new Date().toISOString(), node: process.version, pairs: PAIRS, warmupS: WARMUP_S, durationS: DURATION_S, reconnectS: RECONNECT_S, modes: MODES, rounds };
     fs.writeFileSync(process.env.BENCH_OUT, JSON.stringify(out, null, 2) + '\n');
   }
 }
