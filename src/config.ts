@@ -174,8 +174,9 @@ export const DEFAULTS = {
   overheadBudget: 0.01,
   overheadWindowMillis: 10000,
   kernelStats: 'sampled',
-  // Each window's opening and closing patch the kernel's text and hold the thread that does it for 0.3-0.9 ms, so
-  // few long windows rather than many short ones; five seconds still give 12 windows per default export interval.
+  // Each window's opening and closing patch the kernel's text and hold the thread that does it for 0.25-0.9 ms each
+  // (docs/benchmark.md), so few long windows rather than many short ones; a period of 5 s still gives 12 windows per
+  // default export interval and 2 per budget window.
   kernelStatsWindowMillis: 500,
   kernelStatsPeriodMillis: 5000,
 } as const satisfies Partial<ResolvedConfig>;
