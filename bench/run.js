@@ -39,6 +39,8 @@
 //                      of KernelSpanProcessor's own frames; 0: no profile
 //   BENCH_WORKLOAD     what the server does per request (bench/server.js reads it): http (default), dns (one
 //                      dns.lookup of a hosts-file name), threadpool (one fs.stat on the thread pool)
+//   BENCH_HEAP_MB      MB of objects the server keeps alive from its start, SDK or not (bench/server.js reads it;
+//                      default 0: a live heap of 2.6 MB, smaller than any real service's)
 // The SDK's own variables pass through to the SDK's process, for example OTEL_NODE_EBPF_DISABLED_PROBES=nodejs to
 // measure without the runtime probes; its exports always go to the OTLP receiver in this process.
 
