@@ -28,11 +28,15 @@ const median = (a) => {
   return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
 };
 
-/** `median (min–max)` of ratios, in percent. */
-function spread(ratios) {
-  const pct = (x) => `${(100 * x).toFixed(1)} %`;
-  return `${pct(median(ratios))} (${pct(Math.min(...ratios))}–${pct(Math.max(...ratios))})`;
+const pct = (x) => `${(100 * x).toFixed(1)} %`;
+
+/** `median (min–max)` of values, each written by `format`. */
+function range(values, format) {
+  return `${format(median(values))} (${format(Math.min(...values))}–${format(Math.max(...values))})`;
 }
+
+/** `median (min–max)` of ratios, in percent. */
+const spread = (ratios) => range(ratios, pct);
 
 /**
  * Runs `measure(servers, names)` with one server per mode of `modes` ({ name: { sdk, env } }; in env, GRPC_ENDPOINT
@@ -68,4 +72,4 @@ function runWithServers(label, modes, measure) {
   );
 }
 
-module.exports = { wrkBurst, median, spread, runWithServers };
+module.exports = { wrkBurst, median, pct, range, spread, runWithServers };

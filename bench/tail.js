@@ -29,7 +29,7 @@ const { execFileSync, execFile } = require('node:child_process');
 const fs = require('node:fs');
 const http = require('node:http');
 const path = require('node:path');
-const { median, spread } = require('./burst');
+const { median, pct, range, spread } = require('./burst');
 const { startServer, nextMessage, stopServer, cpuTimes } = require('./server-process');
 
 const ROOT = path.join(__dirname, '..');
@@ -143,12 +143,17 @@ async function round(bin, receiver, name, mode, dir) {
   try {
     const { port } = await nextMessage(child, 'listening', 30_000);
     const file = path.join(dir, `${name}-${child.pid}.bin`);
+    /** `seconds` of load on 32 new connections, every request written down. */
+    const recorded = async (seconds) => {
+      await runLoad(bin, port, seconds, file);
+      const records = readRecords(file);
+      fs.rmSync(file);
+      return records;
+    };
     const steal0 = stealJiffies();
-    await runLoad(bin, port, WARMUP_S + DURATION_S, file);
+    const records = await recorded(WARMUP_S + DURATION_S);
     // jiffies (1/100 s) of steal per second: percent of a CPU
     const stealPct = (stealJiffies() - steal0) / (WARMUP_S + DURATION_S);
-    const records = readRecords(file);
-    fs.rmSync(file);
     const r = {
       mode: name,
       stealPct,
@@ -157,9 +162,7 @@ async function round(bin, receiver, name, mode, dir) {
     };
     if (RECONNECT_S > 0) {
       // the first run's connections are closed (its process exited): the same server, 32 new connections
-      await runLoad(bin, port, RECONNECT_S, file);
-      const again = readRecords(file);
-      fs.rmSync(file);
+      const again = await recorded(RECONNECT_S);
       r.reconnected = { firstSecond: part(again, 0, 1000), rest: part(again, 1000, RECONNECT_S * 1000) };
     }
     return r;
@@ -167,8 +170,6 @@ async function round(bin, receiver, name, mode, dir) {
     await stopServer(child);
   }
 }
-
-const pct = (x) => `${(100 * x).toFixed(1)} %`;
 
 async function main() {
   if (!fs.existsSync(path.join(ROOT, 'dist', 'register.js'))) throw new Error('run npm run build first');
@@ -199,14 +200,14 @@ async function main() {
   }
 
   // per mode: median (min–max) over its rounds, the figures of docs/benchmark.md's tables
-  const range = (values, digits) => `${median(values).toFixed(digits)} (${Math.min(...values).toFixed(digits)}–${Math.max(...values).toFixed(digits)})`;
+  const fixed = (digits) => (x) => x.toFixed(digits);
   console.log(`\nsteady part, per mode, median (min–max) of the rounds:`);
   for (const name of names) {
     const s = rounds.filter((r) => r.mode === name).map((r) => r.steady);
     console.log(
-      `${name}: ${range(s.map((x) => x.rps), 0)} req/s, p50 ${range(s.map((x) => x.p50), 0)} µs, p99 ${range(s.map((x) => x.p99), 0)} µs, ` +
-        `stall time ${range(s.map((x) => x.gaps['over0.2ms'].msPerSecond), 1)} ms/s, stalls > 0.5 ms ${range(s.map((x) => x.gaps['over0.5ms'].perSecond), 1)} /s, ` +
-        `> 1 ms ${range(s.map((x) => x.gaps.over1ms.perSecond), 1)} /s, longest request ${range(s.map((x) => x.max / 1000), 1)} ms`,
+      `${name}: ${range(s.map((x) => x.rps), fixed(0))} req/s, p50 ${range(s.map((x) => x.p50), fixed(0))} µs, p99 ${range(s.map((x) => x.p99), fixed(0))} µs, ` +
+        `stall time ${range(s.map((x) => x.gaps['over0.2ms'].msPerSecond), fixed(1))} ms/s, stalls > 0.5 ms ${range(s.map((x) => x.gaps['over0.5ms'].perSecond), fixed(1))} /s, ` +
+        `> 1 ms ${range(s.map((x) => x.gaps.over1ms.perSecond), fixed(1))} /s, longest request ${range(s.map((x) => x.max / 1000), fixed(1))} ms`,
     );
   }
   const base = names[0];
