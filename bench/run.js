@@ -20,8 +20,9 @@
 //                      also available, to find out where time goes: always (the SDK with the statistics on all the
 //                      time: OTEL_NODE_EBPF_KERNEL_STATS=always), nostats (the SDK on, run as `nobody` with only
 //                      CAP_BPF+CAP_PERFMON, so without BPF run-time statistics) and bystander (the server without the
-//                      SDK, and an idle process with the SDK beside it: what its programs cost the processes it does
-//                      not watch); tracing (the SDK on with OTEL_TRACES_EXPORTER=otlp: HTTP instrumentation,
+//                      SDK, and an idle process with the SDK beside it, on the server's CPU, started
+//                      BENCH_NEIGHBOUR_SETTLE s (default 12) before the server and its first export made: what its
+//                      programs and its periodic work cost the processes it does not watch); tracing (the SDK on with OTEL_TRACES_EXPORTER=otlp: HTTP instrumentation,
 //                      kernel-enriched server spans, spans exported to this process's receiver) and tracing-plain (the
 //                      same with OTEL_NODE_EBPF_SPANS=false: KernelSpanProcessor inert); with both, the summary gives
 //                      their difference: what the processor costs per span under load (one server span per request);
@@ -127,6 +128,7 @@ const CONFIG = {
   modes: (process.env.BENCH_MODES || 'off,on').split(',').map((m) => m.trim()),
   quietWaitS: intEnv('BENCH_QUIET_WAIT', 120, 0),
   retries: intEnv('BENCH_RETRIES', 1, 0),
+  neighbourSettleS: intEnv('BENCH_NEIGHBOUR_SETTLE', 12, 0),
   out: path.resolve(process.env.BENCH_OUT || path.join(__dirname, 'results.json')),
   profile: process.env.BENCH_PROFILE !== '0',
   serverCpu: 0,
@@ -433,15 +435,20 @@ async function round(index, modeName, warmup, receiver) {
   receiver.clear();
   const procs = [];
   try {
-    const server = startServer(mode.sdk === 'server', mode, receiver.endpoint);
-    procs.push(server);
-    const { port, bodyBytes } = await nextMessage(server, 'listening', 30_000);
-    let sdkProc = mode.sdk === 'server' ? server : undefined;
+    let sdkProc;
     if (mode.sdk === 'neighbour') {
+      // Started before the server and left to settle: an SDK process's first seconds (its code compiled, its first
+      // export) are its start, not what its programs cost the processes it does not watch.
       sdkProc = startServer(true, mode, receiver.endpoint);
       procs.push(sdkProc);
       await nextMessage(sdkProc, 'listening', 30_000);
+      await sample(sdkProc, 'start');
+      await sleep(CONFIG.neighbourSettleS * 1000);
     }
+    const server = startServer(mode.sdk === 'server', mode, receiver.endpoint);
+    procs.push(server);
+    const { port, bodyBytes } = await nextMessage(server, 'listening', 30_000);
+    if (mode.sdk === 'server') sdkProc = server;
     if (CONFIG.warmupS > 0) await runWrk(port, CONFIG.warmupS);
 
     const edge = async (name) => {
@@ -886,12 +893,12 @@ async function main() {
 
   const plan = [{ mode: 'on', warmup: true }];
   for (let i = 0; i < CONFIG.pairs; i++) for (const mode of CONFIG.modes) plan.push({ mode, warmup: false });
-  const perRound = CONFIG.warmupS + CONFIG.durationS + 2.5;
+  const perRound = (mode) => CONFIG.warmupS + CONFIG.durationS + 2.5 + (MODES[mode].sdk === 'neighbour' ? CONFIG.neighbourSettleS : 0);
   console.log(
     `bench: ${plan.length} rounds (1 warm-up + ${CONFIG.pairs} × ${CONFIG.modes.join('/')}), ${CONFIG.warmupS} s + ${CONFIG.durationS} s of load each, ` +
       `wrk -t${CONFIG.threads} -c${CONFIG.connections}` +
       (CONFIG.pin ? `, server on CPU ${CONFIG.serverCpu}, wrk on CPU ${CONFIG.loadCpu}` : ', unpinned') +
-      `; about ${Math.ceil((plan.length * perRound) / 60)} min on a quiet machine`,
+      `; about ${Math.ceil(plan.reduce((sum, r) => sum + perRound(r.mode), 0) / 60)} min on a quiet machine`,
   );
 
   const rounds = [];
