@@ -22,9 +22,10 @@
 //                      CAP_BPF+CAP_PERFMON, so without BPF run-time statistics) and bystander (the server without the
 //                      SDK, and an idle process with the SDK beside it, on the server's CPU, started
 //                      BENCH_NEIGHBOUR_SETTLE s (default 12) before the server and its first export made: what its
-//                      programs and its periodic work cost the processes it does not watch); tracing (the SDK on with OTEL_TRACES_EXPORTER=otlp: HTTP instrumentation,
-//                      kernel-enriched server spans, spans exported to this process's receiver) and tracing-plain (the
-//                      same with OTEL_NODE_EBPF_SPANS=false: KernelSpanProcessor inert); with both, the summary gives
+//                      programs and its periodic work cost the processes it does not watch); tracing (the SDK on with
+//                      OTEL_TRACES_EXPORTER=otlp: HTTP instrumentation, kernel-enriched server spans, spans exported to
+//                      this process's receiver) and tracing-plain (the same with OTEL_NODE_EBPF_SPANS=false:
+//                      KernelSpanProcessor inert); with both, the summary gives
 //                      their difference: what the processor costs per span under load (one server span per request);
 //                      control (the server without the SDK again, an A/A comparison: how far two modes that do not
 //                      differ at all land apart in this run; the summary says so beside the on-vs-off figures)
