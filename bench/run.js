@@ -20,18 +20,19 @@
 //                      also available, to find out where time goes: always (the SDK with the statistics on all the
 //                      time: OTEL_NODE_EBPF_KERNEL_STATS=always), nostats (the SDK on, run as `nobody` with only
 //                      CAP_BPF+CAP_PERFMON, so without BPF run-time statistics) and bystander (the server without the
-//                      SDK, and an idle process with the SDK beside it, on the server's CPU, started
-//                      BENCH_NEIGHBOUR_SETTLE s (default 12) before the server and its first export made: what its
-//                      programs and its periodic work cost the processes it does not watch); tracing (the SDK on with
-//                      OTEL_TRACES_EXPORTER=otlp: HTTP instrumentation, kernel-enriched server spans, spans exported to
-//                      this process's receiver) and tracing-plain (the same with OTEL_NODE_EBPF_SPANS=false:
-//                      KernelSpanProcessor inert); with both, the summary gives
+//                      SDK, and an idle process with the SDK beside it, on the server's CPU, settled before the
+//                      round (BENCH_NEIGHBOUR_SETTLE): what its programs and its periodic work cost the processes it
+//                      does not watch); tracing (the SDK on with OTEL_TRACES_EXPORTER=otlp: HTTP instrumentation,
+//                      kernel-enriched server spans, spans exported to this process's receiver) and tracing-plain (the
+//                      same with OTEL_NODE_EBPF_SPANS=false: KernelSpanProcessor inert); with both, the summary gives
 //                      their difference: what the processor costs per span under load (one server span per request);
 //                      control (the server without the SDK again, an A/A comparison: how far two modes that do not
 //                      differ at all land apart in this run; the summary says so beside the on-vs-off figures)
 //   BENCH_QUIET_WAIT   seconds to wait before each round for a quiet machine: no other process's tracing BPF programs
 //                      loaded (they tax every syscall, SDK off or on) and both CPUs mostly idle (default 120; the
 //                      round then runs anyway)
+//   BENCH_NEIGHBOUR_SETTLE  seconds the bystander mode's SDK process runs, after its first export, before the
+//                      server starts (default 12): an SDK process's first seconds are its start, not its steady cost
 //   BENCH_RETRIES      times a round is run again when it was disturbed: other processes' BPF programs appeared,
 //                      other processes used more than a tenth of a CPU, or steal time exceeded 5 % of a CPU, during
 //                      the measured window (default 1)
@@ -894,7 +895,8 @@ async function main() {
 
   const plan = [{ mode: 'on', warmup: true }];
   for (let i = 0; i < CONFIG.pairs; i++) for (const mode of CONFIG.modes) plan.push({ mode, warmup: false });
-  const perRound = (mode) => CONFIG.warmupS + CONFIG.durationS + 2.5 + (MODES[mode].sdk === 'neighbour' ? CONFIG.neighbourSettleS : 0);
+  const settleS = (mode) => (MODES[mode].sdk === 'neighbour' ? CONFIG.neighbourSettleS : 0);
+  const perRound = (mode) => CONFIG.warmupS + CONFIG.durationS + 2.5 + settleS(mode);
   console.log(
     `bench: ${plan.length} rounds (1 warm-up + ${CONFIG.pairs} × ${CONFIG.modes.join('/')}), ${CONFIG.warmupS} s + ${CONFIG.durationS} s of load each, ` +
       `wrk -t${CONFIG.threads} -c${CONFIG.connections}` +
