@@ -5,6 +5,7 @@
 import type { Attributes } from '@opentelemetry/api';
 import type { Log2Histogram } from './bpf-layout';
 import type { ProbeRunStats, ProbeStatus } from './probes';
+import type { Steps } from './turns';
 
 export type KernelPoint =
   | { attributes: Attributes; value: number }
@@ -24,6 +25,8 @@ export interface Collector {
   /** Loads and attaches; one measurement failing does not stop the others. Throws only if nothing can be loaded. */
   start(): void;
   collect(): KernelMetric[];
+  /** The same as collect(), in steps (src/turns.ts), for a collector whose collection takes long enough to need them. */
+  collectSteps?(): Steps<KernelMetric[]>;
   status(): ProbeStatus[];
   runStats(): Map<string, ProbeRunStats>;
   /** Detaches. Idempotent. */

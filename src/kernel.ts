@@ -18,6 +18,7 @@ import { TlsCollector } from './tls';
 import { ThreadpoolCollector } from './threadpool';
 import { FilesCollector } from './files';
 import { KernelStats } from './kernel-stats';
+import { runSteps, Steps } from './turns';
 
 export interface EbpfStatus {
   /** Whether any probe is attached. */
@@ -198,6 +199,11 @@ export class KernelTelemetry {
 
   /** Every collector's metrics, plus the SDK's own: which probe is attached, its kernel time, what the kernel dropped. */
   collect(): KernelMetric[] {
+    return runSteps(this.collectSteps());
+  }
+
+  /** collect() in steps (src/turns.ts): at least one per collector. */
+  *collectSteps(): Steps<KernelMetric[]> {
     if (this.stopped) return [];
     this.budget?.maybeCheck();
     const out: KernelMetric[] = [];
@@ -210,7 +216,7 @@ export class KernelTelemetry {
     const share = this.stats?.sampledShare;
     const sampled = share === undefined ? {} : { [ATTRS.SELF_KERNEL_STATS_SAMPLED]: share };
     for (const c of this.collectors) {
-      out.push(...c.collect());
+      out.push(...(c.collectSteps ? yield* c.collectSteps() : c.collect()));
       const stats = this.stats?.runStats(c);
       const hits = isUprobeCollector(c) ? c.uprobeHits() : undefined;
       for (const p of c.status()) {
@@ -225,6 +231,8 @@ export class KernelTelemetry {
         const cost = costs?.get(p.name);
         if (cost && n > 0) cpu.push({ attributes: attrs, value: cost.cpuSeconds });
       }
+      yield;
+      if (this.stopped) return []; // shutdown() stopped the collectors between two steps
     }
     const dropped: KernelPoint[] = [];
     const sockets = this.collectorsByName().get('sockets') as SocketsCollector | undefined;

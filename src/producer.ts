@@ -20,6 +20,7 @@ import type { KernelMetric } from './collector';
 import type { HistogramAggregation, TemporalityPreference } from './config';
 import { subtract, toExplicit, toExponential } from './histogram';
 import { SCOPE_NAME } from './semconv';
+import { nextTurn, runInTurns, Steps } from './turns';
 import { VERSION } from './version';
 
 export interface ProducerOptions {
@@ -36,10 +37,16 @@ function attributesKey(name: string, attrs: Attributes): string {
 export class KernelMetricProducer implements MetricProducer {
   private readonly startTime: HrTime = hrTime();
   private readonly previous = new Map<string, Previous>();
+  private inFlight: Promise<unknown> = Promise.resolve();
 
+  /**
+   * `source` collects at once; `steps`, when given, is the same collection in steps (src/turns.ts), and collect() then
+   * runs one step per turn of the event loop.
+   */
   constructor(
     private readonly source: () => KernelMetric[],
     private readonly options: ProducerOptions,
+    private readonly steps?: () => Steps<KernelMetric[]>,
   ) {}
 
   /** Counters and histograms: delta for `delta` and `lowmemory` (they are synchronous-style measurements). */
@@ -49,7 +56,25 @@ export class KernelMetricProducer implements MetricProducer {
   }
 
   async collect(): Promise<CollectionResult> {
-    return this.collectNow();
+    const steps = this.steps;
+    if (!steps) return this.collectNow();
+    // One collection at a time (a forced flush during a periodic one): their steps interleaved, a later reading could
+    // be converted before an earlier one, and a delta come out negative.
+    const run = this.inFlight.then(() => this.collectInTurns(steps));
+    this.inFlight = run.catch(() => {});
+    return run;
+  }
+
+  private async collectInTurns(steps: () => Steps<KernelMetric[]>): Promise<CollectionResult> {
+    const errors: unknown[] = [];
+    let metrics: KernelMetric[] = [];
+    try {
+      metrics = await runInTurns(steps());
+    } catch (err) {
+      errors.push(err);
+    }
+    await nextTurn(); // the conversion is a step of its own
+    return this.result(metrics, errors);
   }
 
   /** collect(), synchronously: for the last export of a process that is exiting (src/sdk.ts). */
@@ -61,6 +86,10 @@ export class KernelMetricProducer implements MetricProducer {
     } catch (err) {
       errors.push(err);
     }
+    return this.result(metrics, errors);
+  }
+
+  private result(metrics: KernelMetric[], errors: unknown[]): CollectionResult {
     const now = hrTime();
     return {
       resourceMetrics: {

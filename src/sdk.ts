@@ -15,6 +15,7 @@ import { reportFailuresOnce } from './export-failures';
 import type { ExportControl } from './export-native';
 import type { EbpfStatus } from './kernel';
 import type { KernelMetricProducer } from './producer';
+import { exportInNextTurn } from './turns';
 import type { Tracing } from './tracing';
 import type { TcpInfoReading } from './spans';
 
@@ -254,7 +255,7 @@ export function start(options: StartOptions = {}): EbpfHandle {
   const telemetry = new KernelTelemetry(config);
   telemetry.start(); // throws only in strict mode
   useKernelTelemetry(telemetry);
-  const producer = new KernelMetricProducer(() => telemetry.collect(), config);
+  const producer = new KernelMetricProducer(() => telemetry.collect(), config, () => telemetry.collectSteps());
   let provider: MeterProvider;
   let tracing: Tracing | undefined;
   let exportThread: ExportThread | undefined;
@@ -270,6 +271,7 @@ export function start(options: StartOptions = {}): EbpfHandle {
     if (config.metricsExporter !== 'none') {
       let exporter: PushMetricExporter;
       ({ exporter, thread: exportThread, control } = createExporter(config));
+      exportInNextTurn(exporter); // serialising is a step of its own, after the collection's (src/turns.ts)
       reportFailuresOnce(exporter, 'metrics export', endpoint);
       readers.push(
         new PeriodicExportingMetricReader({
@@ -349,7 +351,7 @@ export function createMetricProducer(options: StartOptions = {}): ProducerHandle
   if (!config.disabled) telemetry.start();
   useKernelTelemetry(telemetry);
   return {
-    producer: new KernelMetricProducer(() => telemetry.collect(), config),
+    producer: new KernelMetricProducer(() => telemetry.collect(), config, () => telemetry.collectSteps()),
     status: () => telemetry.status(),
     shutdown: () => telemetry.shutdown(),
   };

@@ -30,6 +30,7 @@ import { disabledReason, Measurement, ProbeRunStats, ProbeSet, ProbeStatus } fro
 import { ATTRS, METRICS, VALUES } from './semconv';
 import { ConnectionCounters, seriesId } from './connections';
 import { addHist } from './histogram';
+import { runSteps, Steps } from './turns';
 import { setTarget } from './target';
 
 export const SOCKETS_OBJECT = path.join(BPF_OBJECT_DIR, 'sockets.bpf.o');
@@ -106,6 +107,7 @@ export class SocketsCollector implements Collector {
   private bss?: string;
   private readonly events = { closed: 0, failed: 0 };
   private live?: ConnectionCounters;
+  private stopped = false;
   /** The sockets whose counters moved since the previous call (addon.tcpSocketReader()). */
   private readMoved?: () => NativeTcpSocket[];
   /** Called for each connection that closed or failed (from the ring buffer), for whoever needs single connections. */
@@ -131,6 +133,7 @@ export class SocketsCollector implements Collector {
   }
 
   start(): void {
+    this.stopped = false;
     this.probes = this.createProbeSet();
     try {
       this.attach(this.probes);
@@ -202,9 +205,18 @@ export class SocketsCollector implements Collector {
   }
 
   collect(): KernelMetric[] {
-    if (!this.probes) return [];
+    return runSteps(this.collectSteps());
+  }
+
+  /** Three steps: the closed connections, the live ones, the series map and the metrics. */
+  *collectSteps(): Steps<KernelMetric[]> {
+    if (!this.probes || this.stopped) return [];
     this.ring?.consume(); // closes first: a connection read below and closed later then adds only its remainder
+    yield;
+    if (this.stopped) return []; // stop() closed the maps between two steps
     if (this.live && this.readMoved) this.live.read(this.readMoved());
+    yield;
+    if (this.stopped) return [];
     const io: KernelPoint[] = [];
     const opened: KernelPoint[] = [];
     const failed: KernelPoint[] = [];
@@ -256,6 +268,7 @@ export class SocketsCollector implements Collector {
   }
 
   stop(): void {
+    this.stopped = true;
     this.ring?.close();
     this.ring = undefined;
     this.probes?.close();
