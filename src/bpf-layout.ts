@@ -149,12 +149,21 @@ export interface SeriesStats {
   rtt: Log2Histogram;
 }
 
-const u64 = (b: Buffer, off: number) => Number(b.readBigUInt64LE(off));
+/**
+ * Little-endian u64 fields as numbers (exact below 2^53), read as two u32 through a DataView. Its getters are V8
+ * builtins; Buffer's readBigUInt64LE is JavaScript, which a collection's few hundred histogram slots make hot enough
+ * for V8 to compile, on a worker thread that then takes the application's CPU for about 2 ms in the middle of an
+ * export (docs/benchmark.md).
+ */
+const viewOf = (b: Buffer, off: number, size: number) => new DataView(b.buffer, b.byteOffset + off, size);
+const u64At = (v: DataView, off: number) => v.getUint32(off, true) + v.getUint32(off + 4, true) * 2 ** 32;
+const u64 = (b: Buffer, off: number) => u64At(viewOf(b, off, 8), 0);
 
 export function decodeHist(b: Buffer, off: number): Log2Histogram {
+  const v = viewOf(b, off, HIST_SIZE);
   const slots = new Array<number>(HIST_MAX_SLOTS);
-  for (let i = 0; i < HIST_MAX_SLOTS; i++) slots[i] = u64(b, off + 8 + 8 * i);
-  return { sumNs: b.readBigUInt64LE(off), slots };
+  for (let i = 0; i < HIST_MAX_SLOTS; i++) slots[i] = u64At(v, 8 + 8 * i);
+  return { sumNs: v.getBigUint64(0, true), slots };
 }
 
 function formatAddress(addr: Buffer, family: number): string | undefined {

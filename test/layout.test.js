@@ -5,7 +5,7 @@ const assert = require('assert');
 const path = require('path');
 const { execFileSync } = require('child_process');
 const { ROOT } = require('./support/harness');
-const { LAYOUTS, DNS_LAYOUTS, TLS_LAYOUTS, THREADPOOL_LAYOUTS, FILES_LAYOUTS, SPANS_LAYOUTS, HIST_MAX_SLOTS } = require('../dist/bpf-layout');
+const { LAYOUTS, DNS_LAYOUTS, TLS_LAYOUTS, THREADPOOL_LAYOUTS, FILES_LAYOUTS, SPANS_LAYOUTS, HIST_MAX_SLOTS, decodeHist, decodeSeriesStats } = require('../dist/bpf-layout');
 
 const OBJECTS = ['sockets', 'runtime', 'dns', 'tls', 'budget', 'threadpool', 'files', 'spans'].map(n => path.join(ROOT, 'bpf', 'build', `${n}.bpf.o`));
 
@@ -44,6 +44,20 @@ describe('kernel/user-space layout', function () {
 
   it('the histogram has HIST_MAX_SLOTS slots', () => {
     assert.strictEqual(structs.hist.size, 8 + 8 * HIST_MAX_SLOTS);
+  });
+
+  it('u64 fields decode exactly, high words and values past 2^53 included, at any offset in a buffer', () => {
+    const values = [0n, 1n, 2n ** 32n - 1n, 2n ** 32n, 2n ** 32n + 7n, 2n ** 53n - 1n, 2n ** 53n + 1n, 2n ** 64n - 1n];
+    const hist = Buffer.alloc(3 + structs.hist.size).subarray(3); // not 8-byte aligned in its ArrayBuffer
+    hist.writeBigUInt64LE(2n ** 60n + 3n, 0);
+    values.forEach((v, i) => hist.writeBigUInt64LE(v, 8 + 8 * i));
+    const h = decodeHist(hist, 0);
+    assert.strictEqual(h.sumNs, 2n ** 60n + 3n);
+    assert.deepStrictEqual(h.slots.slice(0, values.length), values.map(Number)); // Number() rounds past 2^53, as the decoder must
+    assert.ok(h.slots.slice(values.length).every(c => c === 0));
+    const stats = Buffer.alloc(LAYOUTS.series_stats.size);
+    stats.writeBigUInt64LE(2n ** 40n + 5n, LAYOUTS.series_stats.fields.opened.offset);
+    assert.strictEqual(decodeSeriesStats(stats).opened, 2 ** 40 + 5);
   });
 
   it('.bss holds one struct at offset 0 (user space reads it as the value of key 0)', () => {
