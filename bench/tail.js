@@ -16,7 +16,8 @@
 // server, 32 requests in flight, answers one every 35 µs or so) is time in which it answered nobody.
 //
 // `npm run bench` measures with wrk, which connects anew for its measured burst: its p99 holds both parts. Here they
-// are apart. The SDK's exports go to a receiver in this process (on the load generator's CPU, as in bench/run.js),
+// are apart. wrk also corrects its latencies for coordinated omission, which weighs long stalls far more than their
+// share of the requests: each part's p99 is given both ways (wrkP99 below). The SDK's exports go to a receiver in this process (on the load generator's CPU, as in bench/run.js),
 // which by default answers without decoding (BENCH_RECEIVER=sink): decoding is the collector's work, not the
 // server's, and it takes the load generator's CPU for 7-9 ms per export. BENCH_RECEIVER=otlp decodes (the
 // OpenTelemetry receiver of the tests).
@@ -94,6 +95,35 @@ function readRecords(file) {
 
 const quantile = (sorted, q) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))];
 
+/**
+ * The p99 that wrk would report for these requests (µs). After its run, wrk corrects for coordinated omission
+ * (stats_correct in wrk.c): e is the mean time between two requests of one connection (duration × connections /
+ * requests), and every latency L of at least 2e adds samples at L − e, L − 2e, ... while they are above e: the requests
+ * that the connection would have sent while it waited. A stall of S ms on 32 connections then weighs about 32 × S/e
+ * samples, and wrk's p99 follows the long stalls, where the requests' own p99 hardly moves. wrk's quantile: the
+ * smallest whole µs at which the count reaches q × count + 0.5, rounded.
+ */
+function wrkP99(latencies, seconds) {
+  let max = 0;
+  for (const l of latencies) max = Math.max(max, l);
+  const count = new Float64Array(Math.floor(max) + 1);
+  for (const l of latencies) count[Math.floor(l)]++;
+  const e = Math.floor((seconds * 1e6) / Math.floor(latencies.length / CONNECTIONS));
+  let total = latencies.length;
+  for (let l = 2 * e; l < count.length; l++) {
+    const c = count[l];
+    if (c === 0) continue;
+    for (let m = l - e; m > e; m -= e) {
+      count[m] += c;
+      total += c;
+    }
+  }
+  const rank = Math.round(0.99 * total + 0.5);
+  let seen = 0;
+  for (let l = 0; l < count.length; l++) if ((seen += count[l]) >= rank) return l;
+  return count.length - 1;
+}
+
 /** Latency quantiles (µs) and throughput of the requests sent in [fromMs, toMs), and the gaps between their responses. */
 function part({ sent, latency, n }, fromMs, toMs) {
   const lat = [];
@@ -122,6 +152,7 @@ function part({ sent, latency, n }, fromMs, toMs) {
     p50: quantile(lat, 0.5),
     p90: quantile(lat, 0.9),
     p99: quantile(lat, 0.99),
+    wrkP99: wrkP99(lat, seconds),
     p999: quantile(lat, 0.999),
     max: lat[lat.length - 1],
     gaps: Object.fromEntries(GAP_MS.map((min, k) => [`over${min}ms`, gaps[k]])),
@@ -163,7 +194,7 @@ async function round(bin, receiver, name, mode, dir) {
     if (RECONNECT_S > 0) {
       // the first run's connections are closed (its process exited): the same server, 32 new connections
       const again = await recorded(RECONNECT_S);
-      r.reconnected = { firstSecond: part(again, 0, 1000), rest: part(again, 1000, RECONNECT_S * 1000) };
+      r.reconnected = { firstSecond: part(again, 0, 1000), rest: part(again, 1000, RECONNECT_S * 1000), all: part(again, 0, RECONNECT_S * 1000) };
     }
     return r;
   } finally {
@@ -187,7 +218,7 @@ async function main() {
         rounds.push(r);
         const s = r.steady;
         console.log(
-          `pair ${pair} ${name.padEnd(8)} steady: ${Math.round(s.rps)} req/s, p50 ${s.p50.toFixed(0)} p99 ${s.p99.toFixed(0)} ` +
+          `pair ${pair} ${name.padEnd(8)} steady: ${Math.round(s.rps)} req/s, p50 ${s.p50.toFixed(0)} p99 ${s.p99.toFixed(0)} (wrk's ${s.wrkP99}) ` +
             `p99.9 ${s.p999.toFixed(0)} µs, stalls >0.2 ms ${s.gaps['over0.2ms'].msPerSecond.toFixed(1)} ms/s ` +
             `(>1 ms: ${s.gaps.over1ms.perSecond.toFixed(1)}/s) | first second: p99 ${r.afterConnect.p99.toFixed(0)} µs | steal ${r.stealPct.toFixed(1)} %` +
             (r.reconnected ? ` | reconnected: p99 ${r.reconnected.firstSecond.p99.toFixed(0)} µs in the first second, ${r.reconnected.rest.p99.toFixed(0)} µs after` : ''),
@@ -217,7 +248,8 @@ async function main() {
     const pairs = [...Array(PAIRS).keys()].map((p) => [of(p, base), of(p, name)]);
     const ratio = (f) => pairs.map(([b, m]) => f(m) / f(b));
     console.log(
-      `${name}: steady p99 ${spread(ratio((r) => r.steady.p99))}, throughput ${spread(ratio((r) => r.steady.rps))}, ` +
+      `${name}: steady p99 ${spread(ratio((r) => r.steady.p99))} (as wrk would report it: ${spread(ratio((r) => r.steady.wrkP99))}), ` +
+        `throughput ${spread(ratio((r) => r.steady.rps))}, ` +
         `p50 ${spread(ratio((r) => r.steady.p50))}; stalls >0.2 ms ${median(pairs.map(([, m]) => m.steady.gaps['over0.2ms'].msPerSecond)).toFixed(1)} ` +
         `against ${median(pairs.map(([b]) => b.steady.gaps['over0.2ms'].msPerSecond)).toFixed(1)} ms/s, of more than 0.5 ms ` +
         `${median(pairs.map(([, m]) => m.steady.gaps['over0.5ms'].perSecond)).toFixed(1)} against ` +
@@ -225,7 +257,8 @@ async function main() {
         `first second p99 ${spread(ratio((r) => r.afterConnect.p99))}; slower than 2 ms ` +
         `${pct(median(pairs.map(([, m]) => m.steady.slower['2ms'])))} against ${pct(median(pairs.map(([b]) => b.steady.slower['2ms'])))} of the requests` +
         (RECONNECT_S > 0
-          ? `; reconnected: p99 ${spread(ratio((r) => r.reconnected.firstSecond.p99))} in the first second, ${spread(ratio((r) => r.reconnected.rest.p99))} after it`
+          ? `; reconnected: p99 ${spread(ratio((r) => r.reconnected.firstSecond.p99))} in the first second, ${spread(ratio((r) => r.reconnected.rest.p99))} after it, ` +
+            `wrk's p99 of the whole ${spread(ratio((r) => r.reconnected.all.wrkP99))}`
           : ''),
     );
   }
