@@ -95,7 +95,9 @@ export class KernelMetricProducer implements MetricProducer {
       resourceMetrics: {
         // The reader replaces this with its MeterProvider's resource.
         resource: emptyResource(),
-        scopeMetrics: [{ scope: { name: SCOPE_NAME, version: VERSION }, metrics: metrics.map(m => this.convert(m, now)) }],
+        // A metric without points is left out, as OpenTelemetry's SDK leaves out an instrument that recorded nothing:
+        // its name, description and unit would be serialised on the application's thread for nothing.
+        scopeMetrics: [{ scope: { name: SCOPE_NAME, version: VERSION }, metrics: metrics.map(m => this.convert(m, now)).filter(m => m.dataPoints.length > 0) }],
       },
       errors,
     };
