@@ -17,10 +17,10 @@
 //
 // `npm run bench` measures with wrk, which connects anew for its measured burst: its p99 holds both parts. Here they
 // are apart. wrk also corrects its latencies for coordinated omission, which weighs long stalls far more than their
-// share of the requests: each part's p99 is given both ways (wrkP99 below). The SDK's exports go to a receiver in this process (on the load generator's CPU, as in bench/run.js),
-// which by default answers without decoding (BENCH_RECEIVER=sink): decoding is the collector's work, not the
-// server's, and it takes the load generator's CPU for 7-9 ms per export. BENCH_RECEIVER=otlp decodes (the
-// OpenTelemetry receiver of the tests).
+// share of the requests: each part's p99 is given both ways (wrkP99 below). The SDK's exports go to a receiver in
+// this process (on the load generator's CPU, as in bench/run.js), which by default answers without decoding
+// (BENCH_RECEIVER=sink): decoding is the collector's work, not the server's, and it takes the load generator's CPU
+// for 7-9 ms per export. BENCH_RECEIVER=otlp decodes (the OpenTelemetry receiver of the tests).
 //
 // Environment: BENCH_MODES (a JSON object { name: { sdk, env } }, default off and on), BENCH_PAIRS (default 6),
 // BENCH_WARMUP (s, default 15), BENCH_DURATION (s, default 10), BENCH_RECONNECT (s, default 0: none; at least 2),

@@ -91,13 +91,14 @@ export class KernelMetricProducer implements MetricProducer {
 
   private result(metrics: KernelMetric[], errors: unknown[]): CollectionResult {
     const now = hrTime();
+    // A metric without points is left out, as OpenTelemetry's SDK leaves out an instrument that recorded nothing: its
+    // name, description and unit would be serialised on the application's thread for nothing.
+    const data = metrics.map(m => this.convert(m, now)).filter(m => m.dataPoints.length > 0);
     return {
       resourceMetrics: {
         // The reader replaces this with its MeterProvider's resource.
         resource: emptyResource(),
-        // A metric without points is left out, as OpenTelemetry's SDK leaves out an instrument that recorded nothing:
-        // its name, description and unit would be serialised on the application's thread for nothing.
-        scopeMetrics: [{ scope: { name: SCOPE_NAME, version: VERSION }, metrics: metrics.map(m => this.convert(m, now)).filter(m => m.dataPoints.length > 0) }],
+        scopeMetrics: [{ scope: { name: SCOPE_NAME, version: VERSION }, metrics: data }],
       },
       errors,
     };

@@ -26,7 +26,7 @@ export function runSteps<T>(steps: Steps<T>): T {
   }
 }
 
-/** Resolves in the event loop's next check phase (setImmediate): after its poll phase has handled the I/O that was ready. */
+/** Resolves in the event loop's next check phase (setImmediate), after its poll phase has handled the ready I/O. */
 export const nextTurn = (): Promise<void> => new Promise(resolve => setImmediate(resolve));
 
 /** One step per turn of the event loop. Rejects with what a step threw. */
