@@ -13,7 +13,8 @@ import { warn } from './diag';
 
 const SUCCESS = 0; // ExportResultCode.SUCCESS
 
-interface Exporter<T> {
+/** The part of a PushMetricExporter or SpanExporter that the SDK's wrappers replace. */
+export interface Exporter<T> {
   export(items: T, resultCallback: (result: ExportResult) => void): void;
 }
 

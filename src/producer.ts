@@ -20,12 +20,17 @@ import type { KernelMetric } from './collector';
 import type { HistogramAggregation, TemporalityPreference } from './config';
 import { subtract, toExplicit, toExponential } from './histogram';
 import { SCOPE_NAME } from './semconv';
-import { nextTurn, runInTurns, Steps } from './turns';
+import { nextTurn, runInTurns, runSteps, Steps } from './turns';
 import { VERSION } from './version';
 
 export interface ProducerOptions {
   temporality: TemporalityPreference;
   histogramAggregation: HistogramAggregation;
+}
+
+/** A source of kernel metrics whose collection comes in steps. */
+export interface SteppedSource {
+  collectSteps(): Steps<KernelMetric[]>;
 }
 
 type Previous = { time: HrTime; value?: number; hist?: Log2Histogram };
@@ -40,13 +45,12 @@ export class KernelMetricProducer implements MetricProducer {
   private inFlight: Promise<unknown> = Promise.resolve();
 
   /**
-   * `source` collects at once; `steps`, when given, is the same collection in steps (src/turns.ts), and collect() then
-   * runs one step per turn of the event loop.
+   * `source`: a function that collects at once, or something that collects in steps (src/turns.ts; the SDK's
+   * KernelTelemetry), whose steps collect() then runs one per turn of the event loop.
    */
   constructor(
-    private readonly source: () => KernelMetric[],
+    private readonly source: (() => KernelMetric[]) | SteppedSource,
     private readonly options: ProducerOptions,
-    private readonly steps?: () => Steps<KernelMetric[]>,
   ) {}
 
   /** Counters and histograms: delta for `delta` and `lowmemory` (they are synchronous-style measurements). */
@@ -56,20 +60,20 @@ export class KernelMetricProducer implements MetricProducer {
   }
 
   async collect(): Promise<CollectionResult> {
-    const steps = this.steps;
-    if (!steps) return this.collectNow();
+    const source = this.source;
+    if (typeof source === 'function') return this.collectNow();
     // One collection at a time (a forced flush during a periodic one): their steps interleaved, a later reading could
     // be converted before an earlier one, and a delta come out negative.
-    const run = this.inFlight.then(() => this.collectInTurns(steps));
+    const run = this.inFlight.then(() => this.collectInTurns(source));
     this.inFlight = run.catch(() => {});
     return run;
   }
 
-  private async collectInTurns(steps: () => Steps<KernelMetric[]>): Promise<CollectionResult> {
+  private async collectInTurns(source: SteppedSource): Promise<CollectionResult> {
     const errors: unknown[] = [];
     let metrics: KernelMetric[] = [];
     try {
-      metrics = await runInTurns(steps());
+      metrics = await runInTurns(source.collectSteps());
     } catch (err) {
       errors.push(err);
     }
@@ -82,7 +86,7 @@ export class KernelMetricProducer implements MetricProducer {
     const errors: unknown[] = [];
     let metrics: KernelMetric[] = [];
     try {
-      metrics = this.source();
+      metrics = typeof this.source === 'function' ? this.source() : runSteps(this.source.collectSteps());
     } catch (err) {
       errors.push(err);
     }

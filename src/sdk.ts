@@ -255,7 +255,7 @@ export function start(options: StartOptions = {}): EbpfHandle {
   const telemetry = new KernelTelemetry(config);
   telemetry.start(); // throws only in strict mode
   useKernelTelemetry(telemetry);
-  const producer = new KernelMetricProducer(() => telemetry.collect(), config, () => telemetry.collectSteps());
+  const producer = new KernelMetricProducer(telemetry, config);
   let provider: MeterProvider;
   let tracing: Tracing | undefined;
   let exportThread: ExportThread | undefined;
@@ -351,7 +351,7 @@ export function createMetricProducer(options: StartOptions = {}): ProducerHandle
   if (!config.disabled) telemetry.start();
   useKernelTelemetry(telemetry);
   return {
-    producer: new KernelMetricProducer(() => telemetry.collect(), config, () => telemetry.collectSteps()),
+    producer: new KernelMetricProducer(telemetry, config),
     status: () => telemetry.status(),
     shutdown: () => telemetry.shutdown(),
   };

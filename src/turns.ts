@@ -13,6 +13,7 @@
  */
 import { context } from '@opentelemetry/api';
 import type { ExportResult } from '@opentelemetry/core';
+import type { Exporter } from './export-failures';
 
 export type Steps<T> = Generator<void, T, void>;
 
@@ -36,10 +37,6 @@ export async function runInTurns<T>(steps: Steps<T>): Promise<T> {
     if (r.done) return r.value;
     await nextTurn();
   }
-}
-
-interface Exporter<T> {
-  export(items: T, resultCallback: (result: ExportResult) => void): void;
 }
 
 /**

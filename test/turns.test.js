@@ -6,7 +6,7 @@ const net = require('net');
 const { context, createContextKey } = require('@opentelemetry/api');
 const { AsyncLocalStorageContextManager } = require('@opentelemetry/context-async-hooks');
 const { createMetricProducer } = require('../dist');
-const { exportInNextTurn, runInTurns, runSteps } = require('../dist/turns');
+const { exportInNextTurn, nextTurn, runInTurns, runSteps } = require('../dist/turns');
 
 const SENT = 1_234_567;
 
@@ -59,7 +59,7 @@ describe('collection in steps', function () {
   it('a shutdown between two steps ends the collection with nothing, and nothing thrown', async () => {
     const handle = createMetricProducer({ strict: true });
     const collecting = handle.producer.collect();
-    await new Promise(resolve => setImmediate(resolve)); // the first step has run, the next waits for its turn
+    await nextTurn(); // the first step has run, the next waits for its turn
     handle.shutdown();
     const result = await collecting;
     assert.deepStrictEqual(result.errors, []);
