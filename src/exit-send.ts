@@ -1,7 +1,7 @@
 /**
  * The last export of a process that exits without a turn of the event loop (process.exit(), an uncaught exception),
  * where the addon cannot send it (native/http.cc speaks plain HTTP/1.1 only): gRPC, `https://` endpoints, and
- * OTEL_NODE_EBPF_EXPORT_THREAD=worker. The exiting thread serialises the request with OpenTelemetry's serializer,
+ * OTEL_NODE_EBPF_EXPORT_THREAD=worker. The exiting thread serialises the request with the exporter's serializer,
  * starts a worker thread that sends it (src/exit-worker.ts, with OpenTelemetry's configuration of the same exporter),
  * and blocks in Atomics.wait until the worker has its answer or the bound has passed. Node runs worker threads from
  * the `exit` event, and their own event loop does the network work that the exiting thread no longer can.
@@ -78,7 +78,8 @@ const transformer = () => require('@opentelemetry/otlp-transformer') as Transfor
 
 /** The metrics' exit export through a worker thread (see exitSender). */
 export function metricsExitSender(protocol: OtlpProtocol, url?: string) {
-  return exitSender('METRICS', protocol, () => (protocol === 'http/json' ? transformer().JsonMetricsSerializer : transformer().ProtobufMetricsSerializer), url);
+  const encoder = () => new (require('./otlp/metrics-encoder') as typeof import('./otlp/metrics-encoder')).MetricsEncoder();
+  return exitSender('METRICS', protocol, () => (protocol === 'http/json' ? transformer().JsonMetricsSerializer : encoder()), url);
 }
 
 /** The spans' exit export through a worker thread (see exitSender). */

@@ -1,7 +1,8 @@
 /**
  * The exporters' network side in the addon (OTEL_NODE_EBPF_EXPORT_THREAD=native), for metrics and for the spans of
- * `register`'s tracing: OpenTelemetry's export delegate and serializer on the application's thread, and a transport
- * whose request leaves from a native thread (native/http.cc) instead of Node's `http` module.
+ * `register`'s tracing: OpenTelemetry's export delegate and a serializer on the application's thread (for metrics
+ * src/otlp/metrics-encoder.ts, for spans OpenTelemetry's), and a transport whose request leaves from a native thread
+ * (native/http.cc) instead of Node's `http` module.
  *
  * Why: an exporter that sends through `http` passes its own request, socket and response objects through the Node
  * functions that the application's requests run (streams, sockets, OutgoingMessage). V8 then throws their optimised
@@ -252,7 +253,8 @@ export function createNativeMetricExporter(
 ): { exporter: PushMetricExporter; control: ExportControl } | undefined {
   const transformer = require('@opentelemetry/otlp-transformer') as typeof import('@opentelemetry/otlp-transformer');
   const { OTLPMetricExporterBase } = require('@opentelemetry/exporter-metrics-otlp-http') as typeof import('@opentelemetry/exporter-metrics-otlp-http');
-  const serializers = { json: transformer.JsonMetricsSerializer, protobuf: transformer.ProtobufMetricsSerializer };
+  const { MetricsEncoder } = require('./otlp/metrics-encoder') as typeof import('./otlp/metrics-encoder');
+  const serializers = { json: transformer.JsonMetricsSerializer, protobuf: new MetricsEncoder() };
   const native = createNativeDelegate('METRICS', protocol, options, serializers, transformer.MetricsExporterMetricsHelper);
   if (!native) return undefined;
   const { delegate, sendSync, transport } = native;

@@ -130,7 +130,8 @@ class WorkerExportDelegate implements IOtlpExportDelegate<ResourceMetrics> {
 /** A PushMetricExporter for `protocol` whose requests leave from a worker thread (see the file's comment). */
 export function createWorkerMetricExporter(protocol: OtlpProtocol, options: OTLPMetricExporterOptions): PushMetricExporter {
   const { OTLPMetricExporterBase } = require('@opentelemetry/exporter-metrics-otlp-http') as typeof import('@opentelemetry/exporter-metrics-otlp-http');
-  const { JsonMetricsSerializer, ProtobufMetricsSerializer } = require('@opentelemetry/otlp-transformer') as typeof import('@opentelemetry/otlp-transformer');
-  const serializer = protocol === 'http/json' ? JsonMetricsSerializer : ProtobufMetricsSerializer;
+  const { JsonMetricsSerializer } = require('@opentelemetry/otlp-transformer') as typeof import('@opentelemetry/otlp-transformer');
+  const { MetricsEncoder } = require('./otlp/metrics-encoder') as typeof import('./otlp/metrics-encoder');
+  const serializer = protocol === 'http/json' ? JsonMetricsSerializer : new MetricsEncoder();
   return new OTLPMetricExporterBase(new WorkerExportDelegate({ protocol, url: options.url }, serializer), options);
 }

@@ -19,7 +19,8 @@ export function count(h: Log2Histogram): number {
 
 export function toExplicit(h: Log2Histogram): Histogram {
   return {
-    buckets: { boundaries: EXPLICIT_BOUNDARIES.slice(), counts: h.slots.slice() },
+    // one array for every point: the OTLP encoder keeps its encoding with it (src/otlp/metrics-encoder.ts)
+    buckets: { boundaries: EXPLICIT_BOUNDARIES as number[], counts: h.slots.slice() },
     sum: Number(h.sumNs) / 1e9,
     count: count(h),
   };
