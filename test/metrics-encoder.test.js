@@ -49,7 +49,7 @@ const point = (value, attributes = {}, startTime = START, endTime = END) => ({ s
 
 function everyKind() {
   const histogram = {
-    buckets: { boundaries: [0.001, 0.01, 0.1, 1], counts: [1, 0, 2 ** 33, 7, 3] },
+    buckets: { boundaries: [0.001, 0.01, 0.1, 1], counts: [1, 0x1f2e3d4c5b6a79, 2 ** 60, 0, 3] }, // every byte of a count used
     sum: 12.75,
     count: 2 ** 33 + 11,
     min: 0.0005,

@@ -91,15 +91,26 @@ class Writer {
     this.fixed64(value >>> 0, (value / 0x100000000) >>> 0);
   }
 
-  /** Counts as a packed repeated fixed64, its length first: one loop without calls, for a histogram's buckets. */
+  /**
+   * Counts as a packed repeated fixed64, its length first: for a histogram's buckets, one loop of byte stores (each
+   * a DataView call costs about a microsecond until V8 compiles this, and an export every 10 s waits long for that).
+   */
   packedCounts(counts: readonly number[]): void {
     this.varint(counts.length * 8);
     this.room(counts.length * 8);
-    const view = this.view;
+    const bytes = this.bytes;
     let pos = this.pos;
     for (const c of counts) {
-      view.setUint32(pos, c >>> 0, true);
-      view.setUint32(pos + 4, (c / 0x100000000) >>> 0, true);
+      const low = c >>> 0;
+      const high = (c / 0x100000000) >>> 0;
+      bytes[pos] = low;
+      bytes[pos + 1] = low >>> 8;
+      bytes[pos + 2] = low >>> 16;
+      bytes[pos + 3] = low >>> 24;
+      bytes[pos + 4] = high;
+      bytes[pos + 5] = high >>> 8;
+      bytes[pos + 6] = high >>> 16;
+      bytes[pos + 7] = high >>> 24;
       pos += 8;
     }
     this.pos = pos;
