@@ -77,22 +77,27 @@ function createExporter(config: ResolvedConfig): { exporter: PushMetricExporter;
   };
 }
 
+/**
+ * OpenTelemetry's exporter for `protocol` on the application's thread. Protobuf (gRPC, http/protobuf) with the SDK's
+ * encoder (src/otlp/metrics-encoder.ts) in OpenTelemetry's own export delegate: the same bytes, less of the
+ * application's time at each export.
+ */
 function createMainThreadExporter(protocol: ResolvedConfig['protocol'], options: OTLPMetricExporterOptions): PushMetricExporter {
   // Loaded on demand: only the chosen transport's dependencies are required.
-  switch (protocol) {
-    case 'grpc': {
-      const { OTLPMetricExporter } = require('@opentelemetry/exporter-metrics-otlp-grpc') as typeof import('@opentelemetry/exporter-metrics-otlp-grpc');
-      return new OTLPMetricExporter(options);
-    }
-    case 'http/json': {
-      const { OTLPMetricExporter } = require('@opentelemetry/exporter-metrics-otlp-http') as typeof import('@opentelemetry/exporter-metrics-otlp-http');
-      return new OTLPMetricExporter(options);
-    }
-    default: {
-      const { OTLPMetricExporter } = require('@opentelemetry/exporter-metrics-otlp-proto') as typeof import('@opentelemetry/exporter-metrics-otlp-proto');
-      return new OTLPMetricExporter(options);
-    }
+  const { OTLPMetricExporterBase, OTLPMetricExporter } = require('@opentelemetry/exporter-metrics-otlp-http') as typeof import('@opentelemetry/exporter-metrics-otlp-http');
+  if (protocol === 'http/json') return new OTLPMetricExporter(options);
+  const { MetricsExporterMetricsHelper } = require('@opentelemetry/otlp-transformer') as typeof import('@opentelemetry/otlp-transformer');
+  const { MetricsEncoder } = require('./otlp/metrics-encoder') as typeof import('./otlp/metrics-encoder');
+  if (protocol === 'grpc') {
+    const grpc = require('@opentelemetry/otlp-grpc-exporter-base') as typeof import('@opentelemetry/otlp-grpc-exporter-base');
+    const config = grpc.convertLegacyOtlpGrpcOptions(options, 'METRICS');
+    const service = ['MetricsExportService', '/opentelemetry.proto.collector.metrics.v1.MetricsService/Export'] as const;
+    const delegate = grpc.createOtlpGrpcExportDelegate(config, new MetricsEncoder(), 'otlp_grpc_metric_exporter', MetricsExporterMetricsHelper, undefined, ...service);
+    return new OTLPMetricExporterBase(delegate, options);
   }
+  const http = require('@opentelemetry/otlp-exporter-base/node-http') as typeof import('@opentelemetry/otlp-exporter-base/build/src/index-node-http');
+  const config = http.convertLegacyHttpOptions(options, 'METRICS', 'v1/metrics', { 'Content-Type': 'application/x-protobuf' });
+  return new OTLPMetricExporterBase(http.createOtlpHttpExportDelegate(config, new MetricsEncoder(), 'otlp_http_metric_exporter', MetricsExporterMetricsHelper, undefined), options);
 }
 
 function endpointOf(config: ResolvedConfig): string | undefined {
