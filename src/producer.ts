@@ -114,8 +114,9 @@ export class KernelMetricProducer implements MetricProducer {
     const descriptor = { name: m.name, description: m.description, unit: m.unit, valueType: ValueType.DOUBLE };
     type Point = { startTime: HrTime; endTime: HrTime; attributes: Attributes; value: number | Log2Histogram };
     const points = m.points.flatMap((p): Point[] => {
-      const key = attributesKey(m.name, p.attributes);
-      const prev = this.previous.get(key);
+      // the series' last reading: only a delta needs it (and the key, which costs a sort and a JSON string per point)
+      const key = delta ? attributesKey(m.name, p.attributes) : '';
+      const prev = delta ? this.previous.get(key) : undefined;
       const startTime = delta ? (prev?.time ?? this.startTime) : this.startTime;
       if ('value' in p) {
         if (delta) this.previous.set(key, { time: now, value: p.value });
