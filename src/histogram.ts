@@ -7,8 +7,8 @@ import type { ExponentialHistogram, Histogram } from '@opentelemetry/sdk-metrics
 import { HIST_MAX_SLOTS, HIST_MIN_EXP, Log2Histogram } from './bpf-layout';
 
 /** Upper bounds of slots 0 .. MAX-2 in seconds: 2^-20 ... 2^26; the last slot is (2^26, +inf). */
-export const EXPLICIT_BOUNDARIES: readonly number[] = Array.from({ length: HIST_MAX_SLOTS - 1 }, (_, i) =>
-  Math.pow(2, i + HIST_MIN_EXP),
+export const EXPLICIT_BOUNDARIES: readonly number[] = Object.freeze(
+  Array.from({ length: HIST_MAX_SLOTS - 1 }, (_, i) => Math.pow(2, i + HIST_MIN_EXP)),
 );
 
 export function count(h: Log2Histogram): number {
@@ -19,7 +19,7 @@ export function count(h: Log2Histogram): number {
 
 export function toExplicit(h: Log2Histogram): Histogram {
   return {
-    // one array for every point: the OTLP encoder keeps its encoding with it (src/otlp/metrics-encoder.ts)
+    // one frozen array for every point: the OTLP encoder keeps its encoding with it (src/otlp/metrics-encoder.ts)
     buckets: { boundaries: EXPLICIT_BOUNDARIES as number[], counts: h.slots.slice() },
     sum: Number(h.sumNs) / 1e9,
     count: count(h),
