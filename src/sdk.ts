@@ -95,9 +95,10 @@ function createMainThreadExporter(protocol: ResolvedConfig['protocol'], options:
     const delegate = grpc.createOtlpGrpcExportDelegate(config, new MetricsEncoder(), 'otlp_grpc_metric_exporter', MetricsExporterMetricsHelper, undefined, ...service);
     return new OTLPMetricExporterBase(delegate, options);
   }
-  const http = require('@opentelemetry/otlp-exporter-base/node-http') as typeof import('@opentelemetry/otlp-exporter-base/build/src/index-node-http');
-  const config = http.convertLegacyHttpOptions(options, 'METRICS', 'v1/metrics', { 'Content-Type': 'application/x-protobuf' });
-  return new OTLPMetricExporterBase(http.createOtlpHttpExportDelegate(config, new MetricsEncoder(), 'otlp_http_metric_exporter', MetricsExporterMetricsHelper, undefined), options);
+  const { createOtlpHttpExportDelegate } = require('@opentelemetry/otlp-exporter-base/node-http') as typeof import('@opentelemetry/otlp-exporter-base/build/src/index-node-http');
+  const { otlpHttpConfig } = require('./export-native') as typeof import('./export-native');
+  const config = otlpHttpConfig('METRICS', protocol, options);
+  return new OTLPMetricExporterBase(createOtlpHttpExportDelegate(config, new MetricsEncoder(), 'otlp_http_metric_exporter', MetricsExporterMetricsHelper, undefined), options);
 }
 
 function endpointOf(config: ResolvedConfig): string | undefined {

@@ -151,13 +151,12 @@ class Writer {
     this.raw(bytes);
   }
 
-  /** Opens a length-delimited field; finish() with what it returns closes it. */
-  start(): number {
+  /** A length-delimited field: its tag, then what `write` writes, after its length (one byte reserved, moved if more). */
+  message(field: number, write: () => void): void {
+    this.tag(field, Wire.LEN);
     this.room(1);
-    return this.pos++;
-  }
-
-  finish(at: number): void {
+    const at = this.pos++;
+    write();
     const length = this.pos - at - 1;
     const size = varintSize(length);
     if (size > 1) {
@@ -234,20 +233,11 @@ function anyValue(w: Writer, value: unknown): void {
     w.varint(value.length);
     w.raw(value);
   } else if (Array.isArray(value)) {
-    w.tag(5, Wire.LEN);
-    const array = w.start();
-    for (const item of value) {
-      w.tag(1, Wire.LEN);
-      const at = w.start();
-      anyValue(w, item);
-      w.finish(at);
-    }
-    w.finish(array);
+    w.message(5, () => {
+      for (const item of value) w.message(1, () => anyValue(w, item));
+    });
   } else if (typeof value === 'object' && value !== null) {
-    w.tag(6, Wire.LEN);
-    const list = w.start();
-    keyValues(w, value as Record<string, unknown>, 1);
-    w.finish(list);
+    w.message(6, () => keyValues(w, value as Record<string, unknown>, 1));
   }
   // undefined, null, functions, symbols: an empty AnyValue, as OpenTelemetry's serializer writes
 }
@@ -256,15 +246,11 @@ function anyValue(w: Writer, value: unknown): void {
 function keyValues(w: Writer, attributes: Record<string, unknown>, field: number): void {
   for (const key in attributes) {
     if (!Object.prototype.hasOwnProperty.call(attributes, key)) continue;
-    w.tag(field, Wire.LEN);
-    const kv = w.start();
-    w.tag(1, Wire.LEN);
-    w.string(key);
-    w.tag(2, Wire.LEN);
-    const value = w.start();
-    anyValue(w, attributes[key]);
-    w.finish(value);
-    w.finish(kv);
+    w.message(field, () => {
+      w.tag(1, Wire.LEN);
+      w.string(key);
+      w.message(2, () => anyValue(w, attributes[key]));
+    });
   }
 }
 
@@ -334,10 +320,7 @@ export class MetricsEncoder implements ISerializer<ResourceMetrics, IExportMetri
   serializeRequest(request: ResourceMetrics): Uint8Array {
     const w = new Writer(this.lastSize + (this.lastSize >>> 2));
     try {
-      w.tag(1, Wire.LEN);
-      const at = w.start();
-      this.resourceMetrics(w, request);
-      w.finish(at);
+      w.message(1, () => this.resourceMetrics(w, request));
     } finally {
       this.attributeSets.age();
       this.headers.age();
@@ -362,41 +345,30 @@ export class MetricsEncoder implements ISerializer<ResourceMetrics, IExportMetri
       if (!resource.asyncAttributesPending) this.resources.set(resource, bytes);
     }
     w.raw(bytes);
-    for (const scope of scopeMetrics) {
-      w.tag(2, Wire.LEN);
-      const at = w.start();
-      this.scopeMetrics(w, scope);
-      w.finish(at);
-    }
+    for (const scope of scopeMetrics) w.message(2, () => this.scopeMetrics(w, scope));
     schemaUrl(w, resource, 3);
   }
 
   private scopeMetrics(w: Writer, { scope, metrics }: ScopeMetrics): void {
     const encodeScope = (s: Writer) => {
-      s.tag(1, Wire.LEN);
-      const at = s.start();
-      s.tag(1, Wire.LEN);
-      s.string(scope.name);
-      if (scope.version) {
-        s.tag(2, Wire.LEN);
-        s.string(scope.version);
-      }
-      const { attributes, droppedAttributesCount } = scope as { attributes?: Record<string, unknown>; droppedAttributesCount?: number };
-      if (attributes) keyValues(s, attributes, 3);
-      if (droppedAttributesCount) {
-        s.tag(4, Wire.VARINT);
-        s.varint(droppedAttributesCount);
-      }
-      s.finish(at);
+      s.message(1, () => {
+        s.tag(1, Wire.LEN);
+        s.string(scope.name);
+        if (scope.version) {
+          s.tag(2, Wire.LEN);
+          s.string(scope.version);
+        }
+        const { attributes, droppedAttributesCount } = scope as { attributes?: Record<string, unknown>; droppedAttributesCount?: number };
+        if (attributes) keyValues(s, attributes, 3);
+        if (droppedAttributesCount) {
+          s.tag(4, Wire.VARINT);
+          s.varint(droppedAttributesCount);
+        }
+      });
     };
     if ('attributes' in scope || 'droppedAttributesCount' in scope) encodeScope(w);
     else w.raw(this.headers.get(`scope\0${scope.name}\0${scope.version ?? ''}`, encodeScope));
-    for (const metric of metrics) {
-      w.tag(2, Wire.LEN);
-      const at = w.start();
-      this.metric(w, metric);
-      w.finish(at);
-    }
+    for (const metric of metrics) w.message(2, () => this.metric(w, metric));
     schemaUrl(w, scope, 3);
   }
 
@@ -419,24 +391,23 @@ export class MetricsEncoder implements ISerializer<ResourceMetrics, IExportMetri
     // Metric.data: gauge (5), sum (7), histogram (9) or exponential_histogram (10); in each, data_points (1), then
     // aggregation_temporality (2) but in a gauge, then is_monotonic (3) in a sum
     const type = metric.dataPointType;
-    w.tag(DATA_FIELD[type], Wire.LEN);
-    const at = w.start();
-    if (type === DataPointType.HISTOGRAM) for (const point of metric.dataPoints) this.histogramPoint(w, point);
-    else if (type === DataPointType.EXPONENTIAL_HISTOGRAM) for (const point of metric.dataPoints) this.exponentialPoint(w, point);
-    else {
-      const isInt = metric.descriptor.valueType === ValueType.INT;
-      for (const point of metric.dataPoints) this.numberPoint(w, point, isInt);
-    }
-    const temporality = PROTO_TEMPORALITY[metric.aggregationTemporality] ?? 0;
-    if (type !== DataPointType.GAUGE && temporality !== 0) {
-      w.tag(2, Wire.VARINT);
-      w.varint(temporality);
-    }
-    if (type === DataPointType.SUM && metric.isMonotonic) {
-      w.tag(3, Wire.VARINT);
-      w.varint(1);
-    }
-    w.finish(at);
+    w.message(DATA_FIELD[type], () => {
+      if (type === DataPointType.HISTOGRAM) for (const point of metric.dataPoints) this.histogramPoint(w, point);
+      else if (type === DataPointType.EXPONENTIAL_HISTOGRAM) for (const point of metric.dataPoints) this.exponentialPoint(w, point);
+      else {
+        const isInt = metric.descriptor.valueType === ValueType.INT;
+        for (const point of metric.dataPoints) this.numberPoint(w, point, isInt);
+      }
+      const temporality = PROTO_TEMPORALITY[metric.aggregationTemporality] ?? 0;
+      if (type !== DataPointType.GAUGE && temporality !== 0) {
+        w.tag(2, Wire.VARINT);
+        w.varint(temporality);
+      }
+      if (type === DataPointType.SUM && metric.isMonotonic) {
+        w.tag(3, Wire.VARINT);
+        w.varint(1);
+      }
+    });
   }
 
   /** A data point's attributes as KeyValues in `field`: copied when this set was encoded by this or the last export. */
@@ -449,71 +420,68 @@ export class MetricsEncoder implements ISerializer<ResourceMetrics, IExportMetri
 
   /** NumberDataPoint, data_points (1) of Gauge and Sum. */
   private numberPoint(w: Writer, point: DataPoint<number>, isInt: boolean): void {
-    w.tag(1, Wire.LEN);
-    const at = w.start();
-    w.tag(2, Wire.I64);
-    w.time(point.startTime);
-    w.tag(3, Wire.I64);
-    w.time(point.endTime);
-    if (isInt) {
-      w.tag(6, Wire.I64);
-      const [low, high] = int64(point.value);
-      w.fixed64(low, high);
-    } else {
-      w.tag(4, Wire.I64);
-      w.double(point.value);
-    }
-    this.attributes(w, point.attributes, 7);
-    w.finish(at);
+    w.message(1, () => {
+      w.tag(2, Wire.I64);
+      w.time(point.startTime);
+      w.tag(3, Wire.I64);
+      w.time(point.endTime);
+      if (isInt) {
+        w.tag(6, Wire.I64);
+        const [low, high] = int64(point.value);
+        w.fixed64(low, high);
+      } else {
+        w.tag(4, Wire.I64);
+        w.double(point.value);
+      }
+      this.attributes(w, point.attributes, 7);
+    });
   }
 
   /** HistogramDataPoint, data_points (1) of Histogram. */
   private histogramPoint(w: Writer, point: DataPoint<Histogram>): void {
     const h = point.value;
-    w.tag(1, Wire.LEN);
-    const at = w.start();
-    timesCountSum(w, point);
-    const { counts, boundaries } = h.buckets;
-    if (counts.length > 0) {
-      w.tag(6, Wire.LEN);
-      w.packedCounts(counts);
-    }
-    if (boundaries.length > 0) {
-      let packed = this.bounds.get(boundaries);
-      if (!packed) {
-        const b = new Writer(boundaries.length * 8);
-        for (const bound of boundaries) b.double(bound);
-        packed = b.copy();
-        this.bounds.set(boundaries, packed);
+    w.message(1, () => {
+      timesCountSum(w, point);
+      const { counts, boundaries } = h.buckets;
+      if (counts.length > 0) {
+        w.tag(6, Wire.LEN);
+        w.packedCounts(counts);
       }
-      w.tag(7, Wire.LEN);
-      w.varint(packed.length);
-      w.raw(packed);
-    }
-    this.attributes(w, point.attributes, 9);
-    optionalDouble(w, 11, h.min);
-    optionalDouble(w, 12, h.max);
-    w.finish(at);
+      if (boundaries.length > 0) {
+        let packed = this.bounds.get(boundaries);
+        if (!packed) {
+          const b = new Writer(boundaries.length * 8);
+          for (const bound of boundaries) b.double(bound);
+          packed = b.copy();
+          this.bounds.set(boundaries, packed);
+        }
+        w.tag(7, Wire.LEN);
+        w.varint(packed.length);
+        w.raw(packed);
+      }
+      this.attributes(w, point.attributes, 9);
+      optionalDouble(w, 11, h.min);
+      optionalDouble(w, 12, h.max);
+    });
   }
 
   /** ExponentialHistogramDataPoint, data_points (1) of ExponentialHistogram. */
   private exponentialPoint(w: Writer, point: DataPoint<ExponentialHistogram>): void {
     const h = point.value;
-    w.tag(1, Wire.LEN);
-    const at = w.start();
-    this.attributes(w, point.attributes, 1);
-    timesCountSum(w, point);
-    if (h.scale !== 0) {
-      w.tag(6, Wire.VARINT);
-      w.varint(((h.scale << 1) ^ (h.scale >> 31)) >>> 0);
-    }
-    w.tag(7, Wire.I64);
-    w.count(h.zeroCount);
-    exponentialBuckets(w, 8, h.positive);
-    exponentialBuckets(w, 9, h.negative);
-    optionalDouble(w, 12, h.min);
-    optionalDouble(w, 13, h.max);
-    w.finish(at);
+    w.message(1, () => {
+      this.attributes(w, point.attributes, 1);
+      timesCountSum(w, point);
+      if (h.scale !== 0) {
+        w.tag(6, Wire.VARINT);
+        w.varint(((h.scale << 1) ^ (h.scale >> 31)) >>> 0);
+      }
+      w.tag(7, Wire.I64);
+      w.count(h.zeroCount);
+      exponentialBuckets(w, 8, h.positive);
+      exponentialBuckets(w, 9, h.negative);
+      optionalDouble(w, 12, h.min);
+      optionalDouble(w, 13, h.max);
+    });
   }
 }
 
@@ -530,29 +498,26 @@ function timesCountSum(w: Writer, { startTime, endTime, value }: DataPoint<{ cou
 
 /** ResourceMetrics.resource (1): attributes (1), dropped_attributes_count (2) written as 0, as OpenTelemetry does. */
 function resourceField(w: Writer, resource: ResourceMetrics['resource']): void {
-  w.tag(1, Wire.LEN);
-  const at = w.start();
-  if (resource.attributes) keyValues(w, resource.attributes, 1);
-  w.tag(2, Wire.VARINT);
-  w.varint(0);
-  w.finish(at);
+  w.message(1, () => {
+    if (resource.attributes) keyValues(w, resource.attributes, 1);
+    w.tag(2, Wire.VARINT);
+    w.varint(0);
+  });
 }
 
 /** ExponentialHistogramDataPoint.Buckets: offset (1, sint32), bucket_counts (2, packed uint64 varints). */
 function exponentialBuckets(w: Writer, field: number, { offset, bucketCounts }: { offset: number; bucketCounts: number[] }): void {
-  w.tag(field, Wire.LEN);
-  const at = w.start();
-  if (offset !== 0) {
-    w.tag(1, Wire.VARINT);
-    w.varint(((offset << 1) ^ (offset >> 31)) >>> 0);
-  }
-  if (bucketCounts.length > 0) {
-    w.tag(2, Wire.LEN);
-    const counts = w.start();
-    for (const c of bucketCounts) w.varint(c);
-    w.finish(counts);
-  }
-  w.finish(at);
+  w.message(field, () => {
+    if (offset !== 0) {
+      w.tag(1, Wire.VARINT);
+      w.varint(((offset << 1) ^ (offset >> 31)) >>> 0);
+    }
+    if (bucketCounts.length > 0) {
+      w.message(2, () => {
+        for (const c of bucketCounts) w.varint(c);
+      });
+    }
+  });
 }
 
 function optionalDouble(w: Writer, field: number, value: number | undefined): void {
