@@ -10,6 +10,7 @@
 
 #include <cerrno>
 #include <cstddef>
+#include <algorithm>
 #include <cstdlib>
 #include <memory>
 #include <unordered_map>
@@ -61,12 +62,12 @@ napi_value ReadTcpInfo(napi_env env, napi_callback_info cbinfo) {
 }
 
 // One socket's record: { fd, family (4|6), localAddress, localPort, peerAddress, peerPort, info: Float64Array }, or
-// an empty value for an fd that is not an IPv4/IPv6 socket any more.
-Napi::Value SocketRecord(Napi::Env env, int fd, const double* slots) {
+// an empty value for an fd that is not an IPv4/IPv6 socket any more. `*info` receives the data pointer of `info`.
+Napi::Object SocketRecord(Napi::Env env, int fd, const double* slots, Napi::Float64Array* info) {
   sockaddr_storage local = {}, peer = {};
   socklen_t local_len = sizeof(local), peer_len = sizeof(peer);
-  if (getsockname(fd, reinterpret_cast<sockaddr*>(&local), &local_len) != 0) return Napi::Value();
-  if (local.ss_family != AF_INET && local.ss_family != AF_INET6) return Napi::Value();
+  if (getsockname(fd, reinterpret_cast<sockaddr*>(&local), &local_len) != 0) return Napi::Object();
+  if (local.ss_family != AF_INET && local.ss_family != AF_INET6) return Napi::Object();
   bool connected = getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &peer_len) == 0;
   int local_port = 0, peer_port = 0;
   Napi::Object socket = Napi::Object::New(env);
@@ -78,9 +79,9 @@ Napi::Value SocketRecord(Napi::Env env, int fd, const double* slots) {
     socket.Set("peerAddress", Address(env, peer, &peer_port));
     socket.Set("peerPort", peer_port);
   }
-  Napi::Float64Array values = Napi::Float64Array::New(env, kSlots);
-  for (int i = 0; i < kSlots; i++) values[i] = slots[i];
-  socket.Set("info", values);
+  *info = Napi::Float64Array::New(env, kSlots);
+  std::copy(slots, slots + kSlots, info->Data());
+  socket.Set("info", *info);
   return socket;
 }
 
@@ -91,6 +92,25 @@ struct Moved {
     return state == o.state && sent == o.sent && retrans == o.retrans && received == o.received && notsent == o.notsent;
   }
 };
+
+// What a reader keeps of one fd between two calls: the counters it saw, and the record it returned for the socket, to
+// return again (with new counters) while the fd holds the same socket: the addresses of a connected or listening
+// socket do not change, and building a record (two more system calls, two strings, an object and a typed array) cost
+// most of a collection for a busy connection (docs/benchmark.md).
+struct Kept {
+  Moved moved;
+  uint64_t cookie = 0;  // SO_COOKIE of the socket `record` describes; 0: no record kept
+  Napi::ObjectReference record;
+  Napi::Reference<Napi::Float64Array> info;  // record.info, held on its own: `slots` is its data
+  double* slots = nullptr;
+};
+
+// The socket's cookie (SO_COOKIE: unique since boot, never reused), or 0 if the kernel does not give one.
+uint64_t Cookie(int fd) {
+  uint64_t cookie = 0;
+  socklen_t len = sizeof(cookie);
+  return getsockopt(fd, SOL_SOCKET, SO_COOKIE, &cookie, &len) == 0 ? cookie : 0;
+}
 
 // Calls fn(fd, slots) for every TCP socket among the process's fds. An fd closed by another thread meanwhile is
 // simply missing; one reused for something else is read as what it is now.
@@ -148,23 +168,47 @@ Napi::Value Addon::SocketCookie(const Napi::CallbackInfo& info) {
 // since its previous call (all of them, listening ones included, the first time), and of every listening socket.
 // What a collection needs: a connection that carried nothing has nothing to add. An idle socket then costs one
 // getsockopt instead of three system calls and a JavaScript object: a process with many connections spent most of a
-// collection building those.
+// collection building those. A socket that moved again gets the record the reader returned for it before, with
+// `info` overwritten (one getsockopt more, for the cookie that tells the fd still holds that socket): a record is
+// valid until the reader's next call.
 Napi::Value Addon::TcpSocketReader(const Napi::CallbackInfo& info) {
-  auto previous = std::make_shared<std::unordered_map<int, Moved>>();
+  auto previous = std::make_shared<std::unordered_map<int, Kept>>();
   return Napi::Function::New(info.Env(), [previous](const Napi::CallbackInfo& call) -> Napi::Value {
     Napi::Env env = call.Env();
     Napi::Array result = Napi::Array::New(env);
     uint32_t n = 0;
-    std::unordered_map<int, Moved> now;
+    std::unordered_map<int, Kept> now;
     now.reserve(previous->size());
     ForEachTcpSocket([&](int fd, const double* slots) {
       Moved moved{slots[OTEL_TCP_STATE], slots[OTEL_TCP_BYTES_SENT], slots[OTEL_TCP_BYTES_RETRANS],
                   slots[OTEL_TCP_BYTES_RECEIVED], slots[OTEL_TCP_NOTSENT_BYTES]};
-      now.emplace(fd, moved);
+      bool listening = slots[OTEL_TCP_STATE] == kListen;
+      Kept& kept = now[fd];
       auto before = previous->find(fd);
-      if (before != previous->end() && before->second == moved && slots[OTEL_TCP_STATE] != kListen) return;
-      Napi::Value record = SocketRecord(env, fd, slots);
-      if (!record.IsEmpty()) result.Set(n++, record);
+      bool seen = before != previous->end();
+      if (seen) kept = std::move(before->second);
+      if (seen && kept.moved == moved && !listening) return;
+      kept.moved = moved;
+      uint64_t cookie = Cookie(fd);
+      if (cookie != 0 && cookie == kept.cookie) {
+        std::copy(slots, slots + kSlots, kept.slots);
+        result.Set(n++, kept.record.Value());
+        return;
+      }
+      Napi::Float64Array values;
+      Napi::Object record = SocketRecord(env, fd, slots, &values);
+      kept.cookie = 0;
+      kept.record.Reset();
+      kept.info.Reset();
+      if (record.IsEmpty()) return;
+      // Kept once its addresses are final: a connect in progress has no peer yet.
+      if (cookie != 0 && (listening || record.Has("peerPort"))) {
+        kept.cookie = cookie;
+        kept.record = Napi::Persistent(record);
+        kept.info = Napi::Persistent(values);
+        kept.slots = values.Data();
+      }
+      result.Set(n++, record);
     });
     previous->swap(now);
     return result;

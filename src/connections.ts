@@ -46,6 +46,11 @@ export class ConnectionCounters {
   private readonly counted = new Map<string, Counted>();
   private readonly series = new Map<string, SeriesTotals>();
   private readonly listening = new Set<number>();
+  /**
+   * What follows from a live socket's addresses, worked out once per socket: the addon's reader returns the same
+   * record for a socket as long as its fd holds it (native/tcp.cc).
+   */
+  private readonly known = new WeakMap<NativeTcpSocket, { id: string; totals?: SeriesTotals }>();
   /** Readings that could not get a series of their own because maxSeries was reached. */
   overflowed = 0;
 
@@ -74,13 +79,16 @@ export class ConnectionCounters {
       if (s.peerPort === undefined || s.peerAddress === undefined) continue;
       const c = countersOf(s.info);
       if (!c || c.state === TCP_STATES.SYN_SENT || c.state === TCP_STATES.SYN_RECV) continue;
-      const id = connectionId(s.localAddress, s.localPort, s.peerAddress, s.peerPort);
-      const before = this.counted.get(id) ?? { tx: 0, rx: 0 };
-      const tx = c.txBytes - before.tx;
-      const rx = c.rxBytes - before.rx;
-      this.counted.set(id, { tx: c.txBytes, rx: c.rxBytes });
+      const known = this.knownOf(s);
+      let counted = this.counted.get(known.id);
+      if (!counted) this.counted.set(known.id, (counted = { tx: 0, rx: 0 }));
+      const tx = c.txBytes - counted.tx;
+      const rx = c.rxBytes - counted.rx;
+      counted.tx = c.txBytes;
+      counted.rx = c.rxBytes;
       if (tx <= 0 && rx <= 0) continue;
-      const totals = this.totals(this.keyOf(s));
+      const totals = known.totals ?? this.totals(this.keyOf(s));
+      if (totals.key !== OVERFLOW) known.totals = totals; // an overflowing reading is counted at every reading
       totals.txBytes += Math.max(tx, 0);
       totals.rxBytes += Math.max(rx, 0);
       if (c.srttUs > 0) recordNs(totals.rtt, BigInt(c.srttUs) * 1000n);
@@ -108,6 +116,12 @@ export class ConnectionCounters {
   /** Connections being followed (for tests and self-telemetry). */
   get size(): number {
     return this.counted.size;
+  }
+
+  private knownOf(s: NativeTcpSocket): { id: string; totals?: SeriesTotals } {
+    let known = this.known.get(s);
+    if (!known) this.known.set(s, (known = { id: connectionId(s.localAddress, s.localPort, s.peerAddress, s.peerPort ?? 0) }));
+    return known;
   }
 
   /** The series of a live socket: its peer if the process opened it, its own listening port if it accepted it. */

@@ -185,7 +185,8 @@ export interface NativeAddon {
   /**
    * A function that returns the records (addresses and TCP_INFO) of the process's TCP sockets whose counters moved
    * since its previous call (every TCP socket, listening ones included, the first time), and of every listening
-   * socket: a collection's reading (native/tcp.cc).
+   * socket: a collection's reading (native/tcp.cc). While an fd holds the same socket (its cookie), the function
+   * returns the same record for it, `info` overwritten: a record is valid until the function's next call.
    */
   tcpSocketReader(): () => NativeTcpSocket[];
   /**

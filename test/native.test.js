@@ -619,13 +619,17 @@ describe('native addon', function () {
     const net = require('net');
     const { countersOf, TCP_INFO, TCP_INFO_SLOTS, TCP_STATES } = require(path.join(ROOT, 'dist', 'tcpinfo.js'));
 
-    async function pair() {
-      const server = net.createServer();
-      await new Promise(resolve => server.listen(0, '127.0.0.1', resolve));
+    async function connectTo(server) {
       const accepted = new Promise(resolve => server.once('connection', resolve));
       const client = net.connect(server.address().port, '127.0.0.1');
       await new Promise(resolve => client.once('connect', resolve));
-      return { server, client, peer: await accepted };
+      return { client, peer: await accepted };
+    }
+
+    async function pair() {
+      const server = net.createServer();
+      await new Promise(resolve => server.listen(0, '127.0.0.1', resolve));
+      return { server, ...(await connectTo(server)) };
     }
 
     function drain(socket, bytes) {
@@ -678,6 +682,8 @@ describe('native addon', function () {
         const fds = sockets => sockets.map(s => s.fd);
         const first = read();
         for (const fd of [client._handle.fd, peer._handle.fd, server._handle.fd]) assert.ok(fds(first).includes(fd), `fd ${fd} in the first reading`);
+        const before = first.find(s => s.fd === client._handle.fd);
+        const sentBefore = before.info[TCP_INFO.BYTES_SENT];
         const idle = read();
         assert.ok(!fds(idle).includes(client._handle.fd) && !fds(idle).includes(peer._handle.fd), JSON.stringify(fds(idle)));
         assert.ok(fds(idle).includes(server._handle.fd), 'a listening socket is always there');
@@ -689,14 +695,45 @@ describe('native addon', function () {
         const sent = moved.find(s => s.fd === client._handle.fd);
         const received = moved.find(s => s.fd === peer._handle.fd);
         assert.ok(sent && received, JSON.stringify(fds(moved)));
-        const [before, after] = [first.find(s => s.fd === client._handle.fd), sent];
-        assert.strictEqual(after.info[TCP_INFO.BYTES_SENT] - before.info[TCP_INFO.BYTES_SENT], 1000);
+        assert.strictEqual(sent.info[TCP_INFO.BYTES_SENT] - sentBefore, 1000);
+        assert.strictEqual(sent, before, 'the same record for the same socket, its counters overwritten');
         assert.strictEqual(received.peerPort, client.localPort);
         // another reader keeps its own previous reading
         assert.ok(fds(addon.tcpSocketReader()()).includes(client._handle.fd));
       } finally {
         client.destroy();
         peer.destroy();
+        server.close();
+      }
+    });
+
+    it('tcpSocketReader() gives a new record when an fd holds another socket than at its previous call', async function () {
+      const { server, client, peer } = await pair();
+      const others = [];
+      try {
+        const read = addon.tcpSocketReader();
+        const fd = client._handle.fd;
+        const old = read().find(s => s.fd === fd);
+        const oldPort = client.localPort;
+        assert.strictEqual(old.localPort, oldPort);
+        client.destroy();
+        // the kernel gives the lowest free fd: a connection opened now gets the one just closed
+        let reused;
+        for (let i = 0; i < 10 && !reused; i++) {
+          const { client: next, peer: nextPeer } = await connectTo(server);
+          others.push(next, nextPeer);
+          if (next._handle.fd === fd) reused = next;
+        }
+        assert.ok(reused, `no connection got fd ${fd} again`);
+        await new Promise(resolve => {
+          others[others.length - 1].once('data', resolve);
+          reused.write('moved'); // a new socket whose counters equal the old one's last reading is not listed yet
+        });
+        const now = read().find(s => s.fd === fd);
+        assert.notStrictEqual(now, old);
+        assert.deepStrictEqual([now.localPort, now.peerPort, old.localPort], [reused.localPort, server.address().port, oldPort]);
+      } finally {
+        for (const s of [client, peer, ...others]) s.destroy();
         server.close();
       }
     });
