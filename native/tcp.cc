@@ -112,22 +112,63 @@ uint64_t Cookie(int fd) {
   return getsockopt(fd, SOL_SOCKET, SO_COOKIE, &cookie, &len) == 0 ? cookie : 0;
 }
 
-// Calls fn(fd, slots) for every TCP socket among the process's fds. An fd closed by another thread meanwhile is
-// simply missing; one reused for something else is read as what it is now.
-template <typename Fn>
-void ForEachTcpSocket(Fn fn) {
-  DIR* dir = opendir("/proc/self/fd");
-  if (dir == nullptr) return;
-  int own = dirfd(dir);
-  double slots[kSlots];
-  for (struct dirent* entry; (entry = readdir(dir)) != nullptr;) {
-    if (entry->d_name[0] < '0' || entry->d_name[0] > '9') continue;
-    int fd = atoi(entry->d_name);
-    if (fd == own || otel_read_tcp_info(fd, slots) != 0) continue;
-    fn(fd, slots);
+// A tcpSocketReader()'s state: a pass over the process's fds, which may take several calls.
+struct Pass {
+  std::unordered_map<int, Kept> previous;  // per fd, as the last complete pass left it
+  std::unordered_map<int, Kept> now;       // per fd, the pass in progress
+  DIR* fds = nullptr;                      // /proc/self/fd while a pass is in progress, read in fd order
+  bool ended = false;                      // a pass in steps ended at the previous call: the next one says so
+
+  ~Pass() {
+    if (fds != nullptr) closedir(fds);
   }
-  closedir(dir);
-}
+
+  // The next fd of the pass (the listing's own fd left out), or -1 at its end.
+  int NextFd() {
+    for (struct dirent* entry; (entry = readdir(fds)) != nullptr;) {
+      if (entry->d_name[0] < '0' || entry->d_name[0] > '9') continue;
+      int fd = atoi(entry->d_name);
+      if (fd != dirfd(fds)) return fd;
+    }
+    return -1;
+  }
+
+  // Reads fd (an fd that may have been closed, or reused for another file, since the listing): adds its record at
+  // out[n++] if it is a TCP socket whose counters moved since the previous pass, or a listening one.
+  void Read(Napi::Env env, int fd, Napi::Array out, uint32_t& n) {
+    double slots[kSlots];
+    if (otel_read_tcp_info(fd, slots) != 0) return;
+    Moved moved{slots[OTEL_TCP_STATE], slots[OTEL_TCP_BYTES_SENT], slots[OTEL_TCP_BYTES_RETRANS],
+                slots[OTEL_TCP_BYTES_RECEIVED], slots[OTEL_TCP_NOTSENT_BYTES]};
+    bool listening = slots[OTEL_TCP_STATE] == kListen;
+    Kept& kept = now[fd];
+    auto before = previous.find(fd);
+    bool seen = before != previous.end();
+    if (seen) kept = std::move(before->second);
+    if (seen && kept.moved == moved && !listening) return;
+    kept.moved = moved;
+    uint64_t cookie = Cookie(fd);
+    if (cookie != 0 && cookie == kept.cookie) {
+      std::copy(slots, slots + kSlots, kept.slots);
+      out.Set(n++, kept.record.Value());
+      return;
+    }
+    Napi::Float64Array values;
+    Napi::Object record = SocketRecord(env, fd, slots, &values);
+    kept.cookie = 0;
+    kept.record.Reset();
+    kept.info.Reset();
+    if (record.IsEmpty()) return;
+    // Kept once its addresses are final: a connect in progress has no peer yet.
+    if (cookie != 0 && (listening || record.Has("peerPort"))) {
+      kept.cookie = cookie;
+      kept.record = Napi::Persistent(record);
+      kept.info = Napi::Persistent(values);
+      kept.slots = values.Data();
+    }
+    out.Set(n++, record);
+  }
+};
 
 }  // namespace
 
@@ -164,53 +205,49 @@ Napi::Value Addon::SocketCookie(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, static_cast<double>(cookie));
 }
 
-// tcpSocketReader(): a function that returns the SocketRecord()s of the process's TCP sockets whose counters moved
-// since its previous call (all of them, listening ones included, the first time), and of every listening socket.
-// What a collection needs: a connection that carried nothing has nothing to add. An idle socket then costs one
-// getsockopt instead of three system calls and a JavaScript object: a process with many connections spent most of a
-// collection building those. A socket that moved again gets the record the reader returned for it before, with
-// `info` overwritten (one getsockopt more, for the cookie that tells the fd still holds that socket): a record is
-// valid until the reader's next call.
+// tcpSocketReader(): a function read(max?) that returns the SocketRecord()s of the process's TCP sockets whose
+// counters moved since its previous pass over them (all of them, listening ones included, the first time), and of
+// every listening socket. What a collection needs: a connection that carried nothing has nothing to add. An idle
+// socket then costs one getsockopt instead of three system calls and a JavaScript object: a process with many
+// connections spent most of a collection building those. A socket that moved again gets the record the reader
+// returned for it before, with `info` overwritten (one getsockopt more, for the cookie that tells the fd still holds
+// that socket): a record is valid until the reader's next call.
+//
+// read() makes a whole pass. read(max) makes it in steps of `max` fds, one per call, for a process with so many
+// sockets that one pass would hold the event loop too long; the call after the last step returns null (and the one
+// after that starts a new pass).
 Napi::Value Addon::TcpSocketReader(const Napi::CallbackInfo& info) {
-  auto previous = std::make_shared<std::unordered_map<int, Kept>>();
-  return Napi::Function::New(info.Env(), [previous](const Napi::CallbackInfo& call) -> Napi::Value {
+  auto state = std::make_shared<Pass>();
+  return Napi::Function::New(info.Env(), [state](const Napi::CallbackInfo& call) -> Napi::Value {
     Napi::Env env = call.Env();
+    Pass& pass = *state;
+    bool steps = call.Length() > 0 && call[0].IsNumber();
+    size_t max = steps ? static_cast<size_t>(std::max<int64_t>(1, call[0].As<Napi::Number>().Int64Value())) : SIZE_MAX;
+    if (pass.fds == nullptr) {
+      if (steps && pass.ended) {
+        pass.ended = false;
+        return env.Null();
+      }
+      pass.fds = opendir("/proc/self/fd");
+      if (pass.fds == nullptr) return steps ? env.Null() : Napi::Array::New(env);  // no /proc: nothing to read
+      pass.now.clear();
+      pass.now.reserve(pass.previous.size());
+    }
     Napi::Array result = Napi::Array::New(env);
     uint32_t n = 0;
-    std::unordered_map<int, Kept> now;
-    now.reserve(previous->size());
-    ForEachTcpSocket([&](int fd, const double* slots) {
-      Moved moved{slots[OTEL_TCP_STATE], slots[OTEL_TCP_BYTES_SENT], slots[OTEL_TCP_BYTES_RETRANS],
-                  slots[OTEL_TCP_BYTES_RECEIVED], slots[OTEL_TCP_NOTSENT_BYTES]};
-      bool listening = slots[OTEL_TCP_STATE] == kListen;
-      Kept& kept = now[fd];
-      auto before = previous->find(fd);
-      bool seen = before != previous->end();
-      if (seen) kept = std::move(before->second);
-      if (seen && kept.moved == moved && !listening) return;
-      kept.moved = moved;
-      uint64_t cookie = Cookie(fd);
-      if (cookie != 0 && cookie == kept.cookie) {
-        std::copy(slots, slots + kSlots, kept.slots);
-        result.Set(n++, kept.record.Value());
-        return;
+    for (size_t read = 0; read < max; read++) {
+      int fd = pass.NextFd();
+      if (fd >= 0) {
+        pass.Read(env, fd, result, n);
+        continue;
       }
-      Napi::Float64Array values;
-      Napi::Object record = SocketRecord(env, fd, slots, &values);
-      kept.cookie = 0;
-      kept.record.Reset();
-      kept.info.Reset();
-      if (record.IsEmpty()) return;
-      // Kept once its addresses are final: a connect in progress has no peer yet.
-      if (cookie != 0 && (listening || record.Has("peerPort"))) {
-        kept.cookie = cookie;
-        kept.record = Napi::Persistent(record);
-        kept.info = Napi::Persistent(values);
-        kept.slots = values.Data();
-      }
-      result.Set(n++, record);
-    });
-    previous->swap(now);
+      closedir(pass.fds);
+      pass.fds = nullptr;
+      pass.previous.swap(pass.now);
+      pass.now.clear();
+      pass.ended = steps;
+      break;
+    }
     return result;
   }, "readTcpSockets");
 }

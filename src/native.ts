@@ -184,11 +184,11 @@ export interface NativeAddon {
   socketCookie(fd: number): number;
   /**
    * A function that returns the records (addresses and TCP_INFO) of the process's TCP sockets whose counters moved
-   * since its previous call (every TCP socket, listening ones included, the first time), and of every listening
+   * since its previous pass (every TCP socket, listening ones included, the first time), and of every listening
    * socket: a collection's reading (native/tcp.cc). While an fd holds the same socket (its cookie), the function
    * returns the same record for it, `info` overwritten: a record is valid until the function's next call.
    */
-  tcpSocketReader(): () => NativeTcpSocket[];
+  tcpSocketReader(): TcpSocketReader;
   /**
    * One HTTP/1.1 POST over plain TCP from a thread of the addon (native/http.cc): `head` is the request line and
    * headers without Content-Length and the empty line; `gzip` compresses the body there. Resolves with the status
@@ -207,6 +207,15 @@ export interface HttpPostRequest {
   body: Uint8Array;
   gzip: boolean;
   timeoutMs: number;
+}
+
+/**
+ * read() makes a whole pass over the process's fds; read(max) makes it in steps of `max` fds, one per call, and the
+ * call after the last step returns null (the one after that starts a new pass).
+ */
+export interface TcpSocketReader {
+  (): NativeTcpSocket[];
+  (max: number): NativeTcpSocket[] | null;
 }
 
 export interface NativeTcpSocket {

@@ -2,6 +2,7 @@
 // Bytes and RTT from the kernel's per-connection counters (src/connections.ts), read on this process's own real
 // sockets: no BPF involved, so the close path is fed with the reading a close event would carry.
 const assert = require('assert');
+const fs = require('fs');
 const net = require('net');
 const path = require('path');
 
@@ -180,4 +181,37 @@ describe('connection counters with the kernel close events (the SDK in this proc
       assert.strictEqual(handle.status().probes.find(p => p.name === 'tcp.bytes').hook, 'tcp_info');
     });
   }
+
+  it('many connections: the live read, in steps of 128 fds, counts every byte of every connection once', async () => {
+    const server = net.createServer(s => s.on('data', d => s.write(d)));
+    await new Promise(r => server.listen(0, '127.0.0.1', r));
+    const port = server.address().port;
+    const clients = [];
+    try {
+      for (let i = 0; i < 200; i++) {
+        const c = net.connect(port, '127.0.0.1');
+        await new Promise(r => c.on('connect', r));
+        c.got = 0;
+        c.on('data', d => (c.got += d.length));
+        clients.push(c);
+      }
+      assert.ok(fs.readdirSync('/proc/self/fd').length > 3 * 128, 'more fds than three steps read');
+      const echo = async n => {
+        clients.forEach((c, i) => c.write(Buffer.alloc(n + i, 1)));
+        while (clients.some((c, i) => c.got < n + i)) await new Promise(r => setTimeout(r, 5));
+        for (const c of clients) c.got = 0;
+      };
+      const sum = n => clients.reduce((a, _, i) => a + n + i, 0);
+      await echo(100);
+      const first = await bytes(port);
+      await echo(1000);
+      const second = await bytes(port);
+      assert.deepStrictEqual(first, { 'client transmit': sum(100), 'client receive': sum(100), 'server transmit': sum(100), 'server receive': sum(100) });
+      const both = sum(100) + sum(1000);
+      assert.deepStrictEqual(second, { 'client transmit': both, 'client receive': both, 'server transmit': both, 'server receive': both });
+    } finally {
+      for (const c of clients) c.destroy();
+      server.close();
+    }
+  });
 });

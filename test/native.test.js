@@ -707,6 +707,40 @@ describe('native addon', function () {
       }
     });
 
+    it('tcpSocketReader()(max) makes the same pass in steps of max fds, then returns null', async function () {
+      const { server, client, peer } = await pair();
+      try {
+        const whole = addon.tcpSocketReader();
+        const inSteps = addon.tcpSocketReader();
+        const stepped = () => {
+          const all = [];
+          let calls = 0;
+          for (let sockets; (sockets = inSteps(2)) !== null; calls++) {
+            assert.ok(sockets.length <= 2, `${sockets.length} records from 2 fds`);
+            all.push(...sockets);
+          }
+          return { fds: all.map(s => s.fd).sort((a, b) => a - b), calls };
+        };
+        const fds = sockets => sockets.map(s => s.fd).sort((a, b) => a - b);
+        const first = stepped();
+        const firstWhole = fds(whole());
+        assert.deepStrictEqual(first.fds, firstWhole);
+        assert.ok(first.calls >= Math.ceil(firstWhole.length / 2), `${first.calls} steps for ${firstWhole.length} sockets`);
+        await new Promise(resolve => {
+          peer.once('data', resolve);
+          client.write(Buffer.alloc(1000));
+        });
+        const second = stepped();
+        assert.deepStrictEqual(second.fds, fds(whole()));
+        for (const fd of [client._handle.fd, peer._handle.fd, server._handle.fd]) assert.ok(second.fds.includes(fd), `fd ${fd} in the second pass`);
+        assert.ok(!stepped().fds.includes(client._handle.fd), 'a third pass: nothing moved');
+      } finally {
+        client.destroy();
+        peer.destroy();
+        server.close();
+      }
+    });
+
     it('tcpSocketReader() gives a new record when an fd holds another socket than at its previous call', async function () {
       const { server, client, peer } = await pair();
       const others = [];
