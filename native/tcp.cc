@@ -4,6 +4,7 @@
 // end between two reads (bpf/sockets.bpf.c reads the same counters when the socket is destroyed).
 #include <arpa/inet.h>
 #include <dirent.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -112,26 +113,50 @@ uint64_t Cookie(int fd) {
   return getsockopt(fd, SOL_SOCKET, SO_COOKIE, &cookie, &len) == 0 ? cookie : 0;
 }
 
+// The process's fds, listed in fd order a few at a time: glibc's readdir() fetches up to 32 KB of entries per
+// system call (about 1300 fds, a millisecond in the kernel), more than one step of a pass should take.
+class FdListing {
+ public:
+  ~FdListing() { Close(); }
+  bool open() const { return dir_ >= 0; }
+  bool Open() {
+    dir_ = ::open("/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    length_ = position_ = 0;
+    return dir_ >= 0;
+  }
+  void Close() {
+    if (dir_ >= 0) close(dir_);
+    dir_ = -1;
+  }
+  // The next fd (the listing's own left out), or -1 at the end.
+  int Next() {
+    for (;;) {
+      if (position_ >= length_) {
+        length_ = getdents64(dir_, buffer_, sizeof(buffer_));
+        position_ = 0;
+        if (length_ <= 0) return -1;
+      }
+      const auto* entry = reinterpret_cast<const dirent64*>(buffer_ + position_);
+      position_ += entry->d_reclen;
+      if (entry->d_name[0] < '0' || entry->d_name[0] > '9') continue;
+      int fd = atoi(entry->d_name);
+      if (fd != dir_) return fd;
+    }
+  }
+
+ private:
+  int dir_ = -1;
+  alignas(dirent64) char buffer_[4096];  // about 170 entries
+  ssize_t length_ = 0;
+  ssize_t position_ = 0;
+};
+
 // A tcpSocketReader()'s state: a pass over the process's fds, which may take several calls.
 struct Pass {
   std::unordered_map<int, Kept> previous;  // per fd, as the last complete pass left it
   std::unordered_map<int, Kept> now;       // per fd, the pass in progress
-  DIR* fds = nullptr;                      // /proc/self/fd while a pass is in progress, read in fd order
+  FdListing fds;                           // open while a pass is in progress
   bool ended = false;                      // a pass in steps ended at the previous call: the next one says so
-
-  ~Pass() {
-    if (fds != nullptr) closedir(fds);
-  }
-
-  // The next fd of the pass (the listing's own fd left out), or -1 at its end.
-  int NextFd() {
-    for (struct dirent* entry; (entry = readdir(fds)) != nullptr;) {
-      if (entry->d_name[0] < '0' || entry->d_name[0] > '9') continue;
-      int fd = atoi(entry->d_name);
-      if (fd != dirfd(fds)) return fd;
-    }
-    return -1;
-  }
 
   // Reads fd (an fd that may have been closed, or reused for another file, since the listing): adds its record at
   // out[n++] if it is a TCP socket whose counters moved since the previous pass, or a listening one.
@@ -223,26 +248,24 @@ Napi::Value Addon::TcpSocketReader(const Napi::CallbackInfo& info) {
     Pass& pass = *state;
     bool steps = call.Length() > 0 && call[0].IsNumber();
     size_t max = steps ? static_cast<size_t>(std::max<int64_t>(1, call[0].As<Napi::Number>().Int64Value())) : SIZE_MAX;
-    if (pass.fds == nullptr) {
+    if (!pass.fds.open()) {
       if (steps && pass.ended) {
         pass.ended = false;
         return env.Null();
       }
-      pass.fds = opendir("/proc/self/fd");
-      if (pass.fds == nullptr) return steps ? env.Null() : Napi::Array::New(env);  // no /proc: nothing to read
+      if (!pass.fds.Open()) return steps ? env.Null() : Napi::Array::New(env);  // no /proc: nothing to read
       pass.now.clear();
       pass.now.reserve(pass.previous.size());
     }
     Napi::Array result = Napi::Array::New(env);
     uint32_t n = 0;
     for (size_t read = 0; read < max; read++) {
-      int fd = pass.NextFd();
+      int fd = pass.fds.Next();
       if (fd >= 0) {
         pass.Read(env, fd, result, n);
         continue;
       }
-      closedir(pass.fds);
-      pass.fds = nullptr;
+      pass.fds.Close();
       pass.previous.swap(pass.now);
       pass.now.clear();
       pass.ended = steps;

@@ -80,9 +80,8 @@ export const LIVE_MEASUREMENTS: { name: string; description: string }[] = [
 ];
 
 /**
- * Fds read per step of a collection's live read: one step for most processes; 0.35-0.55 ms a step on this project's
- * machine when all are busy sockets, and about 1 ms more in a step where the listing of /proc/self/fd fetches its
- * next thousand or so entries (docs/benchmark.md).
+ * Fds read per step of a collection's live read: one step for most processes; 0.3-0.6 ms a step on this project's
+ * machine when all are busy sockets (docs/benchmark.md).
  */
 const LIVE_READ_STEP = 128;
 
