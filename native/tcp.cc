@@ -9,9 +9,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstddef>
-#include <algorithm>
 #include <cstdlib>
 #include <memory>
 #include <unordered_map>
@@ -63,7 +63,7 @@ napi_value ReadTcpInfo(napi_env env, napi_callback_info cbinfo) {
 }
 
 // One socket's record: { fd, family (4|6), localAddress, localPort, peerAddress, peerPort, info: Float64Array }, or
-// an empty value for an fd that is not an IPv4/IPv6 socket any more. `*info` receives the data pointer of `info`.
+// an empty value for an fd that is not an IPv4/IPv6 socket any more. `*info` receives the record's `info`.
 Napi::Object SocketRecord(Napi::Env env, int fd, const double* slots, Napi::Float64Array* info) {
   sockaddr_storage local = {}, peer = {};
   socklen_t local_len = sizeof(local), peer_len = sizeof(peer);
@@ -117,6 +117,9 @@ uint64_t Cookie(int fd) {
 // system call (about 1300 fds, a millisecond in the kernel), more than one step of a pass should take.
 class FdListing {
  public:
+  FdListing() = default;
+  FdListing(const FdListing&) = delete;
+  FdListing& operator=(const FdListing&) = delete;
   ~FdListing() { Close(); }
   bool open() const { return dir_ >= 0; }
   bool Open() {

@@ -278,6 +278,7 @@ export class SocketsCollector implements Collector {
 
   stop(): void {
     this.stopped = true;
+    this.readMoved = undefined; // with a pass left open, its listing's fd closes when the reader is collected
     this.ring?.close();
     this.ring = undefined;
     this.probes?.close();
