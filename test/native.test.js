@@ -632,175 +632,151 @@ describe('native addon', function () {
       return { server, ...(await connectTo(server)) };
     }
 
+    /** Runs test with a connected pair; afterwards closes it, the server, and the sockets the test put in `others`. */
+    async function withPair(test) {
+      const p = { ...(await pair()), others: [] };
+      try {
+        await test(p);
+      } finally {
+        for (const s of [p.client, p.peer, ...p.others]) s.destroy();
+        p.server.close();
+      }
+    }
+
     function drain(socket, bytes) {
       let got = 0;
       return new Promise(resolve => socket.on('data', d => (got += d.length) >= bytes && resolve()));
     }
 
-    it('counts exactly the bytes each side wrote and received, and the FIN not as data', async function () {
-      const { server, client, peer } = await pair();
-      try {
-        const received = Promise.all([drain(peer, 1234567), drain(client, 7654321)]);
-        client.write(Buffer.alloc(1234567, 1));
-        peer.write(Buffer.alloc(7654321, 2));
-        await received;
-        const out = new Float64Array(TCP_INFO_SLOTS);
-        const readOut = addon.tcpInfoReader(out);
-        assert.strictEqual(readOut(client._handle.fd), 0);
-        assert.deepStrictEqual([countersOf(out).txBytes, countersOf(out).rxBytes], [1234567, 7654321]);
-        assert.strictEqual(readOut(peer._handle.fd), 0);
-        assert.deepStrictEqual([countersOf(out).txBytes, countersOf(out).rxBytes], [7654321, 1234567]);
-        assert.strictEqual(out[TCP_INFO.STATE], TCP_STATES.ESTABLISHED);
-        // a second reader reads the same counters into the array it was made with
-        const mine = new Float64Array(TCP_INFO_SLOTS);
-        const read = addon.tcpInfoReader(mine);
-        assert.strictEqual(read(client._handle.fd), 0);
-        assert.deepStrictEqual([countersOf(mine).txBytes, countersOf(mine).rxBytes], [1234567, 7654321]);
-        assert.strictEqual(read(peer._handle.fd), 0);
-        assert.deepStrictEqual([...mine], [...out]);
+    it('counts exactly the bytes each side wrote and received, and the FIN not as data', () => withPair(async ({ server, client, peer }) => {
+      const received = Promise.all([drain(peer, 1234567), drain(client, 7654321)]);
+      client.write(Buffer.alloc(1234567, 1));
+      peer.write(Buffer.alloc(7654321, 2));
+      await received;
+      const out = new Float64Array(TCP_INFO_SLOTS);
+      const readOut = addon.tcpInfoReader(out);
+      assert.strictEqual(readOut(client._handle.fd), 0);
+      assert.deepStrictEqual([countersOf(out).txBytes, countersOf(out).rxBytes], [1234567, 7654321]);
+      assert.strictEqual(readOut(peer._handle.fd), 0);
+      assert.deepStrictEqual([countersOf(out).txBytes, countersOf(out).rxBytes], [7654321, 1234567]);
+      assert.strictEqual(out[TCP_INFO.STATE], TCP_STATES.ESTABLISHED);
+      // a second reader reads the same counters into the array it was made with
+      const mine = new Float64Array(TCP_INFO_SLOTS);
+      const read = addon.tcpInfoReader(mine);
+      assert.strictEqual(read(client._handle.fd), 0);
+      assert.deepStrictEqual([countersOf(mine).txBytes, countersOf(mine).rxBytes], [1234567, 7654321]);
+      assert.strictEqual(read(peer._handle.fd), 0);
+      assert.deepStrictEqual([...mine], [...out]);
 
-        // The peer half-closes: the client's bytes_received grows by one for the FIN, the count does not.
-        client.allowHalfOpen = true;
-        const ended = new Promise(resolve => client.once('end', resolve));
-        peer.end();
-        await ended;
-        assert.strictEqual(readOut(client._handle.fd), 0);
-        assert.strictEqual(out[TCP_INFO.STATE], TCP_STATES.CLOSE_WAIT);
-        assert.strictEqual(out[TCP_INFO.BYTES_RECEIVED], 7654322);
-        assert.strictEqual(countersOf(out).rxBytes, 7654321);
-      } finally {
-        client.destroy();
-        peer.destroy();
-        server.close();
-      }
-    });
+      // The peer half-closes: the client's bytes_received grows by one for the FIN, the count does not.
+      client.allowHalfOpen = true;
+      const ended = new Promise(resolve => client.once('end', resolve));
+      peer.end();
+      await ended;
+      assert.strictEqual(readOut(client._handle.fd), 0);
+      assert.strictEqual(out[TCP_INFO.STATE], TCP_STATES.CLOSE_WAIT);
+      assert.strictEqual(out[TCP_INFO.BYTES_RECEIVED], 7654322);
+      assert.strictEqual(countersOf(out).rxBytes, 7654321);
+    }));
 
-    it('tcpSocketReader() lists only the sockets whose counters moved since its previous call, and every listening one', async function () {
-      const { server, client, peer } = await pair();
-      try {
-        const read = addon.tcpSocketReader();
-        const fds = sockets => sockets.map(s => s.fd);
-        const first = read();
-        for (const fd of [client._handle.fd, peer._handle.fd, server._handle.fd]) assert.ok(fds(first).includes(fd), `fd ${fd} in the first reading`);
-        const before = first.find(s => s.fd === client._handle.fd);
-        const sentBefore = before.info[TCP_INFO.BYTES_SENT];
-        const idle = read();
-        assert.ok(!fds(idle).includes(client._handle.fd) && !fds(idle).includes(peer._handle.fd), JSON.stringify(fds(idle)));
-        assert.ok(fds(idle).includes(server._handle.fd), 'a listening socket is always there');
-        await new Promise(resolve => {
-          peer.once('data', resolve);
-          client.write(Buffer.alloc(1000));
-        });
-        const moved = read();
-        const sent = moved.find(s => s.fd === client._handle.fd);
-        const received = moved.find(s => s.fd === peer._handle.fd);
-        assert.ok(sent && received, JSON.stringify(fds(moved)));
-        assert.strictEqual(sent.info[TCP_INFO.BYTES_SENT] - sentBefore, 1000);
-        assert.strictEqual(sent, before, 'the same record for the same socket, its counters overwritten');
-        assert.strictEqual(received.peerPort, client.localPort);
-        // another reader keeps its own previous reading
-        assert.ok(fds(addon.tcpSocketReader()()).includes(client._handle.fd));
-      } finally {
-        client.destroy();
-        peer.destroy();
-        server.close();
-      }
-    });
+    it('tcpSocketReader() lists only the sockets whose counters moved since its previous call, and every listening one', () => withPair(async ({ server, client, peer }) => {
+      const read = addon.tcpSocketReader();
+      const fds = sockets => sockets.map(s => s.fd);
+      const first = read();
+      for (const fd of [client._handle.fd, peer._handle.fd, server._handle.fd]) assert.ok(fds(first).includes(fd), `fd ${fd} in the first reading`);
+      const before = first.find(s => s.fd === client._handle.fd);
+      const sentBefore = before.info[TCP_INFO.BYTES_SENT];
+      const idle = read();
+      assert.ok(!fds(idle).includes(client._handle.fd) && !fds(idle).includes(peer._handle.fd), JSON.stringify(fds(idle)));
+      assert.ok(fds(idle).includes(server._handle.fd), 'a listening socket is always there');
+      await new Promise(resolve => {
+        peer.once('data', resolve);
+        client.write(Buffer.alloc(1000));
+      });
+      const moved = read();
+      const sent = moved.find(s => s.fd === client._handle.fd);
+      const received = moved.find(s => s.fd === peer._handle.fd);
+      assert.ok(sent && received, JSON.stringify(fds(moved)));
+      assert.strictEqual(sent.info[TCP_INFO.BYTES_SENT] - sentBefore, 1000);
+      assert.strictEqual(sent, before, 'the same record for the same socket, its counters overwritten');
+      assert.strictEqual(received.peerPort, client.localPort);
+      // another reader keeps its own previous reading
+      assert.ok(fds(addon.tcpSocketReader()()).includes(client._handle.fd));
+    }));
 
-    it('tcpSocketReader()(max) makes the same pass in steps of max fds, then returns null', async function () {
-      const { server, client, peer } = await pair();
-      try {
-        const whole = addon.tcpSocketReader();
-        const inSteps = addon.tcpSocketReader();
-        const stepped = () => {
-          const all = [];
-          let calls = 0;
-          for (let sockets; (sockets = inSteps(2)) !== null; calls++) {
-            assert.ok(sockets.length <= 2, `${sockets.length} records from 2 fds`);
-            all.push(...sockets);
-          }
-          return { fds: all.map(s => s.fd).sort((a, b) => a - b), calls };
-        };
-        const fds = sockets => sockets.map(s => s.fd).sort((a, b) => a - b);
-        const first = stepped();
-        const firstWhole = fds(whole());
-        assert.deepStrictEqual(first.fds, firstWhole);
-        assert.ok(first.calls >= Math.ceil(firstWhole.length / 2), `${first.calls} steps for ${firstWhole.length} sockets`);
-        await new Promise(resolve => {
-          peer.once('data', resolve);
-          client.write(Buffer.alloc(1000));
-        });
-        const second = stepped();
-        assert.deepStrictEqual(second.fds, fds(whole()));
-        for (const fd of [client._handle.fd, peer._handle.fd, server._handle.fd]) assert.ok(second.fds.includes(fd), `fd ${fd} in the second pass`);
-        assert.ok(!stepped().fds.includes(client._handle.fd), 'a third pass: nothing moved');
-      } finally {
-        client.destroy();
-        peer.destroy();
-        server.close();
-      }
-    });
-
-    it('tcpSocketReader() gives a new record when an fd holds another socket than at its previous call', async function () {
-      const { server, client, peer } = await pair();
-      const others = [];
-      try {
-        const read = addon.tcpSocketReader();
-        const fd = client._handle.fd;
-        const old = read().find(s => s.fd === fd);
-        const oldPort = client.localPort;
-        assert.strictEqual(old.localPort, oldPort);
-        client.destroy();
-        // the kernel gives the lowest free fd: one of the next sockets gets the one just closed (either end)
-        let reused;
-        for (let i = 0; i < 10 && !reused; i++) {
-          const { client: next, peer: nextPeer } = await connectTo(server);
-          others.push(next, nextPeer);
-          if (next._handle.fd === fd) reused = [next, nextPeer];
-          else if (nextPeer._handle.fd === fd) reused = [nextPeer, next];
+    it('tcpSocketReader()(max) makes the same pass in steps of max fds, then returns null', () => withPair(async ({ server, client, peer }) => {
+      const whole = addon.tcpSocketReader();
+      const inSteps = addon.tcpSocketReader();
+      const stepped = () => {
+        const all = [];
+        let calls = 0;
+        for (let sockets; (sockets = inSteps(2)) !== null; calls++) {
+          assert.ok(sockets.length <= 2, `${sockets.length} records from 2 fds`);
+          all.push(...sockets);
         }
-        assert.ok(reused, `no socket got fd ${fd} again`);
-        const [mine, other] = reused;
-        await new Promise(resolve => {
-          other.once('data', resolve);
-          mine.write('moved'); // a new socket whose counters equal the old one's last reading is not listed yet
-        });
-        const now = read().find(s => s.fd === fd);
-        assert.notStrictEqual(now, old);
-        assert.deepStrictEqual([now.localPort, now.peerPort, old.localPort], [mine.localPort, mine.remotePort, oldPort]);
-      } finally {
-        for (const s of [client, peer, ...others]) s.destroy();
-        server.close();
-      }
-    });
+        return { fds: all.map(s => s.fd).sort((a, b) => a - b), calls };
+      };
+      const fds = sockets => sockets.map(s => s.fd).sort((a, b) => a - b);
+      const first = stepped();
+      const firstWhole = fds(whole());
+      assert.deepStrictEqual(first.fds, firstWhole);
+      assert.ok(first.calls >= Math.ceil(firstWhole.length / 2), `${first.calls} steps for ${firstWhole.length} sockets`);
+      await new Promise(resolve => {
+        peer.once('data', resolve);
+        client.write(Buffer.alloc(1000));
+      });
+      const second = stepped();
+      assert.deepStrictEqual(second.fds, fds(whole()));
+      for (const fd of [client._handle.fd, peer._handle.fd, server._handle.fd]) assert.ok(second.fds.includes(fd), `fd ${fd} in the second pass`);
+      assert.ok(!stepped().fds.includes(client._handle.fd), 'a third pass: nothing moved');
+    }));
 
-    it('lists the process\'s TCP sockets with their addresses, and reports non-TCP fds as errors', async function () {
-      const { server, client, peer } = await pair();
-      try {
-        const sockets = addon.tcpSocketReader()();
-        const find = fd => sockets.find(s => s.fd === fd);
-        assert.deepStrictEqual(
-          { ...find(client._handle.fd), info: undefined },
-          { fd: client._handle.fd, family: 4, localAddress: '127.0.0.1', localPort: client.localPort,
-            peerAddress: '127.0.0.1', peerPort: server.address().port, info: undefined },
-        );
-        assert.strictEqual(find(peer._handle.fd).peerPort, client.localPort);
-        const listening = find(server._handle.fd);
-        assert.strictEqual(listening.info[TCP_INFO.STATE], TCP_STATES.LISTEN);
-        assert.strictEqual(listening.peerPort, undefined);
-        const out = new Float64Array(TCP_INFO_SLOTS);
-        const file = fs.openSync(__filename, 'r');
-        const read = addon.tcpInfoReader(out);
-        assert.strictEqual(read(file), -88 /* ENOTSOCK */);
-        assert.strictEqual(read('not an fd'), -9 /* EBADF */);
-        assert.throws(() => addon.tcpInfoReader(new Float64Array(TCP_INFO_SLOTS - 1)), err => err instanceof BpfError && /tcpInfoReader/.test(err.message));
-        fs.closeSync(file);
-        assert.strictEqual(find(file), undefined);
-      } finally {
-        client.destroy();
-        peer.destroy();
-        server.close();
+    it('tcpSocketReader() gives a new record when an fd holds another socket than at its previous call', () => withPair(async ({ server, client, others }) => {
+      const read = addon.tcpSocketReader();
+      const fd = client._handle.fd;
+      const old = read().find(s => s.fd === fd);
+      const oldPort = client.localPort;
+      assert.strictEqual(old.localPort, oldPort);
+      client.destroy();
+      // the kernel gives the lowest free fd: one of the next sockets gets the one just closed (either end)
+      let reused;
+      for (let i = 0; i < 10 && !reused; i++) {
+        const { client: next, peer: nextPeer } = await connectTo(server);
+        others.push(next, nextPeer);
+        if (next._handle.fd === fd) reused = [next, nextPeer];
+        else if (nextPeer._handle.fd === fd) reused = [nextPeer, next];
       }
-    });
+      assert.ok(reused, `no socket got fd ${fd} again`);
+      const [mine, other] = reused;
+      await new Promise(resolve => {
+        other.once('data', resolve);
+        mine.write('moved'); // a new socket whose counters equal the old one's last reading is not listed yet
+      });
+      const now = read().find(s => s.fd === fd);
+      assert.notStrictEqual(now, old);
+      assert.deepStrictEqual([now.localPort, now.peerPort, old.localPort], [mine.localPort, mine.remotePort, oldPort]);
+    }));
+
+    it('lists the process\'s TCP sockets with their addresses, and reports non-TCP fds as errors', () => withPair(async ({ server, client, peer }) => {
+      const sockets = addon.tcpSocketReader()();
+      const find = fd => sockets.find(s => s.fd === fd);
+      assert.deepStrictEqual(
+        { ...find(client._handle.fd), info: undefined },
+        { fd: client._handle.fd, family: 4, localAddress: '127.0.0.1', localPort: client.localPort,
+          peerAddress: '127.0.0.1', peerPort: server.address().port, info: undefined },
+      );
+      assert.strictEqual(find(peer._handle.fd).peerPort, client.localPort);
+      const listening = find(server._handle.fd);
+      assert.strictEqual(listening.info[TCP_INFO.STATE], TCP_STATES.LISTEN);
+      assert.strictEqual(listening.peerPort, undefined);
+      const out = new Float64Array(TCP_INFO_SLOTS);
+      const file = fs.openSync(__filename, 'r');
+      const read = addon.tcpInfoReader(out);
+      assert.strictEqual(read(file), -88 /* ENOTSOCK */);
+      assert.strictEqual(read('not an fd'), -9 /* EBADF */);
+      assert.throws(() => addon.tcpInfoReader(new Float64Array(TCP_INFO_SLOTS - 1)), err => err instanceof BpfError && /tcpInfoReader/.test(err.message));
+      fs.closeSync(file);
+      assert.strictEqual(find(file), undefined);
+    }));
   });
 });
