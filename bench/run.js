@@ -8,7 +8,11 @@
 // Installs wrk if it is missing (apt-get).
 //
 // Environment:
-//   BENCH_PAIRS        rounds of each mode measured (default 5), after one discarded warm-up round with the SDK on
+//   BENCH_PAIRS        rounds of each mode measured (default 6), after one discarded warm-up round with the SDK on
+//   BENCH_ORDER        rotate (default): pair i runs BENCH_MODES rotated left by i, so that every mode runs as often
+//                      first, second, ... of its pair when BENCH_PAIRS is a multiple of the number of modes (a round's
+//                      place in its pair moved its figures on this VM: see docs/benchmark.md); fixed: every pair in
+//                      the order of BENCH_MODES, as before 2026-11-28
 //   BENCH_DURATION     seconds of load measured per round (default 10)
 //   BENCH_WARMUP       seconds of load per round before the measured window, not measured (default 2)
 //   BENCH_CONNECTIONS  wrk connections, all keep-alive (default 32)
@@ -119,8 +123,17 @@ function intEnv(name, dflt, min = 0) {
   return v;
 }
 
+/** One of `choices`; the first when unset. */
+function enumEnv(name, choices) {
+  const raw = process.env[name];
+  if (raw === undefined || raw === '') return choices[0];
+  if (!choices.includes(raw)) fail(`${name}=${raw}: expected one of ${choices.join(', ')}`);
+  return raw;
+}
+
 const CONFIG = {
-  pairs: intEnv('BENCH_PAIRS', 5, 1),
+  pairs: intEnv('BENCH_PAIRS', 6, 1),
+  order: enumEnv('BENCH_ORDER', ['rotate', 'fixed']),
   durationS: intEnv('BENCH_DURATION', 10, 1),
   warmupS: intEnv('BENCH_WARMUP', 2, 0),
   connections: intEnv('BENCH_CONNECTIONS', 32, 1),
@@ -644,6 +657,43 @@ function breakdown(rows, pick) {
   return out;
 }
 
+/** A small seeded generator (mulberry32): the same rounds give the same interval. */
+function seeded(seed) {
+  return () => {
+    seed = (seed + 0x6d2b79f5) | 0;
+    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/**
+ * The 95 % bootstrap interval of median(mode) / median(off) for one key, resampling whole pairs: the pairs in which
+ * both modes ran. Undefined with fewer than 3 such pairs.
+ */
+function pairInterval(measured, name, key) {
+  const byPair = new Map();
+  for (const r of measured) {
+    if (r.mode !== name && r.mode !== 'off') continue;
+    const pair = byPair.get(r.pair) ?? {};
+    pair[r.mode === 'off' ? 'off' : 'other'] = r[key];
+    byPair.set(r.pair, pair);
+  }
+  const pairs = [...byPair.values()].filter((x) => typeof x.off === 'number' && typeof x.other === 'number');
+  if (pairs.length < 3) return undefined;
+  const random = seeded(pairs.length * 7919 + key.length);
+  const ratios = [];
+  for (let b = 0; b < 4000; b++) {
+    const sample = Array.from({ length: pairs.length }, () => pairs[Math.floor(random() * pairs.length)]);
+    ratios.push(median(sample.map((x) => x.other)) / median(sample.map((x) => x.off)));
+  }
+  ratios.sort((a, b) => a - b);
+  return { low: ratios[Math.floor(0.025 * ratios.length)], high: ratios[Math.ceil(0.975 * ratios.length) - 1] };
+}
+
+/** Whether an interval lies on one side of a target (undefined without an interval). */
+const resolves = (interval, target) => (interval ? !(interval.low <= target && target <= interval.high) : undefined);
+
 function summarize(rounds) {
   const measured = rounds.filter((r) => !r.warmup);
   const modes = {};
@@ -685,6 +735,30 @@ function summarize(rounds) {
   const pairStats = {};
   for (const k of Object.keys(pairs[0] ?? {})) pairStats[k] = stats(pairs, k);
 
+  // How far the ratios of medians would move with other pairs from the same machine: resample the pairs (a pair's
+  // rounds stay together) and take the middle 95 % of the ratios. An interval that holds both sides of a target
+  // says that this run cannot tell whether it is met.
+  const intervals = {};
+  for (const name of CONFIG.modes.filter((m) => m !== 'off')) {
+    intervals[name] = { throughputRatio: pairInterval(measured, name, 'throughput'), p99Ratio: pairInterval(measured, name, 'p99Us') };
+  }
+
+  // Where a round ran in its pair, whatever its mode: each round's figure against the mean of its pair's rounds.
+  // With the order rotated and BENCH_PAIRS a multiple of the modes, every place holds every mode equally often, so a
+  // place that differs from the others is the machine (what ran just before, the time since the pair began), not a mode.
+  const places = CONFIG.modes.map((_, position) => {
+    const rel = (key) =>
+      median(
+        measured
+          .filter((r) => r.position === position)
+          .map((r) => {
+            const pair = measured.filter((x) => x.pair === r.pair);
+            return r[key] / (pair.reduce((sum, x) => sum + x[key], 0) / pair.length);
+          }),
+      );
+    return { position, throughputRelative: rel('throughput'), p99Relative: rel('p99Us') };
+  });
+
   // KernelSpanProcessor under load: tracing against tracing-plain, which differ in the processor only. One server
   // span per request, so CPU per request is CPU per span.
   let spanCost;
@@ -719,8 +793,8 @@ function summarize(rounds) {
     kernelNsPerRequest: modes.on.kernelNsPerRequest.median,
   };
   const targets = {
-    throughputRatio: { target: `>= ${TARGETS.throughputRatio}`, value: figures.throughputRatio, met: figures.throughputRatio >= TARGETS.throughputRatio },
-    p99Ratio: { target: `<= ${TARGETS.p99Ratio}`, value: figures.p99Ratio, met: figures.p99Ratio <= TARGETS.p99Ratio },
+    throughputRatio: { target: `>= ${TARGETS.throughputRatio}`, value: figures.throughputRatio, met: figures.throughputRatio >= TARGETS.throughputRatio, resolved: resolves(intervals.on?.throughputRatio, TARGETS.throughputRatio) },
+    p99Ratio: { target: `<= ${TARGETS.p99Ratio}`, value: figures.p99Ratio, met: figures.p99Ratio <= TARGETS.p99Ratio, resolved: resolves(intervals.on?.p99Ratio, TARGETS.p99Ratio) },
     kernelNsPerRequest: { target: `<= ${TARGETS.kernelNsPerRequest}`, value: figures.kernelNsPerRequest, met: figures.kernelNsPerRequest <= TARGETS.kernelNsPerRequest },
     // judged outside V8's young generation: a long-running server's grows to the same size with the SDK or without
     rssAddedMB: { target: `<= ${TARGETS.rssAddedMB}`, value: figures.rssAddedOutsideYoungMB, met: figures.rssAddedOutsideYoungMB <= TARGETS.rssAddedMB },
@@ -730,7 +804,7 @@ function summarize(rounds) {
     figures.kernelStateUsPerSpan = kernelState;
     targets.kernelStateUsPerSpan = { target: `<= ${TARGETS.kernelStateUsPerSpan}`, value: kernelState, met: kernelState <= TARGETS.kernelStateUsPerSpan };
   }
-  return { modes, versusOff, figures, targets, pairs, pairStats, spanCost };
+  return { modes, versusOff, figures, targets, pairs, pairStats, intervals, places, spanCost };
 }
 
 const fmt = (x, d = 0) => (Number.isFinite(x) ? x.toFixed(d) : '');
@@ -769,17 +843,21 @@ function report(result) {
     ),
   );
   lines.push('');
-  lines.push('Summary (warm-up discarded): median (min–max) per mode; "on vs off" compares the medians:');
+  lines.push(
+    'Summary (warm-up discarded): median (min–max) per mode; "on vs off" compares the medians, in brackets the 95 % interval ' +
+      'of that ratio with the pairs resampled ("not resolved": the target lies inside it):',
+  );
   const m = sm.modes;
   const f = sm.figures;
   const t = sm.targets;
-  const yes = (x) => (x.met ? 'met' : 'MISSED');
+  const yes = (x) => (x.met ? 'met' : 'MISSED') + (x.resolved === false ? ', not resolved' : '');
+  const withInterval = (ratio, i) => (i ? `${pct(ratio)} (${fmt(i.low * 100, 1)}–${fmt(i.high * 100, 1)})` : pct(ratio));
   lines.push(
     table(
       ['figure', 'SDK off', 'SDK on', 'on vs off', 'target', ''],
       [
-        ['throughput (req/s)', spread(m.off.throughput, 0), spread(m.on.throughput, 0), pct(f.throughputRatio), '≥ 99 %', yes(t.throughputRatio)],
-        ['p99 latency (µs)', spread(m.off.p99Us, 0), spread(m.on.p99Us, 0), pct(f.p99Ratio), '≤ 103 %', yes(t.p99Ratio)],
+        ['throughput (req/s)', spread(m.off.throughput, 0), spread(m.on.throughput, 0), withInterval(f.throughputRatio, sm.intervals.on?.throughputRatio), '≥ 99 %', yes(t.throughputRatio)],
+        ['p99 latency (µs)', spread(m.off.p99Us, 0), spread(m.on.p99Us, 0), withInterval(f.p99Ratio, sm.intervals.on?.p99Ratio), '≤ 103 %', yes(t.p99Ratio)],
         ['p50 latency (µs)', spread(m.off.p50Us, 0), spread(m.on.p50Us, 0), pct(sm.versusOff.on.p50Ratio), '', ''],
         ['server CPU per request (µs)', spread(m.off.cpuUsPerRequest, 2), spread(m.on.cpuUsPerRequest, 2), `${signed(f.cpuUsPerRequestAdded, 2)} µs`, '', ''],
         ['  of which system (µs)', spread(m.off.systemUsPerRequest, 2), spread(m.on.systemUsPerRequest, 2), `${signed(sm.versusOff.on.systemUsPerRequestAdded, 2)} µs`, '', ''],
@@ -795,7 +873,8 @@ function report(result) {
   if (sm.versusOff.control) {
     const c = sm.versusOff.control;
     lines.push(
-      `A/A control (SDK off in both, same run): throughput ${pct(c.throughputRatio)}, p99 ${pct(c.p99Ratio)}, ` +
+      `A/A control (SDK off in both, same run): throughput ${withInterval(c.throughputRatio, sm.intervals.control?.throughputRatio)}, ` +
+        `p99 ${withInterval(c.p99Ratio, sm.intervals.control?.p99Ratio)}, ` +
         `CPU/req ${signed(c.cpuUsPerRequestAdded, 2)} µs, RSS ${signed(c.rssAddedMB, 1)} MB ` +
         `(less V8's young generation ${signed(c.rssAddedOutsideYoungMB, 1)} MB) of off. ` +
         'A difference between on and off no larger than this is not resolved by this run.',
@@ -809,6 +888,13 @@ function report(result) {
       `CPU/req ${signed(ps.cpuUsPerRequestAdded.min, 2)}…${signed(ps.cpuUsPerRequestAdded.max, 2)} µs, RSS ${signed(ps.rssAddedMB.min, 1)}…${signed(ps.rssAddedMB.max, 1)} MB ` +
       `(less V8's young generation ${signed(ps.rssAddedOutsideYoungMB.min, 1)}…${signed(ps.rssAddedOutsideYoungMB.max, 1)} MB)`,
   );
+  if (sm.places.length > 1) {
+    const ordinal = (n) => `${n + 1}${['st', 'nd', 'rd'][n] ?? 'th'}`;
+    lines.push(
+      `Place in the pair, any mode (each round against its pair's mean, medians; ${CONFIG.order === 'rotate' ? 'the order rotated' : 'the order fixed: each place is one mode'}): ` +
+        sm.places.map((x) => `${ordinal(x.position)} throughput ${pct(x.throughputRelative)}, p99 ${pct(x.p99Relative)}`).join('; '),
+    );
+  }
   const extra = CONFIG.modes.filter((x) => x !== 'off' && x !== 'on');
   if (extra.length) {
     lines.push('');
@@ -903,12 +989,17 @@ async function main() {
   receiver.endpoint = (await receiver.start()).httpEndpoint;
   receiver.on('spans', countSpans);
 
+  /** The modes of pair i, in the order they run. */
+  const pairOrder = (i) => {
+    const k = CONFIG.order === 'rotate' ? i % CONFIG.modes.length : 0;
+    return [...CONFIG.modes.slice(k), ...CONFIG.modes.slice(0, k)];
+  };
   const plan = [{ mode: 'on', warmup: true }];
-  for (let i = 0; i < CONFIG.pairs; i++) for (const mode of CONFIG.modes) plan.push({ mode, warmup: false });
+  for (let i = 0; i < CONFIG.pairs; i++) plan.push(...pairOrder(i).map((mode, position) => ({ mode, pair: i, position, warmup: false })));
   const settleS = (mode) => (MODES[mode].sdk === 'neighbour' ? CONFIG.neighbourSettleS : 0);
   const perRound = (mode) => CONFIG.warmupS + CONFIG.durationS + 2.5 + settleS(mode);
   console.log(
-    `bench: ${plan.length} rounds (1 warm-up + ${CONFIG.pairs} × ${CONFIG.modes.join('/')}), ${CONFIG.warmupS} s + ${CONFIG.durationS} s of load each, ` +
+    `bench: ${plan.length} rounds (1 warm-up + ${CONFIG.pairs} × ${CONFIG.modes.join('/')}${CONFIG.order === 'rotate' ? ' rotated by one each pair' : ''}), ${CONFIG.warmupS} s + ${CONFIG.durationS} s of load each, ` +
       `wrk -t${CONFIG.threads} -c${CONFIG.connections}` +
       (CONFIG.pin ? `, server on CPU ${CONFIG.serverCpu}, wrk on CPU ${CONFIG.loadCpu}` : ', unpinned') +
       `; about ${Math.ceil(plan.reduce((sum, r) => sum + perRound(r.mode), 0) / 60)} min on a quiet machine`,
@@ -919,6 +1010,8 @@ async function main() {
   try {
     for (let i = 0; i < plan.length; i++) {
       const r = await undisturbedRound(i, plan[i].mode, plan[i].warmup, receiver);
+      r.pair = plan[i].pair;
+      r.position = plan[i].position;
       rounds.push(r);
       console.log(
         `  round ${i}${r.warmup ? ' (warm-up)' : ''} ${r.mode}: ${fmt(r.throughput)} req/s, p99 ${r.p99Us} µs, ` +
