@@ -10,9 +10,9 @@
 // Environment:
 //   BENCH_PAIRS        rounds of each mode measured (default 6), after one discarded warm-up round with the SDK on
 //   BENCH_ORDER        rotate (default): pair i runs BENCH_MODES rotated left by i, so that every mode runs as often
-//                      first, second, ... of its pair when BENCH_PAIRS is a multiple of the number of modes (a round's
-//                      place in its pair moved its figures on this VM: see docs/benchmark.md); fixed: every pair in
-//                      the order of BENCH_MODES, as before 2026-11-28
+//                      first, second, ... of its pair when BENCH_PAIRS is a multiple of the number of modes, and no
+//                      mode always follows the same one (the summary's "place in the pair" line shows what a place
+//                      does to the figures); fixed: every pair in the order of BENCH_MODES, as before 2026-11-28
 //   BENCH_DURATION     seconds of load measured per round (default 10)
 //   BENCH_WARMUP       seconds of load per round before the measured window, not measured (default 2)
 //   BENCH_CONNECTIONS  wrk connections, all keep-alive (default 32)
