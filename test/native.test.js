@@ -626,15 +626,11 @@ describe('native addon', function () {
       return { client, peer: await accepted };
     }
 
-    async function pair() {
-      const server = net.createServer();
-      await new Promise(resolve => server.listen(0, '127.0.0.1', resolve));
-      return { server, ...(await connectTo(server)) };
-    }
-
     /** Runs test with a connected pair; afterwards closes it, the server, and the sockets the test put in `others`. */
     async function withPair(test) {
-      const p = { ...(await pair()), others: [] };
+      const server = net.createServer();
+      await new Promise(resolve => server.listen(0, '127.0.0.1', resolve));
+      const p = { server, ...(await connectTo(server)), others: [] };
       try {
         await test(p);
       } finally {
@@ -648,11 +644,15 @@ describe('native addon', function () {
       return new Promise(resolve => socket.on('data', d => (got += d.length) >= bytes && resolve()));
     }
 
+    /** Writes data on one end; resolves once the other end has read all of it. */
+    function deliver(from, to, data) {
+      const received = drain(to, data.length);
+      from.write(data);
+      return received;
+    }
+
     it('counts exactly the bytes each side wrote and received, and the FIN not as data', () => withPair(async ({ server, client, peer }) => {
-      const received = Promise.all([drain(peer, 1234567), drain(client, 7654321)]);
-      client.write(Buffer.alloc(1234567, 1));
-      peer.write(Buffer.alloc(7654321, 2));
-      await received;
+      await Promise.all([deliver(client, peer, Buffer.alloc(1234567, 1)), deliver(peer, client, Buffer.alloc(7654321, 2))]);
       const out = new Float64Array(TCP_INFO_SLOTS);
       const readOut = addon.tcpInfoReader(out);
       assert.strictEqual(readOut(client._handle.fd), 0);
@@ -689,10 +689,7 @@ describe('native addon', function () {
       const idle = read();
       assert.ok(!fds(idle).includes(client._handle.fd) && !fds(idle).includes(peer._handle.fd), JSON.stringify(fds(idle)));
       assert.ok(fds(idle).includes(server._handle.fd), 'a listening socket is always there');
-      await new Promise(resolve => {
-        peer.once('data', resolve);
-        client.write(Buffer.alloc(1000));
-      });
+      await deliver(client, peer, Buffer.alloc(1000));
       const moved = read();
       const sent = moved.find(s => s.fd === client._handle.fd);
       const received = moved.find(s => s.fd === peer._handle.fd);
@@ -721,10 +718,7 @@ describe('native addon', function () {
       const firstWhole = fds(whole());
       assert.deepStrictEqual(first.fds, firstWhole);
       assert.ok(first.calls >= Math.ceil(firstWhole.length / 2), `${first.calls} steps for ${firstWhole.length} sockets`);
-      await new Promise(resolve => {
-        peer.once('data', resolve);
-        client.write(Buffer.alloc(1000));
-      });
+      await deliver(client, peer, Buffer.alloc(1000));
       const second = stepped();
       assert.deepStrictEqual(second.fds, fds(whole()));
       for (const fd of [client._handle.fd, peer._handle.fd, server._handle.fd]) assert.ok(second.fds.includes(fd), `fd ${fd} in the second pass`);
@@ -748,10 +742,7 @@ describe('native addon', function () {
       }
       assert.ok(reused, `no socket got fd ${fd} again`);
       const [mine, other] = reused;
-      await new Promise(resolve => {
-        other.once('data', resolve);
-        mine.write('moved'); // a new socket whose counters equal the old one's last reading is not listed yet
-      });
+      await deliver(mine, other, Buffer.from('moved')); // a new socket whose counters equal the old one's last reading is not listed yet
       const now = read().find(s => s.fd === fd);
       assert.notStrictEqual(now, old);
       assert.deepStrictEqual([now.localPort, now.peerPort, old.localPort], [mine.localPort, mine.remotePort, oldPort]);
