@@ -669,19 +669,17 @@ function seeded(seed) {
 }
 
 /**
- * The 95 % bootstrap interval of median(mode) / median(base) for one key, resampling whole pairs: the pairs in which
- * the mode and a base mode ran (`base`: the modes whose rounds are pooled as the reference, off by default).
- * Undefined with fewer than 3 such pairs.
+ * The 95 % bootstrap interval of median(mode) / median(base) for one key, resampling whole pairs (`pairRounds`: each
+ * pair's rounds): the pairs in which the mode and a base mode ran (`base`: the modes whose rounds are pooled as the
+ * reference, off by default). Undefined with fewer than 3 such pairs.
  */
-function pairInterval(measured, name, key, base = ['off']) {
-  const byPair = new Map();
-  for (const r of measured) {
-    if (r.mode !== name && !base.includes(r.mode)) continue;
-    const pair = byPair.get(r.pair) ?? { base: [], other: [] };
-    pair[r.mode === name ? 'other' : 'base'].push(r[key]);
-    byPair.set(r.pair, pair);
-  }
-  const pairs = [...byPair.values()].filter((x) => x.base.length && x.other.length);
+function pairInterval(pairRounds, name, key, base = ['off']) {
+  const pairs = pairRounds
+    .map((rounds) => ({
+      base: rounds.filter((r) => base.includes(r.mode)).map((r) => r[key]),
+      other: rounds.filter((r) => r.mode === name).map((r) => r[key]),
+    }))
+    .filter((x) => x.base.length && x.other.length);
   if (pairs.length < 3) return undefined;
   const random = seeded(pairs.length * 7919 + key.length);
   const ratios = [];
@@ -724,16 +722,24 @@ function summarize(rounds) {
       rssAddedOutsideYoungMB: m.rssOutsideYoungMB.median - off.rssOutsideYoungMB.median,
     };
   }
+  // The measured rounds of each pair, in the order the pairs ran.
+  const byPair = new Map();
+  for (const r of measured) byPair.set(r.pair, [...(byPair.get(r.pair) ?? []), r]);
+  const pairRounds = [...byPair.values()];
+
   // Each pair's own ratio: the spread that the ratio of medians hides.
-  const offRows = measured.filter((r) => r.mode === 'off');
-  const onRows = measured.filter((r) => r.mode === 'on');
-  const pairs = offRows.slice(0, onRows.length).map((o, i) => ({
-    throughputRatio: onRows[i].throughput / o.throughput,
-    p99Ratio: onRows[i].p99Us / o.p99Us,
-    cpuUsPerRequestAdded: onRows[i].cpuUsPerRequest - o.cpuUsPerRequest,
-    rssAddedMB: onRows[i].rssMB - o.rssMB,
-    rssAddedOutsideYoungMB: onRows[i].rssOutsideYoungMB - o.rssOutsideYoungMB,
-  }));
+  const pairs = pairRounds.flatMap((rounds) => {
+    const o = rounds.find((r) => r.mode === 'off');
+    const on = rounds.find((r) => r.mode === 'on');
+    if (!o || !on) return [];
+    return [{
+      throughputRatio: on.throughput / o.throughput,
+      p99Ratio: on.p99Us / o.p99Us,
+      cpuUsPerRequestAdded: on.cpuUsPerRequest - o.cpuUsPerRequest,
+      rssAddedMB: on.rssMB - o.rssMB,
+      rssAddedOutsideYoungMB: on.rssOutsideYoungMB - o.rssOutsideYoungMB,
+    }];
+  });
   const pairStats = {};
   for (const k of Object.keys(pairs[0] ?? {})) pairStats[k] = stats(pairs, k);
 
@@ -742,7 +748,7 @@ function summarize(rounds) {
   // says that this run cannot tell whether it is met.
   const intervals = {};
   for (const name of CONFIG.modes.filter((m) => m !== 'off')) {
-    intervals[name] = { throughputRatio: pairInterval(measured, name, 'throughput'), p99Ratio: pairInterval(measured, name, 'p99Us') };
+    intervals[name] = { throughputRatio: pairInterval(pairRounds, name, 'throughput'), p99Ratio: pairInterval(pairRounds, name, 'p99Us') };
   }
 
   // With a control, the SDK against every plain round (off and control: two per pair): the same reference, twice the
@@ -755,8 +761,8 @@ function summarize(rounds) {
       throughputRatio: of('throughput'),
       p99Ratio: of('p99Us'),
       intervals: {
-        throughputRatio: pairInterval(measured, 'on', 'throughput', ['off', 'control']),
-        p99Ratio: pairInterval(measured, 'on', 'p99Us', ['off', 'control']),
+        throughputRatio: pairInterval(pairRounds, 'on', 'throughput', ['off', 'control']),
+        p99Ratio: pairInterval(pairRounds, 'on', 'p99Us', ['off', 'control']),
       },
     };
   }
@@ -770,7 +776,7 @@ function summarize(rounds) {
         measured
           .filter((r) => r.position === position)
           .map((r) => {
-            const pair = measured.filter((x) => x.pair === r.pair);
+            const pair = byPair.get(r.pair);
             return r[key] / (pair.reduce((sum, x) => sum + x[key], 0) / pair.length);
           }),
       );
