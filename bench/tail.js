@@ -22,9 +22,14 @@
 // (BENCH_RECEIVER=sink): decoding is the collector's work, not the server's, and it takes the load generator's CPU
 // for 7-9 ms per export. BENCH_RECEIVER=otlp decodes (the OpenTelemetry receiver of the tests).
 //
+// BENCH_RATE=R (requests per second) loads the server in an open loop instead: request i is due at i / R s, and its
+// latency runs from then, whatever the server did (bench/tail.c). No correction is needed, so wrk's p99 is not given.
+// A fresh server's first second at a fixed rate is its cold start's backlog (a p99 of hundreds of ms), not a figure;
+// and stall time is not given: below its capacity the server idles between requests.
+//
 // Environment: BENCH_MODES (a JSON object { name: { sdk, env } }, default off and on), BENCH_PAIRS (default 6),
 // BENCH_WARMUP (s, default 15), BENCH_DURATION (s, default 10), BENCH_RECONNECT (s, default 0: none; at least 2),
-// BENCH_OUT (a JSON file for the rounds' figures).
+// BENCH_RATE (requests/s, default 0: closed loop), BENCH_OUT (a JSON file for the rounds' figures).
 
 const { execFileSync, execFile } = require('node:child_process');
 const fs = require('node:fs');
@@ -39,6 +44,7 @@ const PAIRS = Number(process.env.BENCH_PAIRS || 6);
 const WARMUP_S = Number(process.env.BENCH_WARMUP || 15);
 const DURATION_S = Number(process.env.BENCH_DURATION || 10);
 const RECONNECT_S = Number(process.env.BENCH_RECONNECT || 0);
+const RATE = Number(process.env.BENCH_RATE || 0);
 const CONNECTIONS = 32;
 const SERVER_CPU = 0;
 const LOAD_CPU = 1;
@@ -152,7 +158,7 @@ function part({ sent, latency, n }, fromMs, toMs) {
     p50: quantile(lat, 0.5),
     p90: quantile(lat, 0.9),
     p99: quantile(lat, 0.99),
-    wrkP99: wrkP99(lat, seconds),
+    wrkP99: RATE > 0 ? undefined : wrkP99(lat, seconds),
     p999: quantile(lat, 0.999),
     max: lat[lat.length - 1],
     gaps: Object.fromEntries(GAP_MS.map((min, k) => [`over${min}ms`, gaps[k]])),
@@ -162,7 +168,7 @@ function part({ sent, latency, n }, fromMs, toMs) {
 
 function runLoad(bin, port, seconds, file) {
   return new Promise((resolve, reject) => {
-    execFile('taskset', ['-c', String(LOAD_CPU), bin, String(port), String(CONNECTIONS), String(seconds), file], (err, stdout, stderr) => {
+    execFile('taskset', ['-c', String(LOAD_CPU), bin, String(port), String(CONNECTIONS), String(seconds), file, ...(RATE > 0 ? [String(RATE)] : [])], (err, stdout, stderr) => {
       if (err) reject(new Error(`bench/tail.c: ${stderr.trim() || err.message}`));
       else resolve(stdout.trim());
     });
@@ -205,6 +211,7 @@ async function round(bin, receiver, name, mode, dir) {
 async function main() {
   if (!fs.existsSync(path.join(ROOT, 'dist', 'register.js'))) throw new Error('run npm run build first');
   if (RECONNECT_S > 0 && !(Number.isInteger(RECONNECT_S) && RECONNECT_S >= 2)) throw new Error(`BENCH_RECONNECT=${process.env.BENCH_RECONNECT}: whole seconds, at least 2`);
+  if (!(RATE >= 0)) throw new Error(`BENCH_RATE=${process.env.BENCH_RATE}: requests per second, or 0 for a closed loop`);
   const bin = loadGenerator();
   execFileSync('taskset', ['-a', '-cp', String(LOAD_CPU), String(process.pid)], { stdio: 'ignore' });
   const receiver = process.env.BENCH_RECEIVER === 'otlp' ? await otlpReceiver() : await sinkReceiver();
@@ -218,9 +225,10 @@ async function main() {
         rounds.push(r);
         const s = r.steady;
         console.log(
-          `pair ${pair} ${name.padEnd(8)} steady: ${Math.round(s.rps)} req/s, p50 ${s.p50.toFixed(0)} p99 ${s.p99.toFixed(0)} (wrk's ${s.wrkP99}) ` +
-            `p99.9 ${s.p999.toFixed(0)} µs, stalls >0.2 ms ${s.gaps['over0.2ms'].msPerSecond.toFixed(1)} ms/s ` +
-            `(>1 ms: ${s.gaps.over1ms.perSecond.toFixed(1)}/s) | first second: p99 ${r.afterConnect.p99.toFixed(0)} µs | steal ${r.stealPct.toFixed(1)} %` +
+          `pair ${pair} ${name.padEnd(8)} steady: ${Math.round(s.rps)} req/s, p50 ${s.p50.toFixed(0)} p99 ${s.p99.toFixed(0)}${RATE > 0 ? '' : ` (wrk's ${s.wrkP99})`} ` +
+            `p99.9 ${s.p999.toFixed(0)} µs` +
+            (RATE > 0 ? ' ' : `, stalls >0.2 ms ${s.gaps['over0.2ms'].msPerSecond.toFixed(1)} ms/s (>1 ms: ${s.gaps.over1ms.perSecond.toFixed(1)}/s) `) +
+            `| first second: p99 ${r.afterConnect.p99.toFixed(0)} µs | steal ${r.stealPct.toFixed(1)} %` +
             (r.reconnected ? ` | reconnected: p99 ${r.reconnected.firstSecond.p99.toFixed(0)} µs in the first second, ${r.reconnected.rest.p99.toFixed(0)} µs after` : ''),
         );
       }
@@ -237,8 +245,11 @@ async function main() {
     const s = rounds.filter((r) => r.mode === name).map((r) => r.steady);
     console.log(
       `${name}: ${range(s.map((x) => x.rps), fixed(0))} req/s, p50 ${range(s.map((x) => x.p50), fixed(0))} µs, p99 ${range(s.map((x) => x.p99), fixed(0))} µs, ` +
-        `stall time ${range(s.map((x) => x.gaps['over0.2ms'].msPerSecond), fixed(1))} ms/s, stalls > 0.5 ms ${range(s.map((x) => x.gaps['over0.5ms'].perSecond), fixed(1))} /s, ` +
-        `> 1 ms ${range(s.map((x) => x.gaps.over1ms.perSecond), fixed(1))} /s, longest request ${range(s.map((x) => x.max / 1000), fixed(1))} ms`,
+        (RATE > 0
+          ? ''
+          : `stall time ${range(s.map((x) => x.gaps['over0.2ms'].msPerSecond), fixed(1))} ms/s, stalls > 0.5 ms ${range(s.map((x) => x.gaps['over0.5ms'].perSecond), fixed(1))} /s, ` +
+            `> 1 ms ${range(s.map((x) => x.gaps.over1ms.perSecond), fixed(1))} /s, `) +
+        `longest request ${range(s.map((x) => x.max / 1000), fixed(1))} ms`,
     );
   }
   const base = names[0];
@@ -248,22 +259,25 @@ async function main() {
     const pairs = [...Array(PAIRS).keys()].map((p) => [of(p, base), of(p, name)]);
     const ratio = (f) => pairs.map(([b, m]) => f(m) / f(b));
     console.log(
-      `${name}: steady p99 ${spread(ratio((r) => r.steady.p99))} (as wrk would report it: ${spread(ratio((r) => r.steady.wrkP99))}), ` +
+      `${name}: steady p99 ${spread(ratio((r) => r.steady.p99))}${RATE > 0 ? '' : ` (as wrk would report it: ${spread(ratio((r) => r.steady.wrkP99))})`}, ` +
         `throughput ${spread(ratio((r) => r.steady.rps))}, ` +
-        `p50 ${spread(ratio((r) => r.steady.p50))}; stalls >0.2 ms ${median(pairs.map(([, m]) => m.steady.gaps['over0.2ms'].msPerSecond)).toFixed(1)} ` +
-        `against ${median(pairs.map(([b]) => b.steady.gaps['over0.2ms'].msPerSecond)).toFixed(1)} ms/s, of more than 0.5 ms ` +
-        `${median(pairs.map(([, m]) => m.steady.gaps['over0.5ms'].perSecond)).toFixed(1)} against ` +
-        `${median(pairs.map(([b]) => b.steady.gaps['over0.5ms'].perSecond)).toFixed(1)} per s; ` +
+        `p50 ${spread(ratio((r) => r.steady.p50))}; ` +
+        (RATE > 0
+          ? ''
+          : `stalls >0.2 ms ${median(pairs.map(([, m]) => m.steady.gaps['over0.2ms'].msPerSecond)).toFixed(1)} ` +
+            `against ${median(pairs.map(([b]) => b.steady.gaps['over0.2ms'].msPerSecond)).toFixed(1)} ms/s, of more than 0.5 ms ` +
+            `${median(pairs.map(([, m]) => m.steady.gaps['over0.5ms'].perSecond)).toFixed(1)} against ` +
+            `${median(pairs.map(([b]) => b.steady.gaps['over0.5ms'].perSecond)).toFixed(1)} per s; `) +
         `first second p99 ${spread(ratio((r) => r.afterConnect.p99))}; slower than 2 ms ` +
         `${pct(median(pairs.map(([, m]) => m.steady.slower['2ms'])))} against ${pct(median(pairs.map(([b]) => b.steady.slower['2ms'])))} of the requests` +
         (RECONNECT_S > 0
-          ? `; reconnected: p99 ${spread(ratio((r) => r.reconnected.firstSecond.p99))} in the first second, ${spread(ratio((r) => r.reconnected.rest.p99))} after it, ` +
-            `wrk's p99 of the whole ${spread(ratio((r) => r.reconnected.all.wrkP99))}`
+          ? `; reconnected: p99 ${spread(ratio((r) => r.reconnected.firstSecond.p99))} in the first second, ${spread(ratio((r) => r.reconnected.rest.p99))} after it` +
+            (RATE > 0 ? '' : `, wrk's p99 of the whole ${spread(ratio((r) => r.reconnected.all.wrkP99))}`)
           : ''),
     );
   }
   if (process.env.BENCH_OUT) {
-    const out = { date: new Date().toISOString(), node: process.version, pairs: PAIRS, warmupS: WARMUP_S, durationS: DURATION_S, reconnectS: RECONNECT_S, modes: MODES, rounds };
+    const out = { date: new Date().toISOString(), node: process.version, pairs: PAIRS, warmupS: WARMUP_S, durationS: DURATION_S, reconnectS: RECONNECT_S, rate: RATE, modes: MODES, rounds };
     fs.writeFileSync(process.env.BENCH_OUT, JSON.stringify(out, null, 2) + '\n');
   }
 }
