@@ -7,6 +7,7 @@ import type { Log2Histogram } from './bpf-layout';
 import type { ProbeRunStats, ProbeStatus } from './probes';
 import type { Steps } from './turns';
 
+/** A reading: a histogram a collector goes on counting into is handed out as a copy (the producer keeps it for the next delta). */
 export type KernelPoint =
   | { attributes: Attributes; value: number }
   | { attributes: Attributes; hist: Log2Histogram };

@@ -261,7 +261,8 @@ export class SocketsCollector implements Collector {
       if (!t.rtt.slots.some(c => c > 0) || this.liveDisabled('tcp.rtt')) continue;
       const id = seriesId(t.key);
       const atClose = rttAtClose.get(id);
-      rttAtClose.set(id, { attributes: attrs, hist: atClose ? addHist(atClose.hist, t.rtt) : t.rtt });
+      // a copy: the live histogram goes on counting, and a delta needs this reading as it is now
+      rttAtClose.set(id, { attributes: attrs, hist: atClose ? addHist(atClose.hist, t.rtt) : { sumNs: t.rtt.sumNs, slots: t.rtt.slots.slice() } });
     }
     rtt.push(...rttAtClose.values());
     return [

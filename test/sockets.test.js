@@ -201,6 +201,44 @@ describe('socket probes', function () {
     for (let i = 1; i < starts.length; i++) assert.ok(starts[i].startTimeUnixNano >= starts[i - 1].timeUnixNano);
   });
 
+  it('a live connection adds one tcp.rtt sample per collection in which it carried data, in delta as in cumulative', async () => {
+    const net = require('net');
+    const { createMetricProducer } = require('../dist');
+    const CHUNK = 10_000;
+    let received = 0;
+    let arrived = () => undefined;
+    const server = net.createServer(s => s.on('data', d => ((received += d.length), arrived())));
+    await new Promise(resolve => server.listen(0, '127.0.0.1', resolve));
+    const client = net.connect(server.address().port, '127.0.0.1');
+    await new Promise(resolve => client.on('connect', resolve));
+    const handles = { delta: createMetricProducer({ strict: true, temporality: 'delta' }), cumulative: createMetricProducer({ strict: true, temporality: 'cumulative' }) };
+    const seen = { delta: { rtt: [], tx: [] }, cumulative: { rtt: [], tx: [] } };
+    const series = { 'server.port': server.address().port, 'tcp.connection.side': 'client' };
+    const ofSeries = (metrics, name) =>
+      (metrics.find(m => m.descriptor.name === name)?.dataPoints ?? []).filter(p => Object.entries(series).every(([k, v]) => p.attributes[k] === v));
+    try {
+      for (let i = 1; i <= 3; i++) {
+        const all = new Promise(resolve => (arrived = () => received === i * CHUNK && resolve()));
+        client.write(Buffer.alloc(CHUNK, 1));
+        await all;
+        for (const [name, handle] of Object.entries(handles)) {
+          const { resourceMetrics, errors } = await handle.producer.collect();
+          assert.deepStrictEqual(errors, []);
+          const metrics = resourceMetrics.scopeMetrics[0].metrics;
+          // a delta of nothing is left out of the export: 0 here
+          seen[name].rtt.push(ofSeries(metrics, 'tcp.rtt').reduce((n, p) => n + p.value.count, 0));
+          seen[name].tx.push(ofSeries(metrics, 'process.network.io').filter(p => p.attributes['network.io.direction'] === 'transmit').reduce((n, p) => n + p.value, 0));
+        }
+      }
+    } finally {
+      client.destroy();
+      server.close();
+      for (const handle of Object.values(handles)) handle.shutdown();
+    }
+    assert.deepStrictEqual(seen.delta, { rtt: [1, 1, 1], tx: [CHUNK, CHUNK, CHUNK] });
+    assert.deepStrictEqual(seen.cumulative, { rtt: [1, 2, 3], tx: [CHUNK, 2 * CHUNK, 3 * CHUNK] });
+  });
+
   it('exports histograms as explicit power-of-two buckets, or base-2 exponential at scale 0 on request', async () => {
     const { points } = await exactBytes('127.0.0.1', {
       env: { OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION: 'base2_exponential_bucket_histogram' },
