@@ -34,8 +34,15 @@ static __always_inline __u32 hist_slot_ns(__u64 ns)
 
 	if (ns == 0)
 		return 0;
-	if (ns >= (1ULL << 52)) /* 52 days: beyond the top slot anyway, and keeps ns << 11 from overflowing */
+	if (ns >= (1ULL << 52)) {
+		/* ns << 11 would overflow. 2^52 ns (52.1 days) lies in slot 43, (2^22, 2^23] s: compare with the upper
+		 * edges of slots 43 .. MAX-2 in ns, 1e9 * 2^(k + HIST_MIN_EXP), which fit in 64 bits */
+#pragma unroll
+		for (slot = 43; slot < HIST_MAX_SLOTS - 1; slot++)
+			if (ns <= 1000000000ULL << (slot + HIST_MIN_EXP))
+				return slot;
 		return HIST_MAX_SLOTS - 1;
+	}
 	q = ((ns << 11) - 1) / 1953125;
 	if (q == 0)
 		return 0;

@@ -61,7 +61,6 @@ export function addHist(a: Log2Histogram, b: Log2Histogram): Log2Histogram {
 /** bits.bpf.h's hist_slot_ns in user space, for histograms aggregated here (e.g. DNS lookups from a ring buffer). */
 export function slotOfNs(ns: bigint): number {
   if (ns <= 0n) return 0;
-  if (ns >= 1n << 52n) return HIST_MAX_SLOTS - 1;
   const q = ((ns << 11n) - 1n) / 1953125n;
   if (q === 0n) return 0;
   return Math.min(q.toString(2).length, HIST_MAX_SLOTS - 1); // floor(log2(q)) + 1
