@@ -15,6 +15,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <climits>
 #include <chrono>
 #include <cmath>
 #include <condition_variable>
@@ -76,7 +77,7 @@ bool Wait(Post& post, int fd, short events, const char* step) {
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(post.deadline - Clock::now()).count();
     if (left <= 0) return Fail(post, step, ETIMEDOUT);
     pollfd p = {fd, events, 0};
-    int n = poll(&p, 1, static_cast<int>(left));
+    int n = poll(&p, 1, static_cast<int>(std::min<int64_t>(left, INT_MAX)));
     if (n > 0) return true;
     if (n < 0 && errno != EINTR) return Fail(post, step, errno);
   }
@@ -225,32 +226,38 @@ std::string Header(const std::string& head, const std::string& name) {
 }
 
 // Reads the response up to the end of its head (the body is not needed: partial-success details are not read back),
-// then parses the status line.
+// then parses the status line. Interim (1xx) responses are passed over, as RFC 9110 asks of a client; a head that
+// the connection's end cuts short is no answer (EPROTO).
 bool ReadStatus(Post& post, int fd) {
   std::string response;
   char buf[4096];
-  while (response.find("\r\n\r\n") == std::string::npos) {
-    if (response.size() > 64 * 1024) return Fail(post, "response", EMSGSIZE);
-    ssize_t n = recv(fd, buf, sizeof(buf), 0);
-    if (n > 0) {
-      response.append(buf, static_cast<size_t>(n));
-    } else if (n == 0) {
-      break;
-    } else if (errno == EAGAIN || errno == EINTR) {
-      if (!Wait(post, fd, POLLIN, "response")) return false;
-    } else {
-      return Fail(post, "response", errno);
+  for (;;) {
+    size_t end;
+    while ((end = response.find("\r\n\r\n")) == std::string::npos) {
+      if (response.size() > 64 * 1024) return Fail(post, "response", EMSGSIZE);
+      ssize_t n = recv(fd, buf, sizeof(buf), 0);
+      if (n > 0) {
+        response.append(buf, static_cast<size_t>(n));
+      } else if (n == 0) {
+        return Fail(post, "response", EPROTO);
+      } else if (errno == EAGAIN || errno == EINTR) {
+        if (!Wait(post, fd, POLLIN, "response")) return false;
+      } else {
+        return Fail(post, "response", errno);
+      }
     }
+    // "HTTP/1.1 200 OK"
+    if (response.compare(0, 5, "HTTP/") != 0) return Fail(post, "response", EPROTO);
+    size_t space = response.find(' ');
+    if (space == std::string::npos || space > end) return Fail(post, "response", EPROTO);
+    post.status = atoi(response.c_str() + space + 1);
+    if (post.status < 100 || post.status > 599) return Fail(post, "response", EPROTO);
+    if (post.status >= 200) {
+      post.retry_after = Header(response.substr(0, end), "retry-after");
+      return true;
+    }
+    response.erase(0, end + 4);
   }
-  // "HTTP/1.1 200 OK"
-  if (response.compare(0, 5, "HTTP/") != 0) return Fail(post, "response", EPROTO);
-  size_t space = response.find(' ');
-  if (space == std::string::npos) return Fail(post, "response", EPROTO);
-  post.status = atoi(response.c_str() + space + 1);
-  if (post.status < 100 || post.status > 599) return Fail(post, "response", EPROTO);
-  if (post.status < 200) return Fail(post, "response", EPROTO);  // 1xx: not sent to a request without Expect
-  post.retry_after = Header(response.substr(0, response.find("\r\n\r\n")), "retry-after");
-  return true;
 }
 
 void Run(Post& post) {
@@ -258,8 +265,20 @@ void Run(Post& post) {
   Fd fd(Connect(post));
   if (fd.get() < 0) return;
   std::string head = post.head + "Content-Length: " + std::to_string(post.body.size()) + "\r\n\r\n";
-  if (!SendAll(post, fd.get(), reinterpret_cast<const uint8_t*>(head.data()), head.size())) return;
-  if (!SendAll(post, fd.get(), post.body.data(), post.body.size())) return;
+  if (!SendAll(post, fd.get(), reinterpret_cast<const uint8_t*>(head.data()), head.size()) ||
+      !SendAll(post, fd.get(), post.body.data(), post.body.size())) {
+    // A server may answer before it has read the whole request (413, say) and close: the answer, already received,
+    // says more than the reset that cut the sending short.
+    if (post.err != EPIPE && post.err != ECONNRESET) return;
+    const int err = post.err;
+    const std::string step = post.step;
+    post.err = 0;
+    if (!ReadStatus(post, fd.get())) {
+      post.err = err;
+      post.step = step;
+    }
+    return;
+  }
   ReadStatus(post, fd.get());
 }
 
@@ -285,7 +304,8 @@ std::shared_ptr<Post> PostOf(const Napi::CallbackInfo& info, const char* api) {
   post->gzip = options.Get("gzip").ToBoolean();
   // a deadline already passed fails at the first wait (ETIMEDOUT); no number at all: OpenTelemetry's default, 10 s
   double timeout = options.Get("timeoutMs").ToNumber().DoubleValue();
-  int64_t timeout_ms = std::isfinite(timeout) ? static_cast<int64_t>(std::max(0.0, timeout)) : 10000;
+  // at most INT_MAX ms (24.8 days), so that the deadline cannot overflow the clock
+  int64_t timeout_ms = std::isfinite(timeout) ? static_cast<int64_t>(std::clamp(timeout, 0.0, double(INT_MAX))) : 10000;
   post->deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
   return post;
 }

@@ -770,4 +770,52 @@ describe('native addon', function () {
       assert.strictEqual(find(file), undefined);
     }));
   });
+
+  describe('HTTP client (httpPost, the exporter\'s thread)', function () {
+    const net = require('net');
+
+    /** A server that answers every connection with `reply(socket)`; the request's bytes are read or not, as it likes. */
+    async function withServer(reply, fn) {
+      const server = net.createServer(reply);
+      await new Promise(resolve => server.listen(0, '127.0.0.1', resolve));
+      try {
+        return await fn(String(server.address().port));
+      } finally {
+        server.close();
+      }
+    }
+    const post = (port, body = Buffer.from('{}')) =>
+      addon.httpPost({ host: '127.0.0.1', port, head: 'POST /v1/metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n', body, gzip: false, timeoutMs: 5000 });
+
+    it('waits as long as a timeout of years asks, not less (the deadline would overflow the clock)', () =>
+      withServer(
+        s => s.once('data', () => setTimeout(() => s.end('HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n'), 100)),
+        async port => {
+          const request = { host: '127.0.0.1', port, head: 'POST / HTTP/1.1\r\nHost: 127.0.0.1\r\n', body: Buffer.from('{}'), gzip: false };
+          assert.deepStrictEqual(await addon.httpPost({ ...request, timeoutMs: 1e13 }), { status: 200 });
+        },
+      ));
+
+    it('passes over an interim 100 Continue to the final answer', () =>
+      withServer(
+        s => s.once('data', () => s.end('HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n')),
+        async port => assert.deepStrictEqual(await post(port), { status: 200 }),
+      ));
+
+    it('takes an answer whose head the connection\'s end cuts short for no answer (EPROTO)', () =>
+      withServer(
+        s => s.once('data', () => s.end('HTTP/1.1 200 OK\r\nContent-Le')),
+        port => assert.rejects(post(port), err => err instanceof BpfError && err.code === 'EPROTO' && /http response/.test(err.message)),
+      ));
+
+    it('reports the answer of a server that refuses the body before reading it (413), not the reset that follows', () =>
+      withServer(
+        // answers at the first bytes and closes with the rest unread: the kernel resets the connection
+        s => s.once('data', () => {
+          s.write('HTTP/1.1 413 Payload Too Large\r\nContent-Length: 0\r\n\r\n');
+          setTimeout(() => s.destroy(), 20);
+        }),
+        async port => assert.deepStrictEqual(await post(port, Buffer.alloc(64 << 20, 1)), { status: 413 }),
+      ));
+  });
 });
