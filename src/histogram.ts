@@ -1,7 +1,7 @@
 /**
  * The kernel's log2 histograms (bpf/histogram.h) as OpenTelemetry histograms, without loss: the slots are exactly
  * the buckets of an explicit-bucket histogram with power-of-two boundaries (in seconds), and exactly the buckets of
- * a base-2 exponential histogram at scale 0.
+ * a base-2 exponential histogram at scale 0, but for the lowest slot (toExponential).
  */
 import type { ExponentialHistogram, Histogram } from '@opentelemetry/sdk-metrics';
 import { HIST_MAX_SLOTS, HIST_MIN_EXP, Log2Histogram } from './bpf-layout';
@@ -27,8 +27,10 @@ export function toExplicit(h: Log2Histogram): Histogram {
 }
 
 /**
- * Scale 0: bucket index i holds (2^i, 2^(i+1)]. Slot k >= 1 holds (2^(k-21), 2^(k-20)], index k - 21; slot 0 also
- * goes to index -21 (it holds everything up to 2^-20 s, about a microsecond: below any TCP or scheduler timing).
+ * Scale 0: bucket index i holds (2^i, 2^(i+1)]. Slot k >= 1 holds (2^(k-21), 2^(k-20)], index k - 21, exactly. Slot
+ * 0 holds everything up to 2^-20 s (about a microsecond) and goes to index -21 too, which is exact only for its
+ * samples above 2^-21 s: holding the rest would take a zero threshold of 2^-20 s, which OpenTelemetry JS's
+ * ExponentialHistogram cannot carry (README.md says so). The explicit histogram is exact there.
  */
 export function toExponential(h: Log2Histogram): ExponentialHistogram {
   let first = -1;
