@@ -43,7 +43,7 @@ export type KernelStatsMode = 'sampled' | 'always' | 'off';
 export interface StartOptions {
   /** Do nothing at all. Env: `OTEL_SDK_DISABLED`. Default false. */
   disabled?: boolean;
-  /** Env: `OTEL_SERVICE_NAME`; `OTEL_RESOURCE_ATTRIBUTES` adds more. Default: the resource detectors' `unknown_service:node`. */
+  /** Env: `OTEL_SERVICE_NAME`; `OTEL_RESOURCE_ATTRIBUTES` adds more. Default: OpenTelemetry's `unknown_service:` and process.argv0. */
   serviceName?: string;
   /** OTLP protocol. Env: `OTEL_EXPORTER_OTLP_METRICS_PROTOCOL`, then `OTEL_EXPORTER_OTLP_PROTOCOL`. Default `http/protobuf`. */
   protocol?: OtlpProtocol;
@@ -186,6 +186,8 @@ type Env = Record<string, string | undefined>;
 /** Reads one variable; a value that does not parse yields one warning naming the variable and the value used instead. */
 class EnvReader {
   readonly warnings: string[] = [];
+  /** Variables whose value was taken (not replaced by a default). */
+  readonly parsed = new Set<string>();
   constructor(private readonly env: Env) {}
 
   raw(name: string): string | undefined {
@@ -193,6 +195,20 @@ class EnvReader {
     return v === undefined || v.trim() === '' ? undefined : v.trim();
   }
 
+  /**
+   * A boolean of the specification's (OTEL_SDK_DISABLED): only `true` is true, in any case; a value other than `true`
+   * and `false` is false, with a warning.
+   */
+  standardBool(name: string): boolean {
+    const v = this.raw(name);
+    if (v === undefined) return false;
+    const l = v.toLowerCase();
+    if (l === 'true') return true;
+    if (l !== 'false') this.warnings.push(`${name}="${v}" is not true or false; using false`);
+    return false;
+  }
+
+  /** One of the SDK's own booleans: `1` and `0` are accepted too. */
   bool(name: string, fallback: boolean): boolean {
     const v = this.raw(name);
     if (v === undefined) return fallback;
@@ -203,14 +219,16 @@ class EnvReader {
     return fallback;
   }
 
+  /** Decimal digits only: Number() would also take `0x10`, `1e4` and `1.0`. */
   int(name: string, fallback: number, min: number, max = Number.MAX_SAFE_INTEGER): number {
     const v = this.raw(name);
     if (v === undefined) return fallback;
-    const n = Number(v);
-    if (!Number.isInteger(n) || n < min || n > max) {
+    const n = /^\+?\d+$/.test(v) ? Number(v) : NaN;
+    if (!Number.isSafeInteger(n) || n < min || n > max) {
       this.warnings.push(`${name}="${v}" is not an integer in [${min}, ${max}]; using ${fallback}`);
       return fallback;
     }
+    this.parsed.add(name);
     return n;
   }
 
@@ -225,16 +243,25 @@ class EnvReader {
     return n;
   }
 
+  /**
+   * The first of `names` (a signal's own variable, then the general one) whose value is allowed; one that is set but
+   * not allowed gives way to the next, with a warning that names the value used instead.
+   */
   oneOf<T extends string>(names: string[], allowed: readonly T[], fallback: T): T {
+    const refused: string[] = [];
+    let chosen = fallback;
     for (const name of names) {
       const v = this.raw(name);
       if (v === undefined) continue;
       const l = v.toLowerCase() as T;
-      if (allowed.includes(l)) return l;
-      this.warnings.push(`${name}="${v}" is not one of ${allowed.join(', ')}; using ${fallback}`);
-      return fallback;
+      if (allowed.includes(l)) {
+        chosen = l;
+        break;
+      }
+      refused.push(`${name}="${v}"`);
     }
-    return fallback;
+    for (const r of refused) this.warnings.push(`${r} is not one of ${allowed.join(', ')}; using ${chosen}`);
+    return chosen;
   }
 
   list(name: string): string[] {
@@ -258,7 +285,7 @@ export function resolveConfig(options: StartOptions = {}, env: Env = process.env
   const positiveInt = (v: number) => Number.isInteger(v) && v > 0;
 
   const config: ResolvedConfig = {
-    disabled: options.disabled ?? r.bool('OTEL_SDK_DISABLED', false),
+    disabled: options.disabled ?? r.standardBool('OTEL_SDK_DISABLED'),
     serviceName: options.serviceName ?? r.raw('OTEL_SERVICE_NAME'),
     protocol:
       checkedOption('protocol', options.protocol, v => OTLP_PROTOCOLS.includes(v), DEFAULTS.protocol) ??
@@ -339,14 +366,19 @@ export function resolveConfig(options: StartOptions = {}, env: Env = process.env
       r.oneOf(['OTEL_EXPORTER_OTLP_TRACES_PROTOCOL', 'OTEL_EXPORTER_OTLP_PROTOCOL'], OTLP_PROTOCOLS, DEFAULTS.protocol),
   };
   if (config.exportTimeoutMillis > config.exportIntervalMillis) {
-    // The metric reader requires timeout <= interval; only a timeout that was asked for deserves a warning.
-    if (options.exportTimeoutMillis !== undefined || r.raw('OTEL_METRIC_EXPORT_TIMEOUT') !== undefined)
+    // The metric reader requires timeout <= interval; only a timeout that was asked for (and not refused already)
+    // deserves a warning.
+    const asked = options.exportTimeoutMillis !== undefined ? positiveInt(options.exportTimeoutMillis) : r.parsed.has('OTEL_METRIC_EXPORT_TIMEOUT');
+    if (asked)
       r.warnings.push(
       `OTEL_METRIC_EXPORT_TIMEOUT (${config.exportTimeoutMillis}) exceeds OTEL_METRIC_EXPORT_INTERVAL ` +
         `(${config.exportIntervalMillis}); using ${config.exportIntervalMillis}`,
     );
     config.exportTimeoutMillis = config.exportIntervalMillis;
   }
+  const attributes = r.raw('OTEL_RESOURCE_ATTRIBUTES');
+  const malformed = attributes === undefined ? undefined : resourceAttributesError(attributes);
+  if (malformed) r.warnings.push(`OTEL_RESOURCE_ATTRIBUTES="${attributes}" ${malformed}; none of its attributes are used`);
   if (config.kernelStatsWindowMillis >= config.kernelStatsPeriodMillis) {
     r.warnings.push(
       `OTEL_NODE_EBPF_KERNEL_STATS_WINDOW (${config.kernelStatsWindowMillis}) is not shorter than ` +
@@ -356,7 +388,8 @@ export function resolveConfig(options: StartOptions = {}, env: Env = process.env
     config.kernelStatsWindowMillis = DEFAULTS.kernelStatsWindowMillis;
     config.kernelStatsPeriodMillis = DEFAULTS.kernelStatsPeriodMillis;
   }
-  return { config, warnings: r.warnings };
+  // OTEL_EXPORTER_OTLP_PROTOCOL is read for metrics and for traces: a bad value is said once
+  return { config, warnings: [...new Set(r.warnings)] };
 }
 
 /** OTEL_NODE_EBPF_KERNEL_STATS values: `false` is `off`; `true`, what it meant before `sampled` existed, is `always`. */
@@ -366,4 +399,27 @@ function kernelStatsMode(v: KernelStatsMode | boolean | (typeof KERNEL_STATS_VAL
   if (v === true || v === 'true' || v === 'always') return 'always';
   if (v === false || v === 'false' || v === 'off') return 'off';
   return v === 'sampled' ? 'sampled' : undefined;
+}
+
+/**
+ * What is wrong with an OTEL_RESOURCE_ATTRIBUTES value, by the rules of OpenTelemetry's environment detector, which
+ * then drops the whole value and says so only at debug level: `key=value` pairs separated by commas, `,` and `=`
+ * percent-encoded inside keys and values, keys not empty, keys and values at most 255 characters once decoded.
+ */
+export function resourceAttributesError(value: string): string | undefined {
+  for (const entry of value.split(',')) {
+    if (entry.trim() === '') continue;
+    const pair = entry.split('=');
+    if (pair.length !== 2) return `has "${entry}", not key=value (a comma or "=" in a value is written %2C or %3D)`;
+    const [key, val] = pair.map(p => p.trim());
+    if (key === '') return `has "${entry}", whose key is empty`;
+    let decoded: string[];
+    try {
+      decoded = [decodeURIComponent(key), decodeURIComponent(val)];
+    } catch {
+      return `has "${entry}", which is not percent-encoded correctly`;
+    }
+    if (decoded.some(d => d.length > 255)) return `has "${entry}", longer than 255 characters decoded`;
+  }
+  return undefined;
 }

@@ -4,13 +4,12 @@
  * asks for a loud failure.
  */
 import { isMainThread } from 'worker_threads';
-import { ensureDiagLogger, start } from './sdk';
+import { startFromEnvironment } from './sdk';
 
 // Preloads (NODE_OPTIONS=--require ...) run in every worker thread too; the process's telemetry starts once, in the
 // main thread.
 if (isMainThread) {
-  ensureDiagLogger();
-  const handle = start();
+  const handle = startFromEnvironment();
   // For the application (and tests) to inspect: globalThis[Symbol.for('otel-node-ebpf')].status()
   (globalThis as Record<symbol, unknown>)[Symbol.for('otel-node-ebpf')] = handle;
 }

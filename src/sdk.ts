@@ -16,6 +16,7 @@ import type { ExportControl } from './export-native';
 import type { EbpfStatus } from './kernel';
 import type { KernelMetricProducer } from './producer';
 import { exportInNextTurn } from './turns';
+import { VERSION } from './version';
 import type { Tracing } from './tracing';
 import type { TcpInfoReading } from './spans';
 
@@ -121,12 +122,17 @@ function endpointOf(config: ResolvedConfig): string | undefined {
   return base ? `${base.replace(/\/$/, '')}/v1/metrics` : 'http://localhost:4318/v1/metrics';
 }
 
+/** OTEL_LOG_LEVEL's values (the enum's own keys: DiagLogLevel['0'] is the string 'NONE'). */
+const LOG_LEVELS = ['NONE', 'ERROR', 'WARN', 'INFO', 'DEBUG', 'VERBOSE', 'ALL'] as const;
+
 /** Installs a console diag logger at OTEL_LOG_LEVEL (default warn) unless the application has one. */
-export function ensureDiagLogger(): void {
+function ensureDiagLogger(): void {
   const registry = (globalThis as Record<symbol, { diag?: unknown } | undefined>)[Symbol.for('opentelemetry.js.api.1')];
   if (registry?.diag) return;
-  const level = (process.env.OTEL_LOG_LEVEL ?? 'warn').toUpperCase() as keyof typeof DiagLogLevel;
-  diag.setLogger(new DiagConsoleLogger(), { logLevel: DiagLogLevel[level] ?? DiagLogLevel.WARN, suppressOverrideMessage: true });
+  const value = process.env.OTEL_LOG_LEVEL?.trim() ?? '';
+  const level = LOG_LEVELS.find(l => l === value.toUpperCase());
+  diag.setLogger(new DiagConsoleLogger(), { logLevel: DiagLogLevel[level ?? 'WARN'], suppressOverrideMessage: true });
+  if (value !== '' && !level) warnOnce(`OTEL_LOG_LEVEL="${value}" is not one of ${LOG_LEVELS.join(', ')}; using WARN`);
 }
 
 /** The longest a process that calls process.exit() waits for its last export. */
@@ -249,13 +255,27 @@ const INERT: EbpfHandle = {
  * with `strict`): problems are logged once, with the fix, and status() says what is attached.
  */
 export function start(options: StartOptions = {}): EbpfHandle {
+  return startWith(options, false);
+}
+
+/**
+ * `register`'s start: from the environment, and with OpenTelemetry's console diag logger at OTEL_LOG_LEVEL unless
+ * the application has one (OpenTelemetry's own messages, such as an exporter's, have nowhere to go otherwise), but
+ * not when OTEL_SDK_DISABLED=true: a disabled SDK takes nothing global.
+ */
+export function startFromEnvironment(): EbpfHandle {
+  return startWith({}, true);
+}
+
+function startWith(options: StartOptions, diagLogger: boolean): EbpfHandle {
   const { config, warnings } = resolveConfig(options);
+  if (!config.disabled && diagLogger) ensureDiagLogger();
   for (const w of warnings) warnOnce(w);
   if (config.disabled) return INERT;
 
   const { KernelTelemetry } = require('./kernel') as typeof import('./kernel');
   const { KernelMetricProducer } = require('./producer') as typeof import('./producer');
-  const { detectResources, envDetector, hostDetector, processDetector, resourceFromAttributes } = require('@opentelemetry/resources') as typeof import('@opentelemetry/resources');
+  const { defaultResource, detectResources, envDetector, hostDetector, processDetector, resourceFromAttributes } = require('@opentelemetry/resources') as typeof import('@opentelemetry/resources');
   const { MeterProvider, PeriodicExportingMetricReader } = require('@opentelemetry/sdk-metrics') as typeof import('@opentelemetry/sdk-metrics');
   const { startTracing } = require('./tracing') as typeof import('./tracing');
   const telemetry = new KernelTelemetry(config);
@@ -270,9 +290,12 @@ export function start(options: StartOptions = {}): EbpfHandle {
   const endpoint = config.metricsExporter === 'none' ? undefined : endpointOf(config);
   let control: ExportControl | undefined;
   try {
-    const resource = detectResources({ detectors: [envDetector, processDetector, hostDetector] }).merge(
-      config.serviceName ? resourceFromAttributes({ 'service.name': config.serviceName }) : null,
-    );
+    // As OpenTelemetry's NodeSDK makes it: service.name (unknown_service:<argv0> unless set) and telemetry.sdk.*,
+    // then this distribution's name, then what the detectors find; an option's service name wins over all.
+    const resource = defaultResource()
+      .merge(resourceFromAttributes({ 'telemetry.distro.name': 'otel-node-ebpf', 'telemetry.distro.version': VERSION }))
+      .merge(detectResources({ detectors: [envDetector, processDetector, hostDetector] }))
+      .merge(config.serviceName ? resourceFromAttributes({ 'service.name': config.serviceName }) : null);
     const readers = [];
     if (config.metricsExporter !== 'none') {
       let exporter: PushMetricExporter;

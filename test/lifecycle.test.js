@@ -176,6 +176,39 @@ describe('privileges and failure', function () {
     assert.ok(kernelTime.startsWith(`on (sampled 10 %: BPF_ENABLE_STATS ${w} ms in every ${p} ms;`), kernelTime);
   });
 
+  it("the resource: unknown_service:<argv0> without OTEL_SERVICE_NAME, OpenTelemetry's telemetry.sdk.*, this SDK as telemetry.distro.*, OTEL_RESOURCE_ATTRIBUTES", async () => {
+    const env = { OTEL_SERVICE_NAME: undefined, OTEL_RESOURCE_ATTRIBUTES: 'deployment.environment.name=ci,team=a%2Cb', OTEL_LOG_LEVEL: ' info ' };
+    const r = await runWorkload(work(), { address, env });
+    assert.strictEqual(r.code, 0, r.stderr);
+    assert.strictEqual(r.lines.find(l => l.done).diagLogger, true);
+    const [point] = receiver.points().filter(p => p.resource['process.pid'] === r.child.pid);
+    const { SDK_INFO } = require('@opentelemetry/core');
+    const { version } = require('../package.json');
+    const want = {
+      'service.name': `unknown_service:${process.execPath}`, // the child's argv0
+      'telemetry.sdk.language': 'nodejs',
+      'telemetry.sdk.name': 'opentelemetry',
+      'telemetry.sdk.version': SDK_INFO['telemetry.sdk.version'],
+      'telemetry.distro.name': 'otel-node-ebpf',
+      'telemetry.distro.version': version,
+      'deployment.environment.name': 'ci',
+      team: 'a,b',
+    };
+    assert.deepStrictEqual(Object.fromEntries(Object.keys(want).map(k => [k, point.resource[k]])), want);
+  });
+
+  it('a malformed OTEL_RESOURCE_ATTRIBUTES and an unknown OTEL_LOG_LEVEL: one warning each; OTEL_SERVICE_NAME still names the service', async () => {
+    const r = await runWorkload(work(), { address, env: { OTEL_RESOURCE_ATTRIBUTES: 'team=a,b', OTEL_LOG_LEVEL: 'chatty' } });
+    assert.strictEqual(r.code, 0, r.stderr);
+    assert.deepStrictEqual(sdkLines(r.stderr).sort(), [
+      'OTEL_LOG_LEVEL="chatty" is not one of NONE, ERROR, WARN, INFO, DEBUG, VERBOSE, ALL; using WARN',
+      'OTEL_RESOURCE_ATTRIBUTES="team=a,b" has "b", not key=value (a comma or "=" in a value is written %2C or %3D); none of its attributes are used',
+    ]);
+    const [point] = receiver.points().filter(p => p.resource['process.pid'] === r.child.pid);
+    assert.strictEqual(point.resource['service.name'], 'workload');
+    assert.strictEqual(point.resource.team, undefined);
+  });
+
   it('OTEL_NODE_EBPF_KERNEL_STATS=false: BPF run-time statistics stay off, everything else runs', async () => {
     const r = await runWorkload(work(), { address, env: { OTEL_NODE_EBPF_KERNEL_STATS: 'false' } });
     assert.strictEqual(r.code, 0, r.stderr);
@@ -231,6 +264,8 @@ describe('privileges and failure', function () {
     assert.strictEqual(receiver.points().filter(p => p.resource['process.pid'] === r.child.pid).length, 0);
     // only the API, for the diag logger that says what is wrong with the configuration
     assert.deepStrictEqual(packages, ['@opentelemetry/api']);
+    // and no global of OpenTelemetry's taken: register installs no diag logger
+    assert.strictEqual(r.lines.find(l => l.done).diagLogger, false);
   });
 
   it('the package\'s entry loads its classes when first used: start() with OTEL_SDK_DISABLED=true loads only the API', () => {

@@ -143,7 +143,8 @@ const handlers = {
   stdinLines.close();
   process.stdin.destroy();
   const handle = globalThis[Symbol.for('otel-node-ebpf')];
-  out({ done: true, status: handle ? handle.status() : null, packages: loadedPackages() });
+  const diagLogger = globalThis[Symbol.for('opentelemetry.js.api.1')]?.diag !== undefined;
+  out({ done: true, status: handle ? handle.status() : null, packages: loadedPackages(), diagLogger });
 })().catch(err => {
   out({ error: err.message });
   process.exitCode = 1;
