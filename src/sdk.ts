@@ -204,12 +204,21 @@ function lastExportsWith(
 }
 
 /**
- * Flushes on SIGTERM/SIGINT and when the event loop empties, without changing what the application does. If the
- * application has its own listener for the signal, that listener decides what happens and we only export what we
- * have (it may go on working); if not, we shut down and raise the signal again, so the process ends as it would
- * have without us (killed by the signal). A process that ends before the shutdown finished (process.exit(), an
- * uncaught exception, an application's signal handler that exits at once) has no turn of the event loop left:
- * `lastExport` sends what is left synchronously, from the 'exit' event.
+ * Flushes on SIGTERM/SIGINT and when the event loop empties, without changing what the application does.
+ *
+ * A signal that only we listen to: we shut down and raise it again, so that the process ends as it would have
+ * without us (killed by the signal); a second one while the shutdown runs is raised at once (a second Ctrl-C).
+ *
+ * A signal that others listen to as well: they decide what happens, and they must decide as if we were not there.
+ * Some listeners look: signal-exit (in many tools' dependencies) ends the process only when it is the signal's only
+ * listener, and would wait for us as we would for it, the process never ending. So our listener comes first
+ * (prepended), takes itself out of the list before the others run, sends what we have synchronously (one of them may
+ * end the process before another turn; through the addon this takes a few ms, at most the exit export's bound), and
+ * is back for the next signal once the others have run, if the process is still there.
+ *
+ * A process that ends before the shutdown finished (process.exit(), an uncaught exception, an application's handler
+ * that exits at once) has no turn of the event loop left: `lastExport` sends what is left synchronously, from the
+ * 'exit' event.
  */
 function flushOnExit(
   flush: () => Promise<void>,
@@ -217,11 +226,23 @@ function flushOnExit(
   signals: boolean,
   lastExport?: () => void,
 ): () => void {
+  let shuttingDownFor: NodeJS.Signals | undefined;
   const onSignal = (signal: NodeJS.Signals) => {
-    if (process.listenerCount(signal) > 1) {
-      void flush();
+    if (shuttingDownFor) {
+      process.removeListener(signal, onSignal);
+      process.kill(process.pid, signal);
       return;
     }
+    if (process.listenerCount(signal) > 1) {
+      process.removeListener(signal, onSignal);
+      if (lastExport) lastExport();
+      else void flush();
+      setImmediate(() => {
+        if (!removed) process.prependListener(signal, onSignal);
+      });
+      return;
+    }
+    shuttingDownFor = signal;
     void shutdown().finally(() => {
       process.removeListener(signal, onSignal);
       process.kill(process.pid, signal);
@@ -231,10 +252,12 @@ function flushOnExit(
   process.once('beforeExit', onBeforeExit);
   if (lastExport) process.once('exit', lastExport);
   if (signals) {
-    process.on('SIGTERM', onSignal);
-    process.on('SIGINT', onSignal);
+    process.prependListener('SIGTERM', onSignal);
+    process.prependListener('SIGINT', onSignal);
   }
+  let removed = false;
   return () => {
+    removed = true;
     process.removeListener('beforeExit', onBeforeExit);
     if (lastExport) process.removeListener('exit', lastExport);
     if (signals) {

@@ -318,6 +318,51 @@ describe('exit and signals', function () {
     });
   }
 
+  /** runWorkload, and the child killed with SIGKILL if it is still there after `ms` (a process that never ends). */
+  const runBounded = (steps, options, ms = 15000) => {
+    let child;
+    const onLine = (o, c) => ((child = c), options.onLine?.(o, c));
+    const timer = setTimeout(() => child?.kill('SIGKILL'), ms);
+    return runWorkload(steps, { ...options, onLine }).finally(() => clearTimeout(timer));
+  };
+
+  it('SIGTERM with a library\'s passive listener (signal-exit, which ends the process only when it hears the signal alone): flushed, and the process dies by SIGTERM as it would without the SDK', async () => {
+    const r = await runBounded([{ signalExit: true }, { connect: ['127.0.0.1', peer.port], send: SENT, recv: RECEIVED }, { wait: 'line' }], {
+      address,
+      onLine: (o, child) => o.waiting && child.kill('SIGTERM'),
+    });
+    assert.strictEqual(r.signal, 'SIGTERM', `exit code ${r.code}, signal ${r.signal}, stderr ${r.stderr}`);
+    assert.ok(r.lines.find(l => l.onExit === 'SIGTERM'), JSON.stringify(r.lines));
+    assert.strictEqual(sent(r.child.pid), SENT);
+  });
+
+  it('SIGINT twice while the shutdown waits for a collector that never answers: the second ends the process at once', async () => {
+    const net = require('net');
+    const sockets = [];
+    const silent = net.createServer(s => sockets.push(s)); // accepts, reads nothing, answers nothing
+    await new Promise(r => silent.listen(0, '127.0.0.1', r));
+    try {
+      let first;
+      const r = await runBounded([{ wait: 'line' }], {
+        address,
+        env: { OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${silent.address().port}` },
+        onLine: (o, child) => {
+          if (!o.waiting) return;
+          first = Date.now();
+          child.kill('SIGINT');
+          setTimeout(() => child.kill('SIGINT'), 300);
+        },
+      });
+      const after = Date.now() - first;
+      assert.strictEqual(r.signal, 'SIGINT', `exit code ${r.code}, signal ${r.signal}, stderr ${r.stderr}`);
+      // the shutdown alone waits 5 s for the export (FINAL_EXPORT_MAX_MS)
+      assert.ok(after < 3000, `ended ${after} ms after the first SIGINT`);
+    } finally {
+      for (const s of sockets) s.destroy();
+      silent.close();
+    }
+  });
+
   it("SIGTERM with the application's own handler: the handler decides (exit 0), and the values were flushed", async () => {
     const r = await runWorkload(
       [{ trap: 'SIGTERM' }, { connect: ['127.0.0.1', peer.port], send: SENT, recv: RECEIVED }, { wait: 'line' }],

@@ -16,6 +16,8 @@
 //   { "sleep": ms }
 //   { "trap": "SIGTERM" }                              the application's own handler: prints {"trapped": sig}, exits 0 after 300 ms
 //   { "trap": "SIGTERM", "exitNow": true }             the same handler calling process.exit(0) at once
+//   { "signalExit": true }                             a library's passive listener (signal-exit's onExit): prints
+//                                                      {"onExit": signal} when the process ends
 //   { "exit": code }                                   process.exit(code), the remaining steps not run; prints the
 //                                                      SDK's status().exporter first
 const net = require('net');
@@ -123,6 +125,12 @@ const handlers = {
       out({ trapped: sig });
       if (step.exitNow) process.exit(0);
       setTimeout(() => process.exit(0), 300);
+    });
+  },
+  async signalExit() {
+    // a callback that returns true keeps the process alive: this one returns nothing
+    require('signal-exit').onExit((code, signal) => {
+      out({ onExit: signal });
     });
   },
   async exit(step) {
