@@ -2,11 +2,10 @@
 'use strict';
 // How long the SDK makes a process take to end (`node bench/exit.js`, as root, after npm run build). A process with
 // the SDK preloaded does no work and ends on its own (the event loop empties); per round: from its start to its exit
-// event (start-up, the final export, the shutdown), and from its exit event to its end as its parent sees it (the
+// event (start-up, and the final export: the SDK's exit listener runs before this script's), and from its exit event to its end as its parent sees it (the
 // kernel closing what the process held: detaching a uprobe waits for RCU grace periods). With a collector that
-// answers, and with none (connection refused: the final export gives up at the shutdown's bound); and a process that
-// calls process.exit() after 100 ms instead (no shutdown: the last export and the uprobes' detach run from the exit
-// event). Medians of EXIT_ROUNDS rounds (default 5), ms.
+// answers, and with none (connection refused: the final export does not retry); and a process that calls
+// process.exit() after 100 ms instead. Medians of EXIT_ROUNDS rounds (default 5), ms.
 const http = require('http');
 const path = require('path');
 const { spawn } = require('child_process');

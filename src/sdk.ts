@@ -164,7 +164,7 @@ function settled(resource: Resource): Resource {
   return resourceFromAttributes(attributes);
 }
 
-/** One export at exit: what it says (once) when it did not succeed. Never throws. */
+/** One export at exit: what it says (once) when it did not succeed (`what` names it, and its endpoint). Never throws. */
 function exitExport(what: string, send: () => ExportResponse | undefined): void {
   let failure: string | undefined;
   try {
@@ -173,7 +173,7 @@ function exitExport(what: string, send: () => ExportResponse | undefined): void 
   } catch (err) {
     failure = (err as Error).message;
   }
-  if (failure !== undefined) warnOnce(`the last ${what} at exit failed: ${failure}`);
+  if (failure !== undefined) warnOnce(`the last ${what} failed: ${failure}`);
 }
 
 /**
@@ -186,6 +186,7 @@ function lastExportsWith(
   tracing: Tracing | undefined,
   resource: Resource,
   config: ResolvedConfig,
+  endpoint: string | undefined,
 ): (() => void) | undefined {
   const spans = tracing?.lastExport;
   if (!control && !spans) return undefined;
@@ -193,7 +194,7 @@ function lastExportsWith(
     const deadline = Date.now() + Math.min(config.exportTimeoutMillis, EXIT_EXPORT_MAX_MS);
     const now = settled(resource);
     if (control) {
-      exitExport('export', () => {
+      exitExport(`metrics export to ${endpoint}`, () => {
         const { resourceMetrics } = producer.collectNow();
         resourceMetrics.resource = now;
         return control.exportSync(resourceMetrics, deadline - Date.now());
@@ -204,7 +205,13 @@ function lastExportsWith(
 }
 
 /**
- * Flushes on SIGTERM/SIGINT and when the event loop empties, without changing what the application does.
+ * Flushes the last values when the process ends, without changing what the application does.
+ *
+ * An ending process (its event loop empty, process.exit(), an uncaught exception, an application's handler that
+ * exits at once) has the `exit` event, where `lastExport` sends what is left synchronously, within one bound. Nothing
+ * is started when the event loop empties ('beforeExit'): work started then would keep the process alive for as long
+ * as a collector that does not answer makes it wait (the exporter's timeout, 10 s, not the shutdown's bound), and
+ * would make Node emit 'beforeExit' again, to the application's listeners too.
  *
  * A signal that only we listen to: we shut down and raise it again, so that the process ends as it would have
  * without us (killed by the signal); a second one while the shutdown runs is raised at once (a second Ctrl-C).
@@ -215,10 +222,6 @@ function lastExportsWith(
  * (prepended), takes itself out of the list before the others run, sends what we have synchronously (one of them may
  * end the process before another turn; through the addon this takes a few ms, at most the exit export's bound), and
  * is back for the next signal once the others have run, if the process is still there.
- *
- * A process that ends before the shutdown finished (process.exit(), an uncaught exception, an application's handler
- * that exits at once) has no turn of the event loop left: `lastExport` sends what is left synchronously, from the
- * 'exit' event.
  */
 function flushOnExit(
   flush: () => Promise<void>,
@@ -248,8 +251,6 @@ function flushOnExit(
       process.kill(process.pid, signal);
     });
   };
-  const onBeforeExit = () => void shutdown();
-  process.once('beforeExit', onBeforeExit);
   if (lastExport) process.once('exit', lastExport);
   if (signals) {
     process.prependListener('SIGTERM', onSignal);
@@ -258,7 +259,6 @@ function flushOnExit(
   let removed = false;
   return () => {
     removed = true;
-    process.removeListener('beforeExit', onBeforeExit);
     if (lastExport) process.removeListener('exit', lastExport);
     if (signals) {
       process.removeListener('SIGTERM', onSignal);
@@ -341,7 +341,7 @@ function startWith(options: StartOptions, diagLogger: boolean): EbpfHandle {
       if (config.strict) throw err;
       warnOnce(`tracing could not be set up: ${(err as Error).message}; spans are not exported`);
     }
-    lastExport = lastExportsWith(control, producer, tracing, resource, config);
+    lastExport = lastExportsWith(control, producer, tracing, resource, config, endpoint);
   } catch (err) {
     telemetry.shutdown();
     if (config.strict) throw err;

@@ -18,6 +18,10 @@
 //   { "trap": "SIGTERM", "exitNow": true }             the same handler calling process.exit(0) at once
 //   { "signalExit": true }                             a library's passive listener (signal-exit's onExit): prints
 //                                                      {"onExit": signal} when the process ends
+//   { "beforeExit": true }                             the application's 'beforeExit' listener: prints {"beforeExit": n}
+//                                                      for its n-th call
+//   { "beforeExit": { "connect": ..., "send": A, "recv": B } }  the same, and its first call starts a job 200 ms
+//                                                      later: the connect step's work
 //   { "exit": code }                                   process.exit(code), the remaining steps not run; prints the
 //                                                      SDK's status().exporter first
 const net = require('net');
@@ -131,6 +135,13 @@ const handlers = {
     // a callback that returns true keeps the process alive: this one returns nothing
     require('signal-exit').onExit((code, signal) => {
       out({ onExit: signal });
+    });
+  },
+  async beforeExit(step) {
+    let n = 0;
+    process.on('beforeExit', () => {
+      out({ beforeExit: ++n });
+      if (n === 1 && step.beforeExit.connect) setTimeout(() => handlers.connect(step.beforeExit), 200);
     });
   },
   async exit(step) {
