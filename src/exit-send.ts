@@ -73,6 +73,25 @@ export function exitSender<Items>(
   };
 }
 
+/** OpenTelemetry's first backoff, for an answer to retry later that names no time (Retry-After). */
+const EXIT_RETRY_DEFAULT_MS = 1000;
+
+/**
+ * One export at exit, sent again while its endpoint answers "retry later" (429, 502-504) and the wait it asks for
+ * (Retry-After, or 1 s) ends before the deadline; the calling thread sleeps meanwhile. A connection that failed or was
+ * refused is not tried again: at exit, a collector that is not there is not waited for.
+ */
+export function sendUntil(deadline: number, send: (timeoutMs: number) => ExportResponse | undefined): ExportResponse | undefined {
+  let result = send(deadline - Date.now());
+  while (result?.status === 'retryable' && result.error === undefined) {
+    const wait = result.retryInMillis ?? EXIT_RETRY_DEFAULT_MS;
+    if (Date.now() + wait >= deadline) break;
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, wait);
+    result = send(deadline - Date.now());
+  }
+  return result;
+}
+
 type Transformer = typeof import('@opentelemetry/otlp-transformer');
 const transformer = () => require('@opentelemetry/otlp-transformer') as Transformer;
 

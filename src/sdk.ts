@@ -15,6 +15,7 @@ import { reportFailuresOnce } from './export-failures';
 import type { ExportControl } from './export-native';
 import type { EbpfStatus } from './kernel';
 import type { KernelMetricProducer } from './producer';
+import { sendUntil } from './exit-send';
 import { exportInNextTurn } from './turns';
 import { VERSION } from './version';
 import type { Tracing } from './tracing';
@@ -197,7 +198,7 @@ function lastExportsWith(
       exitExport(`metrics export to ${endpoint}`, () => {
         const { resourceMetrics } = producer.collectNow();
         resourceMetrics.resource = now;
-        return control.exportSync(resourceMetrics, deadline - Date.now());
+        return sendUntil(deadline, timeoutMs => control.exportSync(resourceMetrics, timeoutMs));
       });
     }
     if (spans && deadline > Date.now()) exitExport('span export', () => spans(now, deadline - Date.now()));

@@ -11,6 +11,7 @@ import type { ExportResponse } from '@opentelemetry/otlp-exporter-base';
 import type { ResolvedConfig } from './config';
 import type { SpanExportControl } from './export-native';
 import { reportFailuresOnce } from './export-failures';
+import { sendUntil } from './exit-send';
 import type { KernelSpanProcessor } from './spans';
 
 export interface Tracing {
@@ -22,8 +23,8 @@ export interface Tracing {
   shutdown(timeoutMillis: number): Promise<void>;
   /**
    * For a process that exits without a turn of the event loop: sends the spans that ended and were not exported yet,
-   * on this thread, which it blocks (one attempt, at most timeoutMs), with `resource` as their resource: from the
-   * addon (http://) or a worker thread (gRPC, https://; src/exit-send.ts).
+   * on this thread, which it blocks (at most timeoutMs; again only after "retry later", see sendUntil), with
+   * `resource` as their resource: from the addon (http://) or a worker thread (gRPC, https://; src/exit-send.ts).
    */
   lastExport: (resource: Resource, timeoutMs: number) => ExportResponse | undefined;
 }
@@ -168,7 +169,7 @@ export function startTracing(config: ResolvedConfig, resource: Resource): Tracin
       if (unexported.spans.size === 0) return undefined;
       const spans = [...unexported.spans].map(span => withResource(span, spanResource));
       unexported.spans.clear();
-      return control.exportSync(spans, timeoutMs);
+      return sendUntil(Date.now() + timeoutMs, t => control.exportSync(spans, t));
     },
   };
 }

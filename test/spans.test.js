@@ -11,7 +11,7 @@ const fs = require('fs');
 const os = require('os');
 const path = require('path');
 const readline = require('readline');
-const { CI, startReceiver, runWorkload, total } = require('./support/harness');
+const { CI, startReceiver, startFront, runWorkload, total } = require('./support/harness');
 const { NODE_VERSIONS, nodeBinary, selfSignedCert } = require('./support/uprobes');
 
 const APP = path.join(__dirname, 'support', 'spans-app.js');
@@ -335,6 +335,19 @@ describe('kernel-enriched spans (HTTP client and server, OTLP traces)', function
       assertSentAtExit(r, 1);
     });
   }
+
+  it("an uncaught exception while the collector answers the exit's span export with 503 and Retry-After: 1: the same spans are sent again within the exit's 2 s", async () => {
+    const front = await startFront(address, n => (n === 1 ? { status: 503, headers: { 'retry-after': '1' } } : undefined));
+    try {
+      const r = await runAppWith({ requests: [{ body: 2000, reply: 3000 }], crash: true }, { env: { OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: `${front.endpoint}/v1/traces` } });
+      assert.match(r.stderr, /spans-app: crashed on purpose/);
+      assert.strictEqual(front.bodies.length, 2, 'one refused request, one retry');
+      assert.ok(front.bodies[0].equals(front.bodies[1]), 'the retry sends the same bytes');
+      assertSentAtExit(r, 1);
+    } finally {
+      front.close();
+    }
+  });
 
   it('process.exit() with OTLP over gRPC (the addon cannot send it): the spans not exported yet leave from the exit event through a worker thread', async () => {
     const r = await runWorkload({ requests: [{ body: 2000, reply: 3000 }, { body: 10, reply: 70_000 }], exit: 3 }, { address, protocol: 'grpc', script: APP, env: { OTEL_TRACES_EXPORTER: 'otlp' } });
