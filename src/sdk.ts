@@ -2,6 +2,7 @@
  * start(): a complete pipeline (kernel telemetry → MetricProducer → periodic reader → OTLP exporter), configured
  * by the standard OTEL_* environment; and createMetricProducer() for an application that has its own pipeline.
  */
+import { isMainThread } from 'worker_threads';
 import { DiagConsoleLogger, DiagLogLevel, diag } from '@opentelemetry/api';
 import type { AttributeValue } from '@opentelemetry/api';
 import type { Resource } from '@opentelemetry/resources';
@@ -268,11 +269,20 @@ function flushOnExit(
   };
 }
 
-const INERT: EbpfHandle = {
-  status: () => ({ active: false, reason: 'disabled (OTEL_SDK_DISABLED)', kernelRelease: '', probes: [], kernelTime: 'off' }),
+const inert = (reason: string): EbpfHandle => ({
+  status: () => ({ active: false, reason, kernelRelease: '', probes: [], kernelTime: 'off' }),
   forceFlush: async () => {},
   shutdown: async () => {},
-};
+});
+const INERT = inert('disabled (OTEL_SDK_DISABLED)');
+
+/**
+ * Kernel telemetry watches the whole process, from its main thread: the addon's threads (an export in flight, a
+ * name's lookup, a teardown) must not outlive the thread that started them, and Node unloads an addon with the
+ * worker that loaded it, their code with it.
+ */
+const IN_WORKER = 'in a worker thread: kernel telemetry watches the whole process from its main thread';
+const inWorker = (api: string) => `${api} was called ${IN_WORKER}; nothing is started: call it in the main thread, or preload otel-node-ebpf/register`;
 
 /**
  * Starts kernel telemetry for this process and exports it over OTLP. Never throws into the application (except
@@ -296,6 +306,10 @@ function startWith(options: StartOptions, diagLogger: boolean): EbpfHandle {
   if (!config.disabled && diagLogger) ensureDiagLogger();
   for (const w of warnings) warnOnce(w);
   if (config.disabled) return INERT;
+  if (!isMainThread) {
+    warnOnce(inWorker('start()'));
+    return inert(IN_WORKER);
+  }
 
   const { KernelTelemetry } = require('./kernel') as typeof import('./kernel');
   const { KernelMetricProducer } = require('./producer') as typeof import('./producer');
@@ -401,11 +415,13 @@ export function createMetricProducer(options: StartOptions = {}): ProducerHandle
   const { KernelTelemetry } = require('./kernel') as typeof import('./kernel');
   const { KernelMetricProducer } = require('./producer') as typeof import('./producer');
   const telemetry = new KernelTelemetry(config);
-  if (!config.disabled) telemetry.start();
+  const worker = !config.disabled && !isMainThread;
+  if (worker) warnOnce(inWorker('createMetricProducer()'));
+  else if (!config.disabled) telemetry.start();
   useKernelTelemetry(telemetry);
   return {
     producer: new KernelMetricProducer(telemetry, config),
-    status: () => telemetry.status(),
+    status: () => (worker ? { ...telemetry.status(), active: false, reason: IN_WORKER } : telemetry.status()),
     shutdown: () => telemetry.shutdown(),
   };
 }

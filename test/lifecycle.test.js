@@ -209,6 +209,22 @@ describe('privileges and failure', function () {
     assert.strictEqual(point.resource.team, undefined);
   });
 
+  it('start() and createMetricProducer() in a worker thread: one warning each, nothing started, and the process outlives the worker', async () => {
+    // Node unloads an addon with the worker that loaded it: the addon's thread of an export still in flight then ran
+    // code that was gone (SIGSEGV after the worker ended)
+    const r = await runWorkload([], { address, script: path.join(__dirname, 'support', 'worker-start.js'), preload: false });
+    assert.strictEqual(r.signal, null, r.stderr);
+    assert.strictEqual(r.code, 0, r.stderr);
+    const { worker } = r.lines.find(l => l.worker);
+    assert.strictEqual(worker.start.active, false);
+    assert.strictEqual(worker.producer.active, false);
+    assert.match(worker.start.reason, /^in a worker thread/);
+    assert.ok(r.lines.find(l => l.alive));
+    assert.deepStrictEqual(sdkLines(r.stderr), ['start()', 'createMetricProducer()'].map(api =>
+      `${api} was called in a worker thread: kernel telemetry watches the whole process from its main thread; nothing is started: call it in the main thread, or preload otel-node-ebpf/register`,
+    ));
+  });
+
   it('OTEL_NODE_EBPF_KERNEL_STATS=false: BPF run-time statistics stay off, everything else runs', async () => {
     const r = await runWorkload(work(), { address, env: { OTEL_NODE_EBPF_KERNEL_STATS: 'false' } });
     assert.strictEqual(r.code, 0, r.stderr);
