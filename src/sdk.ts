@@ -234,8 +234,10 @@ function flushOnExit(
   let shuttingDownFor: NodeJS.Signals | undefined;
   const onSignal = (signal: NodeJS.Signals) => {
     if (shuttingDownFor) {
+      // a second signal during the shutdown ends the process now, as it would have without us (unless the
+      // application listens to this one: then it has just heard it)
       process.removeListener(signal, onSignal);
-      process.kill(process.pid, signal);
+      if (process.listenerCount(signal) === 0) process.kill(process.pid, signal);
       return;
     }
     if (process.listenerCount(signal) > 1) {

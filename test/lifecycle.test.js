@@ -379,6 +379,29 @@ describe('exit and signals', function () {
     }
   });
 
+  it('SIGINT during the shutdown for a SIGTERM, with the application\'s own SIGINT handler: the handler hears it once, and decides', async () => {
+    const net = require('net');
+    const sockets = [];
+    const silent = net.createServer(s => sockets.push(s));
+    await new Promise(r => silent.listen(0, '127.0.0.1', r));
+    try {
+      const r = await runBounded([{ trap: 'SIGINT' }, { wait: 'line' }], {
+        address,
+        env: { OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${silent.address().port}` },
+        onLine: (o, child) => {
+          if (!o.waiting) return;
+          child.kill('SIGTERM');
+          setTimeout(() => child.kill('SIGINT'), 300);
+        },
+      });
+      assert.strictEqual(r.code, 0, `exit code ${r.code}, signal ${r.signal}, stderr ${r.stderr}`);
+      assert.deepStrictEqual(r.lines.filter(l => l.trapped).map(l => l.trapped), ['SIGINT']);
+    } finally {
+      for (const s of sockets) s.destroy();
+      silent.close();
+    }
+  });
+
   it("SIGTERM with the application's own handler: the handler decides (exit 0), and the values were flushed", async () => {
     const r = await runWorkload(
       [{ trap: 'SIGTERM' }, { connect: ['127.0.0.1', peer.port], send: SENT, recv: RECEIVED }, { wait: 'line' }],
