@@ -96,13 +96,15 @@ export class KernelMetricProducer implements MetricProducer {
   private result(metrics: KernelMetric[], errors: unknown[]): CollectionResult {
     const now = hrTime();
     // A metric without points is left out, as OpenTelemetry's SDK leaves out an instrument that recorded nothing: its
-    // name, description and unit would be serialised on the application's thread for nothing.
+    // name, description and unit would be serialised on the application's thread for nothing. And a scope without
+    // metrics (nothing attached: no privileges) is left out too, so that OpenTelemetry's reader, which skips a
+    // collection without scopes, sends no request with nothing in it.
     const data = metrics.map(m => this.convert(m, now)).filter(m => m.dataPoints.length > 0);
     return {
       resourceMetrics: {
         // The reader replaces this with its MeterProvider's resource.
         resource: emptyResource(),
-        scopeMetrics: [{ scope: { name: SCOPE_NAME, version: VERSION }, metrics: data }],
+        scopeMetrics: data.length > 0 ? [{ scope: { name: SCOPE_NAME, version: VERSION }, metrics: data }] : [],
       },
       errors,
     };

@@ -198,6 +198,7 @@ function lastExportsWith(
     if (control) {
       exitExport(`metrics export to ${endpoint}`, () => {
         const { resourceMetrics } = producer.collectNow();
+        if (resourceMetrics.scopeMetrics.length === 0) return undefined; // nothing to send (see KernelMetricProducer)
         resourceMetrics.resource = now;
         return sendUntil(deadline, timeoutMs => control.exportSync(resourceMetrics, timeoutMs));
       });

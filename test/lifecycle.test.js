@@ -63,6 +63,17 @@ describe('privileges and failure', function () {
     });
   }
 
+  it('as nobody, with exports every 300 ms and an exit: no request is sent, as there is nothing in it', async () => {
+    const name = `nobody-${process.hrtime.bigint()}`;
+    const env = { ...lenient, OTEL_SERVICE_NAME: name, OTEL_METRIC_EXPORT_INTERVAL: '300' };
+    const r = await runWorkload([...work(), { sleep: 1200 }], { address, env, wrap: NOBODY });
+    assert.strictEqual(r.code, 0, r.stderr);
+    assert.strictEqual(r.lines.find(l => l.done).status.active, false);
+    const json = q => JSON.stringify(q.body, (k, v) => (typeof v === 'bigint' ? String(v) : v));
+    const mine = receiver.receivedRequests().filter(q => json(q).includes(name));
+    assert.deepStrictEqual(mine.map(q => q.signal), []);
+  });
+
   it('as nobody with only CAP_BPF and CAP_PERFMON (ambient): every probe attaches and counts exactly', async () => {
     // uprobes (dns, tls) need CAP_SYS_ADMIN on this kernel: test/budget.test.js says so; here everything else
     const r = await runWorkload(work(), { address, wrap: BPF_CAPS, env: { OTEL_NODE_EBPF_DISABLED_PROBES: 'dns,tls' } });
