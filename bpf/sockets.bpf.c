@@ -67,12 +67,23 @@ struct {
 	__type(value, struct series_stats);
 } series SEC(".maps");
 
+/* The process's listening sockets per port: how many (two listen on one port through two addresses, or with
+ * SO_REUSEPORT), so that closing one does not forget the port for the others. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 256);
 	__type(key, struct listener_key);
-	__type(value, __u8);
+	__type(value, __u32);
 } listeners SEC(".maps");
+
+/* Each listening socket of the process and the key it counts under: when it closes, its port may be gone already
+ * (inet_put_port() zeroes it before the move to TCP_CLOSE for a socket that no bind() gave a port of its own). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 256);
+	__type(key, __u64);
+	__type(value, struct listener_key);
+} listening_socks SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -295,10 +306,47 @@ static __always_inline void emit(const struct sock *sk, const struct conn_state 
 static __always_inline void on_listen(const struct sock *sk)
 {
 	struct listener_key lk = listener_key_of(sk);
-	__u8 one = 1;
+	__u64 skp = (__u64)sk;
+	__u32 one = 1, *n;
 
-	if (is_target() && lk.port)
-		bpf_map_update_elem(&listeners, &lk, &one, BPF_ANY);
+	if (!is_target() || !lk.port)
+		return;
+	if (bpf_map_update_elem(&listening_socks, &skp, &lk, BPF_NOEXIST)) {
+		__sync_fetch_and_add(&health.listeners_untracked, 1);
+		return;
+	}
+	n = bpf_map_lookup_elem(&listeners, &lk);
+	if (n) {
+		__sync_fetch_and_add(n, 1);
+	} else if (bpf_map_update_elem(&listeners, &lk, &one, BPF_NOEXIST)) {
+		__sync_fetch_and_add(&health.listeners_untracked, 1);
+		bpf_map_delete_elem(&listening_socks, &skp);
+	}
+}
+
+/* A listening socket closes: one fewer on its port, which is forgotten with the last. A listener of before the probes
+ * (user space recorded its port, not the socket) is forgotten by its port, if it still has one. */
+static __always_inline void on_listener_close(const struct sock *sk)
+{
+	__u64 skp = (__u64)sk;
+	struct listener_key *known = bpf_map_lookup_elem(&listening_socks, &skp);
+	struct listener_key lk;
+	__u32 *n;
+
+	if (known) {
+		lk = *known;
+		bpf_map_delete_elem(&listening_socks, &skp);
+	} else {
+		if (!is_target())
+			return;
+		lk = listener_key_of(sk);
+		if (!lk.port)
+			return;
+	}
+	n = bpf_map_lookup_elem(&listeners, &lk);
+	if (known && n && __sync_fetch_and_add(n, -1) > 1)
+		return;
+	bpf_map_delete_elem(&listeners, &lk);
 }
 
 static __always_inline void handle_set_state(const struct sock *sk, int oldstate, int newstate)
@@ -312,10 +360,7 @@ static __always_inline void handle_set_state(const struct sock *sk, int oldstate
 		return;
 	}
 	if (oldstate == TCP_LISTEN && newstate == TCP_CLOSE) {
-		struct listener_key lk = listener_key_of(sk);
-
-		if (is_target())
-			bpf_map_delete_elem(&listeners, &lk);
+		on_listener_close(sk);
 		return;
 	}
 

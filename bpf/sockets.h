@@ -75,6 +75,8 @@ struct sockets_health {
 	__u64 conns_untracked;  /* conn_state entries that could not be created: the connection map was full */
 	__u64 conns_adopted;    /* connections first seen when the process closed them (they predate the probes) */
 	__u64 events_dropped;   /* ring-buffer records lost because the buffer was full */
+	__u64 listeners_untracked; /* listening sockets not recorded because the listener maps were full: the connections
+				    * they accept are not recognised as the process's own until they close */
 };
 
 /*

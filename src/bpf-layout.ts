@@ -75,13 +75,14 @@ export const LAYOUTS = {
   },
   sockets_health: {
     name: 'sockets_health',
-    size: 40,
+    size: 48,
     fields: {
       series_overflow: { offset: 0, type: 'u64' },
       conns_tracked: { offset: 8, type: 'u64' },
       conns_untracked: { offset: 16, type: 'u64' },
       conns_adopted: { offset: 24, type: 'u64' },
       events_dropped: { offset: 32, type: 'u64' },
+      listeners_untracked: { offset: 40, type: 'u64' },
     },
   },
   conn_event: {
@@ -224,6 +225,7 @@ export interface SocketsHealth {
   connsUntracked: number;
   connsAdopted: number;
   eventsDropped: number;
+  listenersUntracked: number;
 }
 
 export function decodeHealth(b: Buffer, off: number): SocketsHealth {
@@ -234,6 +236,7 @@ export function decodeHealth(b: Buffer, off: number): SocketsHealth {
     connsUntracked: u64(b, off + f.conns_untracked.offset),
     connsAdopted: u64(b, off + f.conns_adopted.offset),
     eventsDropped: u64(b, off + f.events_dropped.offset),
+    listenersUntracked: u64(b, off + f.listeners_untracked.offset),
   };
 }
 

@@ -242,6 +242,7 @@ export class KernelTelemetry {
         ['series_map_full', h.seriesOverflow],
         ['connection_map_full', h.connsUntracked],
         ['ring_buffer_full', h.eventsDropped],
+        ['listener_map_full', h.listenersUntracked],
       ] as const) {
         if (value > 0) dropped.push({ attributes: { [ATTRS.SELF_DROP_REASON]: reason }, value });
       }

@@ -159,7 +159,10 @@ export class SocketsCollector implements Collector {
     // Each collection reads the sockets that moved since the previous one: an idle connection has nothing to add.
     const moved = this.addon.tcpSocketReader();
     this.readMoved = moved;
-    for (const port of live.baseline(moved())) listeners.update(encodeListenerKey(netns, port), Buffer.from([1]));
+    // one listening socket per port as far as the kernel side knows (the count of bpf/sockets.bpf.c's listeners map)
+    const one = Buffer.alloc(4);
+    one.writeUInt32LE(1);
+    for (const port of live.baseline(moved())) listeners.update(encodeListenerKey(netns, port), one);
     this.bss = probes.baseObject().maps().find(m => m.name.endsWith('.bss'))?.name;
     this.ring = probes.baseObject().ringBuffer('conn_events', records => {
       for (const r of records) {

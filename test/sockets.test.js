@@ -239,6 +239,44 @@ describe('socket probes', function () {
     assert.deepStrictEqual(seen.cumulative, { rtt: [1, 2, 3], tx: [CHUNK, 2 * CHUNK, 3 * CHUNK] });
   });
 
+  it('listeners come and go (300 on ephemeral ports, then two on one port through two addresses, one closed): what the last one accepts is the server side\'s, exactly', async () => {
+    const net = require('net');
+    const { createMetricProducer } = require('../dist');
+    const listen = (port, host) => new Promise((resolve, reject) => { const s = net.createServer(c => c.resume().on('end', () => c.end())); s.once('error', reject).listen(port, host, () => resolve(s)); });
+    const close = server => new Promise(resolve => server.close(resolve));
+    const handle = createMetricProducer({ strict: true });
+    try {
+      // the kernel side's maps of listeners hold 256: a closed listener must leave them, its port given back or not
+      for (let i = 0; i < 300; i++) await close(await listen(0, '127.0.0.1'));
+      const probe = await listen(0, '127.0.0.1');
+      const port = probe.address().port;
+      await close(probe);
+      const a = await listen(port, '127.0.0.1');
+      const b = await listen(port, '::1');
+      await close(a);
+      const client = net.connect(port, '::1');
+      await new Promise(resolve => client.on('connect', resolve));
+      client.resume().end(Buffer.alloc(4321, 1));
+      await new Promise(resolve => client.on('close', resolve));
+      await close(b);
+      await new Promise(resolve => setTimeout(resolve, 200)); // the close event, through the ring buffer
+      const { resourceMetrics } = await handle.producer.collect();
+      const metrics = resourceMetrics.scopeMetrics[0].metrics;
+      const sum = (name, want) =>
+        (metrics.find(m => m.descriptor.name === name)?.dataPoints ?? [])
+          .filter(p => Object.entries(want).every(([k, v]) => p.attributes[k] === v))
+          .reduce((n, p) => n + p.value, 0);
+      const server = { 'tcp.connection.side': 'server', 'server.port': port };
+      assert.strictEqual(sum('process.network.io', { ...server, 'network.io.direction': 'receive' }), 4321);
+      assert.strictEqual(sum('tcp.connection.opened', server), 1);
+      // and not as a connection the process opened to the client's port
+      assert.strictEqual(sum('process.network.io', { 'tcp.connection.side': 'client', 'server.port': client.localPort }), 0);
+      assert.strictEqual(sum('otel_node_ebpf.dropped', {}), 0);
+    } finally {
+      handle.shutdown();
+    }
+  });
+
   it('exports histograms as explicit power-of-two buckets, or base-2 exponential at scale 0 on request', async () => {
     const { points } = await exactBytes('127.0.0.1', {
       env: { OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION: 'base2_exponential_bucket_histogram' },
