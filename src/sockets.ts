@@ -250,6 +250,8 @@ export class SocketsCollector implements Collector {
         if (value > 0) into.push({ attributes: { ...attrs, ...extra }, value });
       };
       counter(opened, s.opened);
+      // failed connects have series of their own, by error; those that found the map full are in the overflow series
+      counter(failed, s.failed, { [ATTRS.ERROR_TYPE]: VALUES.OTHER });
       counter(retransmits, s.retransmits);
       counter(resets, s.resetsSent, { [ATTRS.TCP_RESET_DIRECTION]: VALUES.RESET_SENT });
       counter(resets, s.resetsReceived, { [ATTRS.TCP_RESET_DIRECTION]: VALUES.RESET_RECEIVED });

@@ -360,6 +360,25 @@ describe('socket probes', function () {
     assert.ok(total(points, 'otel_node_ebpf.dropped', { 'otel_node_ebpf.drop.reason': 'series_map_full' }) > 0);
   });
 
+  it('failed connects that find the series map full are exported in the overflow series, with error.type _OTHER', async () => {
+    const net = require('net');
+    const peer = await startPeer('127.0.0.1', 10);
+    const closed = [];
+    for (let i = 0; i < 3; i++) {
+      const s = net.createServer();
+      await new Promise(resolve => s.listen(0, '127.0.0.1', resolve));
+      closed.push(s.address().port);
+      await new Promise(resolve => s.close(resolve));
+    }
+    // one series: the first connection; the refused connects' own series do not fit
+    const steps = [{ connect: ['127.0.0.1', peer.port], send: 1000, recv: 10 }, ...closed.map(port => ({ refused: ['127.0.0.1', port] }))];
+    const r = await runWorkload(steps, { address, env: { OTEL_NODE_EBPF_MAX_SERIES: '1' } });
+    await peer.close();
+    assert.strictEqual(r.code, 0, r.stderr);
+    const points = pointsOfPid(r.child.pid);
+    assert.strictEqual(total(points, 'tcp.connection.failed', { 'otel.metric.overflow': true, 'error.type': '_OTHER' }), 3, show(points, 'tcp.connection.failed'));
+  });
+
   it('a full connection map is counted: untracked connections that end between two collections lose their bytes, counted as dropped', async () => {
     const peer = await startPeer('127.0.0.1', 1000);
     const r = await runWorkload([{ many: ['127.0.0.1', peer.port, 40], send: 10_007, recv: 1000 }], {
