@@ -393,8 +393,12 @@ static __always_inline void handle_set_state(const struct sock *sk, int oldstate
 			c->established_ns = now;
 			s = series_of(&c->key);
 			if (s) {
+				__u32 srtt = srtt_us_of(sk);
+
 				__sync_fetch_and_add(&s->opened, 1);
-				hist_record_ns(&s->connect, (__u64)srtt_us_of(sk) * 1000);
+				/* none when the kernel took no sample: a SYN-ACK sent again, without timestamps (Karn) */
+				if (srtt)
+					hist_record_ns(&s->connect, (__u64)srtt * 1000);
 			}
 			return;
 		}
@@ -417,11 +421,14 @@ static __always_inline void handle_set_state(const struct sock *sk, int oldstate
 	/* Closed: account for it now; the entry stays until the socket is destroyed (handle_destroy). */
 	c->closed_ns = now;
 	if (oldstate == TCP_SYN_SENT) {
-		/* Connect failed. tcp_reset() and tcp_write_err() set sk_err before tcp_done() closes the socket;
-		 * 0 means the application gave up first. */
+		/* Connect failed. tcp_reset() and tcp_write_err() set sk_err before tcp_done() closes the socket.
+		 * Without it: no local port was free (connect() moves to SYN_SENT before it picks one, and closes the
+		 * socket when it finds none), or the application gave up first. */
 		__u32 err = BPF_CORE_READ(sk, sk_err);
 
-		c->key.err = err ? err : 103 /* ECONNABORTED */;
+		if (!err)
+			err = BPF_CORE_READ(sk, __sk_common.skc_num) ? 103 /* ECONNABORTED */ : 99 /* EADDRNOTAVAIL */;
+		c->key.err = err;
 		s = series_of(&c->key);
 		if (s)
 			__sync_fetch_and_add(&s->failed, 1);

@@ -2,6 +2,7 @@
  * The sockets collector: bpf/sockets.bpf.c's maps as TCP metrics of this process.
  */
 import * as fs from 'fs';
+import * as os from 'os';
 import * as path from 'path';
 import type { Attributes } from '@opentelemetry/api';
 import type { Capabilities } from './capabilities';
@@ -85,18 +86,11 @@ export const LIVE_MEASUREMENTS: { name: string; description: string }[] = [
  */
 const LIVE_READ_STEP = 128;
 
-/** errno values a failed connect can carry, by name as Node reports them (err.code). */
-const ERRNO_NAMES: Record<number, string> = {
-  103: 'ECONNABORTED',
-  104: 'ECONNRESET',
-  110: 'ETIMEDOUT',
-  111: 'ECONNREFUSED',
-  113: 'EHOSTUNREACH',
-  101: 'ENETUNREACH',
-  112: 'EHOSTDOWN',
-  100: 'ENETDOWN',
-  71: 'EPROTO',
-};
+/** The name of an errno value a failed connect carries (sk_err, or the kernel side's own), as Node reports it (err.code). */
+const ERRNO_NAMES = new Map([
+  ...Object.entries(os.constants.errno).map(([name, value]) => [value, name] as const),
+  [112, 'EHOSTDOWN'], // not in Node's table; the kernel's sk_err after an ICMP host-down
+]);
 
 function netnsInode(): number {
   try {
@@ -243,7 +237,7 @@ export class SocketsCollector implements Collector {
       const s = decodeSeriesStats(v);
       const attrs = seriesAttributes(key);
       if (key.err !== 0) {
-        if (s.failed) failed.push({ attributes: { ...attrs, [ATTRS.ERROR_TYPE]: ERRNO_NAMES[key.err] ?? `errno ${key.err}` }, value: s.failed });
+        if (s.failed) failed.push({ attributes: { ...attrs, [ATTRS.ERROR_TYPE]: ERRNO_NAMES.get(key.err) ?? `errno ${key.err}` }, value: s.failed });
         continue;
       }
       const counter = (into: KernelPoint[], value: number, extra: Attributes = {}) => {

@@ -2,6 +2,7 @@
 // The socket probes end to end: a workload process with the SDK preloaded does known TCP work; its exporter sends
 // to a real OTLP receiver in this process; the decoded values must be exactly what crossed the sockets.
 const assert = require('assert');
+const path = require('path');
 const { startReceiver, startFront, runWorkload, startPeer, sendTo, closedPort, pointsOf, total, describe: show } = require('./support/harness');
 
 const SENT = 1_234_567;
@@ -377,6 +378,34 @@ describe('socket probes', function () {
     assert.strictEqual(r.code, 0, r.stderr);
     const points = pointsOfPid(r.child.pid);
     assert.strictEqual(total(points, 'tcp.connection.failed', { 'otel.metric.overflow': true, 'error.type': '_OTHER' }), 3, show(points, 'tcp.connection.failed'));
+  });
+
+  /** test/support/connect-edges.js in a network namespace of its own, after `setup` (shell) ran there. */
+  async function connectEdges(scenario, setup) {
+    const wrap = ['unshare', '--net', 'sh', '-c', `ip link set lo up && ${setup} && exec "$0" "$@"`];
+    const r = await runWorkload({ scenario }, { address, script: path.join(__dirname, 'support', 'connect-edges.js'), preload: false, wrap });
+    assert.strictEqual(r.code, 0, `${r.stderr}\n${JSON.stringify(r.lines)}`);
+    return r.lines[0];
+  }
+
+  it('a connect that finds no local port free fails with EADDRNOTAVAIL, as the application sees it (not ECONNABORTED)', async () => {
+    const seen = await connectEdges('no-ports', 'echo "40000 40001" > /proc/sys/net/ipv4/ip_local_port_range');
+    assert.ok(seen.errors.length > 0 && seen.errors.every(e => e === 'EADDRNOTAVAIL'), JSON.stringify(seen));
+    assert.deepStrictEqual(seen.failed.map(p => [p.attributes['error.type'], p.value]), [['EADDRNOTAVAIL', seen.errors.length]]);
+  });
+
+  it('an accepted connection whose handshake gave the kernel no RTT sample (SYN-ACK lost, no timestamps) records no server-side connect duration of 0', async () => {
+    const seen = await connectEdges(
+      'synack',
+      'echo 0 > /proc/sys/net/ipv4/tcp_timestamps && iptables -A OUTPUT -p tcp --tcp-flags SYN,ACK SYN,ACK -m statistic --mode nth --every 2 --packet 0 -j DROP',
+    );
+    const side = (points, s) => points.filter(p => p.attributes['tcp.connection.side'] === s);
+    assert.strictEqual(seen.connected, 1, JSON.stringify(seen));
+    // the client waited for the lost SYN-ACK (its SYN sent again after 1 s)
+    const [client] = side(seen.connect, 'client');
+    assert.ok(client.value.count === 1 && client.value.sum >= 0.9, JSON.stringify(seen.connect));
+    assert.deepStrictEqual(side(seen.opened, 'server').map(p => p.value), [1]);
+    assert.deepStrictEqual(side(seen.connect, 'server'), [], JSON.stringify(seen.connect));
   });
 
   it('a full connection map is counted: untracked connections that end between two collections lose their bytes, counted as dropped', async () => {
