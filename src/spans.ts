@@ -95,8 +95,10 @@ interface Setup {
 
 /** Per connection, on the socket object itself. */
 interface Connection {
-  /** TCP_INFO at the end of the last span on this connection. */
+  /** TCP_INFO at the end of the last span on this connection (or of an untraced response after one). */
   last?: TcpCounters;
+  /** When `last` was read (performance.now()). */
+  lastAt?: number;
   setup?: Setup;
   /** gRPC server: the connection carried a call already, and TCP_INFO after the last call's stream closed. */
   grpcServed?: boolean;
@@ -521,9 +523,11 @@ export class KernelSpanProcessor implements SpanProcessor {
     if (c.setup && !c.setup.claimed && c.setup.seenAt >= grpc.startedAt) {
       state.base = ZERO;
       state.setup = c.setup;
-    } else {
+    } else if (c.lastAt === undefined || c.lastAt < grpc.startedAt) {
       state.base = c.last;
     }
+    // else another call on the connection ended while this one ran: the reading at its end holds part of this
+    // call's bytes, so the window is unknown and the span gets the RTT only
   }
 
   onStart(span: Span, _parentContext: Context): void {
@@ -542,15 +546,32 @@ export class KernelSpanProcessor implements SpanProcessor {
   private responseFinished({ request, socket }: ServerMessage): void {
     const waiting = this.waiting(request);
     const span = waiting[this.serverSpanKey];
-    if (!span) return;
     waiting[this.serverSpanKey] = undefined;
-    const end = span.isRecording() ? this.read(socket, 'send') : undefined;
+    if (!span?.isRecording()) {
+      // A response that no span of ours waits for (an ignored request, one the sampler dropped) on a connection
+      // whose earlier response was traced: what it carried belongs to no span, and the next span's window starts
+      // after it. (A connection none of whose responses was traced has no reading to move: one read per response
+      // of every connection would be the cost of that.)
+      const c = (socket as unknown as Own<Connection>)[this.connectionKey];
+      if (c?.last && kernelSees) this.moveLast(socket as TrackedSocket, c);
+      return;
+    }
+    const end = this.read(socket, 'send');
     if (!end) return;
     const c = this.connectionOf(socket);
     const attrs: Record<string, number> = {};
     putTcpAttributes(attrs, end, c.last ?? ZERO);
     c.last = end;
     span.setAttributes(attrs);
+  }
+
+  private moveLast(socket: TrackedSocket, c: Connection): void {
+    try {
+      c.last = this.read(socket, 'send');
+    } catch (err) {
+      c.last = undefined;
+      warnOnce(`kernel-enriched spans: ${(err as Error).message}`, 'spans-untraced');
+    }
   }
 
   onEnding(span: Span): void {
@@ -573,7 +594,9 @@ export class KernelSpanProcessor implements SpanProcessor {
     const attrs: Record<string, number> = {};
     if (end) {
       putTcpAttributes(attrs, end, state.base);
-      this.connectionOf(socket).last = end;
+      const c = this.connectionOf(socket);
+      c.last = end;
+      c.lastAt = performance.now();
     }
     if (state.dnsNs !== undefined) attrs[SPAN_ATTRS.DNS_LOOKUP_DURATION] = state.dnsNs / 1e9;
     const setup = state.setup;

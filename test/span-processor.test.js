@@ -34,6 +34,32 @@ describe('KernelSpanProcessor in process', function () {
     telemetry?.shutdown();
   });
 
+  it('a response no span waits for (an ignored or unsampled request) between two traced ones: its bytes are in neither span', async () => {
+    const processor = new KernelSpanProcessor();
+    const tracer = new BasicTracerProvider({ spanProcessors: [processor] }).getTracer('test');
+    // a connection of its own: the other test counts every byte of the shared one
+    const socket = net.connect(server.address().port, '127.0.0.1');
+    await new Promise(resolve => socket.once('connect', resolve));
+    const request = async (bytes, traced) => {
+      const message = { request: new IncomingMessage(socket), socket };
+      start.publish(message);
+      const span = traced ? tracer.startSpan('GET', { kind: SpanKind.SERVER }) : undefined;
+      socket.write(Buffer.alloc(bytes));
+      await new Promise(resolve => setImmediate(resolve));
+      finish.publish(message);
+      span?.end();
+      return span?.attributes['tcp.io.transmit'];
+    };
+    try {
+      assert.strictEqual(await request(1000, true), 1000);
+      assert.strictEqual(await request(70_000, false), undefined);
+      assert.strictEqual(await request(3000, true), 3000);
+    } finally {
+      socket.destroy();
+      await processor.shutdown();
+    }
+  });
+
   it('two processors of two tracer providers in one process: each puts the exact bytes on its own spans of one connection', async () => {
     const processors = [new KernelSpanProcessor(), new KernelSpanProcessor()];
     const tracers = processors.map(p => new BasicTracerProvider({ spanProcessors: [p] }).getTracer('test'));

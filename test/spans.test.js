@@ -376,6 +376,19 @@ describe('kernel-enriched spans (HTTP client and server, OTLP traces)', function
     assert.ok(warnings.some(l => /^otel-node-ebpf span export failed: .*ECONNREFUSED/.test(l)), r.stderr);
   });
 
+  it('a gRPC client span during which another call on its connection ended gets tcp.rtt only, not a window that misses its own request', async () => {
+    const r = await runWorkload({}, { address, script: path.join(__dirname, 'support', 'spans-grpc-concurrent.js'), preload: false });
+    assert.strictEqual(r.code, 0, r.stderr);
+    const [first, small, large] = r.lines;
+    assert.strictEqual(r.lines.length, 3, JSON.stringify(r.lines));
+    // the first call opened the connection: its window from zero; the small one's from the first call's end (it holds
+    // the large call's request too: one connection, as documented)
+    assert.ok(first.tx > 5 && small.tx >= 200_000, JSON.stringify(r.lines));
+    assert.strictEqual(large.tx, undefined, JSON.stringify(large));
+    assert.strictEqual(large.rx, undefined, JSON.stringify(large));
+    assert.ok(large.rtt > 0, JSON.stringify(large));
+  });
+
   it('an ES module application started with --import: its HTTP spans carry the bytes too', async () => {
     const r = await runWorkload({ requests: [{ body: 40_000, reply: 2000 }] }, { address, script: ESM_APP, preloadFlag: '--import', env: { OTEL_TRACES_EXPORTER: 'otlp' } });
     const [line] = ok(r);
