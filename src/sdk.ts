@@ -9,7 +9,7 @@ import type { Resource } from '@opentelemetry/resources';
 import type { OTLPMetricExporterOptions } from '@opentelemetry/exporter-metrics-otlp-http';
 import type { MeterProvider, PushMetricExporter } from '@opentelemetry/sdk-metrics';
 import type { ExportResponse } from '@opentelemetry/otlp-exporter-base';
-import { useKernelTelemetry } from './active';
+import { sources, useKernelTelemetry } from './active';
 import { ExportThread, ResolvedConfig, resolveConfig, StartOptions } from './config';
 import { warnOnce } from './diag';
 import { reportFailuresOnce } from './export-failures';
@@ -425,6 +425,10 @@ export function createMetricProducer(options: StartOptions = {}): ProducerHandle
   return {
     producer: new KernelMetricProducer(telemetry, config),
     status: () => (worker ? { ...telemetry.status(), active: false, reason: IN_WORKER } : telemetry.status()),
-    shutdown: () => telemetry.shutdown(),
+    shutdown: () => {
+      // the span processors stop reading it too, as after start()'s shutdown
+      if (sources === telemetry) useKernelTelemetry(undefined);
+      telemetry.shutdown();
+    },
   };
 }

@@ -51,6 +51,7 @@
  */
 import { executionAsyncId } from 'async_hooks';
 import * as dc from 'diagnostics_channel';
+import { isMainThread } from 'worker_threads';
 import { ClientRequest, IncomingMessage } from 'http';
 import { Socket } from 'net';
 // the module object itself (not an import-star copy): tls.connect is replaced on it
@@ -222,6 +223,13 @@ export class KernelSpanProcessor implements SpanProcessor {
 
   constructor(options: KernelSpanProcessorOptions = {}) {
     if (options.disabled) return;
+    if (!isMainThread) {
+      // as start(): Node unloads the addon with the worker that loaded it, under the threads it started (a slot
+      // map's close in the background among them)
+      this.reading.reason = 'in a worker thread: kernel telemetry watches the whole process from its main thread';
+      warnOnce(`kernel-enriched spans are off ${this.reading.reason}; the spans are exported unchanged`, 'spans-worker');
+      return;
+    }
     const addon = loadAddon();
     if (addon instanceof BpfError) {
       warnOnce(`kernel-enriched spans are off: ${addon.message}`, 'spans-addon');

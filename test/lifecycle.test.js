@@ -220,7 +220,7 @@ describe('privileges and failure', function () {
     assert.strictEqual(point.resource.team, undefined);
   });
 
-  it('start() and createMetricProducer() in a worker thread: one warning each, nothing started, and the process outlives the worker', async () => {
+  it('start(), createMetricProducer() and a KernelSpanProcessor in a worker thread: one warning each, nothing started, and the process outlives the worker', async () => {
     // Node unloads an addon with the worker that loaded it: the addon's thread of an export still in flight then ran
     // code that was gone (SIGSEGV after the worker ended)
     const r = await runWorkload([], { address, script: path.join(__dirname, 'support', 'worker-start.js'), preload: false });
@@ -230,10 +230,14 @@ describe('privileges and failure', function () {
     assert.strictEqual(worker.start.active, false);
     assert.strictEqual(worker.producer.active, false);
     assert.match(worker.start.reason, /^in a worker thread/);
+    assert.match(worker.spans.reason, /^in a worker thread/);
     assert.ok(r.lines.find(l => l.alive));
-    assert.deepStrictEqual(sdkLines(r.stderr), ['start()', 'createMetricProducer()'].map(api =>
-      `${api} was called in a worker thread: kernel telemetry watches the whole process from its main thread; nothing is started: call it in the main thread, or preload otel-node-ebpf/register`,
-    ));
+    assert.deepStrictEqual(sdkLines(r.stderr), [
+      ...['start()', 'createMetricProducer()'].map(api =>
+        `${api} was called in a worker thread: kernel telemetry watches the whole process from its main thread; nothing is started: call it in the main thread, or preload otel-node-ebpf/register`,
+      ),
+      'kernel-enriched spans are off in a worker thread: kernel telemetry watches the whole process from its main thread; the spans are exported unchanged',
+    ]);
   });
 
   it('OTEL_NODE_EBPF_KERNEL_STATS=false: BPF run-time statistics stay off, everything else runs', async () => {

@@ -81,4 +81,22 @@ describe('KernelSpanProcessor in process', function () {
       await Promise.all(processors.map(p => p.shutdown()));
     }
   });
+
+  it("after createMetricProducer()'s shutdown the spans carry nothing of the kernel's, as after start()'s (the last test here)", async () => {
+    const processor = new KernelSpanProcessor();
+    const tracer = new BasicTracerProvider({ spanProcessors: [processor] }).getTracer('test');
+    telemetry.shutdown();
+    try {
+      const message = { request: new IncomingMessage(client), socket: client };
+      start.publish(message);
+      const span = tracer.startSpan('GET', { kind: SpanKind.SERVER });
+      client.write(Buffer.alloc(100));
+      await new Promise(resolve => setImmediate(resolve));
+      finish.publish(message);
+      span.end();
+      assert.deepStrictEqual(Object.keys(span.attributes).filter(k => k.startsWith('tcp.')), []);
+    } finally {
+      await processor.shutdown();
+    }
+  });
 });

@@ -1,7 +1,7 @@
 'use strict';
-// start() and createMetricProducer() called in a worker thread, with an export in flight when the worker ends (a
-// collector that accepts and never answers): prints {"worker": {start, producer}} (their status()), then
-// {"alive": true} 3 s after the worker ended, and exits 0.
+// start(), createMetricProducer() and a KernelSpanProcessor in a worker thread, with an export in flight when the
+// worker ends (a collector that accepts and never answers): prints {"worker": {start, producer, spans}} (their
+// status(), the processor's reading), then {"alive": true} 3 s after the worker ended, and exits 0.
 const net = require('net');
 const path = require('path');
 const { Worker } = require('worker_threads');
@@ -16,8 +16,10 @@ const silent = net.createServer(s => sockets.push(s)).listen(0, '127.0.0.1', () 
     const sdk = require(${JSON.stringify(ROOT)});
     const handle = sdk.start();
     const producer = sdk.createMetricProducer();
-    setTimeout(() => {
-      parentPort.postMessage({ start: handle.status(), producer: producer.status() });
+    const spans = new sdk.KernelSpanProcessor();
+    setTimeout(async () => {
+      await spans.shutdown();
+      parentPort.postMessage({ start: handle.status(), producer: producer.status(), spans: spans.reading });
       process.exit(0);
     }, 1000);`;
   const worker = new Worker(code, { eval: true, env });
