@@ -148,11 +148,12 @@ static __always_inline bool fill_key(const struct sock *sk, __u8 side, struct se
 			BPF_CORE_READ_INTO((__u32 *)key->addr, sk, __sk_common.skc_daddr);
 	} else if (family == AF_INET6) {
 		key->family = NET_IPV6;
-		if (side == SIDE_CLIENT) {
-			BPF_CORE_READ_INTO(&key->addr, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr8);
-			if (unmap_v4(key->addr))
-				key->family = NET_IPV4;
-		}
+		/* an IPv4 peer of a dual-stack socket is IPv4 on both sides; the server side keeps no address */
+		BPF_CORE_READ_INTO(&key->addr, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr8);
+		if (unmap_v4(key->addr))
+			key->family = NET_IPV4;
+		if (side != SIDE_CLIENT)
+			__builtin_memset(key->addr, 0, sizeof(key->addr));
 	} else {
 		return false;
 	}

@@ -361,6 +361,38 @@ describe('socket probes', function () {
     assert.ok(total(points, 'otel_node_ebpf.dropped', { 'otel_node_ebpf.drop.reason': 'series_map_full' }) > 0);
   });
 
+  it('an IPv4 client of a dual-stack listener (listen(port) on ::): every server-side point says ipv4, the live bytes as the closed connection\'s', async () => {
+    const net = require('net');
+    const { createMetricProducer } = require('../dist');
+    const handle = createMetricProducer({ strict: true });
+    const server = net.createServer(s => s.resume().on('end', () => s.end()));
+    await new Promise(resolve => server.listen(0, resolve));
+    const port = server.address().port;
+    const collect = async () => (await handle.producer.collect()).resourceMetrics.scopeMetrics[0].metrics;
+    const serverSide = metrics =>
+      metrics.flatMap(m => m.dataPoints.filter(p => p.attributes['tcp.connection.side'] === 'server' && p.attributes['server.port'] === port).map(p => [m.descriptor.name, p.attributes['network.type']]));
+    try {
+      const client = net.connect(port, '127.0.0.1');
+      await new Promise(resolve => client.on('connect', resolve));
+      client.write(Buffer.alloc(1000));
+      await new Promise(resolve => setTimeout(resolve, 100));
+      const live = serverSide(await collect()); // a reading while it lives
+      client.end(Buffer.alloc(500));
+      client.resume();
+      await new Promise(resolve => client.on('close', resolve));
+      await new Promise(resolve => setTimeout(resolve, 200));
+      const metrics = await collect();
+      const closed = serverSide(metrics);
+      assert.ok(live.length > 0 && closed.length >= 4, JSON.stringify({ live, closed }));
+      assert.deepStrictEqual([...new Set([...live, ...closed].map(([, type]) => type))], ['ipv4'], JSON.stringify(closed));
+      const received = metrics.find(m => m.descriptor.name === 'process.network.io').dataPoints.filter(p => p.attributes['server.port'] === port && p.attributes['network.io.direction'] === 'receive');
+      assert.deepStrictEqual(received.map(p => p.value), [1500]);
+    } finally {
+      server.close();
+      handle.shutdown();
+    }
+  });
+
   it('failed connects that find the series map full are exported in the overflow series, with error.type _OTHER', async () => {
     const net = require('net');
     const peer = await startPeer('127.0.0.1', 10);
