@@ -281,6 +281,20 @@ static __always_inline void read_counters(const struct sock *sk, struct conn_eve
 	e->rx_bytes = received;
 }
 
+/* The connection's final counts and addresses, kept at TCP_CLOSE (see conn_state). */
+static __always_inline void keep_final(const struct sock *sk, struct conn_state *c)
+{
+	struct conn_event e;
+
+	read_addresses(sk, &e);
+	read_counters(sk, &e);
+	c->tx_bytes = e.tx_bytes;
+	c->rx_bytes = e.rx_bytes;
+	c->peer_port = e.peer_port;
+	__builtin_memcpy(c->local_addr, e.local_addr, sizeof(c->local_addr));
+	c->final = 1;
+}
+
 static __always_inline void emit(const struct sock *sk, const struct conn_state *c, __u8 kind, __u64 now, __u64 duration)
 {
 	struct conn_event *e = bpf_ringbuf_reserve(&conn_events, sizeof(*e), 0);
@@ -299,6 +313,12 @@ static __always_inline void emit(const struct sock *sk, const struct conn_state 
 	__builtin_memset(e->pad, 0, sizeof(e->pad));
 	read_addresses(sk, e);
 	read_counters(sk, e);
+	if (c->final) {
+		e->tx_bytes = c->tx_bytes;
+		e->rx_bytes = c->rx_bytes;
+		e->peer_port = c->peer_port;
+		__builtin_memcpy(e->local_addr, c->local_addr, sizeof(e->local_addr));
+	}
 	RINGBUF_SUBMIT(&conn_events, SOCKETS_RING_SIZE, e);
 }
 
@@ -421,6 +441,7 @@ static __always_inline void handle_set_state(const struct sock *sk, int oldstate
 
 	/* Closed: account for it now; the entry stays until the socket is destroyed (handle_destroy). */
 	c->closed_ns = now;
+	keep_final(sk, c);
 	if (oldstate == TCP_SYN_SENT) {
 		/* Connect failed. tcp_reset() and tcp_write_err() set sk_err before tcp_done() closes the socket.
 		 * Without it: no local port was free (connect() moves to SYN_SENT before it picks one, and closes the

@@ -58,7 +58,14 @@ struct conn_state {
 	__u32 retrans_seen;    /* tcp_sock.total_retrans already added to the series */
 	__u32 resets;
 	__u16 local_port;
-	__u8 pad[6];
+	/* At TCP_CLOSE, for the destroy's record: tcp_disconnect() (SO_LINGER 0: socket.resetAndDestroy()) moves the socket
+	 * to TCP_CLOSE first, then zeroes its byte counters, its peer port and its local address and moves write_seq on. */
+	__u16 peer_port;
+	__u8 final;            /* the three below hold the values at TCP_CLOSE */
+	__u8 pad[3];
+	__u64 tx_bytes;
+	__u64 rx_bytes;
+	__u8 local_addr[16];
 };
 
 /* Listening sockets of the process: accepted connections are recognised by their local port and network namespace. */

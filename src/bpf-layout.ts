@@ -56,7 +56,7 @@ export const LAYOUTS = {
   },
   conn_state: {
     name: 'conn_state',
-    size: 64,
+    size: 96,
     fields: {
       key: { offset: 0, type: 'series_key' },
       start_ns: { offset: 24, type: 'u64' },
@@ -65,7 +65,12 @@ export const LAYOUTS = {
       retrans_seen: { offset: 48, type: 'u32' },
       resets: { offset: 52, type: 'u32' },
       local_port: { offset: 56, type: 'u16' },
-      pad: { offset: 58, type: 'u8' },
+      peer_port: { offset: 58, type: 'u16' },
+      final: { offset: 60, type: 'u8' },
+      pad: { offset: 61, type: 'u8' },
+      tx_bytes: { offset: 64, type: 'u64' },
+      rx_bytes: { offset: 72, type: 'u64' },
+      local_addr: { offset: 80, type: 'bytes16' },
     },
   },
   listener_key: {

@@ -393,6 +393,37 @@ describe('socket probes', function () {
     }
   });
 
+  it('a connection ended with resetAndDestroy() (SO_LINGER 0: the kernel zeroes its counters before the destroy) counts what was written, and nothing more', async () => {
+    const net = require('net');
+    const { createMetricProducer } = require('../dist');
+    const handle = createMetricProducer({ strict: true });
+    const server = net.createServer(s => s.resume().on('error', () => {}));
+    await new Promise(resolve => server.listen(0, '127.0.0.1', resolve));
+    const port = server.address().port;
+    const written = async () => {
+      const { resourceMetrics } = await handle.producer.collect();
+      const io = resourceMetrics.scopeMetrics[0].metrics.find(m => m.descriptor.name === 'process.network.io');
+      return io.dataPoints.filter(p => p.attributes['server.port'] === port && p.attributes['tcp.connection.side'] === 'client' && p.attributes['network.io.direction'] === 'transmit').reduce((n, p) => n + p.value, 0);
+    };
+    const settle = () => new Promise(resolve => setTimeout(resolve, 200));
+    try {
+      const client = net.connect(port, '127.0.0.1');
+      await new Promise(resolve => client.on('connect', resolve));
+      client.write(Buffer.alloc(1000));
+      await settle();
+      assert.strictEqual(await written(), 1000);
+      client.write(Buffer.alloc(500));
+      await settle();
+      client.resetAndDestroy();
+      await settle();
+      assert.strictEqual(await written(), 1500);
+      assert.strictEqual(await written(), 1500); // and the connection is forgotten: nothing added later
+    } finally {
+      server.close();
+      handle.shutdown();
+    }
+  });
+
   it('failed connects that find the series map full are exported in the overflow series, with error.type _OTHER', async () => {
     const net = require('net');
     const peer = await startPeer('127.0.0.1', 10);
