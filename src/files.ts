@@ -170,7 +170,9 @@ export class FilesCollector implements Collector {
       const key = `${e.fd}:${e.gen}`;
       const seen = this.accounted.get(key) ?? { read: 0, written: 0 };
       this.add(e, e.readBytes - seen.read, e.writtenBytes - seen.written);
-      this.accounted.set(key, { read: e.readBytes, written: e.writtenBytes });
+      // A file that moved no byte yet is not remembered: the kernel sends no close record for one that never does,
+      // which would leave its entry here for good (directories, files opened for fstat, lock files).
+      if (e.readBytes > 0 || e.writtenBytes > 0) this.accounted.set(key, { read: e.readBytes, written: e.writtenBytes });
     }
     const points: KernelPoint[] = [];
     for (const { attributes, bytes } of this.series.values()) {

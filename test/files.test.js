@@ -103,3 +103,28 @@ describe('bytes per file (raw tracepoint sys_exit, opt-in file.io)', function ()
     });
   }
 });
+
+describe('file.io in this process', function () {
+  it('a file open at a collection and closed without reading or writing is not remembered (it sends no close record)', async () => {
+    const { KernelTelemetry } = require('../dist/kernel');
+    const { resolveConfig } = require('../dist/config');
+    const { config } = resolveConfig({ strict: true, enabledProbes: ['file.io'], disabledProbes: ['tcp', 'nodejs', 'dns', 'tls'], overheadBudget: 0, kernelStats: false });
+    const telemetry = new KernelTelemetry(config);
+    telemetry.start();
+    const files = telemetry.collectorsByName().get('files');
+    const kept = [];
+    try {
+      for (let round = 0; round < 3; round++) {
+        const fds = Array.from({ length: 100 }, () => fs.openSync('/etc/hostname', 'r'));
+        files.collect(); // each is in the kernel's map now, with 0 bytes
+        for (const fd of fds) fs.closeSync(fd);
+        await new Promise(resolve => setTimeout(resolve, 20));
+        files.collect();
+        kept.push(files.accounted.size);
+      }
+    } finally {
+      telemetry.shutdown();
+    }
+    assert.deepStrictEqual(kept, [0, 0, 0]);
+  });
+});
