@@ -90,3 +90,24 @@ describe('DNS lookups (uprobes on libuv)', function () {
     });
   }
 });
+
+describe('dns.lookup in this process', function () {
+  it('a burst of 300 lookups completed in one pass of the loop: what the ring buffer could not hold is counted as dropped, none is lost silently', async () => {
+    const dns = require('dns');
+    const { KernelTelemetry } = require('../dist/kernel');
+    const { resolveConfig } = require('../dist/config');
+    const { config } = resolveConfig({ strict: true, disabledProbes: ['tcp', 'nodejs', 'tls'], overheadBudget: 0, kernelStats: false });
+    const telemetry = new KernelTelemetry(config);
+    telemetry.start();
+    try {
+      await Promise.all(Array.from({ length: 300 }, () => dns.promises.lookup('localhost')));
+      const metrics = telemetry.collect();
+      const recorded = metrics.find(m => m.name === 'dns.lookup.duration').points.reduce((n, p) => n + p.hist.slots.reduce((a, c) => a + c, 0), 0);
+      const dropped = reason => metrics.find(m => m.name === 'otel_node_ebpf.dropped').points.find(p => p.attributes['otel_node_ebpf.drop.reason'] === reason)?.value ?? 0;
+      assert.strictEqual(recorded + dropped('dns_ring_buffer_full') + dropped('dns_unmatched'), 300, `recorded ${recorded}`);
+      assert.ok(dropped('dns_ring_buffer_full') > 0, 'the ring buffer (64 KB) holds fewer than 300 records');
+    } finally {
+      telemetry.shutdown();
+    }
+  });
+});
