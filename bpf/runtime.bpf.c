@@ -42,6 +42,13 @@ struct task_struct___pre514 {
 /* target_tgid and the pid namespace (target.bpf.h) are set between open and load; the main thread's id is the
  * process id. */
 
+/*
+ * The epoll fd of the main thread's event loop (uv_backend_fd), set between open and load; -1: not known, and any
+ * epoll wait counts. Only a wait on it is the loop's idle time: child_process.execSync() and spawnSync() run a loop of
+ * their own on the main thread, whose epoll waits are the application's loop blocked.
+ */
+const volatile __s32 loop_epfd = -1;
+
 struct loop_state loop = {};
 
 /* Time the main thread spent inside each syscall (but the epoll waits), by syscall number. */
@@ -71,11 +78,12 @@ static __always_inline bool is_epoll_wait(long id)
 }
 
 /*
- * The syscall the current task is in: pt_regs->orig_ax at the top of its kernel stack (-1, or an exception's error
- * code, outside one). bpf_task_pt_regs (5.15+) wants a trusted task pointer, which raw_tp arguments are not: it gets
+ * Whether the current task sleeps in an epoll wait of the main loop: the syscall it is in is pt_regs->orig_ax at the
+ * top of its kernel stack (-1, or an exception's error code, outside one), and an epoll wait's first argument (di)
+ * is its epoll fd. bpf_task_pt_regs (5.15+) wants a trusted task pointer, which raw_tp arguments are not: it gets
  * current's, which is the same task.
  */
-static __always_inline long current_syscall(struct task_struct *task)
+static __always_inline bool in_loop_wait(struct task_struct *task)
 {
 	struct pt_regs *regs;
 
@@ -83,7 +91,9 @@ static __always_inline long current_syscall(struct task_struct *task)
 		regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
 	else
 		regs = (struct pt_regs *)((unsigned long)BPF_CORE_READ(task, stack) + RT_THREAD_SIZE) - 1;
-	return BPF_CORE_READ(regs, orig_ax);
+	if (!is_epoll_wait(BPF_CORE_READ(regs, orig_ax)))
+		return false;
+	return loop_epfd < 0 || (__s32)BPF_CORE_READ(regs, di) == loop_epfd;
 }
 
 static __always_inline long task_state(struct task_struct *task)
@@ -121,7 +131,7 @@ int BPF_PROG(loop_sched_switch, bool preempt, struct task_struct *prev, struct t
 		loop.task = (__u64)prev;
 	}
 	/* Preempted, or still runnable (the scheduler ran on the way back to user space): active. */
-	if (preempt || task_state(prev) == 0 || !is_epoll_wait(current_syscall(prev)))
+	if (preempt || task_state(prev) == 0 || !in_loop_wait(prev))
 		return 0;
 	now = bpf_ktime_get_ns();
 	if (loop.wait_ended_ns) {

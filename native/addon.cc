@@ -1,4 +1,5 @@
 // The module: per-environment state (Addon), the top-level functions of NativeAddon, and the stats handle.
+#include <uv.h>
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <malloc.h>
@@ -116,6 +117,7 @@ Addon::Addon(Napi::Env env, Napi::Object exports) : env_(env) {
                            InstanceMethod<&Addon::Open>("open"),
                            InstanceMethod<&Addon::EnableStats>("enableStats"),
                            InstanceMethod<&Addon::LibbpfVersion>("libbpfVersion"),
+                           InstanceMethod<&Addon::LoopBackendFd>("loopBackendFd"),
                            InstanceMethod<&Addon::ProbeProgramType>("probeProgramType"),
                            InstanceMethod<&Addon::Calibrate>("calibrate"),
                            InstanceMethod<&Addon::TrimMemory>("trimMemory"),
@@ -231,6 +233,13 @@ void Addon::TrimMemory(const Napi::CallbackInfo&) {
 Napi::Value Addon::LibbpfVersion(const Napi::CallbackInfo& info) {
   return Napi::String::New(info.Env(),
                            std::to_string(libbpf_major_version()) + "." + std::to_string(libbpf_minor_version()));
+}
+
+// loopBackendFd(): the epoll fd of the calling thread's event loop (uv_backend_fd), or -1.
+Napi::Value Addon::LoopBackendFd(const Napi::CallbackInfo& info) {
+  uv_loop_t* loop = nullptr;
+  if (napi_get_uv_event_loop(info.Env(), &loop) != napi_ok || loop == nullptr) return Napi::Number::New(info.Env(), -1);
+  return Napi::Number::New(info.Env(), uv_backend_fd(loop));
 }
 
 Napi::Value Addon::ProbeProgramType(const Napi::CallbackInfo& info) {

@@ -136,6 +136,7 @@ class Addon : public Napi::Addon<Addon> {
   Napi::Value Open(const Napi::CallbackInfo& info);
   Napi::Value EnableStats(const Napi::CallbackInfo& info);
   Napi::Value LibbpfVersion(const Napi::CallbackInfo& info);
+  Napi::Value LoopBackendFd(const Napi::CallbackInfo& info);
   void TrimMemory(const Napi::CallbackInfo& info);
   Napi::Value ProbeProgramType(const Napi::CallbackInfo& info);
   Napi::Value Calibrate(const Napi::CallbackInfo& info);

@@ -165,6 +165,8 @@ export interface NativeAddon {
   trimMemory(): void;
   /** libbpf's version, e.g. "1.1". */
   libbpfVersion(): string;
+  /** The epoll fd of the calling thread's event loop (uv_backend_fd), or -1. */
+  loopBackendFd(): number;
   /** Whether the kernel supports this program type (libbpf_probe_bpf_prog_type), by libbpf name. */
   probeProgramType(type: string): boolean;
   /**

@@ -11,7 +11,7 @@ import { BPF_OBJECT_DIR, NativeAddon, NativeObject } from './native';
 import { disabledReason, Measurement, ProbeRunStats, ProbeSet, ProbeStatus } from './probes';
 import { ATTRS, METRICS, VALUES } from './semconv';
 import { SYSCALL_NAMES } from './syscalls';
-import { setTarget } from './target';
+import { setTarget, u32 } from './target';
 
 export const RUNTIME_OBJECT = path.join(BPF_OBJECT_DIR, 'runtime.bpf.o');
 
@@ -49,7 +49,12 @@ export class RuntimeCollector implements Collector {
     private readonly objectPath: string = RUNTIME_OBJECT,
   ) {}
 
-  private readonly configure = (obj: NativeObject): void => setTarget(obj, this.caps);
+  private readonly configure = (obj: NativeObject): void => {
+    setTarget(obj, this.caps);
+    // the main loop's epoll fd: only its waits are idle (bpf/runtime.bpf.c); start() runs on the main thread
+    const epfd = this.addon.loopBackendFd();
+    if (epfd >= 0) obj.setGlobal('loop_epfd', u32(epfd));
+  };
 
   createProbeSet(): ProbeSet {
     return new ProbeSet(this.addon, this.objectPath, RUNTIME_MEASUREMENTS, this.configure, this.caps);

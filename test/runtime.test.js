@@ -119,6 +119,19 @@ describe('runtime probes: the event loop from sched_switch (default set)', funct
     assert.ok(topEdge(a.active, b.active) >= blocked, `largest new stretch below ${topEdge(a.active, b.active)} s, the read blocked ${blocked} s`);
   });
 
+  it('counts a main thread blocked in execSync (a loop of its own, sleeping in epoll_wait on another fd) as active, not idle', async () => {
+    await sleep(5);
+    const a = runtime.loopState();
+    const t0 = process.hrtime.bigint();
+    execFileSync('sleep', ['0.3']);
+    const blocked = Number(process.hrtime.bigint() - t0) / 1e9;
+    await sleep(20);
+    const b = runtime.loopState();
+    const active = Number(b.activeNowNs - a.activeNowNs) / 1e9;
+    assert.ok(active >= blocked, `active ${active} s, execSync blocked ${blocked} s`);
+    assert.ok(topEdge(a.active, b.active) >= blocked, `largest new stretch below ${topEdge(a.active, b.active)} s, execSync blocked ${blocked} s`);
+  });
+
   it('merges the stretches of a saturated loop: epoll waits that never sleep do not split it', async () => {
     await sleep(20);
     const before = runtime.loopState();
