@@ -125,6 +125,7 @@ describe('file.io in this process', function () {
     } finally {
       telemetry.shutdown();
     }
-    assert.deepStrictEqual(kept, [0, 0, 0]);
+    // the other files the test process holds that moved bytes are remembered, ours not: 100 more per round before
+    assert.ok(kept[0] < 50 && kept[2] - kept[0] < 10, `entries after each round: ${kept}`);
   });
 });
