@@ -30,6 +30,8 @@ export interface Collector {
   collectSteps?(): Steps<KernelMetric[]>;
   status(): ProbeStatus[];
   runStats(): Map<string, ProbeRunStats>;
+  /** What its kernel side could not record so far, by `otel_node_ebpf.drop.reason` (cumulative counts). */
+  dropped?(): [reason: string, count: number][];
   /** Detaches. Idempotent. */
   stop(): void;
 }

@@ -122,6 +122,14 @@ export class DnsCollector extends UprobeCollectorBase implements Collector {
     return v ? decodeDnsHealth(v) : undefined;
   }
 
+  dropped(): [string, number][] {
+    const h = this.health();
+    return h ? [
+      ['dns_ring_buffer_full', h.eventsDropped],
+      ['dns_unmatched', h.unmatched],
+    ] : [];
+  }
+
   /** Lookups seen so far (completed, from the ring buffer). */
   lookupCount(): number {
     this.ring?.consume();

@@ -161,6 +161,14 @@ export class FilesCollector implements Collector {
     return v ? decodeFileHealth(v) : undefined;
   }
 
+  dropped(): [string, number][] {
+    const h = this.health();
+    return h ? [
+      ['file_map_full', h.untracked],
+      ['file_ring_buffer_full', h.eventsDropped],
+    ] : [];
+  }
+
   collect(): KernelMetric[] {
     if (!this.probes) return [];
     // closed files first: a file closed after this consume is gone from the map and arrives next time

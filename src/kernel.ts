@@ -235,28 +235,8 @@ export class KernelTelemetry {
       if (this.stopped) return []; // shutdown() stopped the collectors between two steps
     }
     const dropped: KernelPoint[] = [];
-    const of = <T extends Collector>(name: string) => this.collectorsByName().get(name) as T | undefined;
-    const h = of<SocketsCollector>('sockets')?.health();
-    const dns = of<DnsCollector>('dns')?.health();
-    const tls = of<TlsCollector>('tls')?.health();
-    const pool = of<ThreadpoolCollector>('threadpool')?.health();
-    const files = of<FilesCollector>('files')?.health();
-    // what each measurement's kernel side could not record, by reason (the TCP measurements' without a prefix)
-    for (const [reason, value] of [
-      ['series_map_full', h?.seriesOverflow],
-      ['connection_map_full', h?.connsUntracked],
-      ['ring_buffer_full', h?.eventsDropped],
-      ['listener_map_full', h?.listenersUntracked],
-      ['dns_ring_buffer_full', dns?.eventsDropped],
-      ['dns_unmatched', dns?.unmatched],
-      ['tls_ring_buffer_full', tls?.eventsDropped],
-      ['tls_series_map_full', tls?.seriesOverflow],
-      ['threadpool_unmatched', pool?.unmatched],
-      ['threadpool_running_map_full', pool?.runningFull],
-      ['file_map_full', files?.untracked],
-      ['file_ring_buffer_full', files?.eventsDropped],
-    ] as const) {
-      if (value) dropped.push({ attributes: { [ATTRS.SELF_DROP_REASON]: reason }, value });
+    for (const c of this.collectors) {
+      for (const [reason, value] of c.dropped?.() ?? []) if (value > 0) dropped.push({ attributes: { [ATTRS.SELF_DROP_REASON]: reason }, value });
     }
     out.push(
       { name: METRICS.SELF_PROBE_ATTACHED, unit: '1', description: 'Whether the probe is attached (1) or not (0), and with which hook.', kind: 'gauge', points: attached },

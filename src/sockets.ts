@@ -207,6 +207,17 @@ export class SocketsCollector implements Collector {
     return { ...h, seriesOverflow: h.seriesOverflow + (this.live?.overflowed ?? 0) };
   }
 
+  dropped(): [string, number][] {
+    const h = this.health();
+    if (!h) return [];
+    return [
+      ['series_map_full', h.seriesOverflow],
+      ['connection_map_full', h.connsUntracked],
+      ['ring_buffer_full', h.eventsDropped],
+      ['listener_map_full', h.listenersUntracked],
+    ];
+  }
+
   collect(): KernelMetric[] {
     return runSteps(this.collectSteps());
   }

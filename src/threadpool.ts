@@ -158,6 +158,14 @@ export class ThreadpoolCollector extends UprobeCollectorBase implements Collecto
     return v ? decodeTpHealth(v) : undefined;
   }
 
+  dropped(): [string, number][] {
+    const h = this.health();
+    return h ? [
+      ['threadpool_unmatched', h.unmatched],
+      ['threadpool_running_map_full', h.runningFull],
+    ] : [];
+  }
+
   protected countedHits(): Map<string, UprobeHits[]> {
     const h = this.health();
     if (!h) return new Map();

@@ -164,6 +164,14 @@ export class TlsCollector extends UprobeCollectorBase implements Collector {
     return v ? decodeTlsHealth(v) : undefined;
   }
 
+  dropped(): [string, number][] {
+    const h = this.health();
+    return h ? [
+      ['tls_ring_buffer_full', h.eventsDropped],
+      ['tls_series_map_full', h.seriesOverflow],
+    ] : [];
+  }
+
   protected countedHits(): Map<string, UprobeHits[]> {
     const h = this.health();
     if (!h) return new Map();
