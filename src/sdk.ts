@@ -232,9 +232,10 @@ function flushOnExit(
   signals: boolean,
   lastExport?: () => void,
 ): () => void {
-  let shuttingDownFor: NodeJS.Signals | undefined;
+  let shuttingDown = false;
+  let removed = false;
   const onSignal = (signal: NodeJS.Signals) => {
-    if (shuttingDownFor) {
+    if (shuttingDown) {
       // a second signal during the shutdown ends the process now, as it would have without us (unless the
       // application listens to this one: then it has just heard it)
       process.removeListener(signal, onSignal);
@@ -250,7 +251,7 @@ function flushOnExit(
       });
       return;
     }
-    shuttingDownFor = signal;
+    shuttingDown = true;
     void shutdown().finally(() => {
       process.removeListener(signal, onSignal);
       process.kill(process.pid, signal);
@@ -261,7 +262,6 @@ function flushOnExit(
     process.prependListener('SIGTERM', onSignal);
     process.prependListener('SIGINT', onSignal);
   }
-  let removed = false;
   return () => {
     removed = true;
     if (lastExport) process.removeListener('exit', lastExport);

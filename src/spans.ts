@@ -560,7 +560,7 @@ export class KernelSpanProcessor implements SpanProcessor {
       // whose earlier response was traced: what it carried belongs to no span, and the next span's window starts
       // after it. (A connection none of whose responses was traced has no reading to move: one read per response
       // of every connection would be the cost of that.)
-      const c = (socket as unknown as Own<Connection>)[this.connectionKey];
+      const c = this.connection(socket);
       if (c?.last && kernelSees) this.moveLast(socket as TrackedSocket, c);
       return;
     }
