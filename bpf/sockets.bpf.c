@@ -312,12 +312,13 @@ static __always_inline void emit(const struct sock *sk, const struct conn_state 
 	e->kind = kind;
 	__builtin_memset(e->pad, 0, sizeof(e->pad));
 	read_addresses(sk, e);
-	read_counters(sk, e);
 	if (c->final) {
 		e->tx_bytes = c->tx_bytes;
 		e->rx_bytes = c->rx_bytes;
 		e->peer_port = c->peer_port;
 		__builtin_memcpy(e->local_addr, c->local_addr, sizeof(e->local_addr));
+	} else {
+		read_counters(sk, e);
 	}
 	RINGBUF_SUBMIT(&conn_events, SOCKETS_RING_SIZE, e);
 }
