@@ -31,6 +31,19 @@ const sdkLines = stderr =>
     .filter(l => /^otel-node-ebpf:? /.test(l))
     .map(l => l.replace(/^otel-node-ebpf:? /, ''));
 
+/** A collector that accepts connections and never answers: its `endpoint`, the `sockets` it accepted, `close()`. */
+async function startSilentCollector() {
+  const net = require('net');
+  const sockets = [];
+  const server = net.createServer(s => sockets.push(s));
+  await new Promise(resolve => server.listen(0, '127.0.0.1', resolve));
+  const close = () => {
+    for (const s of sockets) s.destroy();
+    server.close();
+  };
+  return { endpoint: `http://127.0.0.1:${server.address().port}`, sockets, close };
+}
+
 describe('privileges and failure', function () {
   let receiver, address, peer;
   before(async () => {
@@ -368,15 +381,12 @@ describe('exit and signals', function () {
   });
 
   it('SIGINT twice while the shutdown waits for a collector that never answers: the second ends the process at once', async () => {
-    const net = require('net');
-    const sockets = [];
-    const silent = net.createServer(s => sockets.push(s)); // accepts, reads nothing, answers nothing
-    await new Promise(r => silent.listen(0, '127.0.0.1', r));
+    const silent = await startSilentCollector();
     try {
       let first;
       const r = await runBounded([{ wait: 'line' }], {
         address,
-        env: { OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${silent.address().port}` },
+        env: { OTEL_EXPORTER_OTLP_ENDPOINT: silent.endpoint },
         onLine: (o, child) => {
           if (!o.waiting) return;
           first = Date.now();
@@ -389,20 +399,16 @@ describe('exit and signals', function () {
       // the shutdown alone waits 5 s for the export (FINAL_EXPORT_MAX_MS)
       assert.ok(after < 3000, `ended ${after} ms after the first SIGINT`);
     } finally {
-      for (const s of sockets) s.destroy();
       silent.close();
     }
   });
 
   it('SIGINT during the shutdown for a SIGTERM, with the application\'s own SIGINT handler: the handler hears it once, and decides', async () => {
-    const net = require('net');
-    const sockets = [];
-    const silent = net.createServer(s => sockets.push(s));
-    await new Promise(r => silent.listen(0, '127.0.0.1', r));
+    const silent = await startSilentCollector();
     try {
       const r = await runBounded([{ trap: 'SIGINT' }, { wait: 'line' }], {
         address,
-        env: { OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${silent.address().port}` },
+        env: { OTEL_EXPORTER_OTLP_ENDPOINT: silent.endpoint },
         onLine: (o, child) => {
           if (!o.waiting) return;
           child.kill('SIGTERM');
@@ -412,7 +418,6 @@ describe('exit and signals', function () {
       assert.strictEqual(r.code, 0, `exit code ${r.code}, signal ${r.signal}, stderr ${r.stderr}`);
       assert.deepStrictEqual(r.lines.filter(l => l.trapped).map(l => l.trapped), ['SIGINT']);
     } finally {
-      for (const s of sockets) s.destroy();
       silent.close();
     }
   });
@@ -556,27 +561,23 @@ describe('exit and signals', function () {
     ['gRPC', { OTEL_EXPORTER_OTLP_PROTOCOL: 'grpc' }],
   ]) {
     it(`a normal exit with a collector that accepts and never answers (${name}): gone within the exit export's 2 s bound, not the exporter's 10 s timeout`, async () => {
-      const net = require('net');
-      const sockets = [];
-      const silent = net.createServer(s => sockets.push(s));
-      await new Promise(r => silent.listen(0, '127.0.0.1', r));
+      const silent = await startSilentCollector();
       try {
         let doneAt;
         const r = await runWorkload([{ connect: ['127.0.0.1', peer.port], send: SENT, recv: RECEIVED }], {
           address,
           // without the uprobes, whose teardown at exit takes about 0.9 s here: the time is the export's
-          env: { OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${silent.address().port}`, OTEL_NODE_EBPF_DISABLED_PROBES: 'dns,tls', ...env },
+          env: { OTEL_EXPORTER_OTLP_ENDPOINT: silent.endpoint, OTEL_NODE_EBPF_DISABLED_PROBES: 'dns,tls', ...env },
           onLine: o => o.done && (doneAt = Date.now()),
         });
         const lingered = Date.now() - doneAt;
         assert.strictEqual(r.code, 0, r.stderr);
-        assert.ok(sockets.length > 0, 'the export reached the silent collector');
+        assert.ok(silent.sockets.length > 0, 'the export reached the silent collector');
         const lines = sdkLines(r.stderr);
         assert.strictEqual(lines.length, 1, r.stderr);
         assert.match(lines[0], /^the last metrics export to http:\/\/127\.0\.0\.1:\d+(\/v1\/metrics)? failed: /);
         assert.ok(lingered < 3000, `the process lived ${lingered} ms after its work ended`);
       } finally {
-        for (const s of sockets) s.destroy();
         silent.close();
       }
     });

@@ -12,6 +12,10 @@ const ACCEPTED = 3_333_333;
 /** Opt-in measurements (tls.bytes) are off unless OTEL_NODE_EBPF_ENABLED_PROBES names them. */
 const notOptIn = p => !p.reason?.startsWith('disabled: opt-in');
 
+/** Collected in this process (createMetricProducer): the data points of metric `name` whose attributes include `want`. */
+const dataPointsOf = (metrics, name, want = {}) =>
+  (metrics.find(m => m.descriptor.name === name)?.dataPoints ?? []).filter(p => Object.entries(want).every(([k, v]) => p.attributes[k] === v));
+
 describe('socket probes', function () {
   let receiver, address;
   before(async () => ({ receiver, address } = await startReceiver()));
@@ -215,8 +219,7 @@ describe('socket probes', function () {
     const handles = { delta: createMetricProducer({ strict: true, temporality: 'delta' }), cumulative: createMetricProducer({ strict: true, temporality: 'cumulative' }) };
     const seen = { delta: { rtt: [], tx: [] }, cumulative: { rtt: [], tx: [] } };
     const series = { 'server.port': server.address().port, 'tcp.connection.side': 'client' };
-    const ofSeries = (metrics, name) =>
-      (metrics.find(m => m.descriptor.name === name)?.dataPoints ?? []).filter(p => Object.entries(series).every(([k, v]) => p.attributes[k] === v));
+    const ofSeries = (metrics, name) => dataPointsOf(metrics, name, series);
     try {
       for (let i = 1; i <= 3; i++) {
         const all = new Promise(resolve => (arrived = () => received === i * CHUNK && resolve()));
@@ -263,10 +266,7 @@ describe('socket probes', function () {
       await new Promise(resolve => setTimeout(resolve, 200)); // the close event, through the ring buffer
       const { resourceMetrics } = await handle.producer.collect();
       const metrics = resourceMetrics.scopeMetrics[0].metrics;
-      const sum = (name, want) =>
-        (metrics.find(m => m.descriptor.name === name)?.dataPoints ?? [])
-          .filter(p => Object.entries(want).every(([k, v]) => p.attributes[k] === v))
-          .reduce((n, p) => n + p.value, 0);
+      const sum = (name, want) => dataPointsOf(metrics, name, want).reduce((n, p) => n + p.value, 0);
       const server = { 'tcp.connection.side': 'server', 'server.port': port };
       assert.strictEqual(sum('process.network.io', { ...server, 'network.io.direction': 'receive' }), 4321);
       assert.strictEqual(sum('tcp.connection.opened', server), 1);
@@ -385,7 +385,7 @@ describe('socket probes', function () {
       const closed = serverSide(metrics);
       assert.ok(live.length > 0 && closed.length >= 4, JSON.stringify({ live, closed }));
       assert.deepStrictEqual([...new Set([...live, ...closed].map(([, type]) => type))], ['ipv4'], JSON.stringify(closed));
-      const received = metrics.find(m => m.descriptor.name === 'process.network.io').dataPoints.filter(p => p.attributes['server.port'] === port && p.attributes['network.io.direction'] === 'receive');
+      const received = dataPointsOf(metrics, 'process.network.io', { 'server.port': port, 'network.io.direction': 'receive' });
       assert.deepStrictEqual(received.map(p => p.value), [1500]);
     } finally {
       server.close();
@@ -402,8 +402,8 @@ describe('socket probes', function () {
     const port = server.address().port;
     const written = async () => {
       const { resourceMetrics } = await handle.producer.collect();
-      const io = resourceMetrics.scopeMetrics[0].metrics.find(m => m.descriptor.name === 'process.network.io');
-      return io.dataPoints.filter(p => p.attributes['server.port'] === port && p.attributes['tcp.connection.side'] === 'client' && p.attributes['network.io.direction'] === 'transmit').reduce((n, p) => n + p.value, 0);
+      const client = { 'server.port': port, 'tcp.connection.side': 'client', 'network.io.direction': 'transmit' };
+      return dataPointsOf(resourceMetrics.scopeMetrics[0].metrics, 'process.network.io', client).reduce((n, p) => n + p.value, 0);
     };
     const settle = () => new Promise(resolve => setTimeout(resolve, 200));
     try {
