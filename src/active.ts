@@ -12,6 +12,14 @@ export interface RecordSources {
 }
 
 export let sources: RecordSources | undefined;
+
+/**
+ * Why start(), createMetricProducer() and KernelSpanProcessor do nothing off the main thread. Kernel telemetry watches
+ * the whole process, from its main thread: the addon's threads (an export in flight, a name's lookup, a teardown)
+ * must not outlive the thread that started them, and Node unloads an addon with the worker that loaded it, their code
+ * with it.
+ */
+export const IN_WORKER = 'in a worker thread: kernel telemetry watches the whole process from its main thread';
 /**
  * The kernel sees this process's connections: the SDK's connection measurement (`tcp.bytes`) is attached. Without
  * it (no privileges, the measurement off or refused, no start() at all) spans are exported unchanged, although

@@ -9,7 +9,7 @@ import type { Resource } from '@opentelemetry/resources';
 import type { OTLPMetricExporterOptions } from '@opentelemetry/exporter-metrics-otlp-http';
 import type { MeterProvider, PushMetricExporter } from '@opentelemetry/sdk-metrics';
 import type { ExportResponse } from '@opentelemetry/otlp-exporter-base';
-import { sources, useKernelTelemetry } from './active';
+import { IN_WORKER, sources, useKernelTelemetry } from './active';
 import { ExportThread, ResolvedConfig, resolveConfig, StartOptions } from './config';
 import { warnOnce } from './diag';
 import { reportFailuresOnce } from './export-failures';
@@ -279,12 +279,6 @@ const inert = (reason: string): EbpfHandle => ({
 });
 const INERT = inert('disabled (OTEL_SDK_DISABLED)');
 
-/**
- * Kernel telemetry watches the whole process, from its main thread: the addon's threads (an export in flight, a
- * name's lookup, a teardown) must not outlive the thread that started them, and Node unloads an addon with the
- * worker that loaded it, their code with it.
- */
-const IN_WORKER = 'in a worker thread: kernel telemetry watches the whole process from its main thread';
 const inWorker = (api: string) => `${api} was called ${IN_WORKER}; nothing is started: call it in the main thread, or preload otel-node-ebpf/register`;
 
 /**

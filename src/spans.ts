@@ -71,7 +71,7 @@ import { SPAN_ATTRS } from './semconv';
 import { SlotAfter, SlotHandle, SpanSlots } from './span-slots';
 import { countersOf, tcpCountersReader, TcpCounters, TCP_INFO_SLOTS } from './tcpinfo';
 import type { TlsCollector } from './tls';
-import { kernelSees, sources } from './active';
+import { IN_WORKER, kernelSees, sources } from './active';
 import { detectCapabilities } from './capabilities';
 import type { SpansTcpInfo } from './config';
 
@@ -224,9 +224,8 @@ export class KernelSpanProcessor implements SpanProcessor {
   constructor(options: KernelSpanProcessorOptions = {}) {
     if (options.disabled) return;
     if (!isMainThread) {
-      // as start(): Node unloads the addon with the worker that loaded it, under the threads it started (a slot
-      // map's close in the background among them)
-      this.reading.reason = 'in a worker thread: kernel telemetry watches the whole process from its main thread';
+      // as start() (see IN_WORKER): the slot map's close in the background is one of the addon's threads
+      this.reading.reason = IN_WORKER;
       warnOnce(`kernel-enriched spans are off ${this.reading.reason}; the spans are exported unchanged`, 'spans-worker');
       return;
     }
