@@ -76,14 +76,32 @@ struct {
 	__type(value, __u32);
 } listeners SEC(".maps");
 
-/* Each listening socket of the process and the key it counts under: when it closes, its port may be gone already
- * (inet_put_port() zeroes it before the move to TCP_CLOSE for a socket that no bind() gave a port of its own). */
+/*
+ * Every listening port of the process's network namespace, whichever process listens (and how many sockets): a
+ * connection the process holds on such a port was accepted, by it or by another process that handed it over (a
+ * cluster's primary). It is the server side of that connection, never a client of each peer's port. User space seeds
+ * it with the listeners of before the probes (/proc/self/net/tcp) and reads it for the connections it reads live.
+ */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 256);
+	__uint(max_entries, 1024);
+	__type(key, struct listener_key);
+	__type(value, __u32);
+} netns_listeners SEC(".maps");
+
+/* Each listening socket seen to listen and what it was counted under: when it closes, its port may be gone already
+ * (inet_put_port() zeroes it before the move to TCP_CLOSE for a socket that no bind() gave a port of its own). */
+#define LISTENING_OURS 1     /* counted in listeners */
+#define LISTENING_IN_NETNS 2 /* counted in netns_listeners */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1280);
 	__type(key, __u64);
-	__type(value, struct listener_key);
+	__type(value, struct listening_sock);
 } listening_socks SEC(".maps");
+
+/* The process's network namespace (inode), set by user space between open and load. */
+const volatile __u32 target_netns = 0;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -174,7 +192,16 @@ static __always_inline struct listener_key listener_key_of(const struct sock *sk
 	return lk;
 }
 
+/* A local port that some process listens on in the socket's network namespace (ours among them). */
 static __always_inline bool is_listener_port(const struct sock *sk)
+{
+	struct listener_key lk = listener_key_of(sk);
+
+	return bpf_map_lookup_elem(&listeners, &lk) || bpf_map_lookup_elem(&netns_listeners, &lk);
+}
+
+/* The process listens on the socket's local port itself: it accepts the connections that complete a handshake there. */
+static __always_inline bool is_own_listener_port(const struct sock *sk)
 {
 	struct listener_key lk = listener_key_of(sk);
 
@@ -206,8 +233,9 @@ static __always_inline struct conn_state *track(const struct sock *sk, __u8 side
 
 /*
  * A connection of this process that we first see when the process closes it: it was established before the probes
- * were attached (or when the connection map was full). Its close, resets and final bytes count; its lifetime and
- * handshake are unknown.
+ * were attached, or when the connection map was full, or another process accepted it and handed it over (a cluster's
+ * primary). Its close, resets and final bytes count; its lifetime and handshake are unknown. On a port that some
+ * process of the namespace listens on, it was accepted: the server side.
  */
 static __always_inline struct conn_state *adopt(const struct sock *sk)
 {
@@ -325,24 +353,56 @@ static __always_inline void emit(const struct sock *sk, const struct conn_state 
 
 /* ---- tcp.state: connects, accepts, closes, listeners ---- */
 
+static __always_inline bool count_port(void *map, const struct listener_key *lk)
+{
+	__u32 one = 1, *n = bpf_map_lookup_elem(map, lk);
+
+	if (!n && !bpf_map_update_elem(map, lk, &one, BPF_NOEXIST))
+		return true;
+	if (!n) /* another CPU created it first, or the map is full */
+		n = bpf_map_lookup_elem(map, lk);
+	if (!n)
+		return false;
+	__sync_fetch_and_add(n, 1);
+	return true;
+}
+
+static __always_inline void uncount_port(void *map, const struct listener_key *lk)
+{
+	__u32 *n = bpf_map_lookup_elem(map, lk);
+
+	if (n && __sync_fetch_and_add(n, -1) <= 1)
+		bpf_map_delete_elem(map, lk);
+}
+
+/* listen(): always in the listening process's context. Ours count in both maps, another process's in the namespace's. */
 static __always_inline void on_listen(const struct sock *sk)
 {
-	struct listener_key lk = listener_key_of(sk);
+	struct listening_sock ls = { .key = listener_key_of(sk) };
+	bool ours = is_target();
 	__u64 skp = (__u64)sk;
-	__u32 one = 1, *n;
 
-	if (!is_target() || !lk.port)
+	if (!ls.key.port || (!ours && ls.key.netns != target_netns))
 		return;
-	if (bpf_map_update_elem(&listening_socks, &skp, &lk, BPF_NOEXIST)) {
-		__sync_fetch_and_add(&health.listeners_untracked, 1);
-		return;
+	if (ours) {
+		if (!count_port(&listeners, &ls.key)) {
+			__sync_fetch_and_add(&health.listeners_untracked, 1);
+			return;
+		}
+		ls.flags |= LISTENING_OURS;
 	}
-	n = bpf_map_lookup_elem(&listeners, &lk);
-	if (n) {
-		__sync_fetch_and_add(n, 1);
-	} else if (bpf_map_update_elem(&listeners, &lk, &one, BPF_NOEXIST)) {
+	if (ls.key.netns == target_netns) {
+		if (count_port(&netns_listeners, &ls.key))
+			ls.flags |= LISTENING_IN_NETNS;
+		else
+			__sync_fetch_and_add(&health.listeners_untracked, 1);
+	}
+	if (bpf_map_update_elem(&listening_socks, &skp, &ls, BPF_NOEXIST)) {
 		__sync_fetch_and_add(&health.listeners_untracked, 1);
-		bpf_map_delete_elem(&listening_socks, &skp);
+		if (ls.flags & LISTENING_IN_NETNS)
+			uncount_port(&netns_listeners, &ls.key);
+		if (ls.flags & LISTENING_OURS)
+			uncount_port(&listeners, &ls.key);
 	}
 }
 
@@ -351,24 +411,27 @@ static __always_inline void on_listen(const struct sock *sk)
 static __always_inline void on_listener_close(const struct sock *sk)
 {
 	__u64 skp = (__u64)sk;
-	struct listener_key *known = bpf_map_lookup_elem(&listening_socks, &skp);
-	struct listener_key lk;
-	__u32 *n;
+	struct listening_sock *known = bpf_map_lookup_elem(&listening_socks, &skp);
+	struct listening_sock ls = {};
 
 	if (known) {
-		lk = *known;
+		ls = *known;
 		bpf_map_delete_elem(&listening_socks, &skp);
 	} else {
-		if (!is_target())
+		ls.key = listener_key_of(sk);
+		if (!ls.key.port)
 			return;
-		lk = listener_key_of(sk);
-		if (!lk.port)
-			return;
-	}
-	n = bpf_map_lookup_elem(&listeners, &lk);
-	if (known && n && __sync_fetch_and_add(n, -1) > 1)
+		if (ls.key.netns == target_netns)
+			uncount_port(&netns_listeners, &ls.key);
+		/* user space counted our listeners of before the probes once per port */
+		if (is_target())
+			bpf_map_delete_elem(&listeners, &ls.key);
 		return;
-	bpf_map_delete_elem(&listeners, &lk);
+	}
+	if (ls.flags & LISTENING_IN_NETNS)
+		uncount_port(&netns_listeners, &ls.key);
+	if (ls.flags & LISTENING_OURS)
+		uncount_port(&listeners, &ls.key);
 }
 
 static __always_inline void handle_set_state(const struct sock *sk, int oldstate, int newstate)
@@ -395,6 +458,15 @@ static __always_inline void handle_set_state(const struct sock *sk, int oldstate
 	}
 
 	c = bpf_map_lookup_elem(&conns, &skp);
+	if (c && (newstate == TCP_FIN_WAIT1 || newstate == TCP_LAST_ACK) && !is_target()) {
+		/* Another process closes it, in its own context: we accepted it and handed it over (a cluster's primary
+		 * passes accepted connections to its workers), or a child inherited it. Its bytes and close are the
+		 * holder's, who adopts it now; user space forgets what it read of it. */
+		emit(sk, c, CONN_EVENT_HANDED_OVER, now, 0);
+		bpf_map_delete_elem(&conns, &skp);
+		__sync_fetch_and_add(&health.conns_handed_over, 1);
+		return;
+	}
 	/*
 	 * The process closes a connection that predates the probes: close() and shutdown() move it to FIN_WAIT1 or
 	 * LAST_ACK, always in the process's own context. Other transitions may run in softirq, where the current task
@@ -407,7 +479,7 @@ static __always_inline void handle_set_state(const struct sock *sk, int oldstate
 			/* The handshake of an accepted connection completes in softirq context, where the current task
 			 * is anyone: recognise ours by the listening port. The SYN-ACK's RTT sample is taken just before
 			 * this transition (tcp_rcv_state_process), so srtt is the server's view of the handshake. */
-			if (!is_listener_port(sk))
+			if (!is_own_listener_port(sk))
 				return;
 			c = track(sk, SIDE_SERVER, now);
 			if (!c)

@@ -84,6 +84,14 @@ struct sockets_health {
 	__u64 events_dropped;   /* ring-buffer records lost because the buffer was full */
 	__u64 listeners_untracked; /* listening sockets not recorded because the listener maps were full: the connections
 				    * they accept are not recognised as the process's own until they close */
+	__u64 conns_handed_over; /* connections this process accepted and another one closed: a cluster's primary hands
+				  * them to a worker (SCM_RIGHTS), whose own instance counts their bytes and close */
+};
+
+/* A listening socket in the process's network namespace, of this process or of another one (listening_socks). */
+struct listening_sock {
+	struct listener_key key;
+	__u32 flags; /* LISTENING_OURS, LISTENING_IN_NETNS (bpf/sockets.bpf.c) */
 };
 
 /*
@@ -94,6 +102,7 @@ struct sockets_health {
  */
 #define CONN_EVENT_CLOSED 1
 #define CONN_EVENT_FAILED 2
+#define CONN_EVENT_HANDED_OVER 3 /* another process closed it: see conns_handed_over */
 
 struct conn_event {
 	struct series_key key;

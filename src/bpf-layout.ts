@@ -23,6 +23,8 @@ export const SIDE_CLIENT = 1;
 export const SIDE_SERVER = 2;
 export const CONN_EVENT_CLOSED = 1;
 export const CONN_EVENT_FAILED = 2;
+/** Another process closed a connection this one accepted: it was handed over (bpf/sockets.bpf.c). */
+export const CONN_EVENT_HANDED_OVER = 3;
 
 const HIST_SIZE = 8 + 8 * HIST_MAX_SLOTS;
 
@@ -80,7 +82,7 @@ export const LAYOUTS = {
   },
   sockets_health: {
     name: 'sockets_health',
-    size: 48,
+    size: 56,
     fields: {
       series_overflow: { offset: 0, type: 'u64' },
       conns_tracked: { offset: 8, type: 'u64' },
@@ -88,6 +90,7 @@ export const LAYOUTS = {
       conns_adopted: { offset: 24, type: 'u64' },
       events_dropped: { offset: 32, type: 'u64' },
       listeners_untracked: { offset: 40, type: 'u64' },
+      conns_handed_over: { offset: 48, type: 'u64' },
     },
   },
   conn_event: {
@@ -231,6 +234,7 @@ export interface SocketsHealth {
   connsAdopted: number;
   eventsDropped: number;
   listenersUntracked: number;
+  connsHandedOver: number;
 }
 
 export function decodeHealth(b: Buffer, off: number): SocketsHealth {
@@ -242,6 +246,7 @@ export function decodeHealth(b: Buffer, off: number): SocketsHealth {
     connsAdopted: u64(b, off + f.conns_adopted.offset),
     eventsDropped: u64(b, off + f.events_dropped.offset),
     listenersUntracked: u64(b, off + f.listeners_untracked.offset),
+    connsHandedOver: u64(b, off + f.conns_handed_over.offset),
   };
 }
 

@@ -46,6 +46,8 @@ export class ConnectionCounters {
   private readonly counted = new Map<string, Counted>();
   private readonly series = new Map<string, SeriesTotals>();
   private readonly listening = new Set<number>();
+  /** Ports some process listens on in the network namespace (a cluster's primary for its workers): see listenerPorts. */
+  private netnsListening: ReadonlySet<number> = new Set();
   /**
    * What follows from a live socket's addresses, worked out once per socket: the addon's reader returns the same
    * record for a socket as long as its fd holds it (native/tcp.cc).
@@ -108,6 +110,19 @@ export class ConnectionCounters {
     totals.rxBytes += Math.max(rx, 0);
   }
 
+  /**
+   * The ports that any process listens on in the process's network namespace. A connection the process holds on one
+   * of them was accepted, here or by a process that handed it over (a cluster's primary): it counts on the server side.
+   */
+  listenerPorts(ports: ReadonlySet<number>): void {
+    this.netnsListening = ports;
+  }
+
+  /** A connection went to another process (bpf/sockets.bpf.c: CONN_EVENT_HANDED_OVER): what is left is the holder's. */
+  handedOver(e: ConnEvent): void {
+    this.counted.delete(connectionId(e.localAddress, e.localPort, e.peerAddress, e.peerPort));
+  }
+
   /** Cumulative totals per series. */
   values(): SeriesTotals[] {
     return [...this.series.values()];
@@ -128,7 +143,7 @@ export class ConnectionCounters {
   private keyOf(s: NativeTcpSocket): SeriesKey {
     const peer = unmapped(s.peerAddress);
     const family = peer?.includes(':') ? NET_IPV6 : NET_IPV4; // an IPv4 peer of a dual-stack socket is IPv4
-    if (this.listening.has(s.localPort)) return { port: s.localPort, family, side: SIDE_SERVER, err: 0 };
+    if (this.listening.has(s.localPort) || this.netnsListening.has(s.localPort)) return { port: s.localPort, family, side: SIDE_SERVER, err: 0 };
     return { address: peer, port: s.peerPort ?? 0, family, side: SIDE_CLIENT, err: 0 };
   }
 

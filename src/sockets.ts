@@ -10,6 +10,7 @@ import type { Collector, KernelMetric, KernelPoint } from './collector';
 import type { ResolvedConfig } from './config';
 import {
   CONN_EVENT_CLOSED,
+  CONN_EVENT_HANDED_OVER,
   ConnEvent,
   decodeConnEvent,
   decodeHealth,
@@ -32,7 +33,7 @@ import { ATTRS, METRICS, VALUES } from './semconv';
 import { ConnectionCounters, seriesId } from './connections';
 import { addHist } from './histogram';
 import { runSteps, Steps } from './turns';
-import { setTarget } from './target';
+import { setTarget, u32 } from './target';
 
 export const SOCKETS_OBJECT = path.join(BPF_OBJECT_DIR, 'sockets.bpf.o');
 
@@ -100,6 +101,29 @@ function netnsInode(): number {
   }
 }
 
+/**
+ * How many sockets listen on each port of the process's network namespace, whichever process they belong to: the
+ * LISTEN lines (st 0A) of /proc/self/net/tcp and tcp6, whose local address ends in the port in hex.
+ */
+export function listeningPortsOfNetns(files = ['/proc/self/net/tcp', '/proc/self/net/tcp6']): Map<number, number> {
+  const ports = new Map<number, number>();
+  for (const file of files) {
+    let text: string;
+    try {
+      text = fs.readFileSync(file, 'latin1');
+    } catch {
+      continue; // no IPv6 in this kernel, or no /proc
+    }
+    for (const line of text.split('\n')) {
+      const f = line.trim().split(/\s+/);
+      if (f[3] !== '0A') continue;
+      const port = parseInt(f[1].slice(f[1].lastIndexOf(':') + 1), 16);
+      if (port > 0) ports.set(port, (ports.get(port) ?? 0) + 1);
+    }
+  }
+  return ports;
+}
+
 export class SocketsCollector implements Collector {
   readonly name = 'sockets';
   private probes?: ProbeSet;
@@ -108,6 +132,7 @@ export class SocketsCollector implements Collector {
   private readonly events = { closed: 0, failed: 0 };
   private live?: ConnectionCounters;
   private stopped = false;
+  private readonly netns = netnsInode();
   /** The sockets whose counters moved since the previous pass (addon.tcpSocketReader()). */
   private readMoved?: TcpSocketReader;
   /** Called for each connection that closed or failed (from the ring buffer), for whoever needs single connections. */
@@ -123,6 +148,7 @@ export class SocketsCollector implements Collector {
   /** Globals and map sizes, applied to every instance of the object before load. */
   private readonly configure = (obj: NativeObject): void => {
     setTarget(obj, this.caps);
+    obj.setGlobal('target_netns', u32(this.netns));
     obj.setMaxEntries('conns', this.config.maxConnections);
     obj.setMaxEntries('series', this.config.maxSeries + 1); // + the overflow series
   };
@@ -148,8 +174,11 @@ export class SocketsCollector implements Collector {
     probes.map('series').update(Buffer.alloc(LAYOUTS.series_key.size), Buffer.alloc(LAYOUTS.series_stats.size), 1);
     // Connections and listening sockets that exist already: their counters so far predate us.
     const live = new ConnectionCounters(this.config.maxSeries);
-    const netns = netnsInode();
+    const netns = this.netns;
     const listeners = probes.map('listeners');
+    // every process's listeners of before the probes, by port: a connection handed over to us on one is server side
+    const netnsListeners = probes.map('netns_listeners');
+    for (const [port, n] of listeningPortsOfNetns()) netnsListeners.update(encodeListenerKey(netns, port), u32(n));
     // Each collection reads the sockets that moved since the previous one: an idle connection has nothing to add.
     const moved = this.addon.tcpSocketReader();
     this.readMoved = moved;
@@ -161,6 +190,10 @@ export class SocketsCollector implements Collector {
     this.ring = probes.baseObject().ringBuffer('conn_events', records => {
       for (const r of records) {
         const e = decodeConnEvent(r);
+        if (e.kind === CONN_EVENT_HANDED_OVER) {
+          this.live?.handedOver(e);
+          continue;
+        }
         if (e.kind === CONN_EVENT_CLOSED) this.events.closed++;
         else this.events.failed++;
         this.live?.closed(e);
@@ -228,6 +261,7 @@ export class SocketsCollector implements Collector {
     this.ring?.consume(); // closes first: a connection read below and closed later then adds only its remainder
     yield;
     if (this.stopped) return []; // stop() closed the maps between two steps
+    if (this.live) this.live.listenerPorts(this.netnsListenerPorts());
     // the live sockets in steps of LIVE_READ_STEP fds: a process with thousands of connections waits for each step only
     for (let sockets; this.live && this.readMoved && (sockets = this.readMoved(LIVE_READ_STEP)) !== null; ) {
       this.live.read(sockets);
@@ -285,6 +319,16 @@ export class SocketsCollector implements Collector {
       { name: METRICS.TCP_CONNECTION_DURATION, unit: 's', description: 'TCP connection lifetime, from ESTABLISHED to CLOSE.', kind: 'histogram', points: lifetime },
       { name: METRICS.TCP_RTT, unit: 's', description: 'Smoothed TCP round-trip time samples.', kind: 'histogram', points: rtt },
     ];
+  }
+
+  /** The listening ports of the network namespace as the kernel side keeps them (bpf/sockets.bpf.c netns_listeners). */
+  private netnsListenerPorts(): Set<number> {
+    const ports = new Set<number>();
+    const f = LAYOUTS.listener_key.fields;
+    for (const [k] of this.probes?.map('netns_listeners').entries() ?? []) {
+      if (k.readUInt32LE(f.netns.offset) === this.netns) ports.add(k.readUInt16LE(f.port.offset));
+    }
+    return ports;
   }
 
   stop(): void {

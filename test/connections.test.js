@@ -215,3 +215,27 @@ describe('connection counters with the kernel close events (the SDK in this proc
     }
   });
 });
+
+describe("the network namespace's listening ports (/proc/self/net/tcp, tcp6)", function () {
+  const { listeningPortsOfNetns } = require(path.join(dist, 'sockets.js'));
+
+  it('counts every listening socket per port, IPv4 and IPv6, and nothing that only connects', async () => {
+    const v4 = net.createServer();
+    await new Promise(r => v4.listen(0, '127.0.0.1', r));
+    const port = v4.address().port;
+    const v6 = net.createServer();
+    await new Promise(r => v6.listen({ port, host: '::1', ipv6Only: true }, r));
+    const client = net.connect(port, '127.0.0.1');
+    await new Promise(r => client.once('connect', r));
+    try {
+      const ports = listeningPortsOfNetns();
+      assert.strictEqual(ports.get(port), 2);
+      assert.strictEqual(ports.get(client.localPort), undefined);
+    } finally {
+      client.destroy();
+      v4.close();
+      v6.close();
+    }
+    assert.strictEqual(listeningPortsOfNetns(['/nonexistent']).size, 0);
+  });
+});

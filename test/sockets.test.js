@@ -345,6 +345,45 @@ describe('socket probes', function () {
     assert.strictEqual(total(ns, 'process.network.io', { 'network.io.direction': 'receive' }), RECEIVED);
   });
 
+  for (const policy of ['rr', 'none']) {
+    it(`a node:cluster server (scheduling ${policy}): each accepted connection counts once, on the server side, its bytes in the worker that holds it`, async () => {
+      const CONNECTIONS = 10;
+      let primary, port, workers, clients;
+      const run = runWorkload([], {
+        address,
+        script: path.join(__dirname, 'support', 'cluster-app.js'),
+        env: { NODE_CLUSTER_SCHED_POLICY: policy },
+        onLine: (o, child) => {
+          if (!o.listening) return;
+          ({ listening: port, workers } = o);
+          primary = child;
+          clients = (async () => {
+            for (let i = 0; i < CONNECTIONS; i++) await sendTo('127.0.0.1', port, 1000);
+            child.stdin.write('stop\n');
+          })();
+        },
+      });
+      const r = await run;
+      await clients;
+      assert.strictEqual(r.code, 0, r.stderr);
+      const pids = [primary.pid, ...workers];
+      const points = receiver.points().filter(p => pids.includes(p.resource['process.pid']));
+      const server = { 'tcp.connection.side': 'server', 'server.port': port, 'server.address': undefined, 'network.type': 'ipv4' };
+      const sum = (name, want, of = pids) => of.reduce((n, pid) => n + (total(pointsOfPid(pid), name, { ...server, ...want }) ?? 0), 0);
+      const io = 'process.network.io';
+      // a worker never takes a connection it was handed for one it opened: no client series but the exporter's own
+      const exporterPort = Number(new URL(address.httpEndpoint).port);
+      const clientPorts = new Set(pointsOf(points, io, { 'tcp.connection.side': 'client' }).map(p => p.attributes['server.port']));
+      clientPorts.delete(exporterPort);
+      assert.deepStrictEqual([...clientPorts], [], show(points, io));
+      assert.strictEqual(sum(io, { 'network.io.direction': 'receive' }), CONNECTIONS * 1000, show(points, io));
+      assert.strictEqual(sum(io, { 'network.io.direction': 'transmit' }), CONNECTIONS * 500, show(points, io));
+      assert.strictEqual(sum('tcp.connection.opened', {}), CONNECTIONS, show(points, 'tcp.connection.opened'));
+      // the bytes are the workers': the primary holds no connection of the port once it handed it over
+      assert.strictEqual(sum(io, {}, [primary.pid]), 0, show(points, io));
+    });
+  }
+
   it('a full series map is counted, never silent: the rest goes to one overflow series, and nothing is lost', async () => {
     const peers = await Promise.all([1, 2, 3].map(() => startPeer('127.0.0.1', 10)));
     const steps = peers.map((p, i) => ({ connect: ['127.0.0.1', p.port], send: (i + 1) * 1000, recv: 10 }));

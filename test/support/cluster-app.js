@@ -1,0 +1,35 @@
+'use strict';
+// A node:cluster server of two workers (the SDK preloaded in every process: the workers inherit the primary's
+// --require), scheduled as NODE_CLUSTER_SCHED_POLICY says: 'rr', the primary accepts every connection and hands it
+// to a worker; 'none', the workers accept on the socket the primary shares with them. Each connection is read until
+// REQUEST bytes came, answered with REPLY bytes and ended by the worker. Prints {"listening":port,"workers":[pids]};
+// a line on stdin disconnects the workers, and every process exits normally.
+const cluster = require('cluster');
+const net = require('net');
+
+const REQUEST = 1000;
+const REPLY = 500;
+
+if (cluster.isPrimary) {
+  const workers = [cluster.fork(), cluster.fork()];
+  let port;
+  let listening = 0;
+  cluster.on('listening', (_worker, address) => {
+    port = address.port;
+    if (++listening === workers.length) console.log(JSON.stringify({ listening: port, workers: workers.map(w => w.process.pid) }));
+  });
+  process.stdin.once('data', () => {
+    cluster.disconnect();
+    process.stdin.destroy();
+  });
+} else {
+  net
+    .createServer(socket => {
+      let got = 0;
+      socket.on('data', d => {
+        got += d.length;
+        if (got >= REQUEST) socket.end(Buffer.alloc(REPLY));
+      });
+    })
+    .listen(0);
+}
