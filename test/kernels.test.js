@@ -41,6 +41,8 @@ function expectedCounts() {
     server_ipv4: conn(null, ACCEPTED),
     // the refusal: one failed connect, the RST received in SYN_SENT
     refused: { opened: null, failed: { ECONNREFUSED: 1 }, resets: { received: 1 } },
+    // four connections to a node:cluster server: opened by the primary, their bytes in the workers (test/sockets.test.js)
+    cluster: { clientPorts: [], receive: 4000, transmit: 2000, opened: 4, primaryBytes: 0 },
   };
 }
 

@@ -3,7 +3,7 @@
 // to a real OTLP receiver in this process; the decoded values must be exactly what crossed the sockets.
 const assert = require('assert');
 const path = require('path');
-const { startReceiver, startFront, runWorkload, startPeer, sendTo, closedPort, pointsOf, total, describe: show } = require('./support/harness');
+const { startReceiver, startFront, runWorkload, runCluster, startPeer, sendTo, closedPort, pointsOf, total, describe: show } = require('./support/harness');
 
 const SENT = 1_234_567;
 const RECEIVED = 7_654_321;
@@ -347,40 +347,15 @@ describe('socket probes', function () {
 
   for (const policy of ['rr', 'none']) {
     it(`a node:cluster server (scheduling ${policy}): each accepted connection counts once, on the server side, its bytes in the worker that holds it`, async () => {
-      const CONNECTIONS = 10;
-      let primary, port, workers, clients;
-      const run = runWorkload([], {
-        address,
-        script: path.join(__dirname, 'support', 'cluster-app.js'),
-        env: { NODE_CLUSTER_SCHED_POLICY: policy },
-        onLine: (o, child) => {
-          if (!o.listening) return;
-          ({ listening: port, workers } = o);
-          primary = child;
-          clients = (async () => {
-            for (let i = 0; i < CONNECTIONS; i++) await sendTo('127.0.0.1', port, 1000);
-            child.stdin.write('stop\n');
-          })();
-        },
-      });
-      const r = await run;
-      await clients;
-      assert.strictEqual(r.code, 0, r.stderr);
-      const pids = [primary.pid, ...workers];
-      const points = receiver.points().filter(p => pids.includes(p.resource['process.pid']));
-      const server = { 'tcp.connection.side': 'server', 'server.port': port, 'server.address': undefined, 'network.type': 'ipv4' };
-      const sum = (name, want, of = pids) => of.reduce((n, pid) => n + (total(pointsOfPid(pid), name, { ...server, ...want }) ?? 0), 0);
-      const io = 'process.network.io';
+      const c = await runCluster(receiver, address, { policy, connections: 10 });
+      assert.strictEqual(c.code, 0, c.stderr);
       // a worker never takes a connection it was handed for one it opened: no client series but the exporter's own
-      const exporterPort = Number(new URL(address.httpEndpoint).port);
-      const clientPorts = new Set(pointsOf(points, io, { 'tcp.connection.side': 'client' }).map(p => p.attributes['server.port']));
-      clientPorts.delete(exporterPort);
-      assert.deepStrictEqual([...clientPorts], [], show(points, io));
-      assert.strictEqual(sum(io, { 'network.io.direction': 'receive' }), CONNECTIONS * 1000, show(points, io));
-      assert.strictEqual(sum(io, { 'network.io.direction': 'transmit' }), CONNECTIONS * 500, show(points, io));
-      assert.strictEqual(sum('tcp.connection.opened', {}), CONNECTIONS, show(points, 'tcp.connection.opened'));
+      assert.deepStrictEqual(c.clientPorts, [], c.show);
+      assert.strictEqual(c.receive, 10 * 1000, c.show);
+      assert.strictEqual(c.transmit, 10 * 500, c.show);
+      assert.strictEqual(c.opened, 10, c.show);
       // the bytes are the workers': the primary holds no connection of the port once it handed it over
-      assert.strictEqual(sum(io, {}, [primary.pid]), 0, show(points, io));
+      assert.strictEqual(c.primaryBytes, 0, c.show);
     });
   }
 

@@ -13,7 +13,7 @@
 // { doctor: <node dist/cli.js doctor --json> }.
 const { spawnSync } = require('child_process');
 const path = require('path');
-const { ROOT, startReceiver, runWorkload, startPeer, sendTo, closedPort, pointsOf, total } = require('../support/harness');
+const { ROOT, startReceiver, runWorkload, runCluster, startPeer, sendTo, closedPort, pointsOf, total } = require('../support/harness');
 const { WORKLOAD: UPROBE_WORKLOAD } = require('../support/uprobes');
 
 const SENT = 1_234_567;
@@ -81,6 +81,10 @@ async function scenario(mode, address, receiver) {
     failed: Object.fromEntries(pointsOf(points, 'tcp.connection.failed', refused).map(p => [p.attributes['error.type'], total(points, 'tcp.connection.failed', { ...refused, 'error.type': p.attributes['error.type'] })])),
     resets: Object.fromEntries(pointsOf(points, 'tcp.resets', refused).map(p => [p.attributes['tcp.reset.direction'], total(points, 'tcp.resets', { ...refused, 'tcp.reset.direction': p.attributes['tcp.reset.direction'] })])),
   };
+  // a node:cluster server (round-robin: the primary accepts and hands over), the same hooks forced in every process
+  const cluster = await runCluster(receiver, address, { connections: 4, env: { OTEL_NODE_EBPF_ATTACH_MODE: mode, OTEL_NODE_EBPF_STRICT: 'false', OTEL_NODE_EBPF_DISABLED_PROBES: 'nodejs,dns,tls' } });
+  if (cluster.code !== 0) return { mode, error: `cluster workload failed (${cluster.code}): ${cluster.stderr}` };
+  counts.cluster = { clientPorts: cluster.clientPorts, receive: cluster.receive, transmit: cluster.transmit, opened: cluster.opened, primaryBytes: cluster.primaryBytes };
   // loopback retransmits now and then (tail loss probes of a busy machine): a sample, not an exact count
   samples.retransmits = pointsOf(points, 'tcp.retransmits').reduce((a, p) => a + p.value, 0);
 

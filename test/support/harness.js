@@ -143,4 +143,49 @@ async function startFront(address, refuse, host = '127.0.0.1') {
   return { endpoint: `http://${name}:${front.address().port}`, bodies, close: () => front.close() };
 }
 
-module.exports = { ROOT, REGISTER, CI, startReceiver, startFront, runWorkload, startPeer, sendTo, closedPort, pointsOf, total, describe: describe_ };
+/**
+ * Runs test/support/cluster-app.js (a node:cluster server, the SDK in every process), sends it `connections`
+ * connections of 1000 bytes, each answered with 500, stops it, and sums what its processes exported for the listening
+ * port. Resolves with { code, stderr, port, clientPorts (client series but the exporter's), receive, transmit, opened,
+ * primaryBytes, show }.
+ */
+async function runCluster(receiver, address, { policy = 'rr', connections = 10, env = {} } = {}) {
+  let primary, port, workers, clients;
+  const r = await runWorkload([], {
+    address,
+    script: path.join(__dirname, 'cluster-app.js'),
+    env: { NODE_CLUSTER_SCHED_POLICY: policy, ...env },
+    onLine: (o, child) => {
+      if (!o.listening) return;
+      ({ listening: port, workers } = o);
+      primary = child;
+      clients = (async () => {
+        for (let i = 0; i < connections; i++) await sendTo('127.0.0.1', port, 1000);
+        child.stdin.write('stop\n');
+      })();
+    },
+  });
+  await clients;
+  if (!primary) return { code: r.code, stderr: `${r.stderr}\n${JSON.stringify(r.lines)}` };
+  const pids = [primary.pid, ...workers];
+  const ofPid = pid => receiver.points().filter(p => p.resource['process.pid'] === pid);
+  const server = { 'tcp.connection.side': 'server', 'server.port': port, 'server.address': undefined, 'network.type': 'ipv4' };
+  const sum = (name, want, of = pids) => of.reduce((n, pid) => n + (total(ofPid(pid), name, { ...server, ...want }) ?? 0), 0);
+  const io = 'process.network.io';
+  const points = pids.flatMap(ofPid);
+  const exporterPort = Number(new URL(address.httpEndpoint).port);
+  const clientPorts = [...new Set(pointsOf(points, io, { 'tcp.connection.side': 'client' }).map(p => p.attributes['server.port']))];
+  return {
+    code: r.code,
+    stderr: r.stderr,
+    port,
+    clientPorts: clientPorts.filter(p => p !== exporterPort),
+    receive: sum(io, { 'network.io.direction': 'receive' }),
+    transmit: sum(io, { 'network.io.direction': 'transmit' }),
+    opened: sum('tcp.connection.opened', {}),
+    primaryBytes: sum(io, {}, [primary.pid]),
+    show: `${describe_(points, io)}\n${describe_(points, 'tcp.connection.opened')}`,
+  };
+}
+
+module.exports = { ROOT, REGISTER, CI, startReceiver, startFront, runWorkload, runCluster, startPeer, sendTo, closedPort, pointsOf, total, describe: describe_ };
