@@ -64,6 +64,38 @@ struct {
 	__uint(max_entries, FILES_RING_SIZE);
 } closed_files SEC(".maps");
 
+/*
+ * Non-zero while the SDK's own code runs on the main thread (start, a collection step, an export's serialisation,
+ * src/own-io.ts): user space writes it in its own memory (BPF_F_MMAPABLE), at no cost. The files the SDK opens then
+ * (BTF, its modules and objects, sysctls) are not the application's and are not tracked.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(map_flags, BPF_F_MMAPABLE);
+} sdk_busy SEC(".maps");
+
+static __always_inline bool sdk_own_open(void)
+{
+	__u32 zero = 0, *busy = bpf_map_lookup_elem(&sdk_busy, &zero);
+	__u64 id;
+
+	if (!busy || !*busy)
+		return false;
+	/* the main thread's own: its thread id is the process id (inside the process's pid namespace, if it has one) */
+	if (pidns_ino) {
+		struct bpf_pidns_info ns = {};
+
+		if (bpf_get_ns_current_pid_tgid(pidns_dev, pidns_ino, &ns, sizeof(ns)))
+			return false;
+		return ns.pid == ns.tgid;
+	}
+	id = bpf_get_current_pid_tgid();
+	return (__u32)id == id >> 32;
+}
+
 /* Too big for the stack; one per CPU, and a raw tracepoint program does not nest with itself on a CPU. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -115,6 +147,12 @@ static __always_inline void opened(long fd, const char *pathname)
 	old = bpf_map_lookup_elem(&files, &key);
 	if (old)
 		send_closed(old);
+	if (sdk_own_open()) {
+		if (old)
+			bpf_map_delete_elem(&files, &key);
+		__sync_fetch_and_add(&health.own_opens, 1);
+		return;
+	}
 	v = bpf_map_lookup_elem(&scratch, &zero);
 	if (!v)
 		return;

@@ -29,6 +29,7 @@ struct file_health {
 	__u64 closes;         /* closes of a tracked fd */
 	__u64 untracked;      /* opens not tracked: the fd map was full */
 	__u64 events_dropped; /* closed files whose bytes were lost: the ring buffer was full */
+	__u64 own_opens;      /* opens by the SDK's own code on the main thread, not tracked (sdk_busy) */
 };
 
 #endif

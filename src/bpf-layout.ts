@@ -538,12 +538,13 @@ export const FILES_LAYOUTS = {
   },
   file_health: {
     name: 'file_health',
-    size: 32,
+    size: 40,
     fields: {
       opens: { offset: 0, type: 'u64' },
       closes: { offset: 8, type: 'u64' },
       untracked: { offset: 16, type: 'u64' },
       events_dropped: { offset: 24, type: 'u64' },
+      own_opens: { offset: 32, type: 'u64' },
     },
   },
 } as const satisfies Record<string, StructLayout>;
@@ -585,6 +586,8 @@ export interface FileHealth {
   closes: number;
   untracked: number;
   eventsDropped: number;
+  /** Opens by the SDK's own code on the main thread, left untracked (src/own-io.ts). */
+  ownOpens: number;
 }
 
 export function decodeFileHealth(b: Buffer, off = 0): FileHealth {
@@ -594,6 +597,7 @@ export function decodeFileHealth(b: Buffer, off = 0): FileHealth {
     closes: u64(b, off + f.closes.offset),
     untracked: u64(b, off + f.untracked.offset),
     eventsDropped: u64(b, off + f.events_dropped.offset),
+    ownOpens: u64(b, off + f.own_opens.offset),
   };
 }
 

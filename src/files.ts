@@ -18,6 +18,7 @@ import { decodeFileEntry, decodeFileHealth, encodeFileEntry, FileEntry, FileHeal
 import { BPF_OBJECT_DIR, NativeAddon, NativeObject, NativeRingBuffer } from './native';
 import { disabledReason, Measurement, ProbeRunStats, ProbeSet, ProbeStatus } from './probes';
 import { ATTRS, METRICS, VALUES } from './semconv';
+import { followOwnIo } from './own-io';
 import { setTarget, u32 } from './target';
 
 export const FILES_OBJECT = path.join(BPF_OBJECT_DIR, 'files.bpf.o');
@@ -45,6 +46,7 @@ export class FilesCollector implements Collector {
   private probes?: ProbeSet;
   private ring?: NativeRingBuffer;
   private off?: ProbeStatus;
+  private unfollowOwnIo?: () => void;
   /** Series: a path of its own, or a directory (folded), by attribute key. */
   private readonly series = new Map<string, { attributes: Attributes; bytes: Bytes }>();
   private paths = 0;
@@ -78,6 +80,8 @@ export class FilesCollector implements Collector {
       this.ring = probes.baseObject().ringBuffer('closed_files', records => {
         for (const r of records) this.closed(decodeFileEntry(r));
       });
+      // the SDK's own opens on the main thread are not the application's (src/own-io.ts)
+      this.unfollowOwnIo = followOwnIo(new Uint32Array(probes.map('sdk_busy').memory(), 0, 1));
       this.seed();
       probes.attach(this.config.attachMode, name => disabledReason(this.config, name, true));
     } catch (err) {
@@ -191,6 +195,8 @@ export class FilesCollector implements Collector {
   }
 
   stop(): void {
+    this.unfollowOwnIo?.();
+    this.unfollowOwnIo = undefined;
     this.ring?.close();
     this.ring = undefined;
     this.probes?.close();

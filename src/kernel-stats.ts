@@ -24,6 +24,7 @@ import type { Capabilities } from './capabilities';
 import type { Collector } from './collector';
 import type { ResolvedConfig } from './config';
 import type { NativeAddon } from './native';
+import { ownIo } from './own-io';
 
 export const BPF_STATS_SYSCTL = '/proc/sys/kernel/bpf_stats_enabled';
 
@@ -186,7 +187,7 @@ export class KernelStats {
     if (this.stopped) return;
     this.timer = setTimeout(() => {
       try {
-        fn();
+        ownIo(fn);
       } catch (err) {
         this.warn(`BPF run-time statistics: ${(err as Error).message}`);
       }

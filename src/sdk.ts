@@ -21,6 +21,7 @@ import { exportInNextTurn } from './turns';
 import { VERSION } from './version';
 import type { Tracing } from './tracing';
 import type { TcpInfoReading } from './spans';
+import { ownIo } from './own-io';
 
 // The pipeline's modules are required when start() or createMetricProducer() needs them, not when this module
 // loads: with OTEL_SDK_DISABLED=true, `register` loads none of them, and without tracing, nothing of tracing.
@@ -286,7 +287,7 @@ const inWorker = (api: string) => `${api} was called ${IN_WORKER}; nothing is st
  * with `strict`): problems are logged once, with the fix, and status() says what is attached.
  */
 export function start(options: StartOptions = {}): EbpfHandle {
-  return startWith(options, false);
+  return ownIo(() => startWith(options, false));
 }
 
 /**
@@ -295,7 +296,7 @@ export function start(options: StartOptions = {}): EbpfHandle {
  * not when OTEL_SDK_DISABLED=true: a disabled SDK takes nothing global.
  */
 export function startFromEnvironment(): EbpfHandle {
-  return startWith({}, true);
+  return ownIo(() => startWith({}, true));
 }
 
 function startWith(options: StartOptions, diagLogger: boolean): EbpfHandle {
@@ -414,7 +415,7 @@ export function createMetricProducer(options: StartOptions = {}): ProducerHandle
   const telemetry = new KernelTelemetry(config);
   const worker = !config.disabled && !isMainThread;
   if (worker) warnOnce(inWorker('createMetricProducer()'));
-  else if (!config.disabled) telemetry.start();
+  else if (!config.disabled) ownIo(() => telemetry.start());
   useKernelTelemetry(telemetry);
   return {
     producer: new KernelMetricProducer(telemetry, config),

@@ -14,6 +14,7 @@
 import { context } from '@opentelemetry/api';
 import type { ExportResult } from '@opentelemetry/core';
 import type { Exporter } from './export-failures';
+import { ownIo } from './own-io';
 
 export type Steps<T> = Generator<void, T, void>;
 
@@ -21,11 +22,16 @@ const FAILED = 1; // ExportResultCode.FAILED (a type-only import: @opentelemetry
 
 /** All steps at once, on the calling thread. */
 export function runSteps<T>(steps: Steps<T>): T {
-  for (;;) {
-    const r = steps.next();
-    if (r.done) return r.value;
-  }
+  return ownIo(() => {
+    for (;;) {
+      const r = steps.next();
+      if (r.done) return r.value;
+    }
+  });
 }
+
+/** One step, as the SDK's own work (src/own-io.ts). */
+const step = <T>(steps: Steps<T>): IteratorResult<void, T> => ownIo(() => steps.next());
 
 /** Resolves in the event loop's next check phase (setImmediate), after its poll phase has handled the ready I/O. */
 export const nextTurn = (): Promise<void> => new Promise(resolve => setImmediate(resolve));
@@ -33,7 +39,7 @@ export const nextTurn = (): Promise<void> => new Promise(resolve => setImmediate
 /** One step per turn of the event loop. Rejects with what a step threw. */
 export async function runInTurns<T>(steps: Steps<T>): Promise<T> {
   for (;;) {
-    const r = steps.next();
+    const r = step(steps);
     if (r.done) return r.value;
     await nextTurn();
   }
@@ -51,7 +57,7 @@ export function exportInNextTurn<T, E extends Exporter<T>>(exporter: E): E {
     const ctx = context.active();
     setImmediate(() => {
       try {
-        context.with(ctx, () => send(items, resultCallback));
+        ownIo(() => context.with(ctx, () => send(items, resultCallback)));
       } catch (err) {
         resultCallback({ code: FAILED, error: err as Error });
       }
