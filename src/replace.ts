@@ -48,3 +48,47 @@ export function observeCalls<T extends object, K extends keyof T>(
     restore();
   };
 }
+
+/**
+ * observeCalls for a function that returns a promise: `observe` sees the arguments of each call and may return a
+ * reaction to the value the promise resolves to. The caller then gets a promise that settles as the original one,
+ * right after that reaction. A rejection is not handled here: it reaches the caller's promise unchanged, and one that
+ * the application leaves unhandled is reported as unhandled, as without the SDK (a rejection handler of our own on
+ * the original would have taken it for handled).
+ */
+export function observeResolutions<T extends object, K extends keyof T>(
+  target: T,
+  name: K,
+  observe: (args: unknown[]) => ((value: unknown) => void) | undefined,
+  onError: (err: unknown) => void,
+): () => void {
+  let active = true;
+  const restore = replace(target, name, original => {
+    const call = original as (...a: unknown[]) => unknown;
+    const observed = function (this: unknown, ...args: unknown[]) {
+      const result = call.apply(this, args);
+      if (!active || !(result instanceof Promise)) return result;
+      let react: ((value: unknown) => void) | undefined;
+      try {
+        react = observe(args);
+      } catch (err) {
+        onError(err);
+      }
+      if (!react) return result;
+      return result.then(value => {
+        try {
+          react(value);
+        } catch (err) {
+          onError(err);
+        }
+        return value;
+      });
+    };
+    Object.defineProperty(observed, 'name', { value: call.name });
+    return observed as T[K];
+  });
+  return () => {
+    active = false;
+    restore();
+  };
+}

@@ -66,7 +66,7 @@ import { warnOnce } from './diag';
 import { GrpcConnectionInstrumentation, http2StreamOf, PeerSockets } from './grpc';
 import type { GrpcCallSink, PeerCall } from './grpc';
 import { BpfError, loadAddon, NativeAddon } from './native';
-import { observeCalls } from './replace';
+import { observeCalls, observeResolutions } from './replace';
 import { SPAN_ATTRS } from './semconv';
 import { SlotAfter, SlotHandle, SpanSlots } from './span-slots';
 import { countersOf, tcpCountersReader, TcpCounters, TCP_INFO_SLOTS } from './tcpinfo';
@@ -264,7 +264,7 @@ export class KernelSpanProcessor implements SpanProcessor {
     this.undoTlsConnect = observeCalls(tls, 'connect', (args, tlsSocket) => this.tlsOver(args, tlsSocket as tls.TLSSocket), failed('tls.connect'));
     // grpc-js resolves a channel's name with dns.promises.lookup and connects to the address: no socket 'lookup'
     // event. The lookup runs in the context of the call that woke the channel, so its span is the active one.
-    this.undoPromisesLookup = observeCalls(dns.promises, 'lookup', (args, result) => this.lookupIn(args[0], result as Promise<unknown>), failed('dns.promises.lookup'));
+    this.undoPromisesLookup = observeResolutions(dns.promises, 'lookup', args => this.lookupIn(args[0]), failed('dns.promises.lookup'));
   }
 
   /** This processor's Connection on the socket, if it has one yet. */
@@ -284,19 +284,16 @@ export class KernelSpanProcessor implements SpanProcessor {
   /**
    * A lookup made inside a client span that this processor follows: when it resolves, its record is the newest (the
    * promise's reactions run in the microtask checkpoint right after the getaddrinfo callback that the uprobe saw
-   * finish), and this reaction was registered before the caller's. The returned promise is the caller's, untouched.
+   * finish), and this reaction runs before the caller's (observeResolutions).
    */
-  private lookupIn(hostname: unknown, result: Promise<unknown>): void {
+  private lookupIn(hostname: unknown): (() => void) | undefined {
     const span = trace.getActiveSpan() as unknown as Span | undefined;
     const state = span?.kind === SpanKind.CLIENT ? this.spans.get(span) : undefined;
     const seq = collector<DnsCollector>('dns')?.lookupLog().seq;
-    if (typeof hostname !== 'string' || !state || seq === undefined) return;
-    result.then(
-      () => {
-        if (state.dnsNs === undefined) state.dnsNs = this.takeLookup(seq, hostname);
-      },
-      () => {},
-    );
+    if (typeof hostname !== 'string' || !state || seq === undefined) return undefined;
+    return () => {
+      if (state.dnsNs === undefined) state.dnsNs = this.takeLookup(seq, hostname);
+    };
   }
 
   /**

@@ -427,6 +427,19 @@ describe('kernel-enriched spans (HTTP client and server, OTLP traces)', function
     assert.strictEqual(dnsPromises.lookup, originalLookup, 'lookup restored at shutdown');
   });
 
+  it('a failed dns.promises.lookup that the application leaves unhandled, inside a span the processor follows, ends the process as without the SDK', () => {
+    const script = path.join(__dirname, 'support', 'spans-lookup-rejection.js');
+    const run = mode => spawnSync(process.execPath, [script, mode], { encoding: 'utf8', timeout: 30000 });
+    const plain = run('plain');
+    const sdk = run('sdk');
+    assert.strictEqual(plain.status, 1, plain.stdout + plain.stderr);
+    // the lookup's uprobe is attached, so the processor watches this lookup: the case that took the rejection as handled
+    assert.match(sdk.stdout, /"dns":true/, sdk.stderr);
+    assert.strictEqual(sdk.status, 1, sdk.stdout + sdk.stderr);
+    assert.doesNotMatch(sdk.stdout, /survived/);
+    assert.match(sdk.stderr, /ENOTFOUND no-such-host\.invalid/);
+  });
+
   it('with OTEL_SDK_DISABLED nothing is traced and the application runs', async () => {
     const r = await runAppWith({ requests: [{ body: 10, reply: 10 }] }, { env: { OTEL_SDK_DISABLED: 'true' } });
     ok(r);
