@@ -15,10 +15,31 @@ export function replace<T extends object, K extends keyof T>(target: T, name: K,
 }
 
 /**
+ * Replaces the function `target[name]` by one that calls the original and gives its result to `after` (with the
+ * arguments) while ours is active: what `after` returns is what the caller gets. Returns the undo: it restores the
+ * original while ours is the outermost, and makes ours inert when a later wrapper keeps it in place.
+ */
+function passCalls<T extends object, K extends keyof T>(target: T, name: K, after: (args: unknown[], result: unknown) => unknown): () => void {
+  let active = true;
+  const restore = replace(target, name, original => {
+    const call = original as (...a: unknown[]) => unknown;
+    const passed = function (this: unknown, ...args: unknown[]) {
+      const result = call.apply(this, args);
+      return active ? after(args, result) : result;
+    };
+    Object.defineProperty(passed, 'name', { value: call.name }); // tls.connect.name is still 'connect'
+    return passed as T[K];
+  });
+  return () => {
+    active = false;
+    restore();
+  };
+}
+
+/**
  * Replaces the function `target[name]` by one that passes every call through and then shows `observe` the arguments
  * and the result. `observe` never changes what the caller gets: an error it throws goes to `onError`. Returns the
- * undo: it restores the original while ours is the outermost, and makes ours inert when a later wrapper keeps it in
- * place.
+ * undo (passCalls).
  */
 export function observeCalls<T extends object, K extends keyof T>(
   target: T,
@@ -26,27 +47,14 @@ export function observeCalls<T extends object, K extends keyof T>(
   observe: (args: unknown[], result: unknown) => void,
   onError: (err: unknown) => void,
 ): () => void {
-  let active = true;
-  const restore = replace(target, name, original => {
-    const call = original as (...a: unknown[]) => unknown;
-    const observed = function (this: unknown, ...args: unknown[]) {
-      const result = call.apply(this, args);
-      if (active) {
-        try {
-          observe(args, result);
-        } catch (err) {
-          onError(err);
-        }
-      }
-      return result;
-    };
-    Object.defineProperty(observed, 'name', { value: call.name }); // tls.connect.name is still 'connect'
-    return observed as T[K];
+  return passCalls(target, name, (args, result) => {
+    try {
+      observe(args, result);
+    } catch (err) {
+      onError(err);
+    }
+    return result;
   });
-  return () => {
-    active = false;
-    restore();
-  };
 }
 
 /**
@@ -62,33 +70,22 @@ export function observeResolutions<T extends object, K extends keyof T>(
   observe: (args: unknown[]) => ((value: unknown) => void) | undefined,
   onError: (err: unknown) => void,
 ): () => void {
-  let active = true;
-  const restore = replace(target, name, original => {
-    const call = original as (...a: unknown[]) => unknown;
-    const observed = function (this: unknown, ...args: unknown[]) {
-      const result = call.apply(this, args);
-      if (!active || !(result instanceof Promise)) return result;
-      let react: ((value: unknown) => void) | undefined;
+  return passCalls(target, name, (args, result) => {
+    if (!(result instanceof Promise)) return result;
+    let react: ((value: unknown) => void) | undefined;
+    try {
+      react = observe(args);
+    } catch (err) {
+      onError(err);
+    }
+    if (!react) return result;
+    return result.then(value => {
       try {
-        react = observe(args);
+        react(value);
       } catch (err) {
         onError(err);
       }
-      if (!react) return result;
-      return result.then(value => {
-        try {
-          react(value);
-        } catch (err) {
-          onError(err);
-        }
-        return value;
-      });
-    };
-    Object.defineProperty(observed, 'name', { value: call.name });
-    return observed as T[K];
+      return value;
+    });
   });
-  return () => {
-    active = false;
-    restore();
-  };
 }
