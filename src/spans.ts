@@ -320,20 +320,31 @@ export class KernelSpanProcessor implements SpanProcessor {
 
   /** The connection's TLS handshake is the record after the one newest at 'secureConnect' (see the file's comment). */
   private onSecureConnect(tlsSocket: Socket, setup: Setup): void {
-    tlsSocket.once('secureConnect', () => {
-      const log = collector<TlsCollector>('tls')?.handshakeLog();
-      if (log) setup.tlsSeq = log.seq;
-    });
+    tlsSocket.once(
+      'secureConnect',
+      this.guard('secureConnect', () => {
+        const log = collector<TlsCollector>('tls')?.handshakeLog();
+        if (log) setup.tlsSeq = log.seq;
+      }),
+    );
+  }
+
+  /**
+   * `fn` as a listener of the application's objects (its sockets, streams, Node's channels): what it throws is warned
+   * about once, never thrown into the application from an emit of its own.
+   */
+  private guard<A extends unknown[]>(what: string, fn: (...args: A) => void): (...args: A) => void {
+    return (...args: A) => {
+      try {
+        fn(...args);
+      } catch (err) {
+        warnOnce(`kernel-enriched spans: ${what}: ${(err as Error).message}`, `spans-${what}`);
+      }
+    };
   }
 
   private subscribe(name: string, handler: (message: unknown) => void): void {
-    const safe = (message: unknown) => {
-      try {
-        handler(message);
-      } catch (err) {
-        warnOnce(`kernel-enriched spans: ${name}: ${(err as Error).message}`, `spans-${name}`);
-      }
-    };
+    const safe = this.guard(name, handler);
     dc.subscribe(name, safe);
     this.subscriptions.push([name, safe]);
   }
@@ -390,11 +401,14 @@ export class KernelSpanProcessor implements SpanProcessor {
     if (c.setup) return c.setup;
     const setup: Setup = { dnsSeq: collector<DnsCollector>('dns')?.lookupLog().seq ?? -1, claimed: false, seenAt: performance.now() };
     c.setup = setup;
-    socket.on('lookup', (err: Error | null, _address: unknown, _family: unknown, host: string) => {
-      // the lookup's own record is the newest: uv__getaddrinfo_done recorded it, then called this callback
-      const ns = !err && setup.dnsSeq >= 0 ? this.takeLookup(setup.dnsSeq, host) : undefined;
-      if (ns !== undefined) setup.dnsNs = ns;
-    });
+    socket.on(
+      'lookup',
+      this.guard('lookup', (err: Error | null, _address: unknown, _family: unknown, host: string) => {
+        // the lookup's own record is the newest: uv__getaddrinfo_done recorded it, then called this callback
+        const ns = !err && setup.dnsSeq >= 0 ? this.takeLookup(setup.dnsSeq, host) : undefined;
+        if (ns !== undefined) setup.dnsNs = ns;
+      }),
+    );
     socket.on('connectionAttempt', () => (setup.attemptAt = process.hrtime.bigint()));
     socket.once('connect', () => {
       if (setup.attemptAt !== undefined) setup.connectNs = Number(process.hrtime.bigint() - setup.attemptAt);
@@ -439,7 +453,7 @@ export class KernelSpanProcessor implements SpanProcessor {
         const state: SpanState = { after: 'recv' };
         this.spans.set(span, state);
         if (request.socket) this.onClientSocket(state, request.socket);
-        else request.once('socket', (socket: Socket) => this.onClientSocket(state, socket));
+        else request.once('socket', this.guard('socket', (socket: Socket) => this.onClientSocket(state, socket)));
       } else if (request instanceof IncomingMessage) {
         if (kernelSees) this.waiting(request)[this.serverSpanKey] ??= span as Span;
         // The HTTP instrumentation hands this processor its server spans: `http.server.request.start` is needed no
