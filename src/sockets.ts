@@ -133,6 +133,8 @@ export class SocketsCollector implements Collector {
   private live?: ConnectionCounters;
   private stopped = false;
   private readonly netns = netnsInode();
+  /** Listening ports of before the probes that found netns_listeners full. */
+  private seedUntracked = 0;
   /** The sockets whose counters moved since the previous pass (addon.tcpSocketReader()). */
   private readMoved?: TcpSocketReader;
   /** Called for each connection that closed or failed (from the ring buffer), for whoever needs single connections. */
@@ -176,9 +178,6 @@ export class SocketsCollector implements Collector {
     const live = new ConnectionCounters(this.config.maxSeries);
     const netns = this.netns;
     const listeners = probes.map('listeners');
-    // every process's listeners of before the probes, by port: a connection handed over to us on one is server side
-    const netnsListeners = probes.map('netns_listeners');
-    for (const [port, n] of listeningPortsOfNetns()) netnsListeners.update(encodeListenerKey(netns, port), u32(n));
     // Each collection reads the sockets that moved since the previous one: an idle connection has nothing to add.
     const moved = this.addon.tcpSocketReader();
     this.readMoved = moved;
@@ -201,6 +200,17 @@ export class SocketsCollector implements Collector {
       }
     });
     probes.attach(this.config.attachMode, name => disabledReason(this.config, name));
+    // every process's listeners of before the probes, by port, read once they watch listen() (none missed in between;
+    // a port they counted already keeps their count): a connection handed over to us on one is server side. A full
+    // map (more listening ports than it holds) leaves the rest out, counted as listener_map_full.
+    const netnsListeners = probes.map('netns_listeners');
+    for (const [port, n] of listeningPortsOfNetns()) {
+      try {
+        netnsListeners.update(encodeListenerKey(netns, port), u32(n), 1 /* BPF_NOEXIST */);
+      } catch (err) {
+        if ((err as { errno?: number }).errno === os.constants.errno.E2BIG) this.seedUntracked++;
+      }
+    }
     if (probes.status().find(p => p.name === 'tcp.state')?.attached && !this.liveDisabled('tcp.bytes')) this.live = live;
     debug(`sockets: ${probes.status().map(s => `${s.name}=${s.hook ?? 'off'}`).join(' ')}`);
   }
@@ -247,7 +257,7 @@ export class SocketsCollector implements Collector {
       ['series_map_full', h.seriesOverflow],
       ['connection_map_full', h.connsUntracked],
       ['ring_buffer_full', h.eventsDropped],
-      ['listener_map_full', h.listenersUntracked],
+      ['listener_map_full', h.listenersUntracked + this.seedUntracked],
     ];
   }
 
