@@ -47,7 +47,9 @@ export class ConnectionCounters {
   private readonly series = new Map<string, SeriesTotals>();
   private readonly listening = new Set<number>();
   /** Ports some process listens on in the network namespace (a cluster's primary for its workers): see listenerPorts. */
-  private netnsListening: ReadonlySet<number> = new Set();
+  private readNetnsListening: () => ReadonlySet<number> = () => new Set();
+  /** Read when a pass first needs it: only a socket not classified yet does. */
+  private netnsListening?: ReadonlySet<number>;
   /**
    * What follows from a live socket's addresses, worked out once per socket: the addon's reader returns the same
    * record for a socket as long as its fd holds it (native/tcp.cc).
@@ -76,6 +78,7 @@ export class ConnectionCounters {
 
   /** Adds what every live connection carried since its previous reading. */
   read(sockets: NativeTcpSocket[]): void {
+    this.netnsListening = undefined; // listeners may have come and gone since the previous pass
     for (const s of sockets) if (s.info[TCP_INFO.STATE] === TCP_STATES.LISTEN) this.listening.add(s.localPort);
     for (const s of sockets) {
       if (s.peerPort === undefined || s.peerAddress === undefined) continue;
@@ -114,8 +117,8 @@ export class ConnectionCounters {
    * The ports that any process listens on in the process's network namespace. A connection the process holds on one
    * of them was accepted, here or by a process that handed it over (a cluster's primary): it counts on the server side.
    */
-  listenerPorts(ports: ReadonlySet<number>): void {
-    this.netnsListening = ports;
+  listenerPorts(read: () => ReadonlySet<number>): void {
+    this.readNetnsListening = read;
   }
 
   /** A connection went to another process (bpf/sockets.bpf.c: CONN_EVENT_HANDED_OVER): what is left is the holder's. */
@@ -143,7 +146,7 @@ export class ConnectionCounters {
   private keyOf(s: NativeTcpSocket): SeriesKey {
     const peer = unmapped(s.peerAddress);
     const family = peer?.includes(':') ? NET_IPV6 : NET_IPV4; // an IPv4 peer of a dual-stack socket is IPv4
-    if (this.listening.has(s.localPort) || this.netnsListening.has(s.localPort)) return { port: s.localPort, family, side: SIDE_SERVER, err: 0 };
+    if (this.listening.has(s.localPort) || (this.netnsListening ??= this.readNetnsListening()).has(s.localPort)) return { port: s.localPort, family, side: SIDE_SERVER, err: 0 };
     return { address: peer, port: s.peerPort ?? 0, family, side: SIDE_CLIENT, err: 0 };
   }
 

@@ -182,9 +182,7 @@ export class SocketsCollector implements Collector {
     const moved = this.addon.tcpSocketReader();
     this.readMoved = moved;
     // one listening socket per port as far as the kernel side knows (the count of bpf/sockets.bpf.c's listeners map)
-    const one = Buffer.alloc(4);
-    one.writeUInt32LE(1);
-    for (const port of live.baseline(moved())) listeners.update(encodeListenerKey(netns, port), one);
+    for (const port of live.baseline(moved())) listeners.update(encodeListenerKey(netns, port), u32(1));
     this.bss = probes.baseObject().maps().find(m => m.name.endsWith('.bss'))?.name;
     this.ring = probes.baseObject().ringBuffer('conn_events', records => {
       for (const r of records) {
@@ -211,6 +209,8 @@ export class SocketsCollector implements Collector {
         if ((err as { errno?: number }).errno === os.constants.errno.E2BIG) this.seedUntracked++;
       }
     }
+    // read from the kernel side only in a pass that meets a socket not classified yet (a map walk of two syscalls a port)
+    live.listenerPorts(() => this.netnsListenerPorts());
     if (probes.status().find(p => p.name === 'tcp.state')?.attached && !this.liveDisabled('tcp.bytes')) this.live = live;
     debug(`sockets: ${probes.status().map(s => `${s.name}=${s.hook ?? 'off'}`).join(' ')}`);
   }
@@ -271,7 +271,6 @@ export class SocketsCollector implements Collector {
     this.ring?.consume(); // closes first: a connection read below and closed later then adds only its remainder
     yield;
     if (this.stopped) return []; // stop() closed the maps between two steps
-    if (this.live) this.live.listenerPorts(this.netnsListenerPorts());
     // the live sockets in steps of LIVE_READ_STEP fds: a process with thousands of connections waits for each step only
     for (let sockets; this.live && this.readMoved && (sockets = this.readMoved(LIVE_READ_STEP)) !== null; ) {
       this.live.read(sockets);
