@@ -79,21 +79,10 @@ struct {
 
 static __always_inline bool sdk_own_open(void)
 {
-	__u32 zero = 0, *busy = bpf_map_lookup_elem(&sdk_busy, &zero);
-	__u64 id;
+	__u32 zero = 0, *busy = bpf_map_lookup_elem(&sdk_busy, &zero), tid, tgid;
 
-	if (!busy || !*busy)
-		return false;
-	/* the main thread's own: its thread id is the process id (inside the process's pid namespace, if it has one) */
-	if (pidns_ino) {
-		struct bpf_pidns_info ns = {};
-
-		if (bpf_get_ns_current_pid_tgid(pidns_dev, pidns_ino, &ns, sizeof(ns)))
-			return false;
-		return ns.pid == ns.tgid;
-	}
-	id = bpf_get_current_pid_tgid();
-	return (__u32)id == id >> 32;
+	/* the main thread's own: its thread id is the process id */
+	return busy && *busy && current_ids(&tid, &tgid) && tid == tgid;
 }
 
 /* Too big for the stack; one per CPU, and a raw tracepoint program does not nest with itself on a CPU. */

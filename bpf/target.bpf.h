@@ -11,16 +11,30 @@ const volatile __u32 target_tgid = 0;
 const volatile __u64 pidns_dev = 0;
 const volatile __u64 pidns_ino = 0;
 
-static __always_inline bool is_target(void)
+/* The current thread's id and its process's, inside the process's pid namespace if it has one; false if unknown. */
+static __always_inline bool current_ids(__u32 *tid, __u32 *tgid)
 {
 	if (pidns_ino) {
 		struct bpf_pidns_info ns = {};
 
 		if (bpf_get_ns_current_pid_tgid(pidns_dev, pidns_ino, &ns, sizeof(ns)))
 			return false;
-		return ns.tgid == target_tgid;
+		*tid = ns.pid;
+		*tgid = ns.tgid;
+		return true;
 	}
-	return (bpf_get_current_pid_tgid() >> 32) == target_tgid;
+	__u64 id = bpf_get_current_pid_tgid();
+
+	*tid = (__u32)id;
+	*tgid = id >> 32;
+	return true;
+}
+
+static __always_inline bool is_target(void)
+{
+	__u32 tid, tgid;
+
+	return current_ids(&tid, &tgid) && tgid == target_tgid;
 }
 
 #endif
