@@ -153,6 +153,30 @@ static __always_inline bool unmap_v4(__u8 *addr)
 	return true;
 }
 
+/*
+ * The socket's local port. Moving to TCP_CLOSE releases an automatically bound port (tcp_set_state() calls
+ * inet_put_port() before the state is stored and the raw tracepoint runs), which zeroes skc_num; inet_sport, set once
+ * the port is known (connect, accept, listen), stays.
+ */
+static __always_inline __u16 local_port_of(const struct sock *sk)
+{
+	__u16 port = BPF_CORE_READ(sk, __sk_common.skc_num);
+
+	return port ? port : bpf_ntohs(BPF_CORE_READ((const struct inet_sock *)sk, inet_sport));
+}
+
+/*
+ * The current task holds the socket's lock (lock_sock()): it is in a system call on the socket (close(), shutdown(),
+ * connect() and setsockopt() move it between states), or, in release_sock(), running what softirq and the timers left
+ * for it because it held the lock. Softirq and timers change the state of a socket nobody holds, in any task's
+ * context (loopback delivers in the sender's). So a transition with the lock held is the holder's doing, in its own
+ * context, and its process holds the socket (or did until this close()).
+ */
+static __always_inline bool in_holder_context(const struct sock *sk)
+{
+	return BPF_CORE_READ(sk, sk_lock.owned) != 0;
+}
+
 /* The peer (for connections we opened) or nothing but our port (for accepted ones): the series key of a socket. */
 static __always_inline bool fill_key(const struct sock *sk, __u8 side, struct series_key *key)
 {
@@ -178,7 +202,7 @@ static __always_inline bool fill_key(const struct sock *sk, __u8 side, struct se
 	if (side == SIDE_CLIENT)
 		key->port = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
 	else
-		key->port = BPF_CORE_READ(sk, __sk_common.skc_num);
+		key->port = local_port_of(sk);
 	return true;
 }
 
@@ -186,7 +210,7 @@ static __always_inline struct listener_key listener_key_of(const struct sock *sk
 {
 	struct listener_key lk = {
 		.netns = netns_of(sk),
-		.port = BPF_CORE_READ(sk, __sk_common.skc_num),
+		.port = local_port_of(sk),
 	};
 
 	return lk;
@@ -222,7 +246,7 @@ static __always_inline struct conn_state *track(const struct sock *sk, __u8 side
 	if (!fill_key(sk, side, &c.key))
 		return NULL;
 	c.start_ns = now;
-	c.local_port = BPF_CORE_READ(sk, __sk_common.skc_num);
+	c.local_port = local_port_of(sk);
 	if (bpf_map_update_elem(&conns, &skp, &c, BPF_NOEXIST)) {
 		__sync_fetch_and_add(&health.conns_untracked, 1);
 		return NULL;
@@ -351,6 +375,30 @@ static __always_inline void emit(const struct sock *sk, const struct conn_state 
 	RINGBUF_SUBMIT(&conn_events, SOCKETS_RING_SIZE, e);
 }
 
+/*
+ * The process frees a connection it was not following: it reached TCP_CLOSE in softirq (the peer reset it, a
+ * timeout) and had been established before the probes, or handed over by another process (a cluster's primary). Its
+ * bytes since the last live reading count; its close and lifetime are unknown here.
+ */
+static __always_inline void report_untracked(const struct sock *sk)
+{
+	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	struct conn_state c = {};
+	struct conn_event e;
+
+	if (family != AF_INET && family != AF_INET6)
+		return;
+	read_counters(sk, &e);
+	if (!e.tx_bytes && !e.rx_bytes) /* never connected, or nothing carried */
+		return;
+	if (!fill_key(sk, is_listener_port(sk) ? SIDE_SERVER : SIDE_CLIENT, &c.key))
+		return;
+	c.local_port = local_port_of(sk);
+	c.retrans_seen = BPF_CORE_READ((struct tcp_sock *)sk, total_retrans);
+	emit(sk, &c, CONN_EVENT_CLOSED, bpf_ktime_get_ns(), 0);
+	__sync_fetch_and_add(&health.conns_adopted, 1);
+}
+
 /* ---- tcp.state: connects, accepts, closes, listeners ---- */
 
 static __always_inline bool count_port(void *map, const struct listener_key *lk)
@@ -434,11 +482,25 @@ static __always_inline void on_listener_close(const struct sock *sk)
 		uncount_port(&listeners, &ls.key);
 }
 
+/*
+ * The connection is another process's now: its bytes and close are that process's to count; user space forgets what
+ * it read of it. The entry stays, inert, until the socket is freed, which may be by this process's close() of its
+ * last reference (a cluster's primary closes the handle it passed on once the worker has taken it), so that the
+ * free is not taken for one of a connection this process never followed.
+ */
+static __always_inline void hand_over(const struct sock *sk, struct conn_state *c, __u64 now)
+{
+	emit(sk, c, CONN_EVENT_HANDED_OVER, now, 0);
+	c->handed_over = 1;
+	__sync_fetch_and_add(&health.conns_handed_over, 1);
+}
+
 static __always_inline void handle_set_state(const struct sock *sk, int oldstate, int newstate)
 {
 	__u64 skp = (__u64)sk, now;
 	struct conn_state *c;
 	struct series_stats *s;
+	bool closing;
 
 	if (newstate == TCP_LISTEN) {
 		on_listen(sk);
@@ -458,22 +520,24 @@ static __always_inline void handle_set_state(const struct sock *sk, int oldstate
 	}
 
 	c = bpf_map_lookup_elem(&conns, &skp);
-	if (c && (newstate == TCP_FIN_WAIT1 || newstate == TCP_LAST_ACK) && !is_target()) {
+	if (c && c->handed_over)
+		return;
+	/* close() and shutdown() move a connection to FIN_WAIT1 or LAST_ACK, always in the holder's context; close()
+	 * with unread data and SO_LINGER 0 (socket.resetAndDestroy()) move it to TCP_CLOSE, with the lock held. */
+	closing = newstate == TCP_FIN_WAIT1 || newstate == TCP_LAST_ACK ||
+		  (newstate == TCP_CLOSE && oldstate != TCP_SYN_SENT && in_holder_context(sk));
+	if (c && closing && !is_target()) {
 		/* Another process closes it, in its own context: we accepted it and handed it over (a cluster's primary
 		 * passes accepted connections to its workers), or a child inherited it. Its bytes and close are the
 		 * holder's, who adopts it now; user space forgets what it read of it. */
-		emit(sk, c, CONN_EVENT_HANDED_OVER, now, 0);
-		bpf_map_delete_elem(&conns, &skp);
-		__sync_fetch_and_add(&health.conns_handed_over, 1);
+		hand_over(sk, c, now);
 		return;
 	}
-	/*
-	 * The process closes a connection that predates the probes: close() and shutdown() move it to FIN_WAIT1 or
-	 * LAST_ACK, always in the process's own context. Other transitions may run in softirq, where the current task
-	 * can be us even for a socket that is not ours (loopback delivers in the sender's context).
-	 */
-	if (!c && (newstate == TCP_FIN_WAIT1 || newstate == TCP_LAST_ACK) && is_target())
+	/* The process closes a connection that predates the probes, or that another process handed over to it. */
+	if (!c && closing && is_target())
 		c = adopt(sk);
+	if (c && closing)
+		c->closed_here = 1;
 	if (newstate == TCP_ESTABLISHED) {
 		if (oldstate == TCP_SYN_RECV && !c) {
 			/* The handshake of an accepted connection completes in softirq context, where the current task
@@ -542,14 +606,34 @@ static __always_inline void handle_set_state(const struct sock *sk, int oldstate
 	}
 }
 
-/* The socket is freed: report the connection (with every byte the application read after TCP_CLOSE) and forget it. */
+/*
+ * The socket is freed: report the connection (with every byte the application read after TCP_CLOSE) and forget it.
+ * A socket that reached TCP_CLOSE while a process held it (the peer reset it, a timeout) is freed by that process's
+ * close(), in its context and with the lock held; one that its holder closed first is freed later, by softirq or a
+ * timer, in any task's context.
+ */
 static __always_inline void handle_destroy(const struct sock *sk)
 {
 	__u64 skp = (__u64)sk;
 	struct conn_state *c = bpf_map_lookup_elem(&conns, &skp);
 
-	if (!c)
+	if (!c) {
+		if (in_holder_context(sk) && is_target())
+			report_untracked(sk);
 		return;
+	}
+	if (c->handed_over) {
+		bpf_map_delete_elem(&conns, &skp);
+		return;
+	}
+	if (!c->closed_here && in_holder_context(sk) && !is_target()) {
+		/* Nobody closed it, it reached TCP_CLOSE in softirq (its close counted here), and another process frees
+		 * it: that process held it, we handed it over. */
+		emit(sk, c, CONN_EVENT_HANDED_OVER, bpf_ktime_get_ns(), 0);
+		bpf_map_delete_elem(&conns, &skp);
+		__sync_fetch_and_add(&health.conns_handed_over, 1);
+		return;
+	}
 	if (c->key.err)
 		emit(sk, c, CONN_EVENT_FAILED, c->closed_ns, c->closed_ns - c->start_ns);
 	else
@@ -626,7 +710,7 @@ static __always_inline void handle_retransmit(const struct sock *sk)
 	struct conn_state *c = bpf_map_lookup_elem(&conns, &skp);
 	struct series_stats *s;
 
-	if (!c)
+	if (!c || c->handed_over)
 		return;
 	s = series_of(&c->key);
 	if (s)
@@ -666,7 +750,7 @@ static __always_inline void handle_reset(const struct sock *sk, bool sent)
 	if (!sk)
 		return;
 	c = bpf_map_lookup_elem(&conns, &skp);
-	if (!c)
+	if (!c || c->handed_over)
 		return;
 	s = series_of(&c->key);
 	if (!s)

@@ -62,7 +62,9 @@ struct conn_state {
 	 * to TCP_CLOSE first, then zeroes its byte counters, its peer port and its local address and moves write_seq on. */
 	__u16 peer_port;
 	__u8 final;            /* the three below hold the values at TCP_CLOSE */
-	__u8 pad[3];
+	__u8 closed_here;      /* the process closed it (close(), shutdown(), SO_LINGER 0), in its own context */
+	__u8 handed_over;      /* another process holds and closed it: nothing more counts here (kept until destroyed) */
+	__u8 pad;
 	__u64 tx_bytes;
 	__u64 rx_bytes;
 	__u8 local_addr[16];

@@ -359,6 +359,21 @@ describe('socket probes', function () {
     });
   }
 
+  for (const [end, how] of [
+    ['reset', 'the worker resets it (TCP_CLOSE in its close())'],
+    ['peer-reset', 'the client resets it (TCP_CLOSE in softirq, the socket freed in the worker)'],
+  ]) {
+    it(`a node:cluster server (scheduling rr), connections ended by a reset, ${how}: their bytes count once, in the worker`, async () => {
+      const c = await runCluster(receiver, address, { policy: 'rr', end, connections: 6 });
+      assert.strictEqual(c.code, 0, c.stderr);
+      assert.deepStrictEqual(c.clientPorts, [], c.show);
+      assert.strictEqual(c.receive, 6 * 1000, c.show);
+      assert.strictEqual(c.transmit, end === 'reset' ? 0 : 6 * 500, c.show);
+      assert.strictEqual(c.opened, 6, c.show);
+      assert.strictEqual(c.primaryBytes, 0, c.show);
+    });
+  }
+
   it('a full series map is counted, never silent: the rest goes to one overflow series, and nothing is lost', async () => {
     const peers = await Promise.all([1, 2, 3].map(() => startPeer('127.0.0.1', 10)));
     const steps = peers.map((p, i) => ({ connect: ['127.0.0.1', p.port], send: (i + 1) * 1000, recv: 10 }));

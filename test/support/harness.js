@@ -149,18 +149,39 @@ async function startFront(address, refuse, host = '127.0.0.1') {
  * port. Resolves with { code, stderr, port, clientPorts (client series but the exporter's), receive, transmit, opened,
  * primaryBytes, show }.
  */
-async function runCluster(receiver, address, { policy = 'rr', connections = 10, env = {} } = {}) {
+/**
+ * A client of test/support/cluster-app.js for its CLUSTER_END: sends 1000 bytes; 'reset', waits for the server's
+ * reset; 'peer-reset', reads the 500-byte answer and resets the connection. With a reset, it sends 100 ms after
+ * connecting: the primary closes its reference to the connection once the worker has taken it, and a connection
+ * whose last reference the primary holds when it is reset is freed by the primary, which then counts it (README,
+ * `node:cluster`).
+ */
+function clusterClient(port, end) {
+  if (end === 'fin') return sendTo('127.0.0.1', port, 1000);
+  return new Promise((resolve, reject) => {
+    let got = 0;
+    const s = net.connect(port, '127.0.0.1', () => setTimeout(() => s.write(Buffer.alloc(1000, 2)), 100));
+    s.on('data', d => {
+      got += d.length;
+      if (end === 'peer-reset' && got >= 500) s.resetAndDestroy();
+    });
+    s.on('close', resolve);
+    s.on('error', e => (e.code === 'ECONNRESET' ? undefined : reject(e)));
+  });
+}
+
+async function runCluster(receiver, address, { policy = 'rr', end = 'fin', connections = 10, env = {} } = {}) {
   let primary, port, workers, clients;
   const r = await runWorkload([], {
     address,
     script: path.join(__dirname, 'cluster-app.js'),
-    env: { NODE_CLUSTER_SCHED_POLICY: policy, ...env },
+    env: { NODE_CLUSTER_SCHED_POLICY: policy, CLUSTER_END: end, ...env },
     onLine: (o, child) => {
       if (!o.listening) return;
       ({ listening: port, workers } = o);
       primary = child;
       clients = (async () => {
-        for (let i = 0; i < connections; i++) await sendTo('127.0.0.1', port, 1000);
+        for (let i = 0; i < connections; i++) await clusterClient(port, end);
         child.stdin.write('stop\n');
       })();
     },
