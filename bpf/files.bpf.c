@@ -77,12 +77,28 @@ struct {
 	__uint(map_flags, BPF_F_MMAPABLE);
 } sdk_busy SEC(".maps");
 
+/* The addon's own threads (native/http.cc: the export's sender and its host name's resolver) are named "otel-ebpf-...". */
+static __always_inline bool sdk_thread(void)
+{
+	static const char prefix[] = "otel-ebpf-";
+	char comm[16];
+
+	if (bpf_get_current_comm(comm, sizeof(comm)))
+		return false;
+	for (int i = 0; i < sizeof(prefix) - 1; i++)
+		if (comm[i] != prefix[i])
+			return false;
+	return true;
+}
+
 static __always_inline bool sdk_own_open(void)
 {
 	__u32 zero = 0, *busy = bpf_map_lookup_elem(&sdk_busy, &zero), tid, tgid;
 
 	/* the main thread's own: its thread id is the process id */
-	return busy && *busy && current_ids(&tid, &tgid) && tid == tgid;
+	if (busy && *busy && current_ids(&tid, &tgid) && tid == tgid)
+		return true;
+	return sdk_thread();
 }
 
 /* Too big for the stack; one per CPU, and a raw tracepoint program does not nest with itself on a CPU. */

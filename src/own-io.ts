@@ -5,8 +5,9 @@
  * be the first paths of a process's file metrics, and take the series that file.io keeps for the application's.
  *
  * The flag is a word of a BPF array that the files collector maps into this process's memory (sdk_busy): setting it
- * costs a store, no system call. Work that the SDK starts on other threads (the thread pool's fs calls of OpenTelemetry's
- * resource detectors) is not covered: the kernel side cannot tell it from the application's.
+ * costs a store, no system call. The addon's own threads are left out by their names (native/http.cc: "otel-ebpf-..."),
+ * on the kernel side alone. Work that the SDK starts on threads it shares with the application (the thread pool's fs
+ * calls of OpenTelemetry's resource detectors) is not covered: the kernel side cannot tell it from the application's.
  */
 const flags = new Set<Uint32Array>();
 let depth = 0;

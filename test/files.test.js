@@ -69,6 +69,18 @@ describe('bytes per file (raw tracepoint sys_exit, opt-in file.io)', function ()
         assert.deepStrictEqual([...paths].sort(), workload.sort());
       });
 
+      it("the SDK's export threads' files are not the application's: exports to an endpoint by host name resolve it (/etc/hosts, /etc/resolv.conf) on the addon's threads", async () => {
+        const endpoint = address.httpEndpoint.replace('127.0.0.1', 'localhost');
+        const r = await run([{ files: dir }, { sleep: 1500 }], { OTEL_EXPORTER_OTLP_ENDPOINT: endpoint, OTEL_METRIC_EXPORT_INTERVAL: '250' });
+        assert.strictEqual(r.code, 0, r.stderr);
+        const points = ownPoints(r);
+        // several exports went out, each resolving localhost, and the files of all but the last were collected
+        assert.ok(new Set(points.map(p => p.timeUnixNano ?? p.time)).size >= 3, 'exports');
+        const paths = [...new Set(pointsOf(points, IO).map(p => p.attributes['file.path']))];
+        assert.deepStrictEqual(paths.filter(p => p.startsWith('/etc/') && p !== '/etc/machine-id'), [], paths.join('\n'));
+        assert.strictEqual(total(points, IO, { 'file.path': path.join(dir, 'sync.bin'), 'disk.io.direction': 'write' }), WRITTEN['sync.bin']);
+      });
+
       it('bounds paths by OTEL_NODE_EBPF_FILE_MAX_PATHS: the tail counts under its directory, no byte lost', async () => {
         const n = 20;
         const r = await run([{ files: dir }, { many: [dir, n] }], { OTEL_NODE_EBPF_FILE_MAX_PATHS: '3' });

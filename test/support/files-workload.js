@@ -11,6 +11,7 @@
 //   { "churn": [dir, n, rounds] }  n files dir/c<i>.bin of 1000+i bytes each, written concurrently (fs.promises.writeFile:
 //                          the thread pool's threads open, write and close at once, reusing each other's fds), `rounds`
 //                          times over
+//   { "sleep": ms }
 const fs = require('fs');
 const path = require('path');
 
@@ -46,6 +47,9 @@ const handlers = {
       await Promise.all(Array.from({ length: n }, (_, i) => fs.promises.writeFile(path.join(dir, `c${i}.bin`), Buffer.alloc(1000 + i))));
     }
     out({ churn: n * rounds });
+  },
+  async sleep(step) {
+    await new Promise(r => setTimeout(r, step.sleep));
   },
 };
 
