@@ -2,6 +2,8 @@
  * start(): a complete pipeline (kernel telemetry → MetricProducer → periodic reader → OTLP exporter), configured
  * by the standard OTEL_* environment; and createMetricProducer() for an application that has its own pipeline.
  */
+import { readFileSync } from 'fs';
+import { arch, hostname } from 'os';
 import { isMainThread } from 'worker_threads';
 import { DiagConsoleLogger, DiagLogLevel, diag } from '@opentelemetry/api';
 import type { AttributeValue } from '@opentelemetry/api';
@@ -299,6 +301,29 @@ export function startFromEnvironment(): EbpfHandle {
   return ownIo(() => startWith({}, true));
 }
 
+/** semconv's host.arch for Node's os.arch() (OpenTelemetry's host detector maps it the same way). */
+const HOST_ARCH: Record<string, string> = { arm: 'arm32', ppc: 'ppc32', x64: 'amd64' };
+
+/**
+ * OpenTelemetry's host detector, but for where it reads the machine id: here, at start, inside the SDK's own I/O
+ * (src/own-io.ts), rather than on the thread pool after start, where file.io counted /etc/machine-id (and the module
+ * the detector imports for it) as the application's. The same attributes and the same files, in the same order.
+ */
+const hostDetector = {
+  detect(): { attributes: Record<string, AttributeValue | undefined> } {
+    let id: string | undefined;
+    for (const file of ['/etc/machine-id', '/var/lib/dbus/machine-id']) {
+      try {
+        id = readFileSync(file, 'utf8').trim();
+        break;
+      } catch (err) {
+        diag.debug(`error reading machine id: ${err}`);
+      }
+    }
+    return { attributes: { 'host.name': hostname(), 'host.arch': HOST_ARCH[arch()] ?? arch(), 'host.id': id } };
+  },
+};
+
 function startWith(options: StartOptions, diagLogger: boolean): EbpfHandle {
   const { config, warnings } = resolveConfig(options);
   if (!config.disabled && diagLogger) ensureDiagLogger();
@@ -311,7 +336,7 @@ function startWith(options: StartOptions, diagLogger: boolean): EbpfHandle {
 
   const { KernelTelemetry } = require('./kernel') as typeof import('./kernel');
   const { KernelMetricProducer } = require('./producer') as typeof import('./producer');
-  const { defaultResource, detectResources, envDetector, hostDetector, processDetector, resourceFromAttributes } = require('@opentelemetry/resources') as typeof import('@opentelemetry/resources');
+  const { defaultResource, detectResources, envDetector, processDetector, resourceFromAttributes } = require('@opentelemetry/resources') as typeof import('@opentelemetry/resources');
   const { MeterProvider, PeriodicExportingMetricReader } = require('@opentelemetry/sdk-metrics') as typeof import('@opentelemetry/sdk-metrics');
   const { startTracing } = require('./tracing') as typeof import('./tracing');
   const telemetry = new KernelTelemetry(config);

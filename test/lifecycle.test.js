@@ -3,6 +3,7 @@
 // as it would without the SDK, and what was counted reaches the backend.
 const assert = require('assert');
 const fs = require('fs');
+const os = require('os');
 const path = require('path');
 const { ROOT, startReceiver, startFront, runWorkload, startPeer, total } = require('./support/harness');
 const { selfSignedCert } = require('./support/uprobes');
@@ -217,6 +218,10 @@ describe('privileges and failure', function () {
       'telemetry.distro.version': version,
       'deployment.environment.name': 'ci',
       team: 'a,b',
+      // what OpenTelemetry's host detector gives, its machine id read at start (src/sdk.ts hostDetector)
+      'host.name': os.hostname(),
+      'host.arch': { arm: 'arm32', ppc: 'ppc32', x64: 'amd64' }[os.arch()] ?? os.arch(),
+      'host.id': fs.readFileSync('/etc/machine-id', 'utf8').trim(),
     };
     assert.deepStrictEqual(Object.fromEntries(Object.keys(want).map(k => [k, point.resource[k]])), want);
   });
@@ -436,7 +441,6 @@ describe('exit and signals', function () {
     // The child's /etc/resolv.conf (a mount namespace of its own) names a UDP socket of this test that never answers,
     // with a 20 s timeout; the export's timeout is 1 s.
     const dgram = require('dgram');
-    const os = require('os');
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'oneb-resolv-'));
     // port 53 of the first loopback address that has it free
     let hole, nameserver;
