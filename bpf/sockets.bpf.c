@@ -37,6 +37,7 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define AF_INET 2
 #define AF_INET6 10
 #define IPPROTO_TCP 6
+#define SHUTDOWN_MASK 3 /* RCV_SHUTDOWN | SEND_SHUTDOWN */
 
 /* target_tgid and the pid namespace (target.bpf.h) are set by user space between open and load. */
 
@@ -522,11 +523,15 @@ static __always_inline void handle_set_state(const struct sock *sk, int oldstate
 	c = bpf_map_lookup_elem(&conns, &skp);
 	if (c && c->handed_over)
 		return;
-	/* close() and shutdown() move a connection to FIN_WAIT1 or LAST_ACK, always in the holder's context; close()
-	 * with unread data and SO_LINGER 0 (socket.resetAndDestroy()) move it to TCP_CLOSE, with the lock held. */
+	/* close() and shutdown() move a connection to FIN_WAIT1 or LAST_ACK, always in the holder's context. close()
+	 * with unread data or SO_LINGER 0 (socket.resetAndDestroy()) moves it to TCP_CLOSE, with the lock held and
+	 * sk_shutdown already SHUTDOWN_MASK (__tcp_close() sets it first). Other tasks move a connection to TCP_CLOSE
+	 * with the lock held too, but through tcp_done(), which sets sk_shutdown after: tcp_abort() (ss -K, a
+	 * SOCK_DESTROY program) and a reset queued while a diagnostics reader held the lock (tcp_get_info()). */
 	closing = newstate == TCP_FIN_WAIT1 || newstate == TCP_LAST_ACK ||
-		  (newstate == TCP_CLOSE && oldstate != TCP_SYN_SENT && in_holder_context(sk));
-	if (c && closing && !is_target()) {
+		  (newstate == TCP_CLOSE && oldstate != TCP_SYN_SENT && in_holder_context(sk) &&
+		   BPF_CORE_READ_BITFIELD_PROBED(sk, sk_shutdown) == SHUTDOWN_MASK);
+	if (c && closing && !c->closed_here && !is_target()) {
 		/* Another process closes it, in its own context: we accepted it and handed it over (a cluster's primary
 		 * passes accepted connections to its workers), or a child inherited it. Its bytes and close are the
 		 * holder's, who adopts it now; user space forgets what it read of it. */

@@ -453,6 +453,40 @@ describe('socket probes', function () {
     }
   });
 
+  it('a connection another process aborts (ss -K: tcp_abort() closes it with that process holding its lock) stays the process\'s: bytes, close and lifetime count', async () => {
+    const net = require('net');
+    const { execFileSync } = require('child_process');
+    const { createMetricProducer } = require('../dist');
+    const handle = createMetricProducer({ strict: true });
+    const server = net.createServer(s => {
+      let n = 0;
+      s.on('error', () => {}).on('data', d => (n += d.length) === 1000 && s.write(Buffer.alloc(500)));
+    });
+    await new Promise(resolve => server.listen(0, '127.0.0.1', resolve));
+    const port = server.address().port;
+    const client = { 'server.port': port, 'tcp.connection.side': 'client' };
+    try {
+      const socket = net.connect(port, '127.0.0.1');
+      await new Promise(resolve => socket.on('connect', resolve));
+      socket.write(Buffer.alloc(1000));
+      await new Promise(resolve => socket.once('data', resolve));
+      const ended = new Promise(resolve => socket.on('error', resolve));
+      execFileSync('ss', ['-K', '-t', 'dst', '127.0.0.1', 'dport', '=', `:${port}`, 'sport', '=', `:${socket.localPort}`]);
+      assert.strictEqual((await ended).code, 'ECONNABORTED');
+      await new Promise(resolve => setTimeout(resolve, 200));
+      const { resourceMetrics } = await handle.producer.collect();
+      const metrics = resourceMetrics.scopeMetrics[0].metrics;
+      const sum = (name, want) => dataPointsOf(metrics, name, { ...client, ...want }).reduce((n, p) => n + (p.value.count ?? p.value), 0);
+      assert.strictEqual(sum('process.network.io', { 'network.io.direction': 'transmit' }), 1000);
+      assert.strictEqual(sum('process.network.io', { 'network.io.direction': 'receive' }), 500);
+      assert.strictEqual(sum('tcp.connection.opened'), 1);
+      assert.strictEqual(sum('tcp.connection.duration'), 1);
+    } finally {
+      server.close();
+      handle.shutdown();
+    }
+  });
+
   it('failed connects that find the series map full are exported in the overflow series, with error.type _OTHER', async () => {
     const net = require('net');
     const peer = await startPeer('127.0.0.1', 10);
