@@ -389,6 +389,9 @@ static __always_inline void report_untracked(const struct sock *sk)
 
 	if (family != AF_INET && family != AF_INET6)
 		return;
+	/* tcp_disconnect() (connect(AF_UNSPEC)) clears the peer and leaves write_seq ahead of snd_una */
+	if (!BPF_CORE_READ(sk, __sk_common.skc_dport))
+		return;
 	read_counters(sk, &e);
 	if (!e.tx_bytes && !e.rx_bytes) /* never connected, or nothing carried */
 		return;
@@ -591,7 +594,7 @@ static __always_inline void handle_set_state(const struct sock *sk, int oldstate
 		__u32 err = BPF_CORE_READ(sk, sk_err);
 
 		if (!err)
-			err = BPF_CORE_READ(sk, __sk_common.skc_num) ? 103 /* ECONNABORTED */ : 99 /* EADDRNOTAVAIL */;
+			err = local_port_of(sk) ? 103 /* ECONNABORTED */ : 99 /* EADDRNOTAVAIL */;
 		c->key.err = err;
 		s = series_of(&c->key);
 		if (s)

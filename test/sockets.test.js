@@ -520,6 +520,32 @@ describe('socket probes', function () {
     assert.deepStrictEqual(seen.failed.map(p => [p.attributes['error.type'], p.value]), [['EADDRNOTAVAIL', seen.errors.length]]);
   });
 
+  it('a connect the application gives up in SYN_SENT (destroy() before the handshake) fails with ECONNABORTED', async () => {
+    const net = require('net');
+    const { spawn } = require('child_process');
+    const { createMetricProducer } = require('../dist');
+    // A listener that never accepts, with a backlog of one: once one connection waits in its queue, SYNs are dropped.
+    const listener = spawn('python3', ['-c', 'import socket,sys,time\ns=socket.socket()\ns.bind(("127.0.0.1",0))\ns.listen(0)\nprint(s.getsockname()[1],flush=True)\ntime.sleep(60)']);
+    const port = Number(await new Promise(resolve => listener.stdout.once('data', resolve)));
+    const handle = createMetricProducer({ strict: true });
+    try {
+      const queued = net.connect(port, '127.0.0.1');
+      await new Promise(resolve => queued.on('connect', resolve));
+      const waiting = net.connect(port, '127.0.0.1').on('error', () => {});
+      await new Promise(resolve => setTimeout(resolve, 300));
+      assert.strictEqual(waiting.connecting, true, 'the second connect should still wait for its SYN-ACK');
+      waiting.destroy();
+      queued.destroy();
+      await new Promise(resolve => setTimeout(resolve, 200));
+      const { resourceMetrics } = await handle.producer.collect();
+      const failed = dataPointsOf(resourceMetrics.scopeMetrics[0].metrics, 'tcp.connection.failed', { 'server.port': port, 'tcp.connection.side': 'client' });
+      assert.deepStrictEqual(failed.map(p => [p.attributes['error.type'], p.value]), [['ECONNABORTED', 1]]);
+    } finally {
+      listener.kill();
+      handle.shutdown();
+    }
+  });
+
   it('an accepted connection whose handshake gave the kernel no RTT sample (SYN-ACK lost, no timestamps) records no server-side connect duration of 0', async () => {
     const seen = await connectEdges(
       'synack',
