@@ -499,6 +499,22 @@ static __always_inline void hand_over(const struct sock *sk, struct conn_state *
 	__sync_fetch_and_add(&health.conns_handed_over, 1);
 }
 
+/*
+ * A connection handed over ends. The holder counts its bytes and its close but never saw it established: its lifetime
+ * is ours to record, as its opening was, so that it has one tcp.connection.duration however many processes it passed.
+ */
+static __always_inline void handed_over_closed(struct conn_state *c, __u64 now)
+{
+	struct series_stats *s;
+
+	if (c->closed_ns || !c->established_ns)
+		return;
+	c->closed_ns = now;
+	s = series_of(&c->key);
+	if (s)
+		hist_record_ns(&s->lifetime, now - c->established_ns);
+}
+
 static __always_inline void handle_set_state(const struct sock *sk, int oldstate, int newstate)
 {
 	__u64 skp = (__u64)sk, now;
@@ -524,8 +540,11 @@ static __always_inline void handle_set_state(const struct sock *sk, int oldstate
 	}
 
 	c = bpf_map_lookup_elem(&conns, &skp);
-	if (c && c->handed_over)
+	if (c && c->handed_over) {
+		if (newstate == TCP_CLOSE)
+			handed_over_closed(c, now);
 		return;
+	}
 	/* close() and shutdown() move a connection to FIN_WAIT1 or LAST_ACK, always in the holder's context. close()
 	 * with unread data or SO_LINGER 0 (socket.resetAndDestroy()) moves it to TCP_CLOSE, with the lock held and
 	 * sk_shutdown already SHUTDOWN_MASK (__tcp_close() sets it first). Other tasks move a connection to TCP_CLOSE
@@ -539,6 +558,8 @@ static __always_inline void handle_set_state(const struct sock *sk, int oldstate
 		 * passes accepted connections to its workers), or a child inherited it. Its bytes and close are the
 		 * holder's, who adopts it now; user space forgets what it read of it. */
 		hand_over(sk, c, now);
+		if (newstate == TCP_CLOSE) /* its close() reset it */
+			handed_over_closed(c, now);
 		return;
 	}
 	/* The process closes a connection that predates the probes, or that another process handed over to it. */

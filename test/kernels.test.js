@@ -41,11 +41,12 @@ function expectedCounts() {
     server_ipv4: conn(null, ACCEPTED),
     // the refusal: one failed connect, the RST received in SYN_SENT
     refused: { opened: null, failed: { ECONNREFUSED: 1 }, resets: { received: 1 } },
-    // four connections to a node:cluster server: opened by the primary, their bytes in the workers (test/sockets.test.js)
-    cluster: { clientPorts: [], receive: 4000, transmit: 2000, opened: 4, primaryBytes: 0 },
+    // four connections to a node:cluster server: opened and their lifetimes by the primary, their bytes in the workers
+    // (test/sockets.test.js)
+    cluster: { clientPorts: [], receive: 4000, transmit: 2000, opened: 4, durations: 4, primaryBytes: 0 },
     // and ended by a reset: the worker's (TCP_CLOSE in its close()), the client's (TCP_CLOSE in softirq)
-    cluster_reset: { clientPorts: [], receive: 4000, transmit: 0, opened: 4, primaryBytes: 0 },
-    'cluster_peer-reset': { clientPorts: [], receive: 4000, transmit: 2000, opened: 4, primaryBytes: 0 },
+    cluster_reset: { clientPorts: [], receive: 4000, transmit: 0, opened: 4, durations: 4, primaryBytes: 0 },
+    'cluster_peer-reset': { clientPorts: [], receive: 4000, transmit: 2000, opened: 4, durations: 4, primaryBytes: 0 },
   };
 }
 

@@ -354,6 +354,8 @@ describe('socket probes', function () {
       assert.strictEqual(c.receive, 10 * 1000, c.show);
       assert.strictEqual(c.transmit, 10 * 500, c.show);
       assert.strictEqual(c.opened, 10, c.show);
+      // and each one lifetime (recorded where the handshake was seen: the worker does not know when it began)
+      assert.strictEqual(c.durations, 10, c.show);
       // the bytes are the workers': the primary holds no connection of the port once it handed it over
       assert.strictEqual(c.primaryBytes, 0, c.show);
     });
@@ -370,6 +372,7 @@ describe('socket probes', function () {
       assert.strictEqual(c.receive, 6 * 1000, c.show);
       assert.strictEqual(c.transmit, end === 'reset' ? 0 : 6 * 500, c.show);
       assert.strictEqual(c.opened, 6, c.show);
+      assert.strictEqual(c.durations, 6, c.show);
       assert.strictEqual(c.primaryBytes, 0, c.show);
     });
   }

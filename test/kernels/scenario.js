@@ -84,12 +84,12 @@ async function scenario(mode, address, receiver) {
   // a node:cluster server (round-robin: the primary accepts and hands over), the same hooks forced in every process
   const cluster = await runCluster(receiver, address, { connections: 4, env: { OTEL_NODE_EBPF_ATTACH_MODE: mode, OTEL_NODE_EBPF_STRICT: 'false', OTEL_NODE_EBPF_DISABLED_PROBES: 'nodejs,dns,tls' } });
   if (cluster.code !== 0) return { mode, error: `cluster workload failed (${cluster.code}): ${cluster.stderr}` };
-  counts.cluster = { clientPorts: cluster.clientPorts, receive: cluster.receive, transmit: cluster.transmit, opened: cluster.opened, primaryBytes: cluster.primaryBytes };
+  counts.cluster = { clientPorts: cluster.clientPorts, receive: cluster.receive, transmit: cluster.transmit, opened: cluster.opened, durations: cluster.durations, primaryBytes: cluster.primaryBytes };
   // the same, its connections reset by the worker, then by the client
   for (const end of ['reset', 'peer-reset']) {
     const c = await runCluster(receiver, address, { end, connections: 4, env: { OTEL_NODE_EBPF_ATTACH_MODE: mode, OTEL_NODE_EBPF_STRICT: 'false', OTEL_NODE_EBPF_DISABLED_PROBES: 'nodejs,dns,tls' } });
     if (c.code !== 0) return { mode, error: `cluster workload (${end}) failed (${c.code}): ${c.stderr}` };
-    counts[`cluster_${end}`] = { clientPorts: c.clientPorts, receive: c.receive, transmit: c.transmit, opened: c.opened, primaryBytes: c.primaryBytes };
+    counts[`cluster_${end}`] = { clientPorts: c.clientPorts, receive: c.receive, transmit: c.transmit, opened: c.opened, durations: c.durations, primaryBytes: c.primaryBytes };
   }
   // loopback retransmits now and then (tail loss probes of a busy machine): a sample, not an exact count
   samples.retransmits = pointsOf(points, 'tcp.retransmits').reduce((a, p) => a + p.value, 0);

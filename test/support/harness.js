@@ -204,8 +204,9 @@ async function runCluster(receiver, address, { policy = 'rr', end = 'fin', conne
     receive: sum(io, { 'network.io.direction': 'receive' }),
     transmit: sum(io, { 'network.io.direction': 'transmit' }),
     opened: sum('tcp.connection.opened', {}),
+    durations: sum('tcp.connection.duration', {}),
     primaryBytes: sum(io, {}, [primary.pid]),
-    show: `${describe_(points, io)}\n${describe_(points, 'tcp.connection.opened')}`,
+    show: `${describe_(points, io)}\n${describe_(points, 'tcp.connection.opened')}\n${describe_(points, 'tcp.connection.duration')}`,
   };
 }
 
