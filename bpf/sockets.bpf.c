@@ -81,7 +81,7 @@ struct {
  * Every listening port of the process's network namespace, whichever process listens (and how many sockets): a
  * connection the process holds on such a port was accepted, by it or by another process that handed it over (a
  * cluster's primary). It is the server side of that connection, never a client of each peer's port. User space seeds
- * it with the listeners of before the probes (/proc/self/net/tcp) and reads it for the connections it reads live.
+ * it with the listeners of before the probes (a sock_diag dump) and reads it for the connections it reads live.
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);

@@ -124,6 +124,7 @@ Addon::Addon(Napi::Env env, Napi::Object exports) : env_(env) {
                            InstanceMethod<&Addon::TcpInfoReader>("tcpInfoReader"),
                            InstanceMethod<&Addon::SocketCookie>("socketCookie"),
                            InstanceMethod<&Addon::TcpSocketReader>("tcpSocketReader"),
+                           InstanceMethod<&Addon::ListeningTcpPorts>("listeningTcpPorts"),
                            InstanceMethod<&Addon::HttpPost>("httpPost"),
                            InstanceMethod<&Addon::HttpPostSync>("httpPostSync"),
                        });

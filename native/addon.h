@@ -143,6 +143,7 @@ class Addon : public Napi::Addon<Addon> {
   Napi::Value TcpInfoReader(const Napi::CallbackInfo& info);  // tcp.cc
   Napi::Value SocketCookie(const Napi::CallbackInfo& info);   // tcp.cc
   Napi::Value TcpSocketReader(const Napi::CallbackInfo& info);  // tcp.cc
+  Napi::Value ListeningTcpPorts(const Napi::CallbackInfo& info);  // tcp.cc
   Napi::Value HttpPost(const Napi::CallbackInfo& info);      // http.cc
   Napi::Value HttpPostSync(const Napi::CallbackInfo& info);  // http.cc
 

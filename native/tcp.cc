@@ -5,6 +5,9 @@
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <fcntl.h>
+#include <linux/inet_diag.h>
+#include <linux/netlink.h>
+#include <linux/sock_diag.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -15,6 +18,7 @@
 #include <cstdlib>
 #include <memory>
 #include <unordered_map>
+#include <vector>
 
 #include "addon.h"
 #include "tcp_info.h"
@@ -276,6 +280,69 @@ Napi::Value Addon::TcpSocketReader(const Napi::CallbackInfo& info) {
     }
     return result;
   }, "readTcpSockets");
+}
+
+namespace {
+
+// One NETLINK_SOCK_DIAG dump of the namespace's TCP sockets of `family` in LISTEN: their local ports, appended to
+// `ports`. 0 or -errno.
+int DumpListeners(int nl, uint8_t family, std::vector<uint16_t>& ports) {
+  struct {
+    nlmsghdr nlh;
+    inet_diag_req_v2 req;
+  } request = {};
+  request.nlh.nlmsg_len = sizeof(request);
+  request.nlh.nlmsg_type = SOCK_DIAG_BY_FAMILY;
+  request.nlh.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+  request.req.sdiag_family = family;
+  request.req.sdiag_protocol = IPPROTO_TCP;
+  request.req.idiag_states = 1u << 10;  // TCP_LISTEN only: the kernel walks the listening hash, not the connections
+  sockaddr_nl kernel = {};
+  kernel.nl_family = AF_NETLINK;
+  if (sendto(nl, &request, sizeof(request), 0, reinterpret_cast<sockaddr*>(&kernel), sizeof(kernel)) < 0) return -errno;
+  alignas(nlmsghdr) char buf[32768];
+  for (;;) {
+    ssize_t n = recv(nl, buf, sizeof(buf), 0);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return -errno;
+    }
+    if (n == 0) return -EIO;
+    size_t left = static_cast<size_t>(n);
+    for (auto* h = reinterpret_cast<nlmsghdr*>(buf); NLMSG_OK(h, left); h = NLMSG_NEXT(h, left)) {
+      if (h->nlmsg_type == NLMSG_DONE) return 0;
+      if (h->nlmsg_type == NLMSG_ERROR) {
+        const auto* err = static_cast<const nlmsgerr*>(NLMSG_DATA(h));
+        return h->nlmsg_len >= NLMSG_LENGTH(sizeof(nlmsgerr)) && err->error ? err->error : -EIO;
+      }
+      if (h->nlmsg_type != SOCK_DIAG_BY_FAMILY || h->nlmsg_len < NLMSG_LENGTH(sizeof(inet_diag_msg))) continue;
+      const auto* msg = static_cast<const inet_diag_msg*>(NLMSG_DATA(h));
+      if (msg->idiag_state == 10) ports.push_back(ntohs(msg->id.idiag_sport));
+    }
+  }
+}
+
+}  // namespace
+
+// listeningTcpPorts(): the local port of every TCP socket that listens in the process's network namespace, whichever
+// process holds it (one entry per socket), from NETLINK_SOCK_DIAG as `ss -tl` reads them; or -errno (no inet_diag in
+// this kernel). No privilege needed. The kernel's dump visits only the listening sockets, where /proc/net/tcp prints
+// every socket of the namespace as text (about 80 ms with 29,000 sockets here).
+Napi::Value Addon::ListeningTcpPorts(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int nl = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
+  if (nl < 0) return Napi::Number::New(env, -errno);
+  std::vector<uint16_t> ports;
+  int err = DumpListeners(nl, AF_INET, ports);
+  if (err == 0) {
+    err = DumpListeners(nl, AF_INET6, ports);
+    if (err == -ENOENT) err = 0;  // no IPv6 in this kernel
+  }
+  close(nl);
+  if (err != 0) return Napi::Number::New(env, err);
+  Napi::Array result = Napi::Array::New(env, ports.size());
+  for (uint32_t i = 0; i < ports.size(); i++) result.Set(i, Napi::Number::New(env, ports[i]));
+  return result;
 }
 
 }  // namespace otel_ebpf

@@ -185,6 +185,11 @@ export interface NativeAddon {
   /** The socket's cookie (getsockopt SO_COOKIE, which gives the socket one if it had none), or -errno. */
   socketCookie(fd: number): number;
   /**
+   * The local port of every TCP socket listening in the process's network namespace, whichever process holds it (one
+   * entry per socket), from NETLINK_SOCK_DIAG; or -errno (no inet_diag in the kernel). Needs no privilege.
+   */
+  listeningTcpPorts(): number[] | number;
+  /**
    * A function that returns the records (addresses and TCP_INFO) of the process's TCP sockets whose counters moved
    * since its previous pass (every TCP socket, listening ones included, the first time), and of every listening
    * socket: a collection's reading (native/tcp.cc). While an fd holds the same socket (its cookie), the function

