@@ -688,10 +688,40 @@ int BPF_KPROBE(state_kprobe, struct sock *sk, int state)
 	return 0;
 }
 
+/*
+ * listen() through kprobes: inet_csk_listen_start() stores TCP_LISTEN before it takes the port, and a listen that
+ * finds the port taken (EADDRINUSE after a bind that SO_REUSEADDR let through) goes back to TCP_CLOSE by
+ * inet_sk_set_state(), which tcp_set_state()'s kprobe does not see. So the listener is counted on return, and only if
+ * it listens: the entry keeps the socket for the return probe, per thread. (The raw tracepoint sees both transitions.)
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u64); /* pid_tgid */
+	__type(value, __u64);
+} listen_calls SEC(".maps");
+
 SEC("kprobe/inet_csk_listen_start")
 int BPF_KPROBE(listen_kprobe, struct sock *sk)
 {
-	on_listen(sk);
+	__u64 id = bpf_get_current_pid_tgid(), skp = (__u64)sk;
+
+	bpf_map_update_elem(&listen_calls, &id, &skp, BPF_ANY);
+	return 0;
+}
+
+SEC("kretprobe/inet_csk_listen_start")
+int BPF_KRETPROBE(listen_kretprobe, int ret)
+{
+	__u64 id = bpf_get_current_pid_tgid(), *skp = bpf_map_lookup_elem(&listen_calls, &id);
+	const struct sock *sk;
+
+	if (!skp)
+		return 0;
+	sk = (const struct sock *)*skp;
+	bpf_map_delete_elem(&listen_calls, &id);
+	if (ret == 0)
+		on_listen(sk);
 	return 0;
 }
 
@@ -724,10 +754,12 @@ int BPF_PROG(state_fentry, struct sock *sk, int state)
 	return 0;
 }
 
+/* on return, whatever the function's arity (a backlog argument before 5.19): a failed listen is back in TCP_CLOSE */
 SEC("fexit/inet_csk_listen_start")
 int BPF_PROG(listen_fexit, struct sock *sk)
 {
-	on_listen(sk);
+	if (BPF_CORE_READ(sk, __sk_common.skc_state) == TCP_LISTEN)
+		on_listen(sk);
 	return 0;
 }
 

@@ -46,7 +46,7 @@ export const SOCKET_MEASUREMENTS: Measurement[] = [
     name: 'tcp.state',
     description: 'connects, accepts and closes: opened, failed, handshake time, lifetime',
     variants: [
-      { hook: 'kprobe', programs: ['state_kprobe', 'listen_kprobe', 'destroy_kprobe'] },
+      { hook: 'kprobe', programs: ['state_kprobe', 'listen_kprobe', 'listen_kretprobe', 'destroy_kprobe'] },
       { hook: 'fentry', programs: ['state_fentry', 'listen_fexit', 'destroy_fentry'] },
       { hook: 'tracepoint', programs: ['state_raw_tp', 'destroy_raw_tp'] },
     ],

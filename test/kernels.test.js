@@ -39,6 +39,8 @@ function expectedCounts() {
     client_ipv4: conn(SENT, RECEIVED),
     client_ipv6: conn(SENT, RECEIVED),
     server_ipv4: conn(null, ACCEPTED),
+    // a failed listen() (EADDRINUSE), then a connection to another process's listener on its port: client side only
+    failed_listen: { clientOpened: 1, clientTransmit: 1000, clientReceive: 500, serverOpened: null, serverBytes: null },
     // the refusal: one failed connect, the RST received in SYN_SENT
     refused: { opened: null, failed: { ECONNREFUSED: 1 }, resets: { received: 1 } },
     // four connections to a node:cluster server: opened and their lifetimes by the primary, their bytes in the workers

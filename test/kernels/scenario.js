@@ -28,6 +28,7 @@ async function scenario(mode, address, receiver) {
   let accepted;
   const r = await runWorkload(
     [
+      { failedListen: '127.0.0.1' },
       { listen: '127.0.0.1' },
       { connect: ['127.0.0.1', peer4.port], send: SENT, recv: RECEIVED },
       { connect: ['::1', peer6.port], send: SENT, recv: RECEIVED },
@@ -80,6 +81,17 @@ async function scenario(mode, address, receiver) {
     opened: total(points, 'tcp.connection.opened', refused) ?? null,
     failed: Object.fromEntries(pointsOf(points, 'tcp.connection.failed', refused).map(p => [p.attributes['error.type'], total(points, 'tcp.connection.failed', { ...refused, 'error.type': p.attributes['error.type'] })])),
     resets: Object.fromEntries(pointsOf(points, 'tcp.resets', refused).map(p => [p.attributes['tcp.reset.direction'], total(points, 'tcp.resets', { ...refused, 'tcp.reset.direction': p.attributes['tcp.reset.direction'] })])),
+  };
+  // a listen() that failed leaves no listener behind: a connection to another process's listener on that port later
+  // is a client connection, never also a server one
+  const failedPort = r.lines.find(l => l.failedListen).failedListen.port;
+  const onFailedPort = side => ({ 'tcp.connection.side': side, 'server.port': failedPort });
+  counts.failed_listen = {
+    clientOpened: total(points, 'tcp.connection.opened', onFailedPort('client')) ?? null,
+    clientTransmit: total(points, 'process.network.io', { ...onFailedPort('client'), 'network.io.direction': 'transmit' }) ?? null,
+    clientReceive: total(points, 'process.network.io', { ...onFailedPort('client'), 'network.io.direction': 'receive' }) ?? null,
+    serverOpened: total(points, 'tcp.connection.opened', onFailedPort('server')) ?? null,
+    serverBytes: total(points, 'process.network.io', onFailedPort('server')) ?? null,
   };
   // a node:cluster server (round-robin: the primary accepts and hands over), the same hooks forced in every process
   const cluster = await runCluster(receiver, address, { connections: 4, env: { OTEL_NODE_EBPF_ATTACH_MODE: mode, OTEL_NODE_EBPF_STRICT: 'false', OTEL_NODE_EBPF_DISABLED_PROBES: 'nodejs,dns,tls' } });

@@ -12,6 +12,11 @@
 //                                                     stdin, then close and read until the peer closes (B bytes in all)
 //   { "many": [host, port, N], "send": A, "recv": B }  N connections open at once, each sends A and reads B bytes
 //   { "refused": [host, port] }                       a connect that must fail with ECONNREFUSED
+//   { "failedListen": host }                          a listen() that fails with EADDRINUSE (two sockets bound to one
+//                                                     port, SO_REUSEADDR: the second listen() finds it taken), both
+//                                                     closed; then a process without the SDK listens on that port and
+//                                                     this one connects to it, sends 1000 bytes, reads 500; prints
+//                                                     {"failedListen": {port, errno}}
 //   { "wait": "line" }                                wait for a line on stdin
 //   { "sleep": ms }
 //   { "trap": "SIGTERM" }                              the application's own handler: prints {"trapped": sig}, exits 0 after 300 ms
@@ -24,7 +29,9 @@
 //                                                      later: the connect step's work
 //   { "exit": code }                                   process.exit(code), the remaining steps not run; prints the
 //                                                      SDK's status().exporter first
+const { spawn } = require('child_process');
 const net = require('net');
+const os = require('os');
 const readline = require('readline');
 
 const steps = JSON.parse(process.argv[2]);
@@ -113,6 +120,31 @@ const handlers = {
     const counts = await Promise.all(sockets.map(s => { const n = readAll(s); s.end(Buffer.alloc(step.send, 5)); return n; }));
     if (counts.some(c => c !== step.recv)) throw new Error(`many: received ${counts}, expected ${step.recv} each`);
     out({ many: n });
+  },
+  async failedListen(step) {
+    const host = step.failedListen;
+    // Node binds before it listens, and a bind to a listening port fails: the handles of net.Server, by hand
+    const { TCP, constants } = process.binding('tcp_wrap');
+    const first = new TCP(constants.SERVER);
+    const second = new TCP(constants.SERVER);
+    const address = {};
+    if (first.bind(host, 0) || first.getsockname(address) || second.bind(host, address.port) || first.listen(16)) {
+      throw new Error('failedListen: could not bind and listen');
+    }
+    const errno = second.listen(16);
+    await Promise.all([first, second].map(h => new Promise(r => h.close(r))));
+    if (errno !== -os.constants.errno.EADDRINUSE) throw new Error(`failedListen: second listen() gave ${errno}`);
+    const peer = spawn(process.execPath, ['-e', `
+      const server = require('net').createServer(c => {
+        c.resume().on('end', () => { c.end(Buffer.alloc(500)); server.close(); });
+      }).listen(${address.port}, ${JSON.stringify(host)}, () => console.log('ready'));`], { env: {}, stdio: ['ignore', 'pipe', 'inherit'] });
+    await new Promise((r, j) => (peer.stdout.once('data', r), peer.once('exit', code => j(new Error(`failedListen: peer exited ${code}`)))));
+    const s = net.connect(address.port, host);
+    await new Promise((r, j) => (s.once('connect', r), s.once('error', j)));
+    const received = readAll(s);
+    s.end(Buffer.alloc(1000, 3));
+    await finishConnect({ send: 1000, recv: 500 }, s, received);
+    out({ failedListen: { port: address.port, errno } });
   },
   async refused(step) {
     const [host, port] = step.refused;
