@@ -233,6 +233,19 @@ static __always_inline bool is_own_listener_port(const struct sock *sk)
 	return bpf_map_lookup_elem(&listeners, &lk) != NULL;
 }
 
+/*
+ * Other processes listen on the port of a connection ours accepted too: SO_REUSEPORT (Node's reusePort), or another
+ * address. The handshake does not say whose listening socket queued the connection, so each of them counts its
+ * opening; a cluster's primary listens alone, on a socket its workers share.
+ */
+static __always_inline bool port_shared(const struct sock *sk)
+{
+	struct listener_key lk = listener_key_of(sk);
+	__u32 *ours = bpf_map_lookup_elem(&listeners, &lk), *all = bpf_map_lookup_elem(&netns_listeners, &lk);
+
+	return ours && all && *all > *ours;
+}
+
 static __always_inline __u32 srtt_us_of(const struct sock *sk)
 {
 	/* tcp_sock.srtt_us holds 8 times the smoothed RTT in microseconds */
@@ -507,7 +520,8 @@ static __always_inline void handed_over_closed(struct conn_state *c, __u64 now)
 {
 	struct series_stats *s;
 
-	if (c->closed_ns || !c->established_ns)
+	/* on a shared port, the holder may be a process that accepted it on its own listening socket, and records it */
+	if (c->closed_ns || !c->established_ns || c->shared_port)
 		return;
 	c->closed_ns = now;
 	s = series_of(&c->key);
@@ -578,6 +592,7 @@ static __always_inline void handle_set_state(const struct sock *sk, int oldstate
 			if (!c)
 				return;
 			c->established_ns = now;
+			c->shared_port = port_shared(sk);
 			s = series_of(&c->key);
 			if (s) {
 				__u32 srtt = srtt_us_of(sk);

@@ -64,7 +64,7 @@ struct conn_state {
 	__u8 final;            /* the three below hold the values at TCP_CLOSE */
 	__u8 closed_here;      /* the process closed it (close(), shutdown(), SO_LINGER 0), in its own context */
 	__u8 handed_over;      /* another process holds and closed it: nothing more counts here (kept until destroyed) */
-	__u8 pad;
+	__u8 shared_port;      /* accepted on a port where other processes listen too (SO_REUSEPORT, another address) */
 	__u64 tx_bytes;
 	__u64 rx_bytes;
 	__u8 local_addr[16];

@@ -71,7 +71,7 @@ export const LAYOUTS = {
       final: { offset: 60, type: 'u8' },
       closed_here: { offset: 61, type: 'u8' },
       handed_over: { offset: 62, type: 'u8' },
-      pad: { offset: 63, type: 'u8' },
+      shared_port: { offset: 63, type: 'u8' },
       tx_bytes: { offset: 64, type: 'u64' },
       rx_bytes: { offset: 72, type: 'u64' },
       local_addr: { offset: 80, type: 'bytes16' },

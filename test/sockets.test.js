@@ -377,6 +377,42 @@ describe('socket probes', function () {
     });
   }
 
+  it('SO_REUSEPORT listeners in two processes (reusePort, node 24): bytes and lifetimes count once, in the process that accepted', async function () {
+    const net = require('net');
+    const { nodeBinary } = require('./support/uprobes');
+    const { binary } = nodeBinary(24);
+    const free = net.createServer();
+    await new Promise(resolve => free.listen(0, '127.0.0.1', resolve));
+    const port = free.address().port;
+    await new Promise(resolve => free.close(resolve));
+    const servers = [];
+    let bothListen;
+    const listening = new Promise(resolve => (bothListen = resolve));
+    const runs = [0, 1].map(() => runWorkload([port], {
+      address,
+      node: binary,
+      script: path.join(__dirname, 'support', 'reuseport-app.js'),
+      onLine: (o, child) => o.listening && servers.push(child) === 2 && bothListen(),
+    }));
+    await Promise.race([listening, Promise.all(runs)]);
+    assert.strictEqual(servers.length, 2, 'both servers should listen');
+    for (let i = 0; i < 20; i++) await sendTo('127.0.0.1', port, 1000);
+    for (const child of servers) child.stdin.write('stop\n');
+    const results = await Promise.all(runs);
+    const server = { 'tcp.connection.side': 'server', 'server.port': port };
+    const per = results.map(r => {
+      assert.strictEqual(r.code, 0, r.stderr);
+      const points = pointsOfPid(r.child.pid);
+      const of = (name, want = {}) => total(points, name, { ...server, ...want }) ?? 0;
+      return { receive: of('process.network.io', { 'network.io.direction': 'receive' }), transmit: of('process.network.io', { 'network.io.direction': 'transmit' }), durations: of('tcp.connection.duration') };
+    });
+    const shown = JSON.stringify(per);
+    assert.strictEqual(per[0].receive + per[1].receive, 20 * 1000, shown);
+    assert.strictEqual(per[0].transmit + per[1].transmit, 20 * 500, shown);
+    // each process records the lifetimes of the connections it accepted, and of no other
+    for (const p of per) assert.strictEqual(p.durations, p.receive / 1000, shown);
+  });
+
   it('a full series map is counted, never silent: the rest goes to one overflow series, and nothing is lost', async () => {
     const peers = await Promise.all([1, 2, 3].map(() => startPeer('127.0.0.1', 10)));
     const steps = peers.map((p, i) => ({ connect: ['127.0.0.1', p.port], send: (i + 1) * 1000, recv: 10 }));

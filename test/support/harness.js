@@ -23,12 +23,12 @@ async function startReceiver() {
 /**
  * Runs test/support/workload.js (or `script`) with the SDK preloaded and the environment pointed at the receiver.
  * onLine(obj, child) sees every JSON line the workload prints. `nodeArgs` go to node before the preload (flags that
- * NODE_OPTIONS refuses, such as --cpu-prof). Resolves with { code, signal, lines, stderr }.
+ * NODE_OPTIONS refuses, such as --cpu-prof); `node` is the binary. Resolves with { code, signal, lines, stderr }.
  */
-function runWorkload(steps, { address, protocol = 'http/protobuf', env = {}, onLine, script = WORKLOAD, preload = true, preloadFlag = '--require', wrap = [], nodeArgs = [] } = {}) {
+function runWorkload(steps, { address, protocol = 'http/protobuf', env = {}, onLine, script = WORKLOAD, preload = true, preloadFlag = '--require', wrap = [], nodeArgs = [], node = process.execPath } = {}) {
   const endpoint = protocol === 'grpc' ? address.grpcEndpoint : address.httpEndpoint;
   const args = [...nodeArgs, ...(preload ? [preloadFlag, REGISTER] : []), script, JSON.stringify(steps)];
-  const [cmd, ...cmdArgs] = [...wrap, process.execPath, ...args];
+  const [cmd, ...cmdArgs] = [...wrap, node, ...args];
   const child = spawn(cmd, cmdArgs, {
     env: {
       ...process.env,
