@@ -710,7 +710,7 @@ int BPF_KPROBE(state_kprobe, struct sock *sk, int state)
  * it listens: the entry keeps the socket for the return probe, per thread. (The raw tracepoint sees both transitions.)
  */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(type, BPF_MAP_TYPE_LRU_HASH); /* a return that never came (kretprobe instances exhausted) ages out */
 	__uint(max_entries, 1024);
 	__type(key, __u64); /* pid_tgid */
 	__type(value, __u64);
