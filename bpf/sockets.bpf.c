@@ -235,8 +235,8 @@ static __always_inline bool is_own_listener_port(const struct sock *sk)
 
 /*
  * Other processes listen on the port of a connection ours accepted too: SO_REUSEPORT (Node's reusePort), or another
- * address. The handshake does not say whose listening socket queued the connection, so each of them counts its
- * opening; a cluster's primary listens alone, on a socket its workers share.
+ * address. The handshake does not say whose listening socket queued the connection: the process that turns out to
+ * hold it counts it (claim()). A cluster's primary listens alone, on a socket its workers share.
  */
 static __always_inline bool port_shared(const struct sock *sk)
 {
@@ -512,6 +512,54 @@ static __always_inline void hand_over(const struct sock *sk, struct conn_state *
 	__sync_fetch_and_add(&health.conns_handed_over, 1);
 }
 
+/* An accepted connection's opening: the handshake's RTT sample is the server's view of its duration. */
+static __always_inline void count_opening(const struct conn_state *c)
+{
+	struct series_stats *s = series_of(&c->key);
+
+	if (!s)
+		return;
+	__sync_fetch_and_add(&s->opened, 1);
+	if (c->handshake_us)
+		hist_record_ns(&s->connect, (__u64)c->handshake_us * 1000);
+}
+
+/*
+ * A connection accepted on a shared port turns out to be this process's: it closes it, or frees it holding it. What
+ * was left for its holder to count (the opening, the resets until now) counts here.
+ */
+static __always_inline void claim(struct conn_state *c)
+{
+	struct series_stats *s;
+
+	c->shared_port = 0;
+	count_opening(c);
+	s = series_of(&c->key);
+	if (!s)
+		return;
+	if (c->resets_sent_held)
+		__sync_fetch_and_add(&s->resets_sent, c->resets_sent_held);
+	if (c->resets_received_held)
+		__sync_fetch_and_add(&s->resets_received, c->resets_received_held);
+}
+
+/* A connection reached TCP_CLOSE (at c->closed_ns): its close, lifetime, last RTT and retransmits. */
+static __always_inline void count_close(const struct sock *sk, struct conn_state *c)
+{
+	struct series_stats *s = series_of(&c->key);
+	__u32 srtt;
+
+	if (!s)
+		return;
+	srtt = srtt_us_of(sk);
+	sync_retransmits(sk, c, s);
+	__sync_fetch_and_add(&s->closed, 1);
+	if (c->established_ns)
+		hist_record_ns(&s->lifetime, c->closed_ns - c->established_ns);
+	if (srtt)
+		hist_record_ns(&s->rtt, (__u64)srtt * 1000);
+}
+
 /*
  * A connection handed over ends. The holder counts its bytes and its close but never saw it established: its lifetime
  * is ours to record, as its opening was, so that it has one tcp.connection.duration however many processes it passed.
@@ -579,8 +627,11 @@ static __always_inline void handle_set_state(const struct sock *sk, int oldstate
 	/* The process closes a connection that predates the probes, or that another process handed over to it. */
 	if (!c && closing && is_target())
 		c = adopt(sk);
-	if (c && closing)
+	if (c && closing) {
 		c->closed_here = 1;
+		if (c->shared_port)
+			claim(c);
+	}
 	if (newstate == TCP_ESTABLISHED) {
 		if (oldstate == TCP_SYN_RECV && !c) {
 			/* The handshake of an accepted connection completes in softirq context, where the current task
@@ -592,16 +643,12 @@ static __always_inline void handle_set_state(const struct sock *sk, int oldstate
 			if (!c)
 				return;
 			c->established_ns = now;
-			c->shared_port = port_shared(sk);
-			s = series_of(&c->key);
-			if (s) {
-				__u32 srtt = srtt_us_of(sk);
-
-				__sync_fetch_and_add(&s->opened, 1);
-				/* none when the kernel took no sample: a SYN-ACK sent again, without timestamps (Karn) */
-				if (srtt)
-					hist_record_ns(&s->connect, (__u64)srtt * 1000);
-			}
+			/* none when the kernel took no sample: a SYN-ACK sent again, without timestamps (Karn) */
+			c->handshake_us = srtt_us_of(sk);
+			if (port_shared(sk))
+				c->shared_port = 1; /* counted by the process that turns out to hold it: claim() */
+			else
+				count_opening(c);
 			return;
 		}
 		if (c && oldstate == TCP_SYN_SENT) {
@@ -623,6 +670,8 @@ static __always_inline void handle_set_state(const struct sock *sk, int oldstate
 	/* Closed: account for it now; the entry stays until the socket is destroyed (handle_destroy). */
 	c->closed_ns = now;
 	keep_final(sk, c);
+	if (c->shared_port) /* in softirq, on a shared port: the free tells whose it was (handle_destroy) */
+		return;
 	if (oldstate == TCP_SYN_SENT) {
 		/* Connect failed. tcp_reset() and tcp_write_err() set sk_err before tcp_done() closes the socket.
 		 * Without it: no local port was free (connect() moves to SYN_SENT before it picks one, and closes the
@@ -637,17 +686,7 @@ static __always_inline void handle_set_state(const struct sock *sk, int oldstate
 			__sync_fetch_and_add(&s->failed, 1);
 		return;
 	}
-	s = series_of(&c->key);
-	if (s) {
-		__u32 srtt = srtt_us_of(sk);
-
-		sync_retransmits(sk, c, s);
-		__sync_fetch_and_add(&s->closed, 1);
-		if (c->established_ns)
-			hist_record_ns(&s->lifetime, now - c->established_ns);
-		if (srtt)
-			hist_record_ns(&s->rtt, (__u64)srtt * 1000);
-	}
+	count_close(sk, c);
 }
 
 /*
@@ -669,6 +708,18 @@ static __always_inline void handle_destroy(const struct sock *sk)
 	if (c->handed_over) {
 		bpf_map_delete_elem(&conns, &skp);
 		return;
+	}
+	if (c->shared_port) {
+		/* accepted on a shared port, closed in softirq (a reset, a timeout), and nobody's yet: ours if we free it
+		 * holding it, and then what its TCP_CLOSE left uncounted counts now */
+		if (!in_holder_context(sk) || !is_target()) {
+			bpf_map_delete_elem(&conns, &skp);
+			__sync_fetch_and_add(&health.conns_handed_over, 1);
+			return;
+		}
+		claim(c);
+		if (c->closed_ns)
+			count_close(sk, c);
 	}
 	if (!c->closed_here && in_holder_context(sk) && !is_target()) {
 		/* Nobody closed it, it reached TCP_CLOSE in softirq (its close counted here), and another process frees
@@ -786,7 +837,8 @@ static __always_inline void handle_retransmit(const struct sock *sk)
 	struct conn_state *c = bpf_map_lookup_elem(&conns, &skp);
 	struct series_stats *s;
 
-	if (!c || c->handed_over)
+	/* shared_port: its holder adds them all when it claims and closes it (sync_retransmits() in count_close()) */
+	if (!c || c->handed_over || c->shared_port)
 		return;
 	s = series_of(&c->key);
 	if (s)
@@ -828,10 +880,17 @@ static __always_inline void handle_reset(const struct sock *sk, bool sent)
 	c = bpf_map_lookup_elem(&conns, &skp);
 	if (!c || c->handed_over)
 		return;
+	c->resets++;
+	if (c->shared_port) { /* for whichever process holds it: claim() */
+		if (sent)
+			c->resets_sent_held++;
+		else
+			c->resets_received_held++;
+		return;
+	}
 	s = series_of(&c->key);
 	if (!s)
 		return;
-	c->resets++;
 	if (sent)
 		__sync_fetch_and_add(&s->resets_sent, 1);
 	else

@@ -68,6 +68,10 @@ struct conn_state {
 	__u64 tx_bytes;
 	__u64 rx_bytes;
 	__u8 local_addr[16];
+	/* shared_port: what the process that holds it counts, once it is known to be this one (claim()) */
+	__u32 handshake_us;    /* srtt at the handshake */
+	__u16 resets_sent_held;
+	__u16 resets_received_held;
 };
 
 /* Listening sockets of the process: accepted connections are recognised by their local port and network namespace. */

@@ -58,7 +58,7 @@ export const LAYOUTS = {
   },
   conn_state: {
     name: 'conn_state',
-    size: 96,
+    size: 104,
     fields: {
       key: { offset: 0, type: 'series_key' },
       start_ns: { offset: 24, type: 'u64' },
@@ -75,6 +75,9 @@ export const LAYOUTS = {
       tx_bytes: { offset: 64, type: 'u64' },
       rx_bytes: { offset: 72, type: 'u64' },
       local_addr: { offset: 80, type: 'bytes16' },
+      handshake_us: { offset: 96, type: 'u32' },
+      resets_sent_held: { offset: 100, type: 'u16' },
+      resets_received_held: { offset: 102, type: 'u16' },
     },
   },
   listener_key: {

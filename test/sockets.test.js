@@ -3,7 +3,7 @@
 // to a real OTLP receiver in this process; the decoded values must be exactly what crossed the sockets.
 const assert = require('assert');
 const path = require('path');
-const { startReceiver, startFront, runWorkload, runCluster, startPeer, sendTo, closedPort, pointsOf, total, describe: show } = require('./support/harness');
+const { startReceiver, startFront, runWorkload, runCluster, clusterClient, startPeer, sendTo, closedPort, pointsOf, total, describe: show } = require('./support/harness');
 
 const SENT = 1_234_567;
 const RECEIVED = 7_654_321;
@@ -377,41 +377,55 @@ describe('socket probes', function () {
     });
   }
 
-  it('SO_REUSEPORT listeners in two processes (reusePort, node 24): bytes and lifetimes count once, in the process that accepted', async function () {
-    const net = require('net');
-    const { nodeBinary } = require('./support/uprobes');
-    const { binary } = nodeBinary(24);
-    const free = net.createServer();
-    await new Promise(resolve => free.listen(0, '127.0.0.1', resolve));
-    const port = free.address().port;
-    await new Promise(resolve => free.close(resolve));
-    const servers = [];
-    let bothListen;
-    const listening = new Promise(resolve => (bothListen = resolve));
-    const runs = [0, 1].map(() => runWorkload([port], {
-      address,
-      node: binary,
-      script: path.join(__dirname, 'support', 'reuseport-app.js'),
-      onLine: (o, child) => o.listening && servers.push(child) === 2 && bothListen(),
-    }));
-    await Promise.race([listening, Promise.all(runs)]);
-    assert.strictEqual(servers.length, 2, 'both servers should listen');
-    for (let i = 0; i < 20; i++) await sendTo('127.0.0.1', port, 1000);
-    for (const child of servers) child.stdin.write('stop\n');
-    const results = await Promise.all(runs);
-    const server = { 'tcp.connection.side': 'server', 'server.port': port };
-    const per = results.map(r => {
-      assert.strictEqual(r.code, 0, r.stderr);
-      const points = pointsOfPid(r.child.pid);
-      const of = (name, want = {}) => total(points, name, { ...server, ...want }) ?? 0;
-      return { receive: of('process.network.io', { 'network.io.direction': 'receive' }), transmit: of('process.network.io', { 'network.io.direction': 'transmit' }), durations: of('tcp.connection.duration') };
+  for (const end of ['fin', 'peer-reset']) {
+    it(`SO_REUSEPORT listeners in two processes (reusePort, node 24), connections ended by ${end === 'fin' ? 'the server' : 'a reset of the client'}: each counts once, in the process that accepted it`, async function () {
+      const net = require('net');
+      const { nodeBinary } = require('./support/uprobes');
+      const { binary } = nodeBinary(24);
+      const free = net.createServer();
+      await new Promise(resolve => free.listen(0, '127.0.0.1', resolve));
+      const port = free.address().port;
+      await new Promise(resolve => free.close(resolve));
+      const servers = [];
+      let bothListen;
+      const listening = new Promise(resolve => (bothListen = resolve));
+      const runs = [0, 1].map(() => runWorkload([port], {
+        address,
+        node: binary,
+        script: path.join(__dirname, 'support', 'reuseport-app.js'),
+        env: { REUSEPORT_END: end },
+        onLine: (o, child) => o.listening && servers.push(child) === 2 && bothListen(),
+      }));
+      await Promise.race([listening, Promise.all(runs)]);
+      assert.strictEqual(servers.length, 2, 'both servers should listen');
+      for (let i = 0; i < 20; i++) await clusterClient(port, end);
+      for (const child of servers) child.stdin.write('stop\n');
+      const results = await Promise.all(runs);
+      const server = { 'tcp.connection.side': 'server', 'server.port': port };
+      const per = results.map(r => {
+        assert.strictEqual(r.code, 0, r.stderr);
+        const points = pointsOfPid(r.child.pid);
+        const of = (name, want = {}) => total(points, name, { ...server, ...want }) ?? 0;
+        return {
+          receive: of('process.network.io', { 'network.io.direction': 'receive' }),
+          transmit: of('process.network.io', { 'network.io.direction': 'transmit' }),
+          opened: of('tcp.connection.opened'),
+          handshakes: of('tcp.connect.duration'),
+          durations: of('tcp.connection.duration'),
+          resetsReceived: of('tcp.resets', { 'tcp.reset.direction': 'received' }),
+        };
+      });
+      const shown = JSON.stringify(per);
+      assert.strictEqual(per[0].receive + per[1].receive, 20 * 1000, shown);
+      assert.strictEqual(per[0].transmit + per[1].transmit, 20 * 500, shown);
+      // each process counts the openings, handshakes, lifetimes (and the peer's resets) of the connections it
+      // accepted, and of no other
+      for (const p of per) {
+        const accepted = p.receive / 1000;
+        assert.deepStrictEqual([p.opened, p.handshakes, p.durations, p.resetsReceived], [accepted, accepted, accepted, end === 'fin' ? 0 : accepted], shown);
+      }
     });
-    const shown = JSON.stringify(per);
-    assert.strictEqual(per[0].receive + per[1].receive, 20 * 1000, shown);
-    assert.strictEqual(per[0].transmit + per[1].transmit, 20 * 500, shown);
-    // each process records the lifetimes of the connections it accepted, and of no other
-    for (const p of per) assert.strictEqual(p.durations, p.receive / 1000, shown);
-  });
+  }
 
   it('a full series map is counted, never silent: the rest goes to one overflow series, and nothing is lost', async () => {
     const peers = await Promise.all([1, 2, 3].map(() => startPeer('127.0.0.1', 10)));

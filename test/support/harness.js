@@ -210,4 +210,4 @@ async function runCluster(receiver, address, { policy = 'rr', end = 'fin', conne
   };
 }
 
-module.exports = { ROOT, REGISTER, CI, startReceiver, startFront, runWorkload, runCluster, startPeer, sendTo, closedPort, pointsOf, total, describe: describe_ };
+module.exports = { ROOT, REGISTER, CI, startReceiver, startFront, runWorkload, runCluster, clusterClient, startPeer, sendTo, closedPort, pointsOf, total, describe: describe_ };
