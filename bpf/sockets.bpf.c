@@ -272,7 +272,8 @@ static __always_inline struct conn_state *track(const struct sock *sk, __u8 side
 /*
  * A connection of this process that we first see when the process closes it: it was established before the probes
  * were attached, or when the connection map was full, or another process accepted it and handed it over (a cluster's
- * primary). Its close, resets and final bytes count; its lifetime and handshake are unknown. On a port that some
+ * primary). Its close, resets and final bytes count; its handshake and lifetime are unknown here (the process that
+ * saw it established records them: handed_over_closed()). On a port that some
  * process of the namespace listens on, it was accepted: the server side.
  */
 static __always_inline struct conn_state *adopt(const struct sock *sk)
