@@ -234,15 +234,21 @@ static __always_inline bool is_own_listener_port(const struct sock *sk)
 }
 
 /*
- * Other processes listen on the port of a connection ours accepted too: SO_REUSEPORT (Node's reusePort), or another
- * address. The handshake does not say whose listening socket queued the connection: the process that turns out to
- * hold it counts it (claim()). A cluster's primary listens alone, on a socket its workers share.
+ * A connection ours accepted may have been queued on another process's listening socket: SO_REUSEPORT (Node's
+ * reusePort) lets several listen on one address and port, and the handshake does not say whose socket queued it. The
+ * process that turns out to hold it counts it (claim()). Only a listener with SO_REUSEPORT shares its address (the
+ * accepted socket inherits the flag); other processes' listeners on the same port at other addresses do not count,
+ * and a cluster's primary listens alone, on a socket its workers share.
  */
 static __always_inline bool port_shared(const struct sock *sk)
 {
 	struct listener_key lk = listener_key_of(sk);
-	__u32 *ours = bpf_map_lookup_elem(&listeners, &lk), *all = bpf_map_lookup_elem(&netns_listeners, &lk);
+	__u32 *ours, *all;
 
+	if (!BPF_CORE_READ_BITFIELD_PROBED(sk, __sk_common.skc_reuseport))
+		return false;
+	ours = bpf_map_lookup_elem(&listeners, &lk);
+	all = bpf_map_lookup_elem(&netns_listeners, &lk);
 	return ours && all && *all > *ours;
 }
 

@@ -361,6 +361,15 @@ describe('socket probes', function () {
     });
   }
 
+  for (const policy of ['rr', 'none']) {
+    it(`a node:cluster server (scheduling ${policy}) on 127.0.0.1, another process on its port at 127.0.0.2: each connection counts once, its lifetime too`, async () => {
+      const c = await runCluster(receiver, address, { policy, connections: 6, host: '127.0.0.1', otherListener: '127.0.0.2' });
+      assert.strictEqual(c.code, 0, c.stderr);
+      assert.deepStrictEqual(c.clientPorts, [], c.show);
+      assert.deepStrictEqual([c.receive, c.transmit, c.opened, c.durations, c.primaryBytes], [6 * 1000, 6 * 500, 6, 6, 0], c.show);
+    });
+  }
+
   for (const [end, how] of [
     ['reset', 'the worker resets it (TCP_CLOSE in its close())'],
     ['peer-reset', 'the client resets it (TCP_CLOSE in softirq, the socket freed in the worker)'],

@@ -5,8 +5,9 @@
 // REQUEST bytes came, then, as CLUSTER_END says: 'fin' (the default), answered with REPLY bytes and ended by the
 // worker; 'reset', reset by the worker (socket.resetAndDestroy(): SO_LINGER 0, the socket goes to TCP_CLOSE in the
 // worker's close()); 'peer-reset', answered with REPLY bytes, which the client reads and then resets the connection
-// (the socket goes to TCP_CLOSE in softirq, and is freed when the worker closes it). Prints
-// {"listening":port,"workers":[pids]}; a line on stdin disconnects the workers, and every process exits normally.
+// (the socket goes to TCP_CLOSE in softirq, and is freed when the worker closes it). It listens on every address, or
+// on CLUSTER_HOST. Prints {"listening":port,"workers":[pids]}; a line on stdin disconnects the workers, and every
+// process exits normally.
 const cluster = require('cluster');
 const net = require('net');
 
@@ -39,5 +40,5 @@ if (cluster.isPrimary) {
         else socket.end(Buffer.alloc(REPLY));
       });
     })
-    .listen(0);
+    .listen(0, process.env.CLUSTER_HOST || undefined);
 }

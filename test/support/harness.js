@@ -144,10 +144,11 @@ async function startFront(address, refuse, host = '127.0.0.1') {
 }
 
 /**
- * Runs test/support/cluster-app.js (a node:cluster server, the SDK in every process), sends it `connections`
- * connections of 1000 bytes, each answered with 500, stops it, and sums what its processes exported for the listening
- * port. Resolves with { code, stderr, port, clientPorts (client series but the exporter's), receive, transmit, opened,
- * primaryBytes, show }.
+ * Runs test/support/cluster-app.js (a node:cluster server, the SDK in every process; on every address, or on
+ * `host`), sends it `connections` connections of 1000 bytes, each answered with 500, stops it, and sums what its
+ * processes exported for the listening port. With `otherListener`, this process listens on the same port at that
+ * address meanwhile. Resolves with { code, stderr, port, clientPorts (client series but the exporter's), receive,
+ * transmit, opened, durations, primaryBytes, show }.
  */
 /**
  * A client of test/support/cluster-app.js for its CLUSTER_END: sends 1000 bytes; 'reset', waits for the server's
@@ -170,19 +171,23 @@ function clusterClient(port, end) {
   });
 }
 
-async function runCluster(receiver, address, { policy = 'rr', end = 'fin', connections = 10, env = {} } = {}) {
+async function runCluster(receiver, address, { policy = 'rr', end = 'fin', connections = 10, host, otherListener, env = {} } = {}) {
   let primary, port, workers, clients;
   const r = await runWorkload([], {
     address,
     script: path.join(__dirname, 'cluster-app.js'),
-    env: { NODE_CLUSTER_SCHED_POLICY: policy, CLUSTER_END: end, ...env },
+    env: { NODE_CLUSTER_SCHED_POLICY: policy, CLUSTER_END: end, ...(host ? { CLUSTER_HOST: host } : {}), ...env },
     onLine: (o, child) => {
       if (!o.listening) return;
       ({ listening: port, workers } = o);
       primary = child;
       clients = (async () => {
+        // another process (this one) listening on the cluster's port at another address
+        const other = otherListener && net.createServer();
+        if (other) await new Promise((resolve, reject) => other.listen(port, otherListener, resolve).on('error', reject));
         for (let i = 0; i < connections; i++) await clusterClient(port, end);
         child.stdin.write('stop\n');
+        other?.close();
       })();
     },
   });
