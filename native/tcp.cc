@@ -16,6 +16,7 @@
 #include <cerrno>
 #include <cstddef>
 #include <cstdlib>
+#include <cstring>
 #include <memory>
 #include <unordered_map>
 #include <vector>
@@ -310,7 +311,12 @@ int DumpListeners(int nl, uint8_t family, std::vector<uint16_t>& ports) {
     if (n == 0) return -EIO;
     size_t left = static_cast<size_t>(n);
     for (auto* h = reinterpret_cast<nlmsghdr*>(buf); NLMSG_OK(h, left); h = NLMSG_NEXT(h, left)) {
-      if (h->nlmsg_type == NLMSG_DONE) return 0;
+      if (h->nlmsg_type == NLMSG_DONE) {
+        // a dump that failed after it began (no tcp_diag for the protocol) ends with its error here, not in NLMSG_ERROR
+        int err = 0;
+        if (h->nlmsg_len >= NLMSG_LENGTH(sizeof(err))) std::memcpy(&err, NLMSG_DATA(h), sizeof(err));
+        return err < 0 ? err : 0;
+      }
       if (h->nlmsg_type == NLMSG_ERROR) {
         const auto* err = static_cast<const nlmsgerr*>(NLMSG_DATA(h));
         return h->nlmsg_len >= NLMSG_LENGTH(sizeof(nlmsgerr)) && err->error ? err->error : -EIO;
