@@ -100,7 +100,11 @@ describe('dns.lookup in this process', function () {
     const telemetry = new KernelTelemetry(config);
     telemetry.start();
     try {
-      await Promise.all(Array.from({ length: 300 }, () => dns.promises.lookup('localhost')));
+      const lookups = Promise.all(Array.from({ length: 300 }, () => dns.promises.lookup('localhost')));
+      // the record is written at uv__getaddrinfo_done, on this thread: held here while the thread pool resolves them
+      // all, the 300 completions run in one pass of the loop, before the ring buffer's reader can run in between
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 300);
+      await lookups;
       const metrics = telemetry.collect();
       const recorded = metrics.find(m => m.name === 'dns.lookup.duration').points.reduce((n, p) => n + p.hist.slots.reduce((a, c) => a + c, 0), 0);
       const dropped = reason => metrics.find(m => m.name === 'otel_node_ebpf.dropped').points.find(p => p.attributes['otel_node_ebpf.drop.reason'] === reason)?.value ?? 0;
