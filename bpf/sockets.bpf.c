@@ -77,6 +77,14 @@ struct {
 	__type(value, __u32);
 } listeners SEC(".maps");
 
+/* The same by local address, for a port other processes listen on too, at other addresses (listener_of_ours()). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 256);
+	__type(key, struct listener_addr_key);
+	__type(value, __u32);
+} listener_addrs SEC(".maps");
+
 /*
  * Every listening port of the process's network namespace, whichever process listens (and how many sockets): a
  * connection the process holds on such a port was accepted, by it or by another process that handed it over (a
@@ -94,6 +102,7 @@ struct {
  * (inet_put_port() zeroes it before the move to TCP_CLOSE for a socket that no bind() gave a port of its own). */
 #define LISTENING_OURS 1     /* counted in listeners */
 #define LISTENING_IN_NETNS 2 /* counted in netns_listeners */
+#define LISTENING_ADDR 4     /* counted in listener_addrs */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 1280);
@@ -226,11 +235,43 @@ static __always_inline bool is_listener_port(const struct sock *sk)
 }
 
 /* The process listens on the socket's local port itself: it accepts the connections that complete a handshake there. */
+/* The socket's local port and address: a listener's, or the one an accepted connection was addressed to. */
+static __always_inline void listener_addr_key_of(const struct sock *sk, __u16 port, struct listener_addr_key *ak)
+{
+	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+
+	__builtin_memset(ak, 0, sizeof(*ak));
+	ak->netns = netns_of(sk);
+	ak->port = port;
+	if (family == AF_INET) {
+		BPF_CORE_READ_INTO((__u32 *)ak->addr, sk, __sk_common.skc_rcv_saddr);
+	} else if (family == AF_INET6) {
+		BPF_CORE_READ_INTO(&ak->addr, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
+		unmap_v4(ak->addr);
+	}
+}
+
+/*
+ * An accepted connection came through one of the process's listening sockets: its port is one of ours, and, where
+ * other processes listen on that port too, its local address is one ours listens on (or ours listens on any). Where
+ * all of the port's listening sockets are the process's, the port says it.
+ */
 static __always_inline bool is_own_listener_port(const struct sock *sk)
 {
 	struct listener_key lk = listener_key_of(sk);
+	__u32 *ours = bpf_map_lookup_elem(&listeners, &lk), *all;
+	struct listener_addr_key ak;
 
-	return bpf_map_lookup_elem(&listeners, &lk) != NULL;
+	if (!ours)
+		return false;
+	all = bpf_map_lookup_elem(&netns_listeners, &lk);
+	if (!all || *all <= *ours)
+		return true;
+	listener_addr_key_of(sk, lk.port, &ak);
+	if (bpf_map_lookup_elem(&listener_addrs, &ak))
+		return true;
+	__builtin_memset(ak.addr, 0, sizeof(ak.addr));
+	return bpf_map_lookup_elem(&listener_addrs, &ak) != NULL;
 }
 
 /*
@@ -425,7 +466,7 @@ static __always_inline void report_untracked(const struct sock *sk)
 
 /* ---- tcp.state: connects, accepts, closes, listeners ---- */
 
-static __always_inline bool count_port(void *map, const struct listener_key *lk)
+static __always_inline bool count_port(void *map, const void *lk)
 {
 	__u32 one = 1, *n = bpf_map_lookup_elem(map, lk);
 
@@ -439,12 +480,27 @@ static __always_inline bool count_port(void *map, const struct listener_key *lk)
 	return true;
 }
 
-static __always_inline void uncount_port(void *map, const struct listener_key *lk)
+static __always_inline void uncount_port(void *map, const void *lk)
 {
 	__u32 *n = bpf_map_lookup_elem(map, lk);
 
 	if (n && __sync_fetch_and_add(n, -1) <= 1)
 		bpf_map_delete_elem(map, lk);
+}
+
+/* A listening socket is gone: what on_listen() counted it under. */
+static __always_inline void uncount_listener(const struct sock *sk, const struct listening_sock *ls)
+{
+	struct listener_addr_key ak;
+
+	if (ls->flags & LISTENING_IN_NETNS)
+		uncount_port(&netns_listeners, &ls->key);
+	if (ls->flags & LISTENING_OURS)
+		uncount_port(&listeners, &ls->key);
+	if (ls->flags & LISTENING_ADDR) {
+		listener_addr_key_of(sk, ls->key.port, &ak);
+		uncount_port(&listener_addrs, &ak);
+	}
 }
 
 /* listen(): always in the listening process's context. Ours count in both maps, another process's in the namespace's. */
@@ -457,11 +513,18 @@ static __always_inline void on_listen(const struct sock *sk)
 	if (!ls.key.port || (!ours && ls.key.netns != target_netns))
 		return;
 	if (ours) {
+		struct listener_addr_key ak;
+
 		if (!count_port(&listeners, &ls.key)) {
 			__sync_fetch_and_add(&health.listeners_untracked, 1);
 			return;
 		}
 		ls.flags |= LISTENING_OURS;
+		listener_addr_key_of(sk, ls.key.port, &ak);
+		if (count_port(&listener_addrs, &ak))
+			ls.flags |= LISTENING_ADDR;
+		else
+			__sync_fetch_and_add(&health.listeners_untracked, 1);
 	}
 	if (ls.key.netns == target_netns) {
 		if (count_port(&netns_listeners, &ls.key))
@@ -471,10 +534,7 @@ static __always_inline void on_listen(const struct sock *sk)
 	}
 	if (bpf_map_update_elem(&listening_socks, &skp, &ls, BPF_NOEXIST)) {
 		__sync_fetch_and_add(&health.listeners_untracked, 1);
-		if (ls.flags & LISTENING_IN_NETNS)
-			uncount_port(&netns_listeners, &ls.key);
-		if (ls.flags & LISTENING_OURS)
-			uncount_port(&listeners, &ls.key);
+		uncount_listener(sk, &ls);
 	}
 }
 
@@ -495,15 +555,17 @@ static __always_inline void on_listener_close(const struct sock *sk)
 			return;
 		if (ls.key.netns == target_netns)
 			uncount_port(&netns_listeners, &ls.key);
-		/* user space counted our listeners of before the probes once per port */
-		if (is_target())
+		/* user space counted our listeners of before the probes once per port, and once per port and address */
+		if (is_target()) {
+			struct listener_addr_key ak;
+
 			bpf_map_delete_elem(&listeners, &ls.key);
+			listener_addr_key_of(sk, ls.key.port, &ak);
+			bpf_map_delete_elem(&listener_addrs, &ak);
+		}
 		return;
 	}
-	if (ls.flags & LISTENING_IN_NETNS)
-		uncount_port(&netns_listeners, &ls.key);
-	if (ls.flags & LISTENING_OURS)
-		uncount_port(&listeners, &ls.key);
+	uncount_listener(sk, &ls);
 }
 
 /*

@@ -95,6 +95,15 @@ struct sockets_health {
 };
 
 /* A listening socket in the process's network namespace, of this process or of another one (listening_socks). */
+/* One of the process's listening sockets by port and local address (all zero: any; IPv4, and IPv4-mapped IPv6, in the
+ * first four bytes). */
+struct listener_addr_key {
+	__u32 netns;
+	__u16 port;
+	__u16 pad;
+	__u8 addr[16];
+};
+
 struct listening_sock {
 	struct listener_key key;
 	__u32 flags; /* LISTENING_OURS, LISTENING_IN_NETNS (bpf/sockets.bpf.c) */

@@ -3,6 +3,8 @@
  * offset, type); test/layout.test.js checks every size and offset against the BTF of the compiled object.
  */
 
+import * as net from 'net';
+
 export type FieldType = 'u8' | 'u16' | 'u32' | 'u64' | 'bytes16' | 'bytes' | 'hist' | 'series_key';
 
 export interface StructLayout {
@@ -84,6 +86,11 @@ export const LAYOUTS = {
     name: 'listener_key',
     size: 8,
     fields: { netns: { offset: 0, type: 'u32' }, port: { offset: 4, type: 'u16' }, pad: { offset: 6, type: 'u16' } },
+  },
+  listener_addr_key: {
+    name: 'listener_addr_key',
+    size: 24,
+    fields: { netns: { offset: 0, type: 'u32' }, port: { offset: 4, type: 'u16' }, pad: { offset: 6, type: 'u16' }, addr: { offset: 8, type: 'bytes16' } },
   },
   sockets_health: {
     name: 'sockets_health',
@@ -230,6 +237,37 @@ export function encodeListenerKey(netns: number, port: number): Buffer {
   b.writeUInt32LE(netns, LAYOUTS.listener_key.fields.netns.offset);
   b.writeUInt16LE(port, LAYOUTS.listener_key.fields.port.offset);
   return b;
+}
+
+/**
+ * bpf/sockets.h listener_addr_key: a listening socket's port and local address as the kernel side keys it: all zero
+ * for any address, IPv4 (IPv4-mapped IPv6 too) in the first four bytes, IPv6 in sixteen. undefined for an address
+ * that is neither.
+ */
+export function encodeListenerAddrKey(netns: number, port: number, address: string): Buffer | undefined {
+  const b = Buffer.alloc(LAYOUTS.listener_addr_key.size);
+  b.writeUInt32LE(netns, LAYOUTS.listener_addr_key.fields.netns.offset);
+  b.writeUInt16LE(port, LAYOUTS.listener_addr_key.fields.port.offset);
+  const bytes = addressBytes(address);
+  if (!bytes) return undefined;
+  bytes.copy(b, LAYOUTS.listener_addr_key.fields.addr.offset);
+  return b;
+}
+
+/** An address's bytes, 4 for IPv4 (and IPv4-mapped IPv6), 16 for IPv6; empty for any address. */
+function addressBytes(address: string): Buffer | undefined {
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
+  const v4 = mapped ? mapped[1] : address;
+  if (net.isIPv4(v4)) return v4 === '0.0.0.0' ? Buffer.alloc(0) : Buffer.from(v4.split('.').map(Number));
+  if (!net.isIPv6(address)) return undefined;
+  const [head, tail] = address.split('::');
+  const groups = (part?: string) => (part ? part.split(':') : []);
+  const hi = groups(head);
+  const lo = groups(tail);
+  const all = tail === undefined ? hi : [...hi, ...Array(8 - hi.length - lo.length).fill('0'), ...lo];
+  const b = Buffer.alloc(16);
+  all.forEach((g, i) => b.writeUInt16BE(parseInt(g, 16), 2 * i));
+  return b.every(x => x === 0) ? Buffer.alloc(0) : b;
 }
 
 export interface SocketsHealth {

@@ -16,6 +16,7 @@ import {
   decodeHealth,
   decodeSeriesKey,
   decodeSeriesStats,
+  encodeListenerAddrKey,
   encodeListenerKey,
   LAYOUTS,
   Log2Histogram,
@@ -34,6 +35,7 @@ import { ConnectionCounters, seriesId } from './connections';
 import { addHist } from './histogram';
 import { runSteps, Steps } from './turns';
 import { setTarget, u32 } from './target';
+import { TCP_INFO, TCP_STATES } from './tcpinfo';
 
 export const SOCKETS_OBJECT = path.join(BPF_OBJECT_DIR, 'sockets.bpf.o');
 
@@ -195,8 +197,20 @@ export class SocketsCollector implements Collector {
     // Each collection reads the sockets that moved since the previous one: an idle connection has nothing to add.
     const moved = this.addon.tcpSocketReader();
     this.readMoved = moved;
-    // one listening socket per port as far as the kernel side knows (the count of bpf/sockets.bpf.c's listeners map)
-    for (const port of live.baseline(moved())) listeners.update(encodeListenerKey(netns, port), u32(1));
+    const sockets = moved();
+    // one listening socket per port as far as the kernel side knows (the count of bpf/sockets.bpf.c's listeners map),
+    // and one per port and address (listener_addrs: which of a port's addresses are ours)
+    const listenerAddrs = probes.map('listener_addrs');
+    for (const s of sockets) {
+      if (s.info[TCP_INFO.STATE] !== TCP_STATES.LISTEN) continue;
+      const key = encodeListenerAddrKey(netns, s.localPort, s.localAddress);
+      try {
+        if (key) listenerAddrs.update(key, u32(1));
+      } catch {
+        // full (more listening sockets than it holds): their port is still known, by port alone
+      }
+    }
+    for (const port of live.baseline(sockets)) listeners.update(encodeListenerKey(netns, port), u32(1));
     this.bss = probes.baseObject().maps().find(m => m.name.endsWith('.bss'))?.name;
     this.ring = probes.baseObject().ringBuffer('conn_events', records => {
       for (const r of records) {

@@ -554,6 +554,42 @@ describe('socket probes', function () {
     }
   });
 
+  for (const when of ['after', 'before']) {
+  it(`another process listening on the same port at another address (ours listening ${when} the start): its connections are not the process's accepted ones`, async () => {
+    const net = require('net');
+    const { spawn } = require('child_process');
+    const { createMetricProducer } = require('../dist');
+    let handle = when === 'after' ? createMetricProducer({ strict: true }) : undefined;
+    const ours = net.createServer(s => s.resume().on('end', () => s.end()));
+    await new Promise(resolve => ours.listen(0, '127.0.0.1', resolve));
+    const port = ours.address().port;
+    handle ??= createMetricProducer({ strict: true });
+    const other = spawn(process.execPath, ['-e', `
+      require('net').createServer(s => s.resume().on('end', () => s.end())).listen(${port}, '127.0.0.2', () => console.log('ready'));
+      process.stdin.resume().on('end', () => process.exit(0));`], { stdio: ['pipe', 'pipe', 'inherit'] });
+    try {
+      await new Promise((resolve, reject) => (other.stdout.once('data', resolve), other.once('exit', code => reject(new Error(`the other listener exited ${code}`)))));
+      for (const host of ['127.0.0.1', '127.0.0.2', '127.0.0.2']) {
+        const s = net.connect(port, host);
+        await new Promise(resolve => s.on('connect', () => s.end(Buffer.alloc(host === '127.0.0.1' ? 1000 : 300))).on('close', resolve));
+      }
+      await new Promise(resolve => setTimeout(resolve, 200));
+      const { resourceMetrics } = await handle.producer.collect();
+      const metrics = resourceMetrics.scopeMetrics[0].metrics;
+      const server = { 'server.port': port, 'tcp.connection.side': 'server' };
+      const sum = (name, want = {}) => dataPointsOf(metrics, name, { ...server, ...want }).reduce((n, p) => n + (p.value.count ?? p.value), 0);
+      assert.deepStrictEqual(
+        [sum('tcp.connection.opened'), sum('tcp.connect.duration'), sum('tcp.connection.duration'), sum('process.network.io', { 'network.io.direction': 'receive' })],
+        [1, 1, 1, 1000],
+      );
+    } finally {
+      other.stdin.end();
+      ours.close();
+      handle.shutdown();
+    }
+  });
+  }
+
   it('failed connects that find the series map full are exported in the overflow series, with error.type _OTHER', async () => {
     const net = require('net');
     const peer = await startPeer('127.0.0.1', 10);
