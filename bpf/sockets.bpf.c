@@ -251,46 +251,39 @@ static __always_inline void listener_addr_key_of(const struct sock *sk, __u16 po
 	}
 }
 
+/* Whose a connection is whose handshake just completed (accepted_by()). */
+enum accepted {
+	ACCEPTED_ELSEWHERE, /* not through a listening socket of the process */
+	ACCEPTED_HERE,
+	ACCEPTED_SHARED, /* maybe through another process's socket: SO_REUSEPORT */
+};
+
 /*
- * An accepted connection came through one of the process's listening sockets: its port is one of ours, and, where
- * other processes listen on that port too, its local address is one ours listens on (or ours listens on any). Where
- * all of the port's listening sockets are the process's, the port says it.
+ * A connection whose handshake completed (in softirq, where the current task is anyone) came through one of the
+ * process's listening sockets if its port is one of theirs and, where other processes listen on that port too, its
+ * local address is one of theirs (or theirs listen on any). On such a port, SO_REUSEPORT (Node's reusePort, which the
+ * accepted socket inherits from its listener) lets another process's socket listen on the same address, and the
+ * handshake does not say whose socket queued the connection: the process that turns out to hold it counts it
+ * (claim()). A cluster's primary listens alone, on a socket its workers share.
  */
-static __always_inline bool is_own_listener_port(const struct sock *sk)
+static __always_inline enum accepted accepted_by(const struct sock *sk)
 {
 	struct listener_key lk = listener_key_of(sk);
 	__u32 *ours = bpf_map_lookup_elem(&listeners, &lk), *all;
 	struct listener_addr_key ak;
 
 	if (!ours)
-		return false;
+		return ACCEPTED_ELSEWHERE;
 	all = bpf_map_lookup_elem(&netns_listeners, &lk);
 	if (!all || *all <= *ours)
-		return true;
+		return ACCEPTED_HERE;
 	listener_addr_key_of(sk, lk.port, &ak);
-	if (bpf_map_lookup_elem(&listener_addrs, &ak))
-		return true;
-	__builtin_memset(ak.addr, 0, sizeof(ak.addr));
-	return bpf_map_lookup_elem(&listener_addrs, &ak) != NULL;
-}
-
-/*
- * A connection ours accepted may have been queued on another process's listening socket: SO_REUSEPORT (Node's
- * reusePort) lets several listen on one address and port, and the handshake does not say whose socket queued it. The
- * process that turns out to hold it counts it (claim()). Only a listener with SO_REUSEPORT shares its address (the
- * accepted socket inherits the flag); other processes' listeners on the same port at other addresses do not count,
- * and a cluster's primary listens alone, on a socket its workers share.
- */
-static __always_inline bool port_shared(const struct sock *sk)
-{
-	struct listener_key lk = listener_key_of(sk);
-	__u32 *ours, *all;
-
-	if (!BPF_CORE_READ_BITFIELD_PROBED(sk, __sk_common.skc_reuseport))
-		return false;
-	ours = bpf_map_lookup_elem(&listeners, &lk);
-	all = bpf_map_lookup_elem(&netns_listeners, &lk);
-	return ours && all && *all > *ours;
+	if (!bpf_map_lookup_elem(&listener_addrs, &ak)) {
+		__builtin_memset(ak.addr, 0, sizeof(ak.addr));
+		if (!bpf_map_lookup_elem(&listener_addrs, &ak))
+			return ACCEPTED_ELSEWHERE;
+	}
+	return BPF_CORE_READ_BITFIELD_PROBED(sk, __sk_common.skc_reuseport) ? ACCEPTED_SHARED : ACCEPTED_HERE;
 }
 
 static __always_inline __u32 srtt_us_of(const struct sock *sk)
@@ -582,10 +575,8 @@ static __always_inline void hand_over(const struct sock *sk, struct conn_state *
 }
 
 /* An accepted connection's opening: the handshake's RTT sample is the server's view of its duration. */
-static __always_inline void count_opening(const struct conn_state *c)
+static __always_inline void count_opening(const struct conn_state *c, struct series_stats *s)
 {
-	struct series_stats *s = series_of(&c->key);
-
 	if (!s)
 		return;
 	__sync_fetch_and_add(&s->opened, 1);
@@ -599,11 +590,10 @@ static __always_inline void count_opening(const struct conn_state *c)
  */
 static __always_inline void claim(struct conn_state *c)
 {
-	struct series_stats *s;
+	struct series_stats *s = series_of(&c->key);
 
 	c->shared_port = 0;
-	count_opening(c);
-	s = series_of(&c->key);
+	count_opening(c, s);
 	if (!s)
 		return;
 	if (c->resets_sent_held)
@@ -703,10 +693,11 @@ static __always_inline void handle_set_state(const struct sock *sk, int oldstate
 	}
 	if (newstate == TCP_ESTABLISHED) {
 		if (oldstate == TCP_SYN_RECV && !c) {
-			/* The handshake of an accepted connection completes in softirq context, where the current task
-			 * is anyone: recognise ours by the listening port. The SYN-ACK's RTT sample is taken just before
-			 * this transition (tcp_rcv_state_process), so srtt is the server's view of the handshake. */
-			if (!is_own_listener_port(sk))
+			/* An accepted connection: the SYN-ACK's RTT sample is taken just before this transition
+			 * (tcp_rcv_state_process), so srtt is the server's view of the handshake. */
+			enum accepted by = accepted_by(sk);
+
+			if (by == ACCEPTED_ELSEWHERE)
 				return;
 			c = track(sk, SIDE_SERVER, now);
 			if (!c)
@@ -714,10 +705,10 @@ static __always_inline void handle_set_state(const struct sock *sk, int oldstate
 			c->established_ns = now;
 			/* none when the kernel took no sample: a SYN-ACK sent again, without timestamps (Karn) */
 			c->handshake_us = srtt_us_of(sk);
-			if (port_shared(sk))
+			if (by == ACCEPTED_SHARED)
 				c->shared_port = 1; /* counted by the process that turns out to hold it: claim() */
 			else
-				count_opening(c);
+				count_opening(c, series_of(&c->key));
 			return;
 		}
 		if (c && oldstate == TCP_SYN_SENT) {

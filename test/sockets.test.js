@@ -388,13 +388,9 @@ describe('socket probes', function () {
 
   for (const end of ['fin', 'peer-reset']) {
     it(`SO_REUSEPORT listeners in two processes (reusePort, node 24), connections ended by ${end === 'fin' ? 'the server' : 'a reset of the client'}: each counts once, in the process that accepted it`, async function () {
-      const net = require('net');
       const { nodeBinary } = require('./support/uprobes');
       const { binary } = nodeBinary(24);
-      const free = net.createServer();
-      await new Promise(resolve => free.listen(0, '127.0.0.1', resolve));
-      const port = free.address().port;
-      await new Promise(resolve => free.close(resolve));
+      const port = await closedPort('127.0.0.1');
       const servers = [];
       let bothListen;
       const listening = new Promise(resolve => (bothListen = resolve));
