@@ -30,20 +30,9 @@ const { execFile } = require('node:child_process');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
-const { REGISTER, pinnedTo, startServer, nextMessage, stopServer } = require('./server-process');
+const { REGISTER, intEnv, pinnedTo, startServer, nextMessage, stopServer } = require('./server-process');
 
 const ROOT = path.resolve(__dirname, '..');
-
-function intEnv(name, dflt) {
-  const raw = process.env[name];
-  if (raw === undefined || raw === '') return dflt;
-  const v = Number(raw);
-  if (!Number.isInteger(v) || v < 0) {
-    console.error(`memory: ${name}=${raw}: expected an integer >= 0`);
-    process.exit(1);
-  }
-  return v;
-}
 
 const CONFIG = {
   rounds: Math.max(1, intEnv('MEMORY_ROUNDS', 3)),

@@ -57,7 +57,7 @@ const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 
-const { REGISTER, pinnedTo, startServer: startServerProcess, nextMessage, stopServer, cpuTimes } = require('./server-process');
+const { REGISTER, intEnv, pinnedTo, startServer: startServerProcess, nextMessage, stopServer, cpuTimes } = require('./server-process');
 const spanProfile = require('./span-profile');
 
 const ROOT = path.resolve(__dirname, '..');
@@ -114,14 +114,6 @@ const CLK_TCK = 100; // USER_HZ: the unit of /proc/stat
 function fail(message) {
   console.error(`bench: ${message}`);
   process.exit(1);
-}
-
-function intEnv(name, dflt, min = 0) {
-  const raw = process.env[name];
-  if (raw === undefined || raw === '') return dflt;
-  const v = Number(raw);
-  if (!Number.isInteger(v) || v < min) fail(`${name}=${raw}: expected an integer >= ${min}`);
-  return v;
 }
 
 /** One of `choices`; the first when unset. */

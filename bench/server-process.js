@@ -10,6 +10,18 @@ const path = require('node:path');
 const REGISTER = path.join(__dirname, '..', 'dist', 'register.js');
 const SERVER = path.join(__dirname, 'server.js');
 
+/** The whole number in environment variable `name` (at least `min`), `dflt` when unset; exits with a message otherwise. */
+function intEnv(name, dflt, min = 0) {
+  const raw = process.env[name];
+  if (raw === undefined || raw === '') return dflt;
+  const v = Number(raw);
+  if (!Number.isInteger(v) || v < min) {
+    console.error(`${path.basename(process.argv[1] || 'bench')}: ${name}=${raw}: expected an integer >= ${min}`);
+    process.exit(1);
+  }
+  return v;
+}
+
 /** `cmd args` on one CPU (taskset), or as it is when `cpu` is undefined: [cmd, args]. */
 function pinnedTo(cpu, cmd, args) {
   return cpu === undefined ? [cmd, args] : ['taskset', ['-c', String(cpu), cmd, ...args]];
@@ -20,9 +32,10 @@ function pinnedTo(cpu, cmd, args) {
  * With the SDK: OTLP http/protobuf to `endpoint` every `exportIntervalMs`, strict unless OTEL_NODE_EBPF_STRICT says
  * otherwise; the SDK's other variables pass through. Without: no OTEL_* variable at all. `cpu`: pin with taskset.
  * `setpriv`: run as nobody with only CAP_BPF + CAP_PERFMON (what a least-privileged deployment has). `env`: more
- * variables for the SDK (a mode's own, e.g. OTEL_NODE_EBPF_KERNEL_STATS).
+ * variables for the SDK (a mode's own, e.g. OTEL_NODE_EBPF_KERNEL_STATS). `nodeArgs`: node's own options (V8 flags),
+ * SDK or not.
  */
-function startServer({ withSdk, endpoint, exportIntervalMs, cpu, setpriv = false, env: sdkEnv = {} }) {
+function startServer({ withSdk, endpoint, exportIntervalMs, cpu, setpriv = false, env: sdkEnv = {}, nodeArgs = [] }) {
   const env = { ...process.env };
   if (!withSdk) {
     for (const k of Object.keys(env)) if (k.startsWith('OTEL_')) delete env[k];
@@ -42,7 +55,7 @@ function startServer({ withSdk, endpoint, exportIntervalMs, cpu, setpriv = false
     Object.assign(env, sdkEnv);
   }
   let cmd = process.execPath;
-  let args = withSdk ? ['--require', REGISTER, SERVER] : [SERVER];
+  let args = [...nodeArgs, ...(withSdk ? ['--require', REGISTER, SERVER] : [SERVER])];
   if (withSdk && setpriv) {
     // The SDK cannot turn BPF run-time statistics on, and the uprobe measurements (DNS, TLS: they never run in the
     // benchmark) need CAP_SYS_ADMIN here, which strict mode would not forgive.
@@ -99,4 +112,4 @@ function cpuTimes() {
   return out;
 }
 
-module.exports = { REGISTER, pinnedTo, startServer, nextMessage, stopServer, cpuTimes };
+module.exports = { REGISTER, intEnv, pinnedTo, startServer, nextMessage, stopServer, cpuTimes };

@@ -5,6 +5,11 @@
 //
 // Talks to its parent over the IPC channel (it must be spawned with one):
 //   → { type: 'listening', port }                       once it listens
+//   ← { type: 'alloc-start', profile }                   starts a GC observer and, with `profile`, V8's sampling heap
+//                          → { type: 'alloc-start' }     profiler (objects that GC frees included; it slows GC down);
+//   ← { type: 'alloc-stop' }  → { type: 'alloc-stop', ... } the stop answers with the GC pauses since, the bytes
+//                                                        allocated by origin (profiled) and the young generation's
+//                                                        size (bench/alloc.js)
 //   ← { type: 'sample' }  → { type: 'sample', ... }      its CPU time, memory and, with the SDK, what status() says;
 //                                                        with the SDK it first exports (forceFlush), so that the
 //                                                        parent's OTLP receiver holds the kernel run-time statistics
@@ -107,9 +112,62 @@ async function sample() {
   return out;
 }
 
+// What allocates while the server is under load: V8's sampling heap profiler (in-process, through the inspector),
+// every GC pause (perf_hooks) and the young generation's size. Loaded only when the parent asks (bench/alloc.js).
+let allocation;
+const SDK_CODE = [`${require('node:path').resolve(__dirname, '..', 'dist')}/`, '/node_modules/'];
+
+/** Bytes sampled under each origin: `sdk` for anything with the SDK's code or its dependencies on the stack. */
+function allocatedByOrigin(profile) {
+  const out = { sdk: 0, application: 0, node: 0 };
+  const walk = (node, sdk) => {
+    const url = node.callFrame.url;
+    const underSdk = sdk || SDK_CODE.some((prefix) => url.includes(prefix));
+    if (underSdk) out.sdk += node.selfSize;
+    else if (url === __filename || url === `file://${__filename}`) out.application += node.selfSize;
+    else out.node += node.selfSize; // node's own modules, and builtins called from them or from the event loop
+    for (const child of node.children) walk(child, underSdk);
+  };
+  walk(profile.head, false);
+  return out;
+}
+
+async function allocationStart({ profile }) {
+  const inspector = require('node:inspector');
+  const { PerformanceObserver, constants } = require('node:perf_hooks');
+  const session = new inspector.Session();
+  session.connect();
+  const post = (method, params) => new Promise((resolve, reject) => session.post(method, params, (err, r) => (err ? reject(err) : resolve(r))));
+  const pauses = { minor: [], major: [] };
+  const observer = new PerformanceObserver((list) => {
+    for (const e of list.getEntries()) {
+      if (e.detail.kind === constants.NODE_PERFORMANCE_GC_MINOR) pauses.minor.push(e.duration);
+      else if (e.detail.kind === constants.NODE_PERFORMANCE_GC_MAJOR) pauses.major.push(e.duration);
+    }
+  });
+  observer.observe({ entryTypes: ['gc'] });
+  if (profile) await post('HeapProfiler.startSampling', { samplingInterval: 4096, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: true });
+  allocation = { session, post, observer, pauses, profile };
+  return { type: 'alloc-start' };
+}
+
+async function allocationStop() {
+  const { session, post, observer, pauses, profile } = allocation;
+  const allocated = profile ? allocatedByOrigin((await post('HeapProfiler.stopSampling')).profile) : undefined;
+  await new Promise((resolve) => setImmediate(resolve)); // the last GC entries
+  observer.disconnect();
+  session.disconnect();
+  allocation = undefined;
+  const newSpace = v8.getHeapSpaceStatistics().find((s) => s.space_name === 'new_space');
+  return { type: 'alloc-stop', allocated, pauses, newSpaceBytes: newSpace.space_size };
+}
+
+const HANDLERS = { sample, 'alloc-start': allocationStart, 'alloc-stop': allocationStop };
+
 process.on('message', (msg) => {
-  if (msg && msg.type === 'sample') {
-    sample().then(
+  const handler = msg && HANDLERS[msg.type];
+  if (handler) {
+    handler(msg).then(
       (reply) => process.send(reply),
       (err) => process.send({ type: 'error', message: String(err && err.stack ? err.stack : err) }),
     );
