@@ -1,0 +1,107 @@
+'use strict';
+// What a user installs: the package as `npm pack` makes it, installed with npm into an empty project, then used
+// the ways README.md shows. It fails when the tarball misses a file the SDK reads at run time (a BPF object, the
+// addon, a module of dist/), or when a module the SDK loads is only a devDependency.
+const assert = require('assert');
+const fs = require('fs');
+const os = require('os');
+const path = require('path');
+const { execFileSync, spawn } = require('child_process');
+const { ROOT, startReceiver, startPeer, total } = require('./support/harness');
+
+const npm = (args, cwd) => execFileSync('npm', [...args, '--no-audit', '--no-fund', '--prefer-offline', '--loglevel=error'], { cwd, encoding: 'utf8' });
+
+// One connection the application opens: it sends SENT bytes, the peer (this test process, no SDK) answers RECEIVED.
+const SENT = 3210;
+const RECEIVED = 1234;
+const APP = `
+const net = require('net');
+const [host, port] = process.argv.slice(2);
+const s = net.connect(Number(port), host, () => s.end(Buffer.alloc(${SENT}, 7)));
+let n = 0;
+s.on('data', (d) => (n += d.length));
+s.on('close', () => { if (n !== ${RECEIVED}) { console.error('received ' + n); process.exitCode = 1; } });
+`;
+
+describe('the installed package', function () {
+  this.timeout(300_000);
+  let dir, app, receiver, address, peer;
+
+  before(async () => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'otel-node-ebpf-package-'));
+    app = path.join(dir, 'app');
+    fs.mkdirSync(app);
+    const tarball = npm(['pack', '--pack-destination', dir], ROOT).trim().split('\n').pop();
+    fs.writeFileSync(path.join(app, 'package.json'), JSON.stringify({ name: 'app', version: '1.0.0', private: true }));
+    npm(['install', path.join(dir, tarball)], app);
+    fs.writeFileSync(path.join(app, 'client.js'), APP);
+    fs.writeFileSync(path.join(app, 'client.mjs'), `import './client.js';\n`);
+    ({ receiver, address } = await startReceiver());
+    peer = await startPeer('127.0.0.1', RECEIVED);
+  });
+
+  after(async () => {
+    await receiver?.stop();
+    await peer?.close();
+    if (dir) fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  /** Runs `node <args> 127.0.0.1 <peer port>` in the application's directory; resolves with its exit code and stderr. */
+  function runApp(args) {
+    const child = spawn(process.execPath, [...args, '127.0.0.1', String(peer.port)], {
+      cwd: app,
+      env: {
+        ...process.env,
+        OTEL_SERVICE_NAME: 'installed',
+        OTEL_EXPORTER_OTLP_ENDPOINT: address.httpEndpoint,
+        OTEL_METRIC_EXPORT_INTERVAL: '60000',
+        OTEL_NODE_EBPF_STRICT: 'true',
+      },
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    let stderr = '';
+    child.stderr.on('data', (d) => (stderr += d));
+    return new Promise((resolve) => child.on('close', (code) => resolve({ code, stderr, pid: child.pid })));
+  }
+
+  /** The bytes of the application's connection to the peer, as the receiver decoded them from process `pid`. */
+  function bytesOf(pid) {
+    const points = receiver.points().filter((p) => p.resource['process.pid'] === pid);
+    const client = { 'tcp.connection.side': 'client', 'server.address': '127.0.0.1', 'server.port': peer.port };
+    const io = (direction) => total(points, 'process.network.io', { ...client, 'network.io.direction': direction });
+    return { transmit: io('transmit'), receive: io('receive'), service: points[0]?.resource['service.name'] };
+  }
+
+  for (const [how, args] of [
+    ['node --require otel-node-ebpf/register', ['--require', 'otel-node-ebpf/register', 'client.js']],
+    ['node --import otel-node-ebpf/register (ESM)', ['--import', 'otel-node-ebpf/register', 'client.mjs']],
+  ]) {
+    it(`${how}: the connection's exact bytes reach the OTLP receiver`, async () => {
+      const { code, stderr, pid } = await runApp(args);
+      assert.strictEqual(code, 0, stderr);
+      assert.strictEqual(stderr, '', 'no warning');
+      assert.deepStrictEqual(bytesOf(pid), { transmit: SENT, receive: RECEIVED, service: 'installed' });
+    });
+  }
+
+  it("import { start } from 'otel-node-ebpf' and require('otel-node-ebpf') give a working handle", async () => {
+    const check = `
+      const handle = start();
+      const s = handle.status();
+      const attached = s.probes.filter((p) => p.attached).map((p) => p.name);
+      await handle.shutdown();
+      if (!s.active || !attached.includes('tcp.state')) { console.error(JSON.stringify(s)); process.exit(1); }`;
+    fs.writeFileSync(path.join(app, 'start.mjs'), `import { start } from 'otel-node-ebpf';\n${check}\n`);
+    fs.writeFileSync(path.join(app, 'start.cjs'), `const { start } = require('otel-node-ebpf');\n(async () => {${check}\n})();\n`);
+    for (const file of ['start.mjs', 'start.cjs']) {
+      const { code, stderr } = await runApp([file]);
+      assert.strictEqual(code, 0, `${file}: ${stderr}`);
+    }
+  });
+
+  it('npx otel-node-ebpf doctor runs from the installed package', () => {
+    const report = JSON.parse(execFileSync('npx', ['--no-install', 'otel-node-ebpf', 'doctor', '--json'], { cwd: app, encoding: 'utf8' }));
+    assert.strictEqual(report.ok, true);
+    assert.strictEqual(report.addon.ok, true);
+  });
+});
