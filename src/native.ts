@@ -244,6 +244,19 @@ export const PACKAGE_ROOT = path.resolve(__dirname, '..');
 export const BPF_OBJECT_DIR = path.join(PACKAGE_ROOT, 'bpf', 'build');
 export const ADDON_PATH = path.join(PACKAGE_ROOT, 'native', 'build', 'Release', 'otel_node_ebpf.node');
 
+/**
+ * What to do when the addon does not load. A shared library it links against is missing where the package was
+ * installed without them (a slim container image): name it. Anything else (built for another node, a missing
+ * build) needs a rebuild.
+ */
+export function addonFix(message: string): string {
+  const lib = /(lib[\w+-]+\.so[.\d]*): cannot open shared object file/.exec(message)?.[1];
+  if (lib) {
+    return `${lib} is missing: install libbpf, libelf and zlib (Debian, Ubuntu: apt-get install libbpf1 libelf1 zlib1g; Fedora, RHEL: dnf install libbpf elfutils-libelf zlib)`;
+  }
+  return 'rebuild it with "npm run build:native" in the package (needs a C++ compiler and the libbpf headers: apt-get install g++ make python3 libbpf-dev libelf-dev zlib1g-dev)';
+}
+
 /** Loads the addon once. Returns a BpfError (never throws) if it cannot be loaded. */
 export function loadAddon(): NativeAddon | BpfError {
   if (cached) return cached;
@@ -254,13 +267,7 @@ export function loadAddon(): NativeAddon | BpfError {
     cached = addon;
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
-    cached = new BpfError(
-      `the native addon could not be loaded (${e.message}); rebuild it with "npm run build:native" ` +
-        '(needs libbpf: apt-get install libbpf-dev libelf-dev zlib1g-dev)',
-      'addon',
-      0,
-      e.code ?? 'EADDON',
-    );
+    cached = new BpfError(`the native addon could not be loaded (${e.message}); ${addonFix(e.message)}`, 'addon', 0, e.code ?? 'EADDON');
   }
   return cached;
 }

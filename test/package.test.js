@@ -6,7 +6,7 @@ const assert = require('assert');
 const fs = require('fs');
 const os = require('os');
 const path = require('path');
-const { execFileSync, spawn } = require('child_process');
+const { execFileSync, spawn, spawnSync } = require('child_process');
 const { ROOT, startReceiver, startPeer, total } = require('./support/harness');
 
 const npm = (args, cwd) => execFileSync('npm', [...args, '--no-audit', '--no-fund', '--prefer-offline', '--loglevel=error'], { cwd, encoding: 'utf8' });
@@ -46,8 +46,8 @@ describe('the installed package', function () {
     if (dir) fs.rmSync(dir, { recursive: true, force: true });
   });
 
-  /** Runs `node <args> 127.0.0.1 <peer port>` in the application's directory; resolves with its exit code and stderr. */
-  function runApp(args) {
+  /** Runs `node <args> 127.0.0.1 <peer port>` in the application's directory (strict); resolves with its exit code and stderr. */
+  function runApp(args, env = {}) {
     const child = spawn(process.execPath, [...args, '127.0.0.1', String(peer.port)], {
       cwd: app,
       env: {
@@ -56,6 +56,7 @@ describe('the installed package', function () {
         OTEL_EXPORTER_OTLP_ENDPOINT: address.httpEndpoint,
         OTEL_METRIC_EXPORT_INTERVAL: '60000',
         OTEL_NODE_EBPF_STRICT: 'true',
+        ...env,
       },
       stdio: ['ignore', 'ignore', 'pipe'],
     });
@@ -99,9 +100,38 @@ describe('the installed package', function () {
     }
   });
 
+  const doctor = () => spawnSync('npx', ['--no-install', 'otel-node-ebpf', 'doctor', '--json'], { cwd: app, encoding: 'utf8' });
+
   it('npx otel-node-ebpf doctor runs from the installed package', () => {
-    const report = JSON.parse(execFileSync('npx', ['--no-install', 'otel-node-ebpf', 'doctor', '--json'], { cwd: app, encoding: 'utf8' }));
+    const { status, stdout, stderr } = doctor();
+    assert.strictEqual(status, 0, stderr);
+    const report = JSON.parse(stdout);
     assert.strictEqual(report.ok, true);
     assert.strictEqual(report.addon.ok, true);
+  });
+
+  it('without libbpf on the machine (a slim image): the application runs, one warning names the library and the package to install', async () => {
+    // The installed addon, made to need a library no machine has, in place of libbpf.so.1 (the same length): the
+    // dynamic loader refuses it as it refuses a missing libbpf.
+    const addon = path.join(app, 'node_modules', 'otel-node-ebpf', 'native', 'build', 'Release', 'otel_node_ebpf.node');
+    const original = fs.readFileSync(addon);
+    const at = original.indexOf('libbpf.so.1\0');
+    assert.ok(at > 0, 'the addon links libbpf.so.1');
+    const patched = Buffer.from(original);
+    patched.write('libbpX.so.1', at, 'latin1');
+    fs.writeFileSync(addon, patched);
+    try {
+      const { code, stderr, pid } = await runApp(['--require', 'otel-node-ebpf/register', 'client.js'], { OTEL_NODE_EBPF_STRICT: 'false' });
+      assert.strictEqual(code, 0, stderr);
+      const lines = stderr.trim().split('\n');
+      assert.strictEqual(lines.length, 1, stderr);
+      assert.match(lines[0], /libbpX\.so\.1 is missing: install libbpf, libelf and zlib \(Debian, Ubuntu: apt-get install libbpf1 libelf1 zlib1g/);
+      assert.deepStrictEqual(bytesOf(pid), { transmit: undefined, receive: undefined, service: undefined }, 'nothing exported without the addon');
+      const { status, stdout } = doctor();
+      assert.strictEqual(status, 1, 'doctor: nothing can attach');
+      assert.match(JSON.parse(stdout).addon.error, /libbpX\.so\.1 is missing/);
+    } finally {
+      fs.writeFileSync(addon, original);
+    }
   });
 });
