@@ -225,7 +225,8 @@ class EnvReader {
     if (v === undefined) return fallback;
     const n = /^\+?\d+$/.test(v) ? Number(v) : NaN;
     if (!Number.isSafeInteger(n) || n < min || n > max) {
-      this.warnings.push(`${name}="${v}" is not an integer in [${min}, ${max}]; using ${fallback}`);
+      const range = max === Number.MAX_SAFE_INTEGER ? `>= ${min}` : `in [${min}, ${max}]`;
+      this.warnings.push(`${name}="${v}" is not an integer ${range}; using ${fallback}`);
       return fallback;
     }
     this.parsed.add(name);

@@ -45,7 +45,7 @@ describe('configuration from the environment', function () {
   it('an export timeout that does not parse: one warning, not a second one about the interval', () => {
     const { config, warnings } = resolve({ OTEL_METRIC_EXPORT_TIMEOUT: 'soon', OTEL_METRIC_EXPORT_INTERVAL: '5000' });
     assert.strictEqual(config.exportTimeoutMillis, 5000);
-    assert.deepStrictEqual(warnings, [`OTEL_METRIC_EXPORT_TIMEOUT="soon" is not an integer in [1, ${Number.MAX_SAFE_INTEGER}]; using ${DEFAULTS.exportTimeoutMillis}`]);
+    assert.deepStrictEqual(warnings, [`OTEL_METRIC_EXPORT_TIMEOUT="soon" is not an integer >= 1; using ${DEFAULTS.exportTimeoutMillis}`]);
     // one that parses and is longer than the interval still says so
     assert.deepStrictEqual(resolve({ OTEL_METRIC_EXPORT_TIMEOUT: '9000', OTEL_METRIC_EXPORT_INTERVAL: '5000' }).warnings, [
       'OTEL_METRIC_EXPORT_TIMEOUT (9000) exceeds OTEL_METRIC_EXPORT_INTERVAL (5000); using 5000',
