@@ -8,6 +8,7 @@ const os = require('os');
 const path = require('path');
 const { execFileSync, spawn, spawnSync } = require('child_process');
 const { ROOT, startReceiver, startPeer, total } = require('./support/harness');
+const { NODE_VERSIONS, nodeBinary } = require('./support/uprobes');
 
 const npm = (args, cwd) => execFileSync('npm', [...args, '--no-audit', '--no-fund', '--prefer-offline', '--loglevel=error'], { cwd, encoding: 'utf8' });
 
@@ -46,9 +47,12 @@ describe('the installed package', function () {
     if (dir) fs.rmSync(dir, { recursive: true, force: true });
   });
 
-  /** Runs `node <args> 127.0.0.1 <peer port>` in the application's directory (strict); resolves with its exit code and stderr. */
-  function runApp(args, env = {}) {
-    const child = spawn(process.execPath, [...args, '127.0.0.1', String(peer.port)], {
+  /**
+   * Runs `node <args> 127.0.0.1 <peer port>` in the application's directory (strict), with `node` (a binary);
+   * resolves with its exit code and stderr.
+   */
+  function runApp(args, env = {}, node = process.execPath) {
+    const child = spawn(node, [...args, '127.0.0.1', String(peer.port)], {
       cwd: app,
       env: {
         ...process.env,
@@ -73,12 +77,15 @@ describe('the installed package', function () {
     return { transmit: io('transmit'), receive: io('receive'), service: points[0]?.resource['service.name'] };
   }
 
-  for (const [how, args] of [
-    ['node --require otel-node-ebpf/register', ['--require', 'otel-node-ebpf/register', 'client.js']],
-    ['node --import otel-node-ebpf/register (ESM)', ['--import', 'otel-node-ebpf/register', 'client.mjs']],
+  const REQUIRE = ['--require', 'otel-node-ebpf/register', 'client.js'];
+  // one build of the addon (N-API) for every node the package claims (engines: >= 20.6)
+  for (const [how, args, major] of [
+    ['node --require otel-node-ebpf/register', REQUIRE, 'system'],
+    ['node --import otel-node-ebpf/register (ESM)', ['--import', 'otel-node-ebpf/register', 'client.mjs'], 'system'],
+    ...NODE_VERSIONS.filter((v) => v.major !== 'system').map((v) => [`${v.label}, --require`, REQUIRE, v.major]),
   ]) {
     it(`${how}: the connection's exact bytes reach the OTLP receiver`, async () => {
-      const { code, stderr, pid } = await runApp(args);
+      const { code, stderr, pid } = await runApp(args, {}, nodeBinary(major).binary);
       assert.strictEqual(code, 0, stderr);
       assert.strictEqual(stderr, '', 'no warning');
       assert.deepStrictEqual(bytesOf(pid), { transmit: SENT, receive: RECEIVED, service: 'installed' });
@@ -121,7 +128,7 @@ describe('the installed package', function () {
     patched.write('libbpX.so.1', at, 'latin1');
     fs.writeFileSync(addon, patched);
     try {
-      const { code, stderr, pid } = await runApp(['--require', 'otel-node-ebpf/register', 'client.js'], { OTEL_NODE_EBPF_STRICT: 'false' });
+      const { code, stderr, pid } = await runApp(REQUIRE, { OTEL_NODE_EBPF_STRICT: 'false' });
       assert.strictEqual(code, 0, stderr);
       const lines = stderr.trim().split('\n');
       assert.strictEqual(lines.length, 1, stderr);
