@@ -165,7 +165,7 @@ async function allocationStop() {
 const HANDLERS = { sample, 'alloc-start': allocationStart, 'alloc-stop': allocationStop };
 
 process.on('message', (msg) => {
-  const handler = msg && HANDLERS[msg.type];
+  const handler = msg && Object.hasOwn(HANDLERS, msg.type) && HANDLERS[msg.type];
   if (handler) {
     handler(msg).then(
       (reply) => process.send(reply),
