@@ -4,6 +4,7 @@
 const assert = require('assert');
 const path = require('path');
 const { startReceiver, startFront, runWorkload, runCluster, clusterClient, startPeer, sendTo, closedPort, pointsOf, total, describe: show } = require('./support/harness');
+const { selfSignedCert } = require('./support/uprobes');
 
 const SENT = 1_234_567;
 const RECEIVED = 7_654_321;
@@ -120,6 +121,38 @@ describe('socket probes', function () {
       }
     });
   }
+
+  it('straight to a Dynatrace-style OTLP API, as README.md configures it: https, a base path, an Api-Token header, delta', async () => {
+    const fs = require('fs');
+    const dir = fs.mkdtempSync(path.join(require('os').tmpdir(), 'oneb-dynatrace-'));
+    const { key, cert } = selfSignedCert(dir);
+    const front = await startFront(address, () => undefined, '127.0.0.1', { tls: { key: fs.readFileSync(key), cert: fs.readFileSync(cert) }, basePath: '/api/v2/otlp' });
+    try {
+      const env = {
+        OTEL_EXPORTER_OTLP_ENDPOINT: `${front.endpoint}/api/v2/otlp`,
+        OTEL_EXPORTER_OTLP_HEADERS: 'Authorization=Api-Token%20dt0c01.SAMPLE.TOKEN',
+        OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE: 'delta',
+        OTEL_EXPORTER_OTLP_CERTIFICATE: cert,
+      };
+      const { points, peerPort } = await exactBytes('127.0.0.1', { env });
+      assert.ok(front.requests.length > 0, 'nothing reached the endpoint');
+      for (const { url, headers } of front.requests) {
+        assert.strictEqual(url, '/api/v2/otlp/v1/metrics');
+        assert.strictEqual(headers.authorization, 'Api-Token dt0c01.SAMPLE.TOKEN');
+        assert.strictEqual(headers['content-type'], 'application/x-protobuf');
+      }
+      // the backend takes counters and histograms as deltas only
+      const counted = points.filter(p => (p.type === 'sum' && p.monotonic) || p.type === 'histogram');
+      assert.ok(counted.length > 0);
+      assert.deepStrictEqual(counted.filter(p => p.temporality !== 'delta').map(p => p.name), []);
+      const client = { 'server.port': peerPort, 'tcp.connection.side': 'client' };
+      assert.strictEqual(total(points, 'process.network.io', { ...client, 'network.io.direction': 'transmit' }), SENT);
+      assert.strictEqual(total(points, 'process.network.io', { ...client, 'network.io.direction': 'receive' }), RECEIVED);
+    } finally {
+      front.close();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
 
   it('the addon\'s exporter retries what the endpoint answers with 503 and Retry-After, as OpenTelemetry\'s HTTP exporter does', async () => {
     // In front of the receiver: the first request gets 503 (Retry-After: 1), the others go through.

@@ -118,29 +118,35 @@ function describe_(points, name) {
 
 /**
  * An OTLP/HTTP endpoint in front of the receiver, on `host`: `refuse(n)` decides, for the n-th request (from 1), a
- * status to answer with instead of passing it on (undefined: passed on). Resolves with { endpoint, bodies, close }.
+ * status to answer with instead of passing it on (undefined: passed on). With `tls` ({ key, cert }) it speaks HTTPS;
+ * with `basePath` its OTLP paths are under that prefix, as a backend's OTLP API (`/api/v2/otlp/v1/metrics`), and
+ * other paths get 404. Resolves with { endpoint, bodies, requests ({ url, headers } of each), close }.
  */
-async function startFront(address, refuse, host = '127.0.0.1') {
+async function startFront(address, refuse, host = '127.0.0.1', { tls, basePath = '' } = {}) {
   const http = require('http');
   const bodies = [];
-  const front = http.createServer((req, res) => {
+  const requests = [];
+  const onRequest = (req, res) => {
     const chunks = [];
     req.on('data', c => chunks.push(c));
     req.on('end', () => {
       const body = Buffer.concat(chunks);
       bodies.push(body);
+      requests.push({ url: req.url, headers: req.headers });
+      if (!req.url.startsWith(`${basePath}/`)) return res.writeHead(404).end();
       const refused = refuse(bodies.length);
       if (refused) return res.writeHead(refused.status, refused.headers ?? {}).end();
-      const forward = http.request(`${address.httpEndpoint}${req.url}`, { method: 'POST', headers: req.headers }, back => {
+      const forward = http.request(`${address.httpEndpoint}${req.url.slice(basePath.length)}`, { method: 'POST', headers: req.headers }, back => {
         res.writeHead(back.statusCode, back.headers);
         back.pipe(res);
       });
       forward.end(body);
     });
-  });
+  };
+  const front = tls ? require('https').createServer(tls, onRequest) : http.createServer(onRequest);
   await new Promise(resolve => front.listen(0, host, resolve));
   const name = net.isIPv6(host) ? `[${host}]` : host;
-  return { endpoint: `http://${name}:${front.address().port}`, bodies, close: () => front.close() };
+  return { endpoint: `${tls ? 'https' : 'http'}://${name}:${front.address().port}`, bodies, requests, close: () => front.close() };
 }
 
 /**
