@@ -5,8 +5,9 @@
 //
 // Deliberately small: HTTP/1.1, one request per connection (Connection: close; an export every few seconds does not
 // need keep-alive), `http://` only (TLS and gRPC stay with OpenTelemetry's exporters on the JavaScript side), gzip
-// with the zlib the addon links anyway. It reports the status code and Retry-After; retries, timeouts of the whole
-// export, headers and compression come from OpenTelemetry's configuration in JavaScript.
+// with the zlib the addon links anyway. It reports the status code, Retry-After and the body of a 2xx answer (OTLP's
+// partial success); retries, timeouts of the whole export, headers and compression come from OpenTelemetry's
+// configuration in JavaScript.
 #include <netdb.h>
 #include <poll.h>
 #include <pthread.h>
@@ -20,6 +21,7 @@
 #include <chrono>
 #include <cmath>
 #include <condition_variable>
+#include <cstdint>
 #include <cstring>
 #include <memory>
 #include <mutex>
@@ -43,10 +45,14 @@ struct Post {
   std::string head;  // request line and headers, up to the empty line
   std::vector<uint8_t> body;
   bool gzip = false;
+  // the body of a 2xx answer too: for httpPost, whose caller reports a partial success; httpPostSync (the last export
+  // of an exiting process) does not wait for it
+  bool read_body = false;
   Clock::time_point deadline;
   // result: a status code, or an errno and the step that failed
   int status = 0;
   std::string retry_after;
+  std::string response_body;  // of a 2xx answer, when it has one that ReadBody() can delimit
   int err = 0;
   std::string step;
   std::string detail;  // instead of the errno's text
@@ -231,8 +237,89 @@ std::string Header(const std::string& head, const std::string& name) {
   return "";
 }
 
-// Reads the response up to the end of its head (the body is not needed: partial-success details are not read back),
-// then parses the status line. Interim (1xx) responses are passed over, as RFC 9110 asks of a client; a head that
+constexpr size_t kMaxResponseBody = 64 * 1024;
+
+// A chunked body (RFC 9112, 7.1) from what was read of it: 1 when it is whole (into *out), 0 when more is needed, -1
+// when it is malformed or over kMaxResponseBody. Chunk extensions are passed over; trailer fields are not kept.
+int Dechunk(const std::string& in, std::string* out) {
+  std::string body;
+  size_t at = 0;
+  for (;;) {
+    size_t eol = in.find("\r\n", at);
+    if (eol == std::string::npos) return 0;
+    const char* digits = in.c_str() + at;
+    char* end = nullptr;
+    unsigned long long size = strtoull(digits, &end, 16);
+    if (end == digits || (end != in.c_str() + eol && *end != ';' && *end != ' ' && *end != '\t')) return -1;
+    if (size > kMaxResponseBody - body.size()) return -1;
+    at = eol + 2;
+    if (size == 0) {  // the last chunk, then trailer fields, if any, up to an empty line
+      if (in.compare(at, 2, "\r\n") != 0 && in.find("\r\n\r\n", at) == std::string::npos) return 0;
+      *out = std::move(body);
+      return 1;
+    }
+    if (in.size() < at + size + 2) return 0;
+    body.append(in, at, size);
+    at += size + 2;  // the chunk and its CRLF
+  }
+}
+
+// The body of a 2xx answer: where a backend says it took the request but rejected some of it (OTLP's partial success,
+// "N data points rejected, because ..."), which OpenTelemetry's export delegate decodes and reports. Delimited by
+// Content-Length, by chunks, or by the connection's end where the server says it closes; not kept over 64 KiB. Not
+// getting it does not fail the export: the status said the request was taken. `rest` is what came after the head.
+void ReadBody(Post& post, int fd, const std::string& head, std::string rest) {
+  const std::string encoding = Header(head, "transfer-encoding");
+  const bool chunked = strcasecmp(encoding.c_str(), "chunked") == 0;
+  const std::string length = Header(head, "content-length");
+  size_t want = SIZE_MAX;  // until the connection ends
+  if (chunked) {
+    // framed by its chunks
+  } else if (!encoding.empty()) {
+    return;  // another transfer coding: not for an OTLP answer
+  } else if (!length.empty()) {
+    char* end = nullptr;
+    unsigned long long n = strtoull(length.c_str(), &end, 10);
+    if (end == length.c_str() || *end != '\0' || n > kMaxResponseBody) return;
+    want = static_cast<size_t>(n);
+  } else if (strcasecmp(Header(head, "connection").c_str(), "close") != 0) {
+    return;  // no way to tell where it ends
+  }
+  char buf[4096];
+  for (;;) {
+    if (chunked) {
+      std::string body;
+      int whole = Dechunk(rest, &body);
+      if (whole < 0) return;
+      if (whole > 0) {
+        post.response_body = std::move(body);
+        return;
+      }
+    } else if (rest.size() >= want) {
+      rest.resize(want);
+      post.response_body = std::move(rest);
+      return;
+    }
+    if (rest.size() > 2 * kMaxResponseBody) return;
+    ssize_t n = recv(fd, buf, sizeof(buf), 0);
+    if (n > 0) {
+      rest.append(buf, static_cast<size_t>(n));
+    } else if (n == 0) {
+      if (want == SIZE_MAX && !chunked && rest.size() <= kMaxResponseBody) post.response_body = std::move(rest);
+      return;
+    } else if (errno == EAGAIN || errno == EINTR) {
+      if (!Wait(post, fd, POLLIN, "response")) {
+        post.err = 0;  // the deadline passed: the export stands, without the body
+        post.step.clear();
+        return;
+      }
+    } else {
+      return;
+    }
+  }
+}
+
+// Reads the response up to the end of its head, then parses the status line. Interim (1xx) responses are passed over, as RFC 9110 asks of a client; a head that
 // the connection's end cuts short is no answer (EPROTO).
 bool ReadStatus(Post& post, int fd) {
   std::string response;
@@ -259,7 +346,9 @@ bool ReadStatus(Post& post, int fd) {
     post.status = atoi(response.c_str() + space + 1);
     if (post.status < 100 || post.status > 599) return Fail(post, "response", EPROTO);
     if (post.status >= 200) {
-      post.retry_after = Header(response.substr(0, end), "retry-after");
+      std::string head = response.substr(0, end);
+      post.retry_after = Header(head, "retry-after");
+      if (post.read_body && post.status <= 299) ReadBody(post, fd, head, response.substr(end + 4));
       return true;
     }
     response.erase(0, end + 4);
@@ -327,6 +416,10 @@ Napi::Value ResultOf(Napi::Env env, const Post& post, bool* failed) {
   Napi::Object result = Napi::Object::New(env);
   result.Set("status", post.status);
   if (!post.retry_after.empty()) result.Set("retryAfter", post.retry_after);
+  if (!post.response_body.empty()) {
+    const auto* data = reinterpret_cast<const uint8_t*>(post.response_body.data());
+    result.Set("body", Napi::Buffer<uint8_t>::Copy(env, data, post.response_body.size()));
+  }
   return result;
 }
 
@@ -335,6 +428,7 @@ Napi::Value ResultOf(Napi::Env env, const Post& post, bool* failed) {
 Napi::Value Addon::HttpPost(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::shared_ptr<Post> post = PostOf(info, "httpPost");
+  post->read_body = true;
   auto deferred = std::make_shared<Napi::Promise::Deferred>(env);
   // The function keeps the event loop alive until the thread has answered: an export in flight at exit still leaves.
   auto done = Napi::ThreadSafeFunction::New(env, Napi::Function::New(env, [](const Napi::CallbackInfo&) {}),

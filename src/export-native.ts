@@ -21,7 +21,7 @@ import type { PushMetricExporter, ResourceMetrics } from '@opentelemetry/sdk-met
 import type { ReadableSpan, SpanExporter } from '@opentelemetry/sdk-trace-base';
 import type { OtlpProtocol } from './config';
 import { warnOnce } from './diag';
-import { BpfError, loadAddon, NativeAddon } from './native';
+import { BpfError, HttpPostResult, loadAddon, NativeAddon } from './native';
 import { VERSION } from './version';
 
 // What OpenTelemetry's HTTP exporters retry (is-export-retryable.ts, retrying-transport.ts)
@@ -151,8 +151,9 @@ class NativeHttpTransport implements IExporterTransport {
   shutdown(): void {}
 }
 
-function responseOf({ status, retryAfter }: { status: number; retryAfter?: string }): ExportResponse {
-  if (status >= 200 && status <= 299) return { status: 'success' };
+function responseOf({ status, retryAfter, body }: HttpPostResult): ExportResponse {
+  // the body goes to OpenTelemetry's export delegate, which reports a partial success as its HTTP transport's would
+  if (status >= 200 && status <= 299) return body ? { status: 'success', data: body } : { status: 'success' };
   if (RETRYABLE_STATUS.has(status)) return { status: 'retryable', retryInMillis: retryAfterMillis(retryAfter) };
   // the error OpenTelemetry's HTTP transport gives, so that its exporter metrics record the status code
   return { status: 'failure', error: new OTLPExporterError(`the OTLP endpoint answered HTTP ${status}`, status) };

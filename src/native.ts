@@ -199,12 +199,12 @@ export interface NativeAddon {
   /**
    * One HTTP/1.1 POST over plain TCP from a thread of the addon (native/http.cc): `head` is the request line and
    * headers without Content-Length and the empty line; `gzip` compresses the body there. Resolves with the status
-   * code and Retry-After; rejects with a BpfError (step `http connect`, `http send`, ...; code ETIMEDOUT after
+   * code, Retry-After and the body of a 2xx answer (where it has a length, or ends with the connection); rejects with a BpfError (step `http connect`, `http send`, ...; code ETIMEDOUT after
    * `timeoutMs`). Holds the event loop open until it settles.
    */
-  httpPost(request: HttpPostRequest): Promise<{ status: number; retryAfter?: string }>;
+  httpPost(request: HttpPostRequest): Promise<HttpPostResult>;
   /** The same request on the calling thread, blocking it until the answer or `timeoutMs`; throws the BpfError. */
-  httpPostSync(request: HttpPostRequest): { status: number; retryAfter?: string };
+  httpPostSync(request: HttpPostRequest): HttpPostResult;
 }
 
 export interface HttpPostRequest {
@@ -214,6 +214,13 @@ export interface HttpPostRequest {
   body: Uint8Array;
   gzip: boolean;
   timeoutMs: number;
+}
+
+export interface HttpPostResult {
+  status: number;
+  retryAfter?: string;
+  /** The body of a 2xx answer, up to 64 KiB: an OTLP export response, whose partial success says what was rejected. */
+  body?: Uint8Array;
 }
 
 /**

@@ -808,6 +808,54 @@ describe('native addon', function () {
         port => assert.rejects(post(port), err => err instanceof BpfError && err.code === 'EPROTO' && /http response/.test(err.message)),
       ));
 
+    // The body of a 2xx answer (OTLP's partial success) comes back, however the server delimits it; the answer it
+    // came with stands when it is cut short. A head and its body in two writes, as a server sends them.
+    const answer = (head, ...rest) => s =>
+      s.once('data', () => {
+        s.write(head);
+        setTimeout(() => (rest.length ? s.end(rest.join('')) : undefined), 20);
+      });
+    for (const [how, reply, body] of [
+      ['Content-Length', answer('HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\n', 'partial ok!'), 'partial ok!'],
+      ['chunks, with an extension and a trailer', answer('HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n7;x=1\r\npartial\r\n', '4\r\n ok!\r\n0\r\nX-T: 1\r\n\r\n'), 'partial ok!'],
+      ['the connection\'s end (Connection: close, no length)', answer('HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n', 'partial ok!'), 'partial ok!'],
+      ['an empty body (Content-Length: 0)', answer('HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n'), undefined],
+    ]) {
+      it(`returns the body of a 2xx answer delimited by ${how}`, () =>
+        withServer(reply, async port => {
+          const result = await post(port);
+          assert.deepStrictEqual({ ...result, body: result.body && Buffer.from(result.body).toString() }, { status: 200, body });
+        }));
+    }
+
+    it('keeps a 2xx answer whose body never ends as it said, without the body, at the deadline', () =>
+      withServer(answer('HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\npartial'), async port => {
+        const started = Date.now();
+        const request = { host: '127.0.0.1', port, head: 'POST /v1/metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n', body: Buffer.from('{}'), gzip: false };
+        assert.deepStrictEqual(await addon.httpPost({ ...request, timeoutMs: 300 }), { status: 200 });
+        assert.ok(Date.now() - started >= 290, 'it waited for the rest until the deadline');
+      }));
+
+    it('the synchronous post (the last export of an exiting process) does not wait for a body at all', async () => {
+      // the server in another process: httpPostSync blocks this one's event loop
+      const { spawn } = require('child_process');
+      const server = spawn(process.execPath, ['-e', `
+        const s = require('net').createServer(c => c.once('data', () => c.write('HTTP/1.1 200 OK\\r\\nContent-Length: 50\\r\\n\\r\\npartial')));
+        s.listen(0, '127.0.0.1', () => console.log(s.address().port));`]);
+      try {
+        const port = await new Promise((resolve, reject) => {
+          server.stdout.once('data', d => resolve(String(d).trim()));
+          server.once('exit', code => reject(new Error(`server exited (${code})`)));
+        });
+        const started = Date.now();
+        const request = { host: '127.0.0.1', port, head: 'POST /v1/metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n', body: Buffer.from('{}'), gzip: false };
+        assert.deepStrictEqual(addon.httpPostSync({ ...request, timeoutMs: 2000 }), { status: 200 });
+        assert.ok(Date.now() - started < 1000, `${Date.now() - started} ms`);
+      } finally {
+        server.kill();
+      }
+    });
+
     it('reports the answer of a server that refuses the body before reading it (413), not the reset that follows', () =>
       withServer(
         // answers at the first bytes and closes with the rest unread: the kernel resets the connection

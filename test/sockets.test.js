@@ -122,6 +122,32 @@ describe('socket probes', function () {
     });
   }
 
+  // OTLP's ExportMetricsServiceResponse with a partial_success (field 1): rejected_data_points (1), error_message (2)
+  const partialSuccess = (rejected, message) => {
+    const inner = Buffer.concat([Buffer.from([0x08, rejected, 0x12, message.length]), Buffer.from(message)]);
+    return Buffer.concat([Buffer.from([0x0a, inner.length]), inner]);
+  };
+
+  for (const thread of ['native', 'main']) {
+    it(`a partial success (the endpoint took the request, rejected some points) is reported as OpenTelemetry's HTTP exporter reports it (${thread} thread)`, async () => {
+      const message = 'cumulative temporality is not supported';
+      const answer = { status: 200, headers: { 'content-type': 'application/x-protobuf' }, body: partialSuccess(7, message) };
+      const front = await startFront(address, () => answer);
+      try {
+        const env = { OTEL_EXPORTER_OTLP_ENDPOINT: front.endpoint, OTEL_METRIC_EXPORT_INTERVAL: '200', OTEL_NODE_EBPF_EXPORT_THREAD: thread };
+        const r = await runWorkload([{ sleep: 700 }], { address, env });
+        assert.strictEqual(r.code, 0, r.stderr);
+        assert.ok(front.bodies.length >= 2, 'periodic exports reached the endpoint');
+        const reported = r.stderr.split('\n').filter(l => l.includes('Partial Success'));
+        assert.ok(reported.length >= 1, r.stderr);
+        for (const line of reported) assert.ok(line.includes(`"rejectedDataPoints":7`) && line.includes(message), line);
+        assert.ok(!/failed/.test(r.stderr), `the exports succeeded: ${r.stderr}`);
+      } finally {
+        front.close();
+      }
+    });
+  }
+
   it('straight to a Dynatrace-style OTLP API, as README.md configures it: https, a base path, an Api-Token header, delta', async () => {
     const fs = require('fs');
     const dir = fs.mkdtempSync(path.join(require('os').tmpdir(), 'oneb-dynatrace-'));

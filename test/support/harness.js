@@ -117,8 +117,8 @@ function describe_(points, name) {
 }
 
 /**
- * An OTLP/HTTP endpoint in front of the receiver, on `host`: `refuse(n)` decides, for the n-th request (from 1), a
- * status to answer with instead of passing it on (undefined: passed on). With `tls` ({ key, cert }) it speaks HTTPS;
+ * An OTLP/HTTP endpoint in front of the receiver, on `host`: `refuse(n)` decides, for the n-th request (from 1), an
+ * answer ({ status, headers, body }) to give instead of passing it on (undefined: passed on). With `tls` ({ key, cert }) it speaks HTTPS;
  * with `basePath` its OTLP paths are under that prefix, as a backend's OTLP API (`/api/v2/otlp/v1/metrics`), and
  * other paths get 404. Resolves with { endpoint, bodies, requests ({ url, headers } of each), close }.
  */
@@ -135,7 +135,7 @@ async function startFront(address, refuse, host = '127.0.0.1', { tls, basePath =
       requests.push({ url: req.url, headers: req.headers });
       if (!req.url.startsWith(`${basePath}/`)) return res.writeHead(404).end();
       const refused = refuse(bodies.length);
-      if (refused) return res.writeHead(refused.status, refused.headers ?? {}).end();
+      if (refused) return res.writeHead(refused.status, refused.headers ?? {}).end(refused.body);
       const forward = http.request(`${address.httpEndpoint}${req.url.slice(basePath.length)}`, { method: 'POST', headers: req.headers }, back => {
         res.writeHead(back.statusCode, back.headers);
         back.pipe(res);
