@@ -199,11 +199,15 @@ export interface NativeAddon {
   /**
    * One HTTP/1.1 POST over plain TCP from a thread of the addon (native/http.cc): `head` is the request line and
    * headers without Content-Length and the empty line; `gzip` compresses the body there. Resolves with the status
-   * code, Retry-After and the body of a 2xx answer (where it has a length, or ends with the connection); rejects with a BpfError (step `http connect`, `http send`, ...; code ETIMEDOUT after
-   * `timeoutMs`). Holds the event loop open until it settles.
+   * code, Retry-After and the body of a 2xx answer (delimited by its length, its chunks or the connection's end);
+   * rejects with a BpfError (step `http connect`, `http send`, ...; code ETIMEDOUT after `timeoutMs`). Holds the event
+   * loop open until it settles.
    */
   httpPost(request: HttpPostRequest): Promise<HttpPostResult>;
-  /** The same request on the calling thread, blocking it until the answer or `timeoutMs`; throws the BpfError. */
+  /**
+   * The same request on the calling thread, blocking it until the answer or `timeoutMs` (without the body: the last
+   * export of an exiting process does not wait for it); throws the BpfError.
+   */
   httpPostSync(request: HttpPostRequest): HttpPostResult;
 }
 
@@ -256,7 +260,7 @@ export const ADDON_PATH = path.join(PACKAGE_ROOT, 'native', 'build', 'Release', 
  * installed without them (a slim container image): name it. Anything else (built for another node, a missing
  * build) needs a rebuild.
  */
-export function addonFix(message: string): string {
+function addonFix(message: string): string {
   const lib = /(lib[\w+-]+\.so[.\d]*): cannot open shared object file/.exec(message)?.[1];
   if (lib) {
     return `${lib} is missing: install libbpf, libelf and zlib (Debian, Ubuntu: apt-get install libbpf1 libelf1 zlib1g; Fedora, RHEL: dnf install libbpf elfutils-libelf zlib)`;
