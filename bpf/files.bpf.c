@@ -9,8 +9,8 @@
  * path. Opt-in for that reason (measurement file.io).
  *
  * open/openat/creat/openat2 record the path by fd (read from the user's argument, which the kernel has just read);
- * read/write and their p- and v- variants add their result to that fd's entry; close sends the entry to user space
- * (a ring buffer, a record per file closed that had bytes) and forgets it. Sockets and pipes never opened by path
+ * read/write and their p- and v- variants add their result to that fd's entry; close forgets the entry and then
+ * sends it to user space (a ring buffer, a record per file closed that had bytes). Sockets and pipes never opened by path
  * are not in the map: their reads and writes cost a failed look-up.
  *
  * close(2) frees the fd number before sys_exit runs: in between, another thread's open can take the number, and its
@@ -109,20 +109,32 @@ struct {
 	__type(value, struct file_entry);
 } scratch SEC(".maps");
 
-/* Hands a file's totals to user space, if it had any bytes. */
-static __always_inline void send_closed(struct file_entry *v)
+/*
+ * A file's totals for user space, if it had any bytes: reserved and filled here, submitted by submit_closed() once
+ * the entry is gone from `files`. User space adds a close record less what it already read of the entry at a
+ * collection, and a collection reads the ring, then the map. Were the record submitted first, a collection could
+ * take it from the ring and then find the entry still in the map (its thread preempted between the two, or its vCPU
+ * by the host), and count the file twice.
+ */
+static __always_inline struct file_entry *closed_record(struct file_entry *v)
 {
 	struct file_entry *e;
 
 	if (!v->read_bytes && !v->written_bytes)
-		return;
+		return NULL;
 	e = bpf_ringbuf_reserve(&closed_files, sizeof(*e), 0);
 	if (!e) {
 		__sync_fetch_and_add(&health.events_dropped, 1);
-		return;
+		return NULL;
 	}
 	__builtin_memcpy(e, v, sizeof(*e));
-	RINGBUF_SUBMIT(&closed_files, FILES_RING_SIZE, e);
+	return e;
+}
+
+static __always_inline void submit_closed(struct file_entry *e)
+{
+	if (e)
+		RINGBUF_SUBMIT(&closed_files, FILES_RING_SIZE, e);
 }
 
 /* The struct file at `fd` in the current task's table now, 0 if none. */
@@ -143,18 +155,19 @@ static __always_inline __u64 file_at(__u32 fd)
 
 static __always_inline void opened(long fd, const char *pathname)
 {
-	struct file_entry *v, *old;
+	struct file_entry *v, *old, *gone;
 	__u32 key = fd, zero = 0;
 
 	if (fd < 0 || !pathname)
 		return;
-	/* an fd closed behind our back (dup2 onto it, close_range) and reused */
+	/* an fd closed behind our back (dup2 onto it, close_range) and reused: its entry goes before its record */
 	old = bpf_map_lookup_elem(&files, &key);
-	if (old)
-		send_closed(old);
+	if (old) {
+		gone = closed_record(old);
+		bpf_map_delete_elem(&files, &key);
+		submit_closed(gone);
+	}
 	if (sdk_own_open()) {
-		if (old)
-			bpf_map_delete_elem(&files, &key);
 		__sync_fetch_and_add(&health.own_opens, 1);
 		return;
 	}
@@ -178,7 +191,7 @@ static __always_inline void opened(long fd, const char *pathname)
 SEC("raw_tp/sys_exit")
 int BPF_PROG(files_sys_exit, struct pt_regs *regs, long ret)
 {
-	struct file_entry *v;
+	struct file_entry *v, *gone;
 	__u32 fd;
 	long nr;
 
@@ -229,8 +242,9 @@ int BPF_PROG(files_sys_exit, struct pt_regs *regs, long ret)
 		/* another thread's open took the fd since, and its entry is this one (see the file's comment) */
 		if (v->file && v->file == file_at(fd))
 			return 0;
-		send_closed(v);
+		gone = closed_record(v);
 		bpf_map_delete_elem(&files, &fd);
+		submit_closed(gone);
 		return 0;
 	}
 	return 0;
