@@ -17,6 +17,12 @@
  * own sys_exit can come first and enter the new file under that fd. The close's sys_exit then finds the new file's
  * entry. Each entry keeps the struct file that the fd held at its open, and a close leaves alone an entry whose file
  * is at the fd again (the old entry was sent by the open that replaced it).
+ *
+ * The two can also run side by side on two CPUs, the close's sys_exit and the open's, and both find the old entry
+ * before either has removed it: each would send it, and its bytes would count twice (seen once, on Node 24, whose
+ * V8 reads /sys/devices/system/cpu/online on a thread of its own at any moment). The first to claim the entry (an
+ * atomic flag in it) sends it; the close removes it only while it is still the entry at the fd, so that it does not
+ * remove the entry the open has put in its place.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -137,6 +143,12 @@ static __always_inline void submit_closed(struct file_entry *e)
 		RINGBUF_SUBMIT(&closed_files, FILES_RING_SIZE, e);
 }
 
+/* Whether this run is the one to send `v` (see the file's comment): true once per entry. */
+static __always_inline bool claim(struct file_entry *v)
+{
+	return __sync_val_compare_and_swap(&v->sent, 0, 1) == 0;
+}
+
 /* The struct file at `fd` in the current task's table now, 0 if none. */
 static __always_inline __u64 file_at(__u32 fd)
 {
@@ -160,9 +172,12 @@ static __always_inline void opened(long fd, const char *pathname)
 
 	if (fd < 0 || !pathname)
 		return;
-	/* an fd closed behind our back (dup2 onto it, close_range) and reused: its entry goes before its record */
+	/*
+	 * An fd closed behind our back (dup2 onto it, close_range) and reused: its entry goes before its record. One that
+	 * a close claimed is that close's to send; the update below replaces it.
+	 */
 	old = bpf_map_lookup_elem(&files, &key);
-	if (old) {
+	if (old && claim(old)) {
 		gone = closed_record(old);
 		bpf_map_delete_elem(&files, &key);
 		submit_closed(gone);
@@ -178,7 +193,7 @@ static __always_inline void opened(long fd, const char *pathname)
 	v->read_bytes = 0;
 	v->written_bytes = 0;
 	v->fd = key;
-	v->pad = 0;
+	v->sent = 0;
 	v->file = file_at(key);
 	if (bpf_probe_read_user_str(v->path, sizeof(v->path), pathname) < 0)
 		v->path[0] = 0;
@@ -192,6 +207,7 @@ SEC("raw_tp/sys_exit")
 int BPF_PROG(files_sys_exit, struct pt_regs *regs, long ret)
 {
 	struct file_entry *v, *gone;
+	__u64 gen;
 	__u32 fd;
 	long nr;
 
@@ -242,8 +258,14 @@ int BPF_PROG(files_sys_exit, struct pt_regs *regs, long ret)
 		/* another thread's open took the fd since, and its entry is this one (see the file's comment) */
 		if (v->file && v->file == file_at(fd))
 			return 0;
+		/* an open on another thread that took the fd has sent it, and puts its own entry in its place */
+		if (!claim(v))
+			return 0;
+		gen = v->gen;
 		gone = closed_record(v);
-		bpf_map_delete_elem(&files, &fd);
+		v = bpf_map_lookup_elem(&files, &fd);
+		if (v && v->gen == gen)
+			bpf_map_delete_elem(&files, &fd);
 		submit_closed(gone);
 		return 0;
 	}

@@ -18,7 +18,7 @@ struct file_entry {
 	__u64 read_bytes;
 	__u64 written_bytes;
 	__u32 fd;
-	__u32 pad;
+	__u32 sent;          /* claimed by the program run that sends this entry to user space (once); kernel-only */
 	__u64 file;          /* the kernel's struct file at the fd when it was opened (0: unknown); kernel-only */
 	char path[FILE_PATH_LEN]; /* NUL-terminated, as passed to open/openat/creat/openat2 */
 };

@@ -574,7 +574,7 @@ export const FILES_LAYOUTS = {
       read_bytes: { offset: 8, type: 'u64' },
       written_bytes: { offset: 16, type: 'u64' },
       fd: { offset: 24, type: 'u32' },
-      pad: { offset: 28, type: 'u32' },
+      sent: { offset: 28, type: 'u32' },
       file: { offset: 32, type: 'u64' },
       path: { offset: 40, type: 'bytes' },
     },
