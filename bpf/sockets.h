@@ -94,7 +94,6 @@ struct sockets_health {
 				  * them to a worker (SCM_RIGHTS), whose own instance counts their bytes and close */
 };
 
-/* A listening socket in the process's network namespace, of this process or of another one (listening_socks). */
 /* One of the process's listening sockets by port and local address (all zero: any; IPv4, and IPv4-mapped IPv6, in the
  * first four bytes). */
 struct listener_addr_key {
@@ -104,9 +103,10 @@ struct listener_addr_key {
 	__u8 addr[16];
 };
 
+/* A listening socket in the process's network namespace, of this process or of another one (listening_socks). */
 struct listening_sock {
 	struct listener_key key;
-	__u32 flags; /* LISTENING_OURS, LISTENING_IN_NETNS (bpf/sockets.bpf.c) */
+	__u32 flags; /* LISTENING_OURS, LISTENING_IN_NETNS, LISTENING_ADDR (bpf/sockets.bpf.c) */
 };
 
 /*

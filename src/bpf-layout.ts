@@ -245,12 +245,13 @@ export function encodeListenerKey(netns: number, port: number): Buffer {
  * that is neither.
  */
 export function encodeListenerAddrKey(netns: number, port: number, address: string): Buffer | undefined {
-  const b = Buffer.alloc(LAYOUTS.listener_addr_key.size);
-  b.writeUInt32LE(netns, LAYOUTS.listener_addr_key.fields.netns.offset);
-  b.writeUInt16LE(port, LAYOUTS.listener_addr_key.fields.port.offset);
   const bytes = addressBytes(address);
   if (!bytes) return undefined;
-  bytes.copy(b, LAYOUTS.listener_addr_key.fields.addr.offset);
+  const f = LAYOUTS.listener_addr_key.fields;
+  const b = Buffer.alloc(LAYOUTS.listener_addr_key.size);
+  b.writeUInt32LE(netns, f.netns.offset);
+  b.writeUInt16LE(port, f.port.offset);
+  bytes.copy(b, f.addr.offset);
   return b;
 }
 
