@@ -237,6 +237,24 @@ std::string Header(const std::string& head, const std::string& name) {
   return "";
 }
 
+// Appends what the response has next to `into`, waiting for it until the deadline: the bytes read, 0 at the
+// connection's end, -1 on an error (post.err and post.step say which).
+ssize_t ReceiveInto(Post& post, int fd, std::string& into) {
+  char buf[4096];
+  for (;;) {
+    ssize_t n = recv(fd, buf, sizeof(buf), 0);
+    if (n >= 0) {
+      into.append(buf, static_cast<size_t>(n));
+      return n;
+    }
+    if (errno != EAGAIN && errno != EINTR) {
+      Fail(post, "response", errno);
+      return -1;
+    }
+    if (!Wait(post, fd, POLLIN, "response")) return -1;
+  }
+}
+
 constexpr size_t kMaxResponseBody = 64 * 1024;
 
 // A chunked body (RFC 9112, 7.1) from what was read of it: 1 when it is whole (into *out), 0 when more is needed, -1
@@ -285,7 +303,6 @@ void ReadBody(Post& post, int fd, const std::string& head, std::string rest) {
   } else if (strcasecmp(Header(head, "connection").c_str(), "close") != 0) {
     return;  // no way to tell where it ends
   }
-  char buf[4096];
   for (;;) {
     if (chunked) {
       std::string body;
@@ -301,19 +318,14 @@ void ReadBody(Post& post, int fd, const std::string& head, std::string rest) {
       return;
     }
     if (rest.size() > 2 * kMaxResponseBody) return;
-    ssize_t n = recv(fd, buf, sizeof(buf), 0);
-    if (n > 0) {
-      rest.append(buf, static_cast<size_t>(n));
-    } else if (n == 0) {
-      if (want == SIZE_MAX && !chunked && rest.size() <= kMaxResponseBody) post.response_body = std::move(rest);
+    ssize_t n = ReceiveInto(post, fd, rest);
+    if (n < 0) {
+      post.err = 0;  // the deadline passed, or the connection failed: the export stands, without the body
+      post.step.clear();
       return;
-    } else if (errno == EAGAIN || errno == EINTR) {
-      if (!Wait(post, fd, POLLIN, "response")) {
-        post.err = 0;  // the deadline passed: the export stands, without the body
-        post.step.clear();
-        return;
-      }
-    } else {
+    }
+    if (n == 0) {
+      if (want == SIZE_MAX && !chunked && rest.size() <= kMaxResponseBody) post.response_body = std::move(rest);
       return;
     }
   }
@@ -323,21 +335,13 @@ void ReadBody(Post& post, int fd, const std::string& head, std::string rest) {
 // the connection's end cuts short is no answer (EPROTO).
 bool ReadStatus(Post& post, int fd) {
   std::string response;
-  char buf[4096];
   for (;;) {
     size_t end;
     while ((end = response.find("\r\n\r\n")) == std::string::npos) {
       if (response.size() > 64 * 1024) return Fail(post, "response", EMSGSIZE);
-      ssize_t n = recv(fd, buf, sizeof(buf), 0);
-      if (n > 0) {
-        response.append(buf, static_cast<size_t>(n));
-      } else if (n == 0) {
-        return Fail(post, "response", EPROTO);
-      } else if (errno == EAGAIN || errno == EINTR) {
-        if (!Wait(post, fd, POLLIN, "response")) return false;
-      } else {
-        return Fail(post, "response", errno);
-      }
+      ssize_t n = ReceiveInto(post, fd, response);
+      if (n < 0) return false;
+      if (n == 0) return Fail(post, "response", EPROTO);
     }
     // "HTTP/1.1 200 OK"
     if (response.compare(0, 5, "HTTP/") != 0) return Fail(post, "response", EPROTO);
